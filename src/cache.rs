@@ -1,0 +1,124 @@
+//! Sealed segments kept mapped, at most `open_segments_max` at once (least recently used out).
+//!
+//! A sealed segment is mapped once, its file handle closed, and its index files mapped beside
+//! it; a log of 10,000 segments therefore holds at most `open_segments_max` maps and no file
+//! descriptors for sealed segments.
+
+use crate::error::{Error, Result};
+use crate::format::{self, SEGMENT_HEADER_LEN};
+use crate::index::{self, IndexBuilder, LoadedIndex};
+use crate::segment::{self, FrameCursor, Source, Step};
+use crate::storage::{OpenMode, SharedBytes, Storage};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A mapped sealed segment with its validated index.
+#[derive(Debug)]
+pub(crate) struct Sealed {
+    /// Offset after its last record (the next segment's base).
+    pub end_offset: u64,
+    pub path: PathBuf,
+    pub data: SharedBytes,
+    pub index: LoadedIndex,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SegmentCache {
+    entries: Vec<(u64, Arc<Sealed>, u64)>,
+    tick: u64,
+}
+
+impl SegmentCache {
+    /// The sealed segment at `base` (records `base..end_offset`), loading it if needed.
+    /// `write_index`: a rebuilt index may be written back (writable logs only).
+    pub fn get(
+        &mut self,
+        storage: &dyn Storage,
+        dir: &Path,
+        base: u64,
+        end_offset: u64,
+        cap: usize,
+        write_index: bool,
+    ) -> Result<Arc<Sealed>> {
+        self.tick += 1;
+        if let Some(e) = self.entries.iter_mut().find(|e| e.0 == base && e.1.end_offset == end_offset) {
+            e.2 = self.tick;
+            return Ok(e.1.clone());
+        }
+        let sealed = Arc::new(load(storage, dir, base, end_offset, write_index)?);
+        self.entries.retain(|e| e.0 != base);
+        if self.entries.len() >= cap
+            && let Some(i) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.2).map(|(i, _)| i)
+        {
+            self.entries.swap_remove(i);
+        }
+        self.entries.push((base, sealed.clone(), self.tick));
+        Ok(sealed)
+    }
+
+    /// Forgets segments below `first_base` (removed by retention) and everything at or above
+    /// `from_base` (changed by a roll seen by a reader).
+    pub fn forget_outside(&mut self, first_base: u64, from_base: u64) {
+        self.entries.retain(|e| e.0 >= first_base && e.0 < from_base);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+fn load(storage: &dyn Storage, dir: &Path, base: u64, end_offset: u64, write_index: bool) -> Result<Sealed> {
+    let path = dir.join(format::segment_file_name(base));
+    let file = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
+    segment::check_header(file.as_ref(), &path, base)?;
+    let data = file.map().map_err(|e| Error::io("map", &path, e))?;
+    drop(file);
+    let len = data.len() as u64;
+    let expected_records = end_offset - base;
+    let index = match LoadedIndex::load(storage, dir, base, true) {
+        Some(ix) if ix.header.covered_bytes == len && ix.header.record_count == expected_records => ix,
+        _ => {
+            let b = rebuild(&data, &path, base, end_offset)?;
+            if write_index {
+                index::write_index_files(storage, dir, &b);
+            }
+            LoadedIndex::from_builder(&b)
+        }
+    };
+    Ok(Sealed { end_offset, path, data, index })
+}
+
+/// Scans a whole sealed segment, verifying every frame, and builds its index.
+fn rebuild(data: &SharedBytes, path: &Path, base: u64, end_offset: u64) -> Result<IndexBuilder> {
+    // Interval of the rebuilt index: the default granule; sealed indexes need not match options.
+    let mut b = IndexBuilder::new(base, 4096);
+    let mut cursor = FrameCursor::new(
+        Source::Mapped(data.clone()),
+        path.to_path_buf(),
+        SEGMENT_HEADER_LEN as u64,
+        data.len() as u64,
+        0,
+    );
+    let mut next = base;
+    loop {
+        match cursor.step(Some(next))? {
+            Step::Frame { position, frame, .. } => {
+                b.push(next - base, position, frame.len as u64, frame.timestamp);
+                next += 1;
+            }
+            Step::End => break,
+            Step::Bad { position, error } => {
+                return Err(Error::corruption(path, position, Some(next), format!("sealed segment: {error}")));
+            }
+        }
+    }
+    if next != end_offset {
+        return Err(Error::corruption(
+            path,
+            cursor.position(),
+            Some(next),
+            format!("sealed segment ends at offset {next}, the next segment starts at {end_offset}"),
+        ));
+    }
+    Ok(b)
+}

@@ -1,0 +1,154 @@
+//! The one error type of the crate.
+//!
+//! Every variant's message names what a person needs to act on it: the path, the byte position,
+//! the offset and the cause. Each variant documents when it happens and whether the caller can go
+//! on with the same [`Log`](crate::Log).
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout evlog.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in evlog.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O operation failed. If it was a write or an fsync on the append path, the log is now
+    /// poisoned and later appends return [`Error::Poisoned`]; reads keep working.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. "write" or "fsync".
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The disk (or quota) is full. Nothing after the last acknowledged record was acknowledged;
+    /// the log is poisoned for appends but stays readable. Free space, then reopen.
+    #[error("no space left while {op} {path}: {source}; free space and reopen the log")]
+    StorageFull {
+        /// What was being done.
+        op: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Bytes on disk failed validation: a bad checksum, magic, version, length or offset. Never
+    /// returned for a torn tail that recovery may legitimately truncate.
+    #[error("corruption in {path} at byte {position}{}: {reason}", fmt_offset(*.offset))]
+    Corruption {
+        /// The file that holds the bad bytes.
+        path: PathBuf,
+        /// Byte position of the bad frame or field in that file.
+        position: u64,
+        /// The log offset expected at that position, when known.
+        offset: Option<u64>,
+        /// What exactly failed.
+        reason: String,
+    },
+
+    /// Another `Log` (in this or another process) holds the directory's writer lock.
+    #[error("log directory {path} is locked by another writer")]
+    Locked {
+        /// The log directory.
+        path: PathBuf,
+    },
+
+    /// An earlier write or fsync failed, so the log refuses further appends: Linux may have
+    /// dropped the dirty pages, and retrying an fsync could report success for lost data.
+    /// Reopen the log to run recovery.
+    #[error("log {path} is poisoned after an earlier I/O failure ({cause}); reopen it to recover")]
+    Poisoned {
+        /// The log directory.
+        path: PathBuf,
+        /// The first failure's message.
+        cause: String,
+    },
+
+    /// A record's key, headers and payload together exceed `Options::record_bytes_max`.
+    #[error("record of {size} bytes exceeds record_bytes_max = {max}")]
+    RecordTooLarge {
+        /// Bytes of key + headers + payload.
+        size: u64,
+        /// The configured limit.
+        max: u64,
+    },
+
+    /// A batch does not fit in one segment (`Options::segment_bytes_max`), so it could not be
+    /// written atomically.
+    #[error("batch of {size} framed bytes exceeds what one segment holds ({max} bytes)")]
+    BatchTooLarge {
+        /// Framed bytes of the whole batch.
+        size: u64,
+        /// What one segment can hold after its header.
+        max: u64,
+    },
+
+    /// A record's headers break a format limit (count, name length).
+    #[error("invalid record headers: {reason}")]
+    InvalidHeaders {
+        /// What limit was broken.
+        reason: String,
+    },
+
+    /// The options are inconsistent (e.g. a record limit larger than a segment).
+    #[error("invalid options: {reason}")]
+    InvalidOptions {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The path given as a log directory exists but is not a directory.
+    #[error("{path} is not a directory")]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+
+    /// A write was attempted through a read-only handle.
+    #[error("log {path} is open read-only")]
+    ReadOnly {
+        /// The log directory.
+        path: PathBuf,
+    },
+}
+
+fn fmt_offset(offset: Option<u64>) -> String {
+    match offset {
+        Some(o) => format!(" (offset {o})"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// Wraps an I/O error, turning "no space" into [`Error::StorageFull`].
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == io::ErrorKind::StorageFull || source.kind() == io::ErrorKind::QuotaExceeded {
+            Error::StorageFull { op, path, source }
+        } else {
+            Error::Io { op, path, source }
+        }
+    }
+
+    pub(crate) fn corruption(
+        path: impl Into<PathBuf>,
+        position: u64,
+        offset: Option<u64>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corruption { path: path.into(), position, offset, reason: reason.into() }
+    }
+
+    /// True for [`Error::Corruption`].
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corruption { .. })
+    }
+}

@@ -1,0 +1,704 @@
+//! The log: a set of segments in one directory, its readers, and the handle applications use.
+//!
+//! Invariants:
+//! - Readers see a record only once it is published: after its write in `Os`/`Interval` mode,
+//!   after its fsync in `Always` mode; so a reader never sees a record that a power cut could
+//!   take back under `Always`, and never a partial frame or a partial atomic batch.
+//! - The active (last) segment is never mapped: it is read with `pread`, because recovery may
+//!   truncate its tail. Only sealed segments are mapped, and no writer changes a sealed segment.
+//! - Offsets are contiguous: segment `i + 1` starts where segment `i` ends.
+//! - Lock order: writer, then view, then cache. The sync state lock is never held while waiting
+//!   for any other lock.
+
+use crate::cache::{Sealed, SegmentCache};
+use crate::error::{Error, Result};
+use crate::format::{self, SEGMENT_HEADER_LEN};
+use crate::index::IndexBuilder;
+use crate::options::{Durability, Options};
+use crate::record::{NewRecord, Record};
+use crate::recovery::{self, RecoveryReport};
+use crate::segment::{FrameCursor, Source, Step};
+use crate::storage::{LockGuard, OpenMode, StorageFile};
+use crate::writer::{SyncState, Writer};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The active segment as readers see it.
+#[derive(Debug)]
+pub(crate) struct Active {
+    pub base: u64,
+    pub path: PathBuf,
+    pub file: Arc<dyn StorageFile>,
+    pub index: Mutex<IndexBuilder>,
+}
+
+/// What readers may see.
+#[derive(Debug)]
+pub(crate) struct View {
+    /// Base offsets of all segments; the last is the active one.
+    pub bases: Vec<u64>,
+    pub active: Arc<Active>,
+    /// Offset after the last published record.
+    pub next_offset: u64,
+    /// Byte end of the last published record in the active segment.
+    pub active_end: u64,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Everything a `Log`, its iterators and its flusher thread share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub opts: Options,
+    pub read_only: bool,
+    pub view: RwLock<View>,
+    pub cache: Mutex<SegmentCache>,
+    /// Smallest and largest timestamp per sealed segment, filled lazily.
+    pub time_ranges: Mutex<HashMap<u64, Option<(i64, i64)>>>,
+    pub writer: Option<Mutex<Writer>>,
+    pub sync: Mutex<SyncState>,
+    pub sync_cv: Condvar,
+    /// Every offset below this is on stable storage.
+    pub synced_offset: AtomicU64,
+    pub poisoned: AtomicBool,
+    pub poison_cause: Mutex<Option<String>>,
+    pub appended: Mutex<()>,
+    pub appended_cv: Condvar,
+    pub shutdown: Mutex<bool>,
+    pub shutdown_cv: Condvar,
+    pub dir_lock: Mutex<Option<Box<dyn LockGuard>>>,
+    pub refresh_lock: Mutex<()>,
+    pub report: RecoveryReport,
+    /// fsyncs of data files on the append path (group commit leaders and rolls).
+    pub fsyncs: AtomicU64,
+}
+
+impl Shared {
+    pub fn view(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn view_mut(&self) -> RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn sealed(&self, base: u64, end_offset: u64) -> Result<Arc<Sealed>> {
+        lock(&self.cache).get(
+            self.opts.storage.as_ref(),
+            &self.dir,
+            base,
+            end_offset,
+            self.opts.open_segments_max,
+            !self.read_only,
+        )
+    }
+
+    /// Positions a cursor on `offset`, or `None` if it is not published.
+    fn locate(&self, offset: u64) -> Result<Option<Cur>> {
+        let (base, next_base, active, end) = {
+            let v = self.view();
+            let first = v.bases.first().copied().unwrap_or(0);
+            if offset < first || offset >= v.next_offset {
+                return Ok(None);
+            }
+            let i = v.bases.partition_point(|&b| b <= offset) - 1;
+            if i + 1 == v.bases.len() {
+                (v.bases[i], None, Some(v.active.clone()), v.active_end)
+            } else {
+                (v.bases[i], Some(v.bases[i + 1]), None, 0)
+            }
+        };
+        let rel = offset - base;
+        let cur = match (next_base, active) {
+            (Some(end_offset), _) => {
+                let s = self.sealed(base, end_offset)?;
+                let (r, pos) = s.index.as_ref().lookup(rel).unwrap_or((0, SEGMENT_HEADER_LEN as u64));
+                let cursor = FrameCursor::new(Source::Mapped(s.data.clone()), s.path.clone(), pos, u64::MAX, 0);
+                Cur { end_offset: Some(end_offset), active: None, cursor, next: base + r }
+            }
+            (None, Some(a)) => {
+                let (r, pos) = lock(&a.index).as_ref().lookup(rel).unwrap_or((0, SEGMENT_HEADER_LEN as u64));
+                let cursor = FrameCursor::new(
+                    Source::File(a.file.clone()),
+                    a.path.clone(),
+                    pos,
+                    end,
+                    self.opts.read_buffer_bytes,
+                );
+                Cur { end_offset: None, active: Some(a), cursor, next: base + r }
+            }
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(cur))
+    }
+
+    /// Steps `cur` until it yields `offset`.
+    fn read_in(&self, cur: &mut Cur, offset: u64) -> Result<Option<Record>> {
+        while cur.next <= offset {
+            match cur.cursor.step(Some(cur.next))? {
+                Step::Frame { frame, bytes, .. } => {
+                    cur.next += 1;
+                    if frame.offset == offset {
+                        return Ok(Some(Record::from_frame(bytes, &frame)));
+                    }
+                }
+                Step::End => return Ok(None),
+                Step::Bad { position, error } => {
+                    return Err(Error::corruption(&cur.cursor.path, position, Some(cur.next), error.to_string()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Publishes records up to `next_offset` ending at byte `end` of `active`, if that is news.
+    pub fn publish(&self, active: &Arc<Active>, next_offset: u64, end: u64) {
+        {
+            let mut v = self.view_mut();
+            if !Arc::ptr_eq(&v.active, active) || next_offset <= v.next_offset {
+                return;
+            }
+            v.next_offset = next_offset;
+            v.active_end = end;
+        }
+        let _g = lock(&self.appended);
+        self.appended_cv.notify_all();
+    }
+
+    pub fn check_poison(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            let cause = lock(&self.poison_cause).clone().unwrap_or_default();
+            return Err(Error::Poisoned { path: self.dir.clone(), cause });
+        }
+        Ok(())
+    }
+
+    /// Marks the log poisoned after a failed write or fsync and wakes every waiter.
+    pub fn poison(&self, err: &Error) {
+        {
+            let mut c = lock(&self.poison_cause);
+            if c.is_none() {
+                *c = Some(err.to_string());
+            }
+        }
+        self.poisoned.store(true, Ordering::Release);
+        let _g = lock(&self.sync);
+        self.sync_cv.notify_all();
+    }
+
+    /// Read-only logs: looks at the directory again for new frames and segments. Returns whether
+    /// anything new became visible.
+    pub fn refresh(&self) -> Result<bool> {
+        let _g = lock(&self.refresh_lock);
+        let storage = self.opts.storage.as_ref();
+        let names = storage.list_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
+        let mut bases: Vec<u64> =
+            names.iter().filter_map(|n| format::parse_file_name(n, format::SEGMENT_SUFFIX)).collect();
+        bases.sort_unstable();
+        let (old_bases, active, mut next, mut end) = {
+            let v = self.view();
+            (v.bases.clone(), v.active.clone(), v.next_offset, v.active_end)
+        };
+        // A newest segment still without a complete header is a roll in progress: not yet there.
+        while bases.len() > 1 {
+            let last = *bases.last().unwrap_or(&0);
+            let path = self.dir.join(format::segment_file_name(last));
+            let ok = storage
+                .open(&path, OpenMode::Read)
+                .ok()
+                .is_some_and(|f| crate::segment::check_header(f.as_ref(), &path, last).is_ok());
+            if ok {
+                break;
+            }
+            bases.pop();
+        }
+        let Some(&last) = bases.last() else { return Ok(false) };
+        let mut active = active;
+        if last != active.base {
+            let path = self.dir.join(format::segment_file_name(last));
+            let file = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
+            active = Arc::new(Active {
+                base: last,
+                path,
+                file,
+                index: Mutex::new(IndexBuilder::new(last, self.opts.index_interval_bytes)),
+            });
+            next = last;
+            end = SEGMENT_HEADER_LEN as u64;
+            lock(&self.cache).forget_outside(bases[0], last);
+        }
+        // Scan the active segment from the published end, over complete batches only.
+        let len = active.file.len().map_err(|e| Error::io("stat", &active.path, e))?;
+        let mut cursor = FrameCursor::new(
+            Source::File(active.file.clone()),
+            active.path.clone(),
+            end,
+            len,
+            self.opts.read_buffer_bytes,
+        );
+        let mut pending: Vec<(u64, u64, u64, i64)> = Vec::new();
+        let (mut new_next, mut new_end, mut expected) = (next, end, next);
+        while let Step::Frame { position, frame, .. } = cursor.step(Some(expected))? {
+            pending.push((expected - active.base, position, frame.len as u64, frame.timestamp));
+            expected += 1;
+            if !frame.batch_continues() {
+                let mut ix = lock(&active.index);
+                for &(rel, pos, flen, ts) in &pending {
+                    ix.push(rel, pos, flen, ts);
+                }
+                pending.clear();
+                new_next = expected;
+                new_end = position + frame.len as u64;
+            }
+        }
+        let changed = bases != old_bases || new_next != next || !Arc::ptr_eq(&active, &self.view().active);
+        if changed {
+            {
+                let mut v = self.view_mut();
+                v.bases = bases;
+                v.active = active;
+                v.next_offset = new_next;
+                v.active_end = new_end;
+            }
+            let _g = lock(&self.appended);
+            self.appended_cv.notify_all();
+        }
+        Ok(changed)
+    }
+
+    fn time_range(&self, base: u64, end_offset: u64) -> Result<Option<(i64, i64)>> {
+        if let Some(r) = lock(&self.time_ranges).get(&base) {
+            return Ok(*r);
+        }
+        let r = self.sealed(base, end_offset)?.index.as_ref().time_range();
+        lock(&self.time_ranges).insert(base, r);
+        Ok(r)
+    }
+
+    /// The first record at or after `ts` in a segment, scanning from the first granule whose
+    /// largest timestamp reaches `ts`.
+    fn first_at_or_after(&self, mut cursor: FrameCursor, mut next: u64, ts: i64) -> Result<Option<u64>> {
+        loop {
+            match cursor.step(Some(next))? {
+                Step::Frame { frame, .. } => {
+                    if frame.timestamp >= ts {
+                        return Ok(Some(frame.offset));
+                    }
+                    next += 1;
+                }
+                Step::End => return Ok(None),
+                Step::Bad { position, error } => {
+                    return Err(Error::corruption(&cursor.path, position, Some(next), error.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// Where an iterator or a read stands in one segment.
+#[derive(Debug)]
+struct Cur {
+    /// `None` while the segment is the active one.
+    end_offset: Option<u64>,
+    active: Option<Arc<Active>>,
+    cursor: FrameCursor,
+    /// Offset of the frame at the cursor's position.
+    next: u64,
+}
+
+/// A durable, segmented, checksummed append-only log in one directory.
+///
+/// `Log` is `Send + Sync`: share it with `Arc` and append from many threads; appends land in one
+/// total order with offsets 0, 1, 2, … and no gaps.
+#[derive(Debug)]
+pub struct Log {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it if needed, and runs recovery. Fails with
+    /// [`Error::Locked`] if another `Log` holds the directory.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Log> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let storage = opts.storage.clone();
+        match storage.dir_exists(&dir) {
+            Ok(true) => {}
+            Ok(false) => storage.create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Err(Error::NotADirectory { path: dir }),
+            Err(e) => return Err(Error::io("stat", &dir, e)),
+        }
+        let lock_path = dir.join(format::LOCK_FILE);
+        let guard = match storage.lock(&lock_path) {
+            Ok(g) => g,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(Error::Locked { path: dir }),
+            Err(e) => return Err(Error::io("lock", &lock_path, e)),
+        };
+        let rec = recovery::recover(storage.as_ref(), &dir, &opts, true)?;
+        let checkpoint = crate::checkpoint::CheckpointFile::open(storage.as_ref(), &dir)?;
+        let shared = Arc::new(Self::shared(dir, opts, false, rec, Some(guard), Some(checkpoint)));
+        let flusher = match shared.opts.durability {
+            Durability::Interval(every) => Some(crate::writer::spawn_flusher(shared.clone(), every)),
+            _ => None,
+        };
+        Ok(Log { shared, flusher })
+    }
+
+    /// Opens a log that another process (or `Log`) may be writing, without taking the writer lock
+    /// and without changing any file. It sees every complete frame (and complete batch) present
+    /// now, and follows new ones as iterators reach the end. The active segment is read with
+    /// `pread`, never mapped, so the writer truncating a torn tail cannot fault this process.
+    pub fn open_read_only(dir: impl AsRef<Path>, opts: Options) -> Result<Log> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        match opts.storage.dir_exists(&dir) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Error::io(
+                    "open",
+                    &dir,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Err(Error::NotADirectory { path: dir }),
+            Err(e) => return Err(Error::io("stat", &dir, e)),
+        }
+        let rec = recovery::recover(opts.storage.as_ref(), &dir, &opts, false)?;
+        let shared = Arc::new(Self::shared(dir, opts, true, rec, None, None));
+        Ok(Log { shared, flusher: None })
+    }
+
+    fn shared(
+        dir: PathBuf,
+        opts: Options,
+        read_only: bool,
+        rec: recovery::Recovered,
+        guard: Option<Box<dyn LockGuard>>,
+        checkpoint: Option<crate::checkpoint::CheckpointFile>,
+    ) -> Shared {
+        let base = *rec.bases.last().unwrap_or(&0);
+        let active = Arc::new(Active {
+            base,
+            path: dir.join(format::segment_file_name(base)),
+            file: rec.active_file,
+            index: Mutex::new(rec.index),
+        });
+        let writer = checkpoint
+            .map(|checkpoint| Mutex::new(Writer::new(active.clone(), rec.position, rec.next_offset, checkpoint)));
+        Shared {
+            dir,
+            read_only,
+            view: RwLock::new(View {
+                bases: rec.bases,
+                active,
+                next_offset: rec.next_offset,
+                active_end: rec.position,
+            }),
+            cache: Mutex::new(SegmentCache::default()),
+            time_ranges: Mutex::new(HashMap::new()),
+            writer,
+            sync: Mutex::new(SyncState::default()),
+            sync_cv: Condvar::new(),
+            synced_offset: AtomicU64::new(if read_only { 0 } else { rec.next_offset }),
+            poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(None),
+            appended: Mutex::new(()),
+            appended_cv: Condvar::new(),
+            shutdown: Mutex::new(false),
+            shutdown_cv: Condvar::new(),
+            dir_lock: Mutex::new(guard),
+            refresh_lock: Mutex::new(()),
+            report: rec.report,
+            fsyncs: AtomicU64::new(0),
+            opts,
+        }
+    }
+
+    /// The directory of this log.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// What recovery found and did when this log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.shared.report
+    }
+
+    /// Appends a payload with timestamp now; returns its offset. Durable on return under
+    /// `Durability::Always`.
+    pub fn append(&self, payload: &[u8]) -> Result<u64> {
+        self.append_record(&NewRecord::new(payload))
+    }
+
+    /// Appends one record with an explicit timestamp, key and headers; returns its offset.
+    pub fn append_record(&self, record: &NewRecord<'_>) -> Result<u64> {
+        Ok(self.shared.append(std::slice::from_ref(record))?.start)
+    }
+
+    /// Appends many records with one write; they become durable together and atomically: after
+    /// a crash either all of them are in the log or none. Returns their offsets. The batch must
+    /// fit in one segment ([`Error::BatchTooLarge`] otherwise).
+    pub fn append_batch(&self, records: &[NewRecord<'_>]) -> Result<Range<u64>> {
+        self.shared.append(records)
+    }
+
+    /// The record at `offset`, or `None` if there is none (not yet written, or removed by
+    /// retention). A record whose bytes fail their checksum returns [`Error::Corruption`].
+    pub fn read(&self, offset: u64) -> Result<Option<Record>> {
+        self.refresh_if_read_only(offset)?;
+        match self.shared.locate(offset)? {
+            Some(mut cur) => self.shared.read_in(&mut cur, offset),
+            None => Ok(None),
+        }
+    }
+
+    /// Iterates records from `from_offset` (or the first offset, if that is later). The iterator
+    /// ends at the last published record; calling `next` again later yields records appended
+    /// since, so it can follow the log. It never yields a partial record.
+    pub fn iter(&self, from_offset: u64) -> Iter {
+        Iter { shared: self.shared.clone(), next: from_offset, cur: None, failed: false }
+    }
+
+    /// The earliest offset whose timestamp is >= `ts`, exact even when timestamps are not
+    /// monotonic (Kafka's `offsetsForTimes`). `None` if no record has such a timestamp.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        let s = &self.shared;
+        if s.read_only {
+            s.refresh()?;
+        }
+        let (bases, active, end) = {
+            let v = s.view();
+            (v.bases.clone(), v.active.clone(), v.active_end)
+        };
+        for w in bases.windows(2) {
+            let (base, end_offset) = (w[0], w[1]);
+            if s.time_range(base, end_offset)?.is_none_or(|(_, max)| max < ts) {
+                continue;
+            }
+            let sealed = s.sealed(base, end_offset)?;
+            let Some((rel, pos)) = sealed.index.as_ref().first_granule_reaching(ts) else { continue };
+            let cursor = FrameCursor::new(Source::Mapped(sealed.data.clone()), sealed.path.clone(), pos, u64::MAX, 0);
+            if let Some(o) = s.first_at_or_after(cursor, base + rel, ts)? {
+                return Ok(Some(o));
+            }
+        }
+        let granule = lock(&active.index).as_ref().first_granule_reaching(ts);
+        let Some((rel, pos)) = granule else { return Ok(None) };
+        let cursor = FrameCursor::new(
+            Source::File(active.file.clone()),
+            active.path.clone(),
+            pos,
+            end,
+            s.opts.read_buffer_bytes,
+        );
+        s.first_at_or_after(cursor, active.base + rel, ts)
+    }
+
+    /// The first offset still in the log.
+    pub fn first_offset(&self) -> u64 {
+        self.shared.view().bases.first().copied().unwrap_or(0)
+    }
+
+    /// The offset the next append will get (for readers: one past the last visible record).
+    pub fn next_offset(&self) -> u64 {
+        if self.shared.read_only {
+            let _ = self.shared.refresh();
+        }
+        self.shared.view().next_offset
+    }
+
+    /// Makes every record appended so far durable (fdatasync), whatever the durability mode.
+    pub fn sync(&self) -> Result<()> {
+        self.shared.sync_all()
+    }
+
+    /// Blocks until a record at `offset` is readable or `timeout` passes; returns whether it is.
+    /// Appends in this process wake it at once. A read-only log looks at the files again once
+    /// per call and at the end.
+    pub fn wait_for(&self, offset: u64, timeout: Duration) -> Result<bool> {
+        let s = &self.shared;
+        let deadline = Instant::now() + timeout;
+        if s.read_only {
+            s.refresh()?;
+            return Ok(s.view().next_offset > offset);
+        }
+        let mut g = lock(&s.appended);
+        loop {
+            if s.view().next_offset > offset {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline || s.poisoned.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            g = s.appended_cv.wait_timeout(g, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Removes whole sealed segments whose records all lie below `offset`. Returns how many
+    /// records were removed. The active segment is never removed.
+    pub fn remove_before(&self, offset: u64) -> Result<u64> {
+        self.shared.remove_before(offset)
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.shared.view().bases.len()
+    }
+
+    /// fsyncs issued for data on the append path so far (group commit leaders and rolls).
+    pub fn data_fsyncs(&self) -> u64 {
+        self.shared.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Sealed segments currently mapped.
+    pub fn mapped_segments(&self) -> usize {
+        lock(&self.shared.cache).len()
+    }
+
+    /// Whether an earlier I/O failure poisoned the log for appends.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Closes the log cleanly: fsyncs, writes the indexes and a checkpoint at the end (so the next
+    /// open scans nothing) and releases the directory lock. Dropping the log does the same but
+    /// cannot report an error.
+    pub fn close(mut self) -> Result<()> {
+        self.close_inner()
+    }
+
+    fn close_inner(&mut self) -> Result<()> {
+        {
+            *lock(&self.shared.shutdown) = true;
+            self.shared.shutdown_cv.notify_all();
+        }
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
+        let r = self.shared.close();
+        lock(&self.shared.dir_lock).take();
+        r
+    }
+
+    fn refresh_if_read_only(&self, offset: u64) -> Result<()> {
+        if self.shared.read_only && offset >= self.shared.view().next_offset {
+            self.shared.refresh()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.close_inner();
+    }
+}
+
+/// Iterator over records from an offset; see [`Log::iter`].
+#[derive(Debug)]
+pub struct Iter {
+    shared: Arc<Shared>,
+    next: u64,
+    cur: Option<Cur>,
+    failed: bool,
+}
+
+impl Iter {
+    /// The offset the next record will have.
+    pub fn next_offset(&self) -> u64 {
+        self.next
+    }
+
+    fn next_record(&mut self) -> Result<Option<Record>> {
+        for _ in 0..4 {
+            let (first, visible, active_base, active_end) = {
+                let v = self.shared.view();
+                (v.bases.first().copied().unwrap_or(0), v.next_offset, v.active.base, v.active_end)
+            };
+            if self.next < first {
+                self.next = first;
+                self.cur = None;
+            }
+            if self.next >= visible {
+                if self.shared.read_only && self.shared.refresh()? {
+                    continue;
+                }
+                return Ok(None);
+            }
+            // A cursor on what was the active segment is dropped once that segment is sealed:
+            // the sealed one is mapped instead.
+            if let Some(c) = &mut self.cur {
+                let stale = c.next != self.next
+                    || match &c.active {
+                        Some(a) => a.base != active_base,
+                        None => c.end_offset.is_some_and(|e| self.next >= e),
+                    };
+                if stale {
+                    self.cur = None;
+                } else if c.active.is_some() {
+                    c.cursor.set_end(active_end);
+                }
+            }
+            if self.cur.is_none() {
+                self.cur = self.shared.locate(self.next)?;
+                if let Some(c) = &mut self.cur {
+                    // Skip from the granule start to the wanted offset.
+                    while c.next < self.next {
+                        match c.cursor.step(Some(c.next))? {
+                            Step::Frame { .. } => c.next += 1,
+                            Step::End => break,
+                            Step::Bad { position, error } => {
+                                return Err(Error::corruption(
+                                    &c.cursor.path,
+                                    position,
+                                    Some(c.next),
+                                    error.to_string(),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            let Some(c) = &mut self.cur else { continue };
+            match c.cursor.step(Some(self.next))? {
+                Step::Frame { frame, bytes, .. } => {
+                    self.next += 1;
+                    c.next += 1;
+                    return Ok(Some(Record::from_frame(bytes, &frame)));
+                }
+                Step::End => self.cur = None,
+                Step::Bad { position, error } => {
+                    return Err(Error::corruption(&c.cursor.path, position, Some(self.next), error.to_string()));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for Iter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.next_record() {
+            Ok(Some(r)) => Some(Ok(r)),
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

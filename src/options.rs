@@ -1,0 +1,118 @@
+//! Options, durability modes and limits.
+
+use crate::error::{Error, Result};
+use crate::format::{FRAME_HEADER_LEN, RECORD_BYTES_LIMIT, SEGMENT_HEADER_LEN};
+use crate::storage::{RealStorage, Storage};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// When an acknowledged append is on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `append` returns only after the record is on stable storage (`fdatasync`). Concurrent
+    /// appenders share fsyncs (group commit). Loses nothing acknowledged on a power cut.
+    Always,
+    /// A background thread fsyncs at this interval. A power cut loses at most the records
+    /// acknowledged during the last interval (plus the time one fsync takes). A process crash
+    /// loses nothing.
+    Interval(Duration),
+    /// Never fsyncs on the append path (only at segment rolls, checkpoints and `sync()`). A
+    /// process crash loses nothing; a power cut can lose everything since the last of those.
+    Os,
+}
+
+/// What `open` does about corruption found in the middle of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Fail with [`Error::Corruption`]; change nothing. (Torn tails are always truncated.)
+    Strict,
+    /// Truncate the log at the corrupt frame, moving every byte after it (and every later
+    /// segment) into the `quarantine/` directory; report what moved. Never deletes data.
+    Repair,
+}
+
+/// How a [`Log`](crate::Log) is opened. Every limit carries its unit in its name.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// When appends are durable.
+    pub durability: Durability,
+    /// A segment is rolled before it would grow past this many bytes (header included).
+    pub segment_bytes_max: u64,
+    /// Largest key + headers + payload of one record.
+    pub record_bytes_max: u64,
+    /// One sparse index entry per this many bytes of frames.
+    pub index_interval_bytes: u64,
+    /// In `Always` and `Interval` modes, a recovery checkpoint is written after at least this
+    /// many bytes were synced since the last one; open scans at most about this much (plus any
+    /// unsynced tail). Rolls always write a checkpoint.
+    pub checkpoint_interval_bytes: u64,
+    /// Most sealed segments kept mapped (with their indexes) at once.
+    pub open_segments_max: usize,
+    /// Size of one read from the active segment (pread), and of the scan buffer at recovery.
+    pub read_buffer_bytes: usize,
+    /// What to do about corruption in the middle of the log.
+    pub recovery: RecoveryMode,
+    /// Where the bytes go. Tests put [`MemStorage`](crate::storage::MemStorage) or
+    /// [`FaultStorage`](crate::storage::FaultStorage) here.
+    pub storage: Arc<dyn Storage>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Always,
+            segment_bytes_max: 64 << 20,
+            record_bytes_max: 8 << 20,
+            index_interval_bytes: 4096,
+            checkpoint_interval_bytes: 8 << 20,
+            open_segments_max: 32,
+            read_buffer_bytes: 256 << 10,
+            recovery: RecoveryMode::Strict,
+            storage: Arc::new(RealStorage),
+        }
+    }
+}
+
+/// Largest `segment_bytes_max`: positions in index entries are 32-bit.
+pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
+
+impl Options {
+    /// Options with the given durability and defaults otherwise.
+    pub fn with_durability(durability: Durability) -> Self {
+        Options { durability, ..Options::default() }
+    }
+
+    /// Checks the options against each other and the format's limits.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Err(Error::InvalidOptions { reason });
+        if self.segment_bytes_max > SEGMENT_BYTES_LIMIT {
+            return bad(format!("segment_bytes_max = {} is over {SEGMENT_BYTES_LIMIT}", self.segment_bytes_max));
+        }
+        if self.record_bytes_max == 0 || self.record_bytes_max > RECORD_BYTES_LIMIT {
+            return bad(format!("record_bytes_max = {} must be 1..={RECORD_BYTES_LIMIT}", self.record_bytes_max));
+        }
+        let room = (SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) as u64 + self.record_bytes_max;
+        if self.segment_bytes_max < room {
+            return bad(format!(
+                "segment_bytes_max = {} cannot hold one record of record_bytes_max = {} (needs {room})",
+                self.segment_bytes_max, self.record_bytes_max
+            ));
+        }
+        if self.index_interval_bytes == 0 {
+            return bad("index_interval_bytes must be at least 1".into());
+        }
+        if self.open_segments_max == 0 {
+            return bad("open_segments_max must be at least 1".into());
+        }
+        if self.read_buffer_bytes < FRAME_HEADER_LEN {
+            return bad(format!("read_buffer_bytes must be at least {FRAME_HEADER_LEN}"));
+        }
+        if let Durability::Interval(d) = self.durability
+            && d.is_zero()
+        {
+            return bad("Durability::Interval needs a non-zero interval; use Always".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! Records as applications write and read them.
+
+use crate::format::{DecodedFrame, HeadersIter};
+use crate::storage::Bytes;
+use std::ops::Range;
+
+/// A record to append: payload plus optional event timestamp, key and headers.
+#[derive(Debug, Clone, Default)]
+pub struct NewRecord<'a> {
+    /// Event time in milliseconds since the Unix epoch; `None` means now. Any value is allowed,
+    /// out of order included, and stored as given.
+    pub timestamp: Option<i64>,
+    /// Optional key (an empty key is distinct from no key).
+    pub key: Option<&'a [u8]>,
+    /// Small named values, stored in the frame: at most 64, names 1..=255 bytes of UTF-8.
+    pub headers: Vec<(&'a str, &'a [u8])>,
+    /// The event's bytes.
+    pub payload: &'a [u8],
+}
+
+impl<'a> NewRecord<'a> {
+    /// A record with this payload, timestamp now, no key, no headers.
+    pub fn new(payload: &'a [u8]) -> Self {
+        NewRecord { payload, ..NewRecord::default() }
+    }
+    /// Sets the event timestamp (milliseconds since the Unix epoch).
+    pub fn timestamp(mut self, ts: i64) -> Self {
+        self.timestamp = Some(ts);
+        self
+    }
+    /// Sets the key.
+    pub fn key(mut self, key: &'a [u8]) -> Self {
+        self.key = Some(key);
+        self
+    }
+    /// Adds a header.
+    pub fn header(mut self, name: &'a str, value: &'a [u8]) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+/// A record read back from the log. Owned and `Send`; when it comes from a mapped (sealed)
+/// segment its bytes are not copied.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    offset: u64,
+    timestamp: i64,
+    frame: Bytes,
+    key: Option<Range<usize>>,
+    headers: Range<usize>,
+    payload: Range<usize>,
+}
+
+impl Record {
+    /// `frame` holds exactly the frame's bytes and `d` was decoded from them (checksum matched).
+    pub(crate) fn from_frame(frame: Bytes, d: &DecodedFrame) -> Self {
+        Record {
+            offset: d.offset,
+            timestamp: d.timestamp,
+            frame,
+            key: d.key.clone(),
+            headers: d.headers.clone(),
+            payload: d.payload.clone(),
+        }
+    }
+
+    /// The record's offset in the log.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// Event time, milliseconds since the Unix epoch, as appended.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+    /// The key, if the record has one.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.clone().and_then(|r| self.frame.get(r))
+    }
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        self.frame.get(self.payload.clone()).unwrap_or(&[])
+    }
+    /// The payload as an owned, zero-copy handle.
+    pub fn payload_bytes(&self) -> Bytes {
+        self.frame.slice(self.payload.clone())
+    }
+    /// The headers as `(name, value)` pairs, in the order they were appended.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        // The block was validated when the frame was decoded: names are UTF-8, lengths fit.
+        HeadersIter::new(self.frame.get(self.headers.clone()).unwrap_or(&[]))
+            .filter_map(Result::ok)
+            .filter_map(|(n, v)| std::str::from_utf8(n).ok().map(|n| (n, v)))
+    }
+    /// The value of the first header with this name.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("offset", &self.offset)
+            .field("timestamp", &self.timestamp)
+            .field("key", &self.key())
+            .field("headers", &self.headers().count())
+            .field("payload_len", &self.payload().len())
+            .finish()
+    }
+}

@@ -1,0 +1,424 @@
+//! Open-time recovery: find the valid end of the log, starting from the checkpoint.
+//!
+//! Invariants:
+//! - Only bytes after the checkpoint are scanned (plus at most one index granule before it), so
+//!   open time does not grow with the log's size.
+//! - A torn tail (bad bytes that no later frame proves were durable) is truncated, then fsynced,
+//!   before the log accepts an append; what was dropped is reported.
+//! - Corruption in durable data is never truncated silently: `Strict` fails with
+//!   `Error::Corruption`; `Repair` moves every byte after the corruption into `quarantine/`.
+//!   Durable means: before the checkpoint, in a sealed segment, or below the `durable_offset` of
+//!   a later valid frame (the writer stamps each frame with what had been fsynced before it).
+//! - Read-only recovery changes no file: it only finds the end of what is complete.
+
+use crate::checkpoint;
+use crate::error::{Error, Result};
+use crate::format::{self, FrameError, SEGMENT_HEADER_LEN};
+use crate::index::{self, IndexBuilder, LoadedIndex};
+use crate::options::{Options, RecoveryMode};
+use crate::segment::{self, FrameCursor, Source, Step};
+use crate::storage::{OpenMode, Storage, StorageFile};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What `open` found and did. Nothing in it is an error: corruption that stops `open` is
+/// returned as [`Error::Corruption`] instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// A valid checkpoint was used, so only the log's tail was scanned.
+    pub checkpoint_used: bool,
+    /// Bytes of frames read and verified during recovery.
+    pub scanned_bytes: u64,
+    /// Frames read and verified during recovery.
+    pub scanned_records: u64,
+    /// Bytes cut from the end of the active segment (torn or unsynced tail).
+    pub truncated_bytes: u64,
+    /// Complete, valid frames inside those bytes (e.g. an unfinished atomic batch, or frames
+    /// after a torn one), which were therefore never acknowledged as durable.
+    pub dropped_records: u64,
+    /// Files removed: an incomplete segment from a crashed roll, stale temporary files, index
+    /// files without a segment.
+    pub removed_files: Vec<PathBuf>,
+    /// Files moved into `quarantine/` by `RecoveryMode::Repair`.
+    pub quarantined_files: Vec<PathBuf>,
+    /// The corruption that `RecoveryMode::Repair` cut away, as `Error::Corruption` would have
+    /// described it.
+    pub repaired_corruption: Option<String>,
+}
+
+/// The state recovery hands to the log.
+pub(crate) struct Recovered {
+    /// Base offsets of every segment, ascending; the last one is the active segment.
+    pub bases: Vec<u64>,
+    pub active_file: Arc<dyn StorageFile>,
+    /// Index of the active segment up to `position`.
+    pub index: IndexBuilder,
+    /// End of the last complete frame (and batch) in the active segment.
+    pub position: u64,
+    pub next_offset: u64,
+    pub report: RecoveryReport,
+}
+
+/// Result of scanning one segment.
+struct Scan {
+    /// End of the last frame that completes a batch, and the offset after it.
+    complete_pos: u64,
+    complete_next: u64,
+    /// Where scanning stopped short of the file's end, and why (`None`: clean end).
+    bad: Option<(u64, FrameError)>,
+    /// Valid frames after `complete_pos` that belong to an unfinished batch.
+    pending: u64,
+}
+
+struct Ctx<'a> {
+    storage: &'a dyn Storage,
+    dir: &'a Path,
+    opts: &'a Options,
+    writable: bool,
+    report: RecoveryReport,
+}
+
+fn seg_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format::segment_file_name(base))
+}
+
+/// Scans a segment from `from` (expecting offset `next`), feeding complete batches to `index`.
+fn scan(
+    ctx: &mut Ctx<'_>,
+    file: &Arc<dyn StorageFile>,
+    path: &Path,
+    base: u64,
+    from: u64,
+    next: u64,
+    mut index: Option<&mut IndexBuilder>,
+) -> Result<Scan> {
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    let mut cursor =
+        FrameCursor::new(Source::File(file.clone()), path.to_path_buf(), from, len, ctx.opts.read_buffer_bytes);
+    let mut s = Scan { complete_pos: from, complete_next: next, bad: None, pending: 0 };
+    let mut batch: Vec<(u64, u64, u64, i64)> = Vec::new();
+    let mut expected = next;
+    loop {
+        match cursor.step(Some(expected))? {
+            Step::Frame { position, frame, .. } => {
+                ctx.report.scanned_records += 1;
+                ctx.report.scanned_bytes += frame.len as u64;
+                batch.push((frame.offset - base, position, frame.len as u64, frame.timestamp));
+                expected += 1;
+                if !frame.batch_continues() {
+                    if let Some(ix) = index.as_deref_mut() {
+                        for &(rel, pos, flen, ts) in &batch {
+                            ix.push(rel, pos, flen, ts);
+                        }
+                    }
+                    batch.clear();
+                    s.complete_pos = position + frame.len as u64;
+                    s.complete_next = expected;
+                }
+            }
+            Step::End => {
+                if !batch.is_empty() {
+                    s.bad = Some((cursor.position(), FrameError::Truncated { needed: format::FRAME_HEADER_LEN }));
+                }
+                break;
+            }
+            Step::Bad { position, error } => {
+                s.bad = Some((position, error));
+                break;
+            }
+        }
+    }
+    s.pending = batch.len() as u64;
+    Ok(s)
+}
+
+/// Counts valid frames in `file` from `from` and finds whether any proves (by its
+/// `durable_offset`) that an offset >= `next` was durable. Returns (valid frames, proof).
+fn frames_after(file: &dyn StorageFile, path: &Path, from: u64, next: u64) -> Result<(u64, Option<(u64, u64)>)> {
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    let tail = file.read_vec(from, (len.saturating_sub(from)) as usize).map_err(|e| Error::io("read", path, e))?;
+    let (mut count, mut proof, mut at) = (0u64, None, 0usize);
+    while let Some((p, f)) = format::find_valid_frame(&tail, at) {
+        count += 1;
+        if f.durable_offset > next && proof.is_none() {
+            proof = Some((from + p as u64, f.durable_offset));
+        }
+        at = p + f.len;
+    }
+    Ok((count, proof))
+}
+
+/// Runs recovery. `writable`: the caller holds the directory lock and may truncate, remove,
+/// quarantine and write. Otherwise nothing is changed.
+pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &Options, writable: bool) -> Result<Recovered> {
+    let mut ctx = Ctx { storage, dir, opts, writable, report: RecoveryReport::default() };
+    let names = storage.list_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    let mut bases: Vec<u64> = names.iter().filter_map(|n| format::parse_file_name(n, format::SEGMENT_SUFFIX)).collect();
+    bases.sort_unstable();
+    if writable {
+        for n in &names {
+            let orphan_index = [format::OFFSET_INDEX_SUFFIX, format::TIME_INDEX_SUFFIX]
+                .iter()
+                .any(|s| format::parse_file_name(n, s).is_some_and(|b| bases.binary_search(&b).is_err()));
+            if n.ends_with(".tmp") || orphan_index {
+                let p = dir.join(n);
+                storage.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+                ctx.report.removed_files.push(p);
+            }
+        }
+    }
+
+    // A last segment too short for its header is what a crash during a roll (or during the
+    // very first create) leaves: it never held a frame, so it is removed.
+    let active = loop {
+        let Some(&last) = bases.last() else {
+            if !writable {
+                return Err(Error::io(
+                    "open",
+                    dir,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no segment files: not an evlog directory (yet)"),
+                ));
+            }
+            let base = ctx
+                .report
+                .removed_files
+                .iter()
+                .filter_map(|p| {
+                    p.file_name()?.to_str().and_then(|n| format::parse_file_name(n, format::SEGMENT_SUFFIX))
+                })
+                .min()
+                .unwrap_or(0);
+            return fresh(ctx, base);
+        };
+        let path = seg_path(dir, last);
+        let file = storage
+            .open(&path, if writable { OpenMode::ReadWrite } else { OpenMode::Read })
+            .map_err(|e| Error::io("open", &path, e))?;
+        let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+        match segment::check_header(file.as_ref(), &path, last) {
+            Ok(()) => break file,
+            Err(_) if len <= SEGMENT_HEADER_LEN as u64 => {
+                if writable {
+                    storage.remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                    index::remove_index_files(storage, dir, last);
+                    storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+                    ctx.report.removed_files.push(path);
+                }
+                bases.pop();
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let last_idx = bases.len() - 1;
+    let last = bases[last_idx];
+
+    // Where to start: the checkpoint, if it names a segment we have and a position inside it.
+    let ckpt = checkpoint::read(storage, dir).and_then(|c| {
+        let i = bases.binary_search(&c.segment_base).ok()?;
+        let len = if i == last_idx {
+            active.len().ok()?
+        } else {
+            storage.open(&seg_path(dir, c.segment_base), OpenMode::Read).ok()?.len().ok()?
+        };
+        (c.position <= len).then_some((i, c))
+    });
+    ctx.report.checkpoint_used = ckpt.is_some();
+    let (start_idx, start_pos, start_next, trusted_pos) = match ckpt {
+        Some((i, c)) => (i, c.position, c.next_offset, c.position),
+        None => (last_idx, SEGMENT_HEADER_LEN as u64, last, SEGMENT_HEADER_LEN as u64),
+    };
+
+    // Sealed segments after the checkpoint (a roll whose checkpoint was lost): verify them.
+    let mut next = start_next;
+    for (i, &base) in bases.iter().enumerate().take(last_idx).skip(start_idx) {
+        let path = seg_path(dir, base);
+        let file = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
+        segment::check_header(file.as_ref(), &path, base)?;
+        let from = if i == start_idx { start_pos } else { SEGMENT_HEADER_LEN as u64 };
+        if i != start_idx && next != base {
+            return Err(Error::corruption(
+                &path,
+                0,
+                Some(next),
+                format!("segment starts at offset {base}, previous ended at {next}"),
+            ));
+        }
+        let s = scan(&mut ctx, &file, &path, base, from, next, None)?;
+        if let Some((pos, err)) = s.bad {
+            let e = Error::corruption(&path, pos, Some(s.complete_next), format!("sealed segment: {err}"));
+            return repair_or_fail(ctx, &bases, i, s.complete_pos, s.complete_next, e);
+        }
+        next = s.complete_next;
+        if next != bases[i + 1] {
+            let e = Error::corruption(
+                &path,
+                s.complete_pos,
+                Some(next),
+                format!("segment ends before offset {}, where the next one starts", bases[i + 1]),
+            );
+            return repair_or_fail(ctx, &bases, i, s.complete_pos, s.complete_next, e);
+        }
+    }
+
+    // The active segment: resume its index from the index files when they cover trusted bytes.
+    let path = seg_path(dir, last);
+    let trusted_here = if start_idx == last_idx { trusted_pos } else { SEGMENT_HEADER_LEN as u64 };
+    let (mut builder, from, from_next) = match LoadedIndex::load(storage, dir, last, false) {
+        Some(loaded) if start_idx == last_idx => {
+            let (b, rel, pos) = IndexBuilder::resume(&loaded, opts.index_interval_bytes, trusted_here);
+            (b, pos, last + rel)
+        }
+        _ => (IndexBuilder::new(last, opts.index_interval_bytes), SEGMENT_HEADER_LEN as u64, last),
+    };
+    if start_idx != last_idx && next != last {
+        return Err(Error::corruption(
+            &path,
+            0,
+            Some(next),
+            format!("segment starts at offset {last}, previous ended at {next}"),
+        ));
+    }
+    let s = scan(&mut ctx, &active, &path, last, from, from_next, Some(&mut builder))?;
+    let mut position = s.complete_pos;
+    if let Some((bad_pos, err)) = s.bad {
+        let corrupt = |reason: String| Error::corruption(&path, bad_pos, Some(s.complete_next), reason);
+        if bad_pos < trusted_here {
+            return repair_or_fail(
+                ctx,
+                &bases,
+                last_idx,
+                s.complete_pos,
+                s.complete_next,
+                corrupt(format!("{err} before the recovery checkpoint")),
+            );
+        }
+        let (valid_after, proof) = frames_after(active.as_ref(), &path, s.complete_pos, s.complete_next)?;
+        if writable {
+            if let Some((at, durable)) = proof {
+                let e = corrupt(format!(
+                    "{err}; the frame at byte {at} shows offsets below {durable} were already durable"
+                ));
+                return repair_or_fail(ctx, &bases, last_idx, s.complete_pos, s.complete_next, e);
+            }
+            let len = active.len().map_err(|e| Error::io("stat", &path, e))?;
+            active.set_len(s.complete_pos).map_err(|e| Error::io("truncate", &path, e))?;
+            ctx.report.truncated_bytes = len - s.complete_pos;
+            ctx.report.dropped_records = valid_after;
+        }
+        // Read-only: the bytes past `complete_pos` may be a write in progress; stop before them.
+        position = s.complete_pos;
+    }
+    if writable {
+        finish_writable(&ctx, &active, &path, &builder, last, position, s.complete_next)?;
+    }
+    Ok(Recovered {
+        bases,
+        active_file: active,
+        index: builder,
+        position,
+        next_offset: s.complete_next,
+        report: ctx.report,
+    })
+}
+
+/// Makes everything recovery kept durable (so nothing read now can vanish in a later power
+/// cut), writes the active index and a checkpoint at the end.
+fn finish_writable(
+    ctx: &Ctx<'_>,
+    active: &Arc<dyn StorageFile>,
+    path: &Path,
+    builder: &IndexBuilder,
+    base: u64,
+    position: u64,
+    next: u64,
+) -> Result<()> {
+    active.sync_data().map_err(|e| Error::io("fsync", path, e))?;
+    index::write_index_files(ctx.storage, ctx.dir, builder);
+    let mut ck = checkpoint::CheckpointFile::open(ctx.storage, ctx.dir)?;
+    ck.write(format::Checkpoint { segment_base: base, position, next_offset: next })
+}
+
+/// A new, empty log whose first offset is `base`.
+fn fresh(mut ctx: Ctx<'_>, base: u64) -> Result<Recovered> {
+    let file = segment::create_segment(ctx.storage, ctx.dir, base)?;
+    let builder = IndexBuilder::new(base, ctx.opts.index_interval_bytes);
+    let path = seg_path(ctx.dir, base);
+    finish_writable(&ctx, &file, &path, &builder, base, SEGMENT_HEADER_LEN as u64, base)?;
+    ctx.report.checkpoint_used = false;
+    Ok(Recovered {
+        bases: vec![base],
+        active_file: file,
+        index: builder,
+        position: SEGMENT_HEADER_LEN as u64,
+        next_offset: base,
+        report: ctx.report,
+    })
+}
+
+/// In `Strict` mode (or read-only) returns `err`. In `Repair` mode cuts the log at `cut_pos` of
+/// segment `idx`: the segment and every later one move into `quarantine/`, the segment's bytes
+/// before `cut_pos` are written back under its name, and recovery ends there.
+fn repair_or_fail(
+    mut ctx: Ctx<'_>,
+    bases: &[u64],
+    idx: usize,
+    cut_pos: u64,
+    cut_next: u64,
+    err: Error,
+) -> Result<Recovered> {
+    if !ctx.writable || ctx.opts.recovery != RecoveryMode::Repair {
+        return Err(err);
+    }
+    let (storage, dir) = (ctx.storage, ctx.dir);
+    let qdir = dir.join(format::QUARANTINE_DIR);
+    storage.create_dir_all(&qdir).map_err(|e| Error::io("create directory", &qdir, e))?;
+    let base = bases[idx];
+    let path = seg_path(dir, base);
+    let prefix = {
+        let f = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
+        f.read_vec(0, cut_pos as usize).map_err(|e| Error::io("read", &path, e))?
+    };
+    for &b in &bases[idx..] {
+        let from = seg_path(dir, b);
+        let to = qdir.join(format!("{}.{}", format::segment_file_name(b), unique_suffix(storage, &qdir, b)));
+        storage.rename(&from, &to).map_err(|e| Error::io("rename", &from, e))?;
+        index::remove_index_files(storage, dir, b);
+        ctx.report.quarantined_files.push(to);
+    }
+    storage.sync_dir(&qdir).map_err(|e| Error::io("fsync directory", &qdir, e))?;
+    // Renamed aside rather than truncated in place: a reader that mapped the old file keeps a
+    // valid map of the old inode.
+    let file = storage.open(&path, OpenMode::CreateNew).map_err(|e| Error::io("create", &path, e))?;
+    file.write_all_at(&prefix, 0).map_err(|e| Error::io("write", &path, e))?;
+    file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
+    storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+    ctx.report.repaired_corruption = Some(err.to_string());
+    // Re-index the rewritten segment from its start (it is now the active one).
+    let mut builder = IndexBuilder::new(base, ctx.opts.index_interval_bytes);
+    let s = scan(&mut ctx, &file, &path, base, SEGMENT_HEADER_LEN as u64, base, Some(&mut builder))?;
+    if s.bad.is_some() || s.complete_next != cut_next {
+        return Err(Error::corruption(
+            &path,
+            s.complete_pos,
+            Some(s.complete_next),
+            "segment prefix did not verify after repair",
+        ));
+    }
+    finish_writable(&ctx, &file, &path, &builder, base, cut_pos, cut_next)?;
+    Ok(Recovered {
+        bases: bases[..=idx].to_vec(),
+        active_file: file,
+        index: builder,
+        position: cut_pos,
+        next_offset: cut_next,
+        report: ctx.report,
+    })
+}
+
+/// A suffix that makes a quarantined file name unique (repairs may happen more than once).
+fn unique_suffix(storage: &dyn Storage, qdir: &Path, base: u64) -> u64 {
+    let existing = storage.list_dir(qdir).unwrap_or_default();
+    let prefix = format::segment_file_name(base);
+    (0u64..).find(|n| !existing.contains(&format!("{prefix}.{n}"))).unwrap_or(0)
+}

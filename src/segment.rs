@@ -1,0 +1,145 @@
+//! One segment file: creation, header check, and a cursor that walks its frames.
+//!
+//! Invariants:
+//! - A record never spans two segments, and neither does an atomic batch.
+//! - A segment is fsynced, and its directory entry too, before its first frame is written; it is
+//!   fsynced again before the roll that seals it creates the next segment. After that no byte of
+//!   it changes: only retention (unlink) and repair (rename) touch a sealed segment.
+//! - The cursor never returns a frame whose checksum failed, nor one at an unexpected offset,
+//!   nor any byte at or past the end it was given.
+
+use crate::error::{Error, Result};
+use crate::format::{self, DecodedFrame, FRAME_HEADER_LEN, FrameError, SEGMENT_HEADER_LEN};
+use crate::storage::{Bytes, OpenMode, SharedBytes, Storage, StorageFile};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Creates the segment whose first record will be `base_offset`: header written, file and
+/// directory entry fsynced.
+pub(crate) fn create_segment(storage: &dyn Storage, dir: &Path, base_offset: u64) -> Result<Arc<dyn StorageFile>> {
+    let path = dir.join(format::segment_file_name(base_offset));
+    let file = storage.open(&path, OpenMode::CreateNew).map_err(|e| Error::io("create", &path, e))?;
+    file.write_all_at(&format::encode_segment_header(base_offset), 0).map_err(|e| Error::io("write", &path, e))?;
+    file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
+    storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+    Ok(file)
+}
+
+/// Reads and checks a segment's header against the base offset its name promises.
+pub(crate) fn check_header(file: &dyn StorageFile, path: &Path, base_offset: u64) -> Result<()> {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    let n = file.read_vec(0, SEGMENT_HEADER_LEN).map_err(|e| Error::io("read", path, e))?;
+    if n.len() < SEGMENT_HEADER_LEN {
+        return Err(Error::corruption(path, 0, None, format!("segment header cut short at {} bytes", n.len())));
+    }
+    h.copy_from_slice(&n);
+    let found = format::decode_segment_header(&h)
+        .map_err(|e| Error::corruption(path, 0, None, format!("segment header: {e}")))?;
+    if found != base_offset {
+        return Err(Error::corruption(path, 0, Some(base_offset), format!("segment header names base offset {found}")));
+    }
+    Ok(())
+}
+
+/// Where a cursor reads from.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// A sealed segment's bytes, mapped (or held in memory).
+    Mapped(SharedBytes),
+    /// A file read in chunks with pread: the active segment, whose end moves.
+    File(Arc<dyn StorageFile>),
+}
+
+/// One step of a cursor.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A valid frame at `position`; `bytes` holds exactly the frame.
+    Frame { position: u64, frame: DecodedFrame, bytes: Bytes },
+    /// The cursor reached its end exactly on a frame boundary.
+    End,
+    /// The bytes at `position` are not a valid frame at the expected offset.
+    Bad { position: u64, error: FrameError },
+}
+
+/// Walks frames from a position up to an end, with one bounded buffer.
+#[derive(Debug)]
+pub(crate) struct FrameCursor {
+    source: Source,
+    pub path: PathBuf,
+    pos: u64,
+    end: u64,
+    chunk_start: u64,
+    chunk: SharedBytes,
+    chunk_bytes: usize,
+}
+
+impl FrameCursor {
+    pub fn new(source: Source, path: PathBuf, pos: u64, end: u64, chunk_bytes: usize) -> Self {
+        let (chunk, end) = match &source {
+            Source::Mapped(m) => (m.clone(), end.min(m.len() as u64)),
+            Source::File(_) => (SharedBytes::from_vec(Vec::new()), end),
+        };
+        FrameCursor { source, path, pos, end, chunk_start: 0, chunk, chunk_bytes: chunk_bytes.max(FRAME_HEADER_LEN) }
+    }
+
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Moves the end (the active segment's visible end grows).
+    pub fn set_end(&mut self, end: u64) {
+        self.end = match &self.source {
+            Source::Mapped(m) => end.min(m.len() as u64),
+            Source::File(_) => end,
+        };
+    }
+
+    /// The bytes available in the current chunk from `self.pos`, up to `self.end`.
+    fn available(&self) -> &[u8] {
+        let Some(rel) = self.pos.checked_sub(self.chunk_start) else { return &[] };
+        let limit = (self.end - self.chunk_start).min(self.chunk.len() as u64);
+        match (usize::try_from(rel), usize::try_from(limit)) {
+            (Ok(r), Ok(l)) if r <= l => &self.chunk[r..l],
+            _ => &[],
+        }
+    }
+
+    /// Reads a new chunk starting at `self.pos` of at least `want` bytes (bounded by the end).
+    fn reload(&mut self, want: usize) -> Result<()> {
+        let Source::File(file) = &self.source else { return Ok(()) };
+        let len = (want.max(self.chunk_bytes) as u64).min(self.end - self.pos) as usize;
+        let buf = file.read_vec(self.pos, len).map_err(|e| Error::io("read", &self.path, e))?;
+        self.chunk = SharedBytes::from_vec(buf);
+        self.chunk_start = self.pos;
+        Ok(())
+    }
+
+    /// Decodes the next frame, which must hold `expected` (when given).
+    pub fn step(&mut self, expected: Option<u64>) -> Result<Step> {
+        if self.pos >= self.end {
+            return Ok(Step::End);
+        }
+        let remaining = self.end - self.pos;
+        if (self.available().len() as u64) < remaining.min(FRAME_HEADER_LEN as u64) {
+            self.reload(FRAME_HEADER_LEN)?;
+        }
+        let mut result = format::decode_frame(self.available(), expected);
+        if let Err(FrameError::Truncated { needed }) = result
+            && (needed as u64) <= remaining
+            && self.available().len() < needed
+        {
+            self.reload(needed)?;
+            result = format::decode_frame(self.available(), expected);
+        }
+        match result {
+            Ok(frame) => {
+                let position = self.pos;
+                let rel = (position - self.chunk_start) as usize;
+                let bytes = self.chunk.slice(rel..rel + frame.len);
+                self.pos += frame.len as u64;
+                Ok(Step::Frame { position, frame, bytes })
+            }
+            Err(error) => Ok(Step::Bad { position: self.pos, error }),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Fault injection: wraps any storage and fails chosen operations deterministically.
+
+use super::{LockGuard, OpenMode, SharedBytes, Storage, StorageFile};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// An operation that a fault can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Read,
+    Write,
+    SyncData,
+    SetLen,
+    Open,
+    Remove,
+    Rename,
+    SyncDir,
+}
+
+/// What happens to a targeted operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fails with EIO, having done nothing.
+    Eio,
+    /// Fails with ENOSPC, having done nothing.
+    NoSpace,
+    /// A write that stores only its first `keep_bytes` bytes, then fails with EIO.
+    TornWrite { keep_bytes: usize },
+}
+
+#[derive(Debug)]
+struct Rule {
+    op: Op,
+    path_contains: Option<String>,
+    skip: u64,
+    fault: Fault,
+    sticky: bool,
+}
+
+#[derive(Debug, Default)]
+struct Plan {
+    rules: Vec<Rule>,
+    injected: u64,
+}
+
+/// A [`Storage`] that passes everything to an inner storage except the operations a test marked
+/// to fail. Clones share the plan.
+#[derive(Debug, Clone)]
+pub struct FaultStorage {
+    inner: Arc<dyn Storage>,
+    plan: Arc<Mutex<Plan>>,
+}
+
+impl FaultStorage {
+    pub fn new(inner: Arc<dyn Storage>) -> Self {
+        FaultStorage { inner, plan: Arc::default() }
+    }
+
+    fn plan(&self) -> MutexGuard<'_, Plan> {
+        self.plan.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fails the matching operation after `skip` matching ones have gone through, once.
+    /// `path_contains` narrows the target to paths containing that text.
+    pub fn fail_once(&self, op: Op, path_contains: Option<&str>, skip: u64, fault: Fault) {
+        self.plan().rules.push(Rule {
+            op,
+            path_contains: path_contains.map(str::to_string),
+            skip,
+            fault,
+            sticky: false,
+        });
+    }
+
+    /// Fails every matching operation from now on (after `skip` go through), until `clear`.
+    pub fn fail_always(&self, op: Op, path_contains: Option<&str>, skip: u64, fault: Fault) {
+        self.plan().rules.push(Rule {
+            op,
+            path_contains: path_contains.map(str::to_string),
+            skip,
+            fault,
+            sticky: true,
+        });
+    }
+
+    /// Removes every planned fault (the disk is healthy again).
+    pub fn clear(&self) {
+        self.plan().rules.clear();
+    }
+
+    /// How many faults were injected so far.
+    pub fn injected(&self) -> u64 {
+        self.plan().injected
+    }
+
+    fn check(&self, op: Op, path: &Path) -> Option<Fault> {
+        let mut plan = self.plan();
+        let path = path.to_string_lossy();
+        let hit = plan.rules.iter_mut().position(|r| {
+            if r.op != op || r.path_contains.as_ref().is_some_and(|p| !path.contains(p.as_str())) {
+                return false;
+            }
+            if r.skip > 0 {
+                r.skip -= 1;
+                return false;
+            }
+            true
+        })?;
+        let fault = plan.rules[hit].fault;
+        if !plan.rules[hit].sticky {
+            plan.rules.remove(hit);
+        }
+        plan.injected += 1;
+        Some(fault)
+    }
+}
+
+fn to_error(fault: Fault) -> io::Error {
+    match fault {
+        Fault::NoSpace => io::Error::new(io::ErrorKind::StorageFull, "injected: no space left on device"),
+        Fault::Eio | Fault::TornWrite { .. } => io::Error::other("injected: input/output error"),
+    }
+}
+
+impl Storage for FaultStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn dir_exists(&self, path: &Path) -> io::Result<bool> {
+        self.inner.dir_exists(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.inner.list_dir(path)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        if let Some(f) = self.check(Op::Open, path) {
+            return Err(to_error(f));
+        }
+        let inner = self.inner.open(path, mode)?;
+        Ok(Arc::new(FaultFile { storage: self.clone(), path: path.to_path_buf(), inner }))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        if let Some(f) = self.check(Op::Remove, path) {
+            return Err(to_error(f));
+        }
+        self.inner.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if let Some(f) = self.check(Op::Rename, from) {
+            return Err(to_error(f));
+        }
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        if let Some(f) = self.check(Op::SyncDir, path) {
+            return Err(to_error(f));
+        }
+        self.inner.sync_dir(path)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        self.inner.lock(path)
+    }
+}
+
+#[derive(Debug)]
+struct FaultFile {
+    storage: FaultStorage,
+    path: PathBuf,
+    inner: Arc<dyn StorageFile>,
+}
+
+impl StorageFile for FaultFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        if let Some(f) = self.storage.check(Op::Read, &self.path) {
+            return Err(to_error(f));
+        }
+        self.inner.read_at(buf, pos)
+    }
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        match self.storage.check(Op::Write, &self.path) {
+            None => self.inner.write_all_at(buf, pos),
+            Some(Fault::TornWrite { keep_bytes }) => {
+                self.inner.write_all_at(&buf[..keep_bytes.min(buf.len())], pos)?;
+                Err(to_error(Fault::Eio))
+            }
+            Some(f) => Err(to_error(f)),
+        }
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        if let Some(f) = self.storage.check(Op::SetLen, &self.path) {
+            return Err(to_error(f));
+        }
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if let Some(f) = self.storage.check(Op::SyncData, &self.path) {
+            return Err(to_error(f));
+        }
+        self.inner.sync_data()
+    }
+    fn map(&self) -> io::Result<SharedBytes> {
+        if let Some(f) = self.storage.check(Op::Read, &self.path) {
+            return Err(to_error(f));
+        }
+        self.inner.map()
+    }
+}

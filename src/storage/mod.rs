@@ -1,0 +1,189 @@
+//! The storage trait: every byte evlog reads or writes goes through it.
+//!
+//! Three implementations:
+//! - [`RealStorage`]: the operating system's files (`pread`/`pwrite`, `fdatasync`, `flock`), and
+//!   read-only maps of sealed files.
+//! - [`MemStorage`]: in memory, with a separate "durable" image per file and per directory, so a
+//!   test can simulate a power cut ([`CrashMode`]) that drops or tears whatever was not synced.
+//! - [`FaultStorage`]: wraps any storage and fails chosen operations with EIO or ENOSPC, or tears
+//!   a write after a chosen number of bytes.
+//!
+//! Invariants:
+//! - Nothing above this module opens, syncs or maps a file by itself.
+//! - [`StorageFile::map`] is only called on files that no writer will change again (sealed
+//!   segments and index files, which are replaced by rename, never rewritten in place).
+
+mod fault;
+mod mem;
+mod real;
+
+pub use fault::{Fault, FaultStorage, Op};
+pub use mem::{CrashMode, MemStorage};
+pub use real::RealStorage;
+
+use std::fmt;
+use std::io;
+use std::ops::{Deref, Range};
+use std::path::Path;
+use std::sync::Arc;
+
+/// How to open a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Existing file, reads only.
+    Read,
+    /// Existing file, reads and writes.
+    ReadWrite,
+    /// Create a new file (fails if it exists), reads and writes.
+    CreateNew,
+    /// Create or truncate to empty, reads and writes.
+    CreateTruncate,
+}
+
+/// A directory of files, as evlog sees it.
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Whether `path` is an existing directory; `Ok(false)` if missing; an error names a
+    /// non-directory as `NotADirectory`.
+    fn dir_exists(&self, path: &Path) -> io::Result<bool>;
+    /// File names (not paths) in a directory.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Opens a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing the target.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes an exclusive, non-blocking lock on `path` (a lock file, created if missing). Returns
+    /// `ErrorKind::WouldBlock` when another holder has it. The lock is released when the returned
+    /// guard is dropped.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+}
+
+/// A held lock; dropping it releases the lock.
+pub trait LockGuard: Send + Sync + fmt::Debug {}
+
+/// One open file.
+#[allow(clippy::len_without_is_empty)] // a file's length is a position, not a collection size
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// Reads up to `buf.len()` bytes at `pos`; returns how many were read (0 at end of file).
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `pos`, extending the file if needed.
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// Current length.
+    fn len(&self) -> io::Result<u64>;
+    /// Truncates or extends.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes written data (and the length) durable: `fdatasync`.
+    fn sync_data(&self) -> io::Result<()>;
+    /// A read-only view of the whole file as it is now. Real files are mapped; only call this
+    /// for files no one will modify again.
+    fn map(&self) -> io::Result<SharedBytes>;
+
+    /// Reads exactly `buf.len()` bytes at `pos`, or fails with `UnexpectedEof`.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, pos)? {
+                0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ends early")),
+                n => {
+                    buf = &mut buf[n..];
+                    pos += n as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `[pos, pos + len)` into a new buffer, or fewer bytes if the file ends first.
+    fn read_vec(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            match self.read_at(&mut buf[filled..], pos + filled as u64)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        buf.truncate(filled);
+        Ok(buf)
+    }
+}
+
+/// Shared, immutable bytes: a read-only map or a heap buffer. Cheap to clone; slices of it are
+/// handed out as zero-copy [`Bytes`].
+#[derive(Clone)]
+pub struct SharedBytes(Arc<dyn AsRef<[u8]> + Send + Sync>);
+
+impl SharedBytes {
+    pub fn from_vec(v: Vec<u8>) -> Self {
+        SharedBytes(Arc::new(v))
+    }
+    pub(crate) fn from_owner(owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Self {
+        SharedBytes(owner)
+    }
+    /// The bytes `range` as an owned, zero-copy handle. The caller has checked the range.
+    pub fn slice(&self, range: Range<usize>) -> Bytes {
+        Bytes { owner: self.clone(), range }
+    }
+}
+
+impl Deref for SharedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+impl fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SharedBytes({} bytes)", self.len())
+    }
+}
+
+/// A range of [`SharedBytes`]: owned, `Send`, and zero-copy when it points into a map.
+#[derive(Clone)]
+pub struct Bytes {
+    owner: SharedBytes,
+    range: Range<usize>,
+}
+
+impl Bytes {
+    pub fn from_vec(v: Vec<u8>) -> Self {
+        let len = v.len();
+        Bytes { owner: SharedBytes::from_vec(v), range: 0..len }
+    }
+    /// A sub-range of these bytes (relative to them). The caller has checked the range.
+    pub fn slice(&self, range: Range<usize>) -> Bytes {
+        let start = self.range.start + range.start;
+        Bytes { owner: self.owner.clone(), range: start..self.range.start + range.end }
+    }
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.owner.get(self.range.clone()).unwrap_or(&[])
+    }
+}
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl PartialEq for Bytes {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+impl Eq for Bytes {}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bytes({} bytes)", self.len())
+    }
+}

@@ -1,0 +1,332 @@
+//! The append path: framing, writes, group commit, rolls, checkpoints, poisoning.
+//!
+//! Invariants:
+//! - One writer lock orders all appends: offsets are assigned and bytes written under it, so
+//!   the log's byte order is its offset order and offsets have no gaps.
+//! - A record is acknowledged under `Always` only after an fsync that started after its write
+//!   completed. Concurrent appenders share fsyncs: one leader syncs for all who wrote before it
+//!   started (group commit); the others wait for it.
+//! - After any failed write or fsync the log is poisoned: no later append or sync reports
+//!   success, because the kernel may have dropped the dirty pages (fsyncgate).
+//! - Each frame carries `durable_offset`, what had been fsynced before it was written; recovery
+//!   uses it to tell corruption of durable data from an unsynced torn tail.
+//! - A roll fsyncs the old segment before creating the new one, so sealed segments are whole.
+
+use crate::checkpoint::CheckpointFile;
+use crate::error::{Error, Result};
+use crate::format::{self, Checkpoint, FRAME_HEADER_LEN, FrameFields, SEGMENT_HEADER_LEN};
+use crate::index::{self, IndexBuilder};
+use crate::log::{Active, Shared, lock};
+use crate::options::Durability;
+use crate::record::NewRecord;
+use crate::segment;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// State owned by the writer lock.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    active: Arc<Active>,
+    /// Byte end of what was written to the active segment.
+    position: u64,
+    /// Offset the next record gets.
+    next_offset: u64,
+    /// Reused encode buffer.
+    buf: Vec<u8>,
+    checkpoint: CheckpointFile,
+    closed: bool,
+}
+
+impl Writer {
+    pub fn new(active: Arc<Active>, position: u64, next_offset: u64, checkpoint: CheckpointFile) -> Self {
+        Writer { active, position, next_offset, buf: Vec::with_capacity(64 << 10), checkpoint, closed: false }
+    }
+}
+
+/// Group commit state.
+#[derive(Debug, Default)]
+pub(crate) struct SyncState {
+    /// A leader is fsyncing now.
+    syncing: bool,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Shared {
+    fn writer(&self) -> Result<&std::sync::Mutex<Writer>> {
+        self.writer.as_ref().ok_or_else(|| Error::ReadOnly { path: self.dir.clone() })
+    }
+
+    /// Appends `records` as one write; see `Log::append_batch`.
+    pub fn append(&self, records: &[NewRecord<'_>]) -> Result<Range<u64>> {
+        let writer = self.writer()?;
+        self.check_poison()?;
+        if records.is_empty() {
+            let w = lock(writer);
+            return Ok(w.next_offset..w.next_offset);
+        }
+        // Validate everything before touching the file: a rejected batch writes nothing.
+        let mut total = 0u64;
+        let mut needs_now = false;
+        for r in records {
+            let headers_len =
+                format::headers_block_len(&r.headers).map_err(|reason| Error::InvalidHeaders { reason })?;
+            let body = format::record_body_len(r.key, headers_len, r.payload);
+            if body > self.opts.record_bytes_max {
+                return Err(Error::RecordTooLarge { size: body, max: self.opts.record_bytes_max });
+            }
+            total += FRAME_HEADER_LEN as u64 + body;
+            needs_now |= r.timestamp.is_none();
+        }
+        let capacity = self.opts.segment_bytes_max - SEGMENT_HEADER_LEN as u64;
+        if total > capacity {
+            return Err(Error::BatchTooLarge { size: total, max: capacity });
+        }
+        let now = if needs_now { now_ms() } else { 0 };
+
+        let mut w = lock(writer);
+        if w.closed {
+            return Err(Error::Poisoned { path: self.dir.clone(), cause: "log closed".into() });
+        }
+        self.check_poison()?;
+        if w.position + total > self.opts.segment_bytes_max && w.position > SEGMENT_HEADER_LEN as u64 {
+            self.roll(&mut w)?;
+        }
+        let durable = self.synced_offset.load(Ordering::Acquire);
+        let first = w.next_offset;
+        let start = w.position;
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        {
+            let mut ix = lock(&w.active.index);
+            for (i, r) in records.iter().enumerate() {
+                let offset = first + i as u64;
+                let headers_len = format::headers_block_len(&r.headers).unwrap_or(0);
+                let at = buf.len() as u64;
+                let timestamp = r.timestamp.unwrap_or(now);
+                let fields = FrameFields {
+                    offset,
+                    durable_offset: durable.min(offset),
+                    timestamp,
+                    key: r.key,
+                    headers: &r.headers,
+                    payload: r.payload,
+                    batch_continues: i + 1 < records.len(),
+                };
+                let len = format::encode_frame(&mut buf, &fields, headers_len);
+                ix.push(offset - w.active.base, start + at, len as u64, timestamp);
+            }
+        }
+        let written = w.active.file.write_all_at(&buf, start);
+        w.buf = buf;
+        if let Err(e) = written {
+            // The index may now name frames that are not on disk; nobody reads it again
+            // (poisoned), and reopening rebuilds it.
+            let err = Error::io("write", &w.active.path, e);
+            self.poison(&err);
+            return Err(err);
+        }
+        w.position += total;
+        w.next_offset += records.len() as u64;
+        let end_offset = w.next_offset;
+        if self.opts.durability == Durability::Always {
+            drop(w);
+            self.sync_to(end_offset)?;
+        } else {
+            self.publish(&w.active, end_offset, w.position);
+        }
+        Ok(first..end_offset)
+    }
+
+    /// Returns once every offset below `target` is durable; shares fsyncs with other callers.
+    pub fn sync_to(&self, target: u64) -> Result<()> {
+        loop {
+            self.check_poison()?;
+            if self.synced_offset.load(Ordering::Acquire) >= target {
+                return Ok(());
+            }
+            let mut st = lock(&self.sync);
+            if self.synced_offset.load(Ordering::Acquire) >= target {
+                return Ok(());
+            }
+            if st.syncing {
+                // Someone is syncing; it may not cover our write, so look again after it.
+                let _st = self.sync_cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.syncing = true;
+            drop(st);
+            let result = self.lead_sync();
+            let mut st = lock(&self.sync);
+            st.syncing = false;
+            self.sync_cv.notify_all();
+            drop(st);
+            result?;
+        }
+    }
+
+    /// One group commit: fsync everything written so far, then publish and maybe checkpoint.
+    fn lead_sync(&self) -> Result<()> {
+        let (active, upto, end) = {
+            let w = lock(self.writer()?);
+            (w.active.clone(), w.next_offset, w.position)
+        };
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = active.file.sync_data() {
+            let err = Error::io("fsync", &active.path, e);
+            self.poison(&err);
+            return Err(err);
+        }
+        self.synced_offset.fetch_max(upto, Ordering::AcqRel);
+        self.publish(&active, upto, end);
+        self.maybe_checkpoint(&active, upto, end);
+        Ok(())
+    }
+
+    /// After a sync in `Always`/`Interval` mode: a new checkpoint once enough bytes were synced
+    /// since the last one, so recovery scans little. The data it points at was just fsynced.
+    fn maybe_checkpoint(&self, active: &Arc<Active>, upto: u64, end: u64) {
+        let Some(writer) = &self.writer else { return };
+        let mut w = lock(writer);
+        if !Arc::ptr_eq(&w.active, active) {
+            return;
+        }
+        let since = match w.checkpoint.last {
+            Some(c) if c.segment_base == active.base => end.saturating_sub(c.position),
+            _ => u64::MAX,
+        };
+        if since < self.opts.checkpoint_interval_bytes {
+            return;
+        }
+        index::write_index_files(self.opts.storage.as_ref(), &self.dir, &lock(&active.index));
+        // A failed checkpoint write loses nothing: recovery falls back to the previous one.
+        let _ = w.checkpoint.write(Checkpoint { segment_base: active.base, position: end, next_offset: upto });
+    }
+
+    /// fsyncs everything appended so far.
+    pub fn sync_all(&self) -> Result<()> {
+        let target = lock(self.writer()?).next_offset;
+        self.sync_to(target)
+    }
+
+    /// Seals the active segment and starts a new one at the next offset.
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        let old = w.active.clone();
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = old.file.sync_data() {
+            let err = Error::io("fsync", &old.path, e);
+            self.poison(&err);
+            return Err(err);
+        }
+        self.synced_offset.fetch_max(w.next_offset, Ordering::AcqRel);
+        {
+            let ix = lock(&old.index);
+            index::write_index_files(self.opts.storage.as_ref(), &self.dir, &ix);
+            lock(&self.time_ranges).insert(old.base, ix.as_ref().time_range());
+        }
+        let base = w.next_offset;
+        let file = match segment::create_segment(self.opts.storage.as_ref(), &self.dir, base) {
+            Ok(f) => f,
+            Err(err) => {
+                self.poison(&err);
+                return Err(err);
+            }
+        };
+        let _ = w.checkpoint.write(Checkpoint {
+            segment_base: base,
+            position: SEGMENT_HEADER_LEN as u64,
+            next_offset: base,
+        });
+        let active = Arc::new(Active {
+            base,
+            path: self.dir.join(format::segment_file_name(base)),
+            file,
+            index: std::sync::Mutex::new(IndexBuilder::new(base, self.opts.index_interval_bytes)),
+        });
+        w.active = active.clone();
+        w.position = SEGMENT_HEADER_LEN as u64;
+        {
+            let mut v = self.view_mut();
+            v.bases.push(base);
+            v.active = active;
+            v.next_offset = base;
+            v.active_end = SEGMENT_HEADER_LEN as u64;
+        }
+        let _g = lock(&self.appended);
+        self.appended_cv.notify_all();
+        Ok(())
+    }
+
+    /// Removes sealed segments entirely below `offset`, oldest first, then fsyncs the directory.
+    pub fn remove_before(&self, offset: u64) -> Result<u64> {
+        let _w = lock(self.writer()?);
+        let doomed: Vec<u64> = {
+            let mut v = self.view_mut();
+            let keep_from = v.bases.windows(2).take_while(|w| w[1] <= offset).count();
+            let doomed = v.bases[..keep_from].to_vec();
+            v.bases.drain(..keep_from);
+            doomed
+        };
+        let Some(&new_first) = self.view().bases.first() else { return Ok(0) };
+        lock(&self.cache).forget_outside(new_first, u64::MAX);
+        let storage = self.opts.storage.as_ref();
+        for &base in &doomed {
+            let path = self.dir.join(format::segment_file_name(base));
+            storage.remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+            index::remove_index_files(storage, &self.dir, base);
+            lock(&self.time_ranges).remove(&base);
+        }
+        if !doomed.is_empty() {
+            storage.sync_dir(&self.dir).map_err(|e| Error::io("fsync directory", &self.dir, e))?;
+        }
+        Ok(doomed.first().map_or(0, |&b| new_first - b))
+    }
+
+    /// Clean shutdown: fsync, write the active index and a checkpoint at the very end.
+    pub fn close(&self) -> Result<()> {
+        let Some(writer) = &self.writer else { return Ok(()) };
+        let mut w = lock(writer);
+        if w.closed {
+            return Ok(());
+        }
+        w.closed = true;
+        self.check_poison()?;
+        if let Err(e) = w.active.file.sync_data() {
+            let err = Error::io("fsync", &w.active.path, e);
+            self.poison(&err);
+            return Err(err);
+        }
+        self.synced_offset.fetch_max(w.next_offset, Ordering::AcqRel);
+        self.publish(&w.active, w.next_offset, w.position);
+        index::write_index_files(self.opts.storage.as_ref(), &self.dir, &lock(&w.active.index));
+        let c = Checkpoint { segment_base: w.active.base, position: w.position, next_offset: w.next_offset };
+        w.checkpoint.write(c)
+    }
+}
+
+/// Starts the `Durability::Interval` flusher: fsyncs what was appended, every `every`, until the
+/// log shuts down.
+pub(crate) fn spawn_flusher(shared: Arc<Shared>, every: Duration) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("evlog-flusher".into())
+        .spawn(move || {
+            loop {
+                let stop = lock(&shared.shutdown);
+                let (stop, _) =
+                    shared.shutdown_cv.wait_timeout_while(stop, every, |s| !*s).unwrap_or_else(|e| e.into_inner());
+                if *stop {
+                    return;
+                }
+                drop(stop);
+                if shared.sync_all().is_err() {
+                    return; // poisoned: appends report it
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("cannot start the evlog flusher thread: {e}"))
+}
