@@ -343,7 +343,13 @@ impl Log {
             Err(e) => return Err(Error::io("lock", &lock_path, e)),
         };
         let rec = recovery::recover(storage.as_ref(), &dir, &opts, true)?;
-        let checkpoint = crate::checkpoint::CheckpointFile::open(storage.as_ref(), &dir)?;
+        let mut checkpoint = crate::checkpoint::CheckpointFile::open(storage.as_ref(), &dir)?;
+        // Recovery ended by writing a checkpoint at the end of what it kept.
+        checkpoint.last = Some(format::Checkpoint {
+            segment_base: *rec.bases.last().unwrap_or(&0),
+            position: rec.position,
+            next_offset: rec.next_offset,
+        });
         let shared = Arc::new(Self::shared(dir, opts, false, rec, Some(guard), Some(checkpoint)));
         let flusher = match shared.opts.durability {
             Durability::Interval(every) => Some(crate::writer::spawn_flusher(shared.clone(), every)),

@@ -29,9 +29,16 @@ pub enum CrashMode {
 }
 
 /// In-memory [`Storage`] with crash simulation. Clones share the same files.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct MemStorage {
     state: Arc<Mutex<MemState>>,
+}
+
+impl std::fmt::Debug for MemStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.lock_state();
+        write!(f, "MemStorage({} files, generation {})", s.live.len(), s.generation)
+    }
 }
 
 #[derive(Debug, Default)]
