@@ -216,7 +216,7 @@ fn repair_mode_quarantines_everything_after_the_corruption_and_keeps_the_prefix(
     drop(log);
     // Corrupt the active segment's durable data and repair.
     let names = mem.list_dir(&dir()).expect("list");
-    let last = names.iter().filter(|n| n.ends_with(".log")).next_back().expect("segment").clone();
+    let last = names.iter().rfind(|n| n.ends_with(".log")).expect("segment").clone();
     // The last record's payload: inside the granule that open verifies again.
     mem.corrupt_file(&dir().join(&last), |b| {
         let n = b.len();
