@@ -1,1 +1,170 @@
-fn main() {}
+//! Append throughput.
+//!
+//! Every sample writes into a fresh directory that is deleted afterwards, so no sample pays for
+//! the page-cache writeback of earlier ones (this machine throttles writers once a few GB are
+//! dirty, which would otherwise dominate every figure).
+//!
+//! - `append_os/<size>`: `Log::append` with `Durability::Os`, one thread, records of 100 B,
+//!   1 KiB and 16 KiB, beside `baseline_bufwriter/<size>`: the same framed bytes (same encoder,
+//!   same CRC) written through a plain `BufWriter<File>`.
+//! - `baseline_pwrite/100`: one `pwrite` per framed record, the floor for an append that must
+//!   survive `kill -9` (its bytes must be in the kernel when the call returns).
+//! - `append_batch_os/100`: 100 B records through `append_batch`, 1,000 per batch.
+//! - `append_always_threads/<n>`: durable appends (`Durability::Always`: group commit, one
+//!   fdatasync per group) from 1, 4 and 8 threads; throughput counts records over all threads.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use evlog::format::{FrameFields, encode_frame};
+use evlog::{Durability, Log, NewRecord, Options};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SIZES: [usize; 3] = [100, 1024, 16 * 1024];
+
+fn os_options() -> Options {
+    let mut o = Options::with_durability(Durability::Os);
+    o.record_bytes_max = 1 << 20;
+    o
+}
+
+fn frame_of(buf: &mut Vec<u8>, offset: u64, payload: &[u8]) {
+    buf.clear();
+    let f = FrameFields {
+        offset,
+        durable_offset: 0,
+        timestamp: 1,
+        key: None,
+        headers: &[],
+        payload,
+        batch_continues: false,
+    };
+    encode_frame(buf, &f, 0);
+}
+
+fn append_os(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append_os");
+    for size in SIZES {
+        let payload = vec![7u8; size];
+        g.throughput(Throughput::Elements(1));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &payload, |b, p| {
+            b.iter_custom(|iters| {
+                let tmp = tempfile::tempdir().expect("tempdir");
+                let log = Log::open(tmp.path(), os_options()).expect("open");
+                let start = Instant::now();
+                for _ in 0..iters {
+                    log.append(p).expect("append");
+                }
+                start.elapsed()
+            });
+        });
+    }
+    g.finish();
+}
+
+fn baseline_bufwriter(c: &mut Criterion) {
+    let mut g = c.benchmark_group("baseline_bufwriter");
+    for size in SIZES {
+        let payload = vec![7u8; size];
+        g.throughput(Throughput::Elements(1));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &payload, |b, p| {
+            b.iter_custom(|iters| {
+                let tmp = tempfile::tempdir().expect("tempdir");
+                let file = std::fs::File::create(tmp.path().join("baseline")).expect("create");
+                let mut w = std::io::BufWriter::with_capacity(256 << 10, file);
+                let mut frame = Vec::with_capacity(size + 64);
+                let start = Instant::now();
+                for offset in 0..iters {
+                    frame_of(&mut frame, offset, p);
+                    w.write_all(&frame).expect("write");
+                }
+                w.flush().expect("flush");
+                start.elapsed()
+            });
+        });
+    }
+    g.finish();
+}
+
+fn baseline_pwrite(c: &mut Criterion) {
+    let mut g = c.benchmark_group("baseline_pwrite");
+    let payload = vec![7u8; 100];
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("100", |b| {
+        b.iter_custom(|iters| {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let file = std::fs::File::create(tmp.path().join("baseline")).expect("create");
+            let mut frame = Vec::with_capacity(256);
+            let mut pos = 0u64;
+            let start = Instant::now();
+            for offset in 0..iters {
+                frame_of(&mut frame, offset, &payload);
+                file.write_all_at(&frame, pos).expect("write");
+                pos += frame.len() as u64;
+            }
+            start.elapsed()
+        });
+    });
+    g.finish();
+}
+
+fn append_batch_os(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append_batch_os");
+    let payload = vec![7u8; 100];
+    let batch: Vec<NewRecord<'_>> = (0..1000).map(|_| NewRecord::new(&payload)).collect();
+    g.throughput(Throughput::Elements(batch.len() as u64));
+    g.bench_function("100", |b| {
+        b.iter_custom(|iters| {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let log = Log::open(tmp.path(), os_options()).expect("open");
+            let start = Instant::now();
+            for _ in 0..iters {
+                log.append_batch(&batch).expect("batch");
+            }
+            start.elapsed()
+        });
+    });
+    g.finish();
+}
+
+fn append_always_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append_always_threads");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    let payload = vec![7u8; 100];
+    for threads in [1usize, 4, 8] {
+        g.throughput(Throughput::Elements(threads as u64));
+        let (mut records, mut fsyncs) = (0u64, 0u64);
+        g.bench_with_input(BenchmarkId::from_parameter(threads), &threads, |b, &threads| {
+            // One iteration = one durable append on every thread.
+            b.iter_custom(|iters| {
+                let tmp = tempfile::tempdir().expect("tempdir");
+                let log = Arc::new(Log::open(tmp.path(), Options::with_durability(Durability::Always)).expect("open"));
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for _ in 0..threads {
+                        let log = log.clone();
+                        let p = &payload;
+                        s.spawn(move || {
+                            for _ in 0..iters {
+                                log.append(p).expect("append");
+                            }
+                        });
+                    }
+                });
+                let elapsed = start.elapsed();
+                records += log.next_offset();
+                fsyncs += log.data_fsyncs();
+                elapsed
+            });
+        });
+        eprintln!(
+            "append_always_threads/{threads}: {:.2} records per data fsync ({records} records, {fsyncs} fsyncs)",
+            records as f64 / fsyncs.max(1) as f64
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, append_os, baseline_bufwriter, baseline_pwrite, append_batch_os, append_always_threads);
+criterion_main!(benches);

@@ -23,7 +23,7 @@ use crate::writer::{SyncState, Writer};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     pub poison_cause: Mutex<Option<String>>,
     pub appended: Mutex<()>,
     pub appended_cv: Condvar,
+    /// Threads blocked in `wait_for`; publishing skips the wake-up (a futex syscall) when zero.
+    pub waiters: AtomicUsize,
     pub shutdown: Mutex<bool>,
     pub shutdown_cv: Condvar,
     pub dir_lock: Mutex<Option<Box<dyn LockGuard>>>,
@@ -79,6 +81,12 @@ pub(crate) struct Shared {
     pub report: RecoveryReport,
     /// fsyncs of data files on the append path (group commit leaders and rolls).
     pub fsyncs: AtomicU64,
+    /// Threads inside `append` (group commit: how many records a leader may wait for).
+    pub appenders: AtomicUsize,
+    /// Offset after the last record written (not necessarily synced or published).
+    pub written_offset: AtomicU64,
+    /// Duration of the last group commit fsync, in nanoseconds.
+    pub last_fsync_nanos: AtomicU64,
 }
 
 impl Shared {
@@ -168,8 +176,17 @@ impl Shared {
             v.next_offset = next_offset;
             v.active_end = end;
         }
-        let _g = lock(&self.appended);
-        self.appended_cv.notify_all();
+        self.wake_waiters();
+    }
+
+    /// Wakes `wait_for` callers. Pairs with the fence in `wait_for`: either the waiter sees the
+    /// new view, or this sees the waiter's count and wakes it under the mutex it waits with.
+    pub fn wake_waiters(&self) {
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _g = lock(&self.appended);
+            self.appended_cv.notify_all();
+        }
     }
 
     pub fn check_poison(&self) -> Result<()> {
@@ -267,8 +284,7 @@ impl Shared {
                 v.next_offset = new_next;
                 v.active_end = new_end;
             }
-            let _g = lock(&self.appended);
-            self.appended_cv.notify_all();
+            self.wake_waiters();
         }
         Ok(changed)
     }
@@ -352,7 +368,7 @@ impl Log {
         });
         let shared = Arc::new(Self::shared(dir, opts, false, rec, Some(guard), Some(checkpoint)));
         let flusher = match shared.opts.durability {
-            Durability::Interval(every) => Some(crate::writer::spawn_flusher(shared.clone(), every)),
+            Durability::Interval(every) => Some(crate::writer::spawn_flusher(shared.clone(), every)?),
             _ => None,
         };
         Ok(Log { shared, flusher })
@@ -418,12 +434,16 @@ impl Log {
             poison_cause: Mutex::new(None),
             appended: Mutex::new(()),
             appended_cv: Condvar::new(),
+            waiters: AtomicUsize::new(0),
             shutdown: Mutex::new(false),
             shutdown_cv: Condvar::new(),
             dir_lock: Mutex::new(guard),
             refresh_lock: Mutex::new(()),
             report: rec.report,
             fsyncs: AtomicU64::new(0),
+            appenders: AtomicUsize::new(0),
+            written_offset: AtomicU64::new(rec.next_offset),
+            last_fsync_nanos: AtomicU64::new(0),
             opts,
         }
     }
@@ -537,16 +557,21 @@ impl Log {
             return Ok(s.view().next_offset > offset);
         }
         let mut g = lock(&s.appended);
-        loop {
+        s.waiters.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let ready = loop {
             if s.view().next_offset > offset {
-                return Ok(true);
+                break true;
             }
             let now = Instant::now();
             if now >= deadline || s.poisoned.load(Ordering::Acquire) {
-                return Ok(false);
+                break false;
             }
             g = s.appended_cv.wait_timeout(g, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
-        }
+        };
+        s.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(g);
+        Ok(ready)
     }
 
     /// Removes whole sealed segments whose records all lie below `offset`. Returns how many
@@ -580,6 +605,22 @@ impl Log {
     /// cannot report an error.
     pub fn close(mut self) -> Result<()> {
         self.close_inner()
+    }
+
+    /// Drops the log as a crash would: no final fsync, no index or checkpoint written, the
+    /// directory lock released. What was written stays in the OS page cache, as after `kill -9`.
+    /// For tests and benchmarks of recovery.
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        *lock(&self.shared.shutdown) = true;
+        self.shared.shutdown_cv.notify_all();
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
+        if let Some(w) = &self.shared.writer {
+            crate::writer::mark_closed(&mut lock(w));
+        }
+        lock(&self.shared.dir_lock).take();
     }
 
     fn close_inner(&mut self) -> Result<()> {

@@ -24,7 +24,10 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Longest a group commit leader waits for concurrent appenders to join its fsync.
+const GATHER_MAX: Duration = Duration::from_millis(2);
 
 /// State owned by the writer lock.
 #[derive(Debug)]
@@ -89,6 +92,26 @@ impl Shared {
         }
         let now = if needs_now { now_ms() } else { 0 };
 
+        self.appenders.fetch_add(1, Ordering::AcqRel);
+        let result = self.write_records(writer, records, total, now).and_then(|(first, end)| {
+            if self.opts.durability == Durability::Always {
+                self.sync_to(end)?;
+            }
+            Ok(first..end)
+        });
+        self.appenders.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
+    /// Frames and writes validated records under the writer lock; publishes them unless they
+    /// must wait for an fsync. Returns the offsets written.
+    fn write_records(
+        &self,
+        writer: &std::sync::Mutex<Writer>,
+        records: &[NewRecord<'_>],
+        total: u64,
+        now: i64,
+    ) -> Result<(u64, u64)> {
         let mut w = lock(writer);
         if w.closed {
             return Err(Error::Poisoned { path: self.dir.clone(), cause: "log closed".into() });
@@ -133,14 +156,11 @@ impl Shared {
         }
         w.position += total;
         w.next_offset += records.len() as u64;
-        let end_offset = w.next_offset;
-        if self.opts.durability == Durability::Always {
-            drop(w);
-            self.sync_to(end_offset)?;
-        } else {
-            self.publish(&w.active, end_offset, w.position);
+        self.written_offset.store(w.next_offset, Ordering::Release);
+        if self.opts.durability != Durability::Always {
+            self.publish(&w.active, w.next_offset, w.position);
         }
-        Ok(first..end_offset)
+        Ok((first, w.next_offset))
     }
 
     /// Returns once every offset below `target` is durable; shares fsyncs with other callers.
@@ -172,16 +192,33 @@ impl Shared {
 
     /// One group commit: fsync everything written so far, then publish and maybe checkpoint.
     fn lead_sync(&self) -> Result<()> {
+        // Gather: while fewer records wait than threads are appending (typically the threads
+        // the previous fsync just released, about to append again), yield so they join this
+        // fsync instead of waiting a whole fsync for the next. Bounded by half the last fsync's
+        // time; a lone appender never waits.
+        let budget = Duration::from_nanos(self.last_fsync_nanos.load(Ordering::Relaxed) / 2).min(GATHER_MAX);
+        let start = Instant::now();
+        loop {
+            let waiting =
+                self.written_offset.load(Ordering::Acquire).saturating_sub(self.synced_offset.load(Ordering::Acquire));
+            if waiting >= self.appenders.load(Ordering::Acquire) as u64 || start.elapsed() >= budget {
+                break;
+            }
+            std::thread::yield_now();
+        }
         let (active, upto, end) = {
             let w = lock(self.writer()?);
             (w.active.clone(), w.next_offset, w.position)
         };
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         if let Err(e) = active.file.sync_data() {
             let err = Error::io("fsync", &active.path, e);
             self.poison(&err);
             return Err(err);
         }
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_fsync_nanos.store(took, Ordering::Relaxed);
         self.synced_offset.fetch_max(upto, Ordering::AcqRel);
         self.publish(&active, upto, end);
         self.maybe_checkpoint(&active, upto, end);
@@ -257,8 +294,7 @@ impl Shared {
             v.next_offset = base;
             v.active_end = SEGMENT_HEADER_LEN as u64;
         }
-        let _g = lock(&self.appended);
-        self.appended_cv.notify_all();
+        self.wake_waiters();
         Ok(())
     }
 
@@ -309,9 +345,15 @@ impl Shared {
     }
 }
 
+/// Marks the writer closed without any final I/O (a simulated crash).
+pub(crate) fn mark_closed(w: &mut Writer) {
+    w.closed = true;
+}
+
 /// Starts the `Durability::Interval` flusher: fsyncs what was appended, every `every`, until the
 /// log shuts down.
-pub(crate) fn spawn_flusher(shared: Arc<Shared>, every: Duration) -> JoinHandle<()> {
+pub(crate) fn spawn_flusher(shared: Arc<Shared>, every: Duration) -> Result<JoinHandle<()>> {
+    let dir = shared.dir.clone();
     std::thread::Builder::new()
         .name("evlog-flusher".into())
         .spawn(move || {
@@ -328,5 +370,5 @@ pub(crate) fn spawn_flusher(shared: Arc<Shared>, every: Duration) -> JoinHandle<
                 }
             }
         })
-        .unwrap_or_else(|e| panic!("cannot start the evlog flusher thread: {e}"))
+        .map_err(|e| Error::io("start flusher thread for", dir, e))
 }
