@@ -666,6 +666,21 @@ impl Iter {
     }
 
     fn next_record(&mut self) -> Result<Option<Record>> {
+        // Fast path: inside a sealed segment every record is published and immutable, so no
+        // look at the shared view is needed.
+        if let Some(c) = &mut self.cur
+            && c.end_offset.is_some_and(|e| self.next < e)
+            && c.next == self.next
+        {
+            match c.cursor.step(Some(self.next))? {
+                Step::Frame { frame, bytes, .. } => {
+                    self.next += 1;
+                    c.next += 1;
+                    return Ok(Some(Record::from_frame(bytes, &frame)));
+                }
+                Step::End | Step::Bad { .. } => {} // handled (and reported) by the slow path
+            }
+        }
         for _ in 0..4 {
             let (first, visible, active_base, active_end) = {
                 let v = self.shared.view();
@@ -722,7 +737,15 @@ impl Iter {
                     c.next += 1;
                     return Ok(Some(Record::from_frame(bytes, &frame)));
                 }
-                Step::End => self.cur = None,
+                Step::End => {
+                    if let Some(end) = c.end_offset
+                        && self.next < end
+                    {
+                        let reason = format!("sealed segment ends before offset {end}, where the next one starts");
+                        return Err(Error::corruption(&c.cursor.path, c.cursor.position(), Some(self.next), reason));
+                    }
+                    self.cur = None;
+                }
                 Step::Bad { position, error } => {
                     return Err(Error::corruption(&c.cursor.path, position, Some(self.next), error.to_string()));
                 }

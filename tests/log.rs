@@ -213,6 +213,13 @@ fn repair_mode_quarantines_everything_after_the_corruption_and_keeps_the_prefix(
     let errors: Vec<_> = log.iter(0).filter_map(Result::err).collect();
     assert_eq!(errors.len(), 1);
     assert!(errors[0].is_corruption());
+    let bad = (0..log.next_offset()).find(|&o| log.read(o).is_err()).expect("a record fails to read");
+    match log.read(bad) {
+        Err(Error::Corruption { path, offset, .. }) => assert_eq!((path, offset), (seg.clone(), Some(bad))),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    // Records beyond the damaged index granule still read.
+    assert!(log.read(log.next_offset() - 1).expect("later records still read").is_some());
     drop(log);
     // Corrupt the active segment's durable data and repair.
     let names = mem.list_dir(&dir()).expect("list");
