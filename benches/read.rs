@@ -87,7 +87,7 @@ fn crashed(bytes: u64) -> Crashed {
     let saved = std::fs::read_dir(&dir)
         .expect("dir")
         .map(|e| e.expect("entry").path())
-        .filter(|p| !p.extension().is_some_and(|e| e == "log"))
+        .filter(|p| p.extension().is_none_or(|e| e != "log"))
         .filter(|p| p.is_file())
         .map(|p| {
             let b = std::fs::read(&p).expect("read");
