@@ -61,7 +61,7 @@ fn main() {
     for r in log.iter(0) {
         r.expect("record");
         n += 1;
-        if n % 5_000 == 0 {
+        if n.is_multiple_of(5_000) {
             fds_max = fds_max.max(open_fds());
             maps_max = maps_max.max(maps_of(tmp.path()));
         }
