@@ -22,6 +22,13 @@ pub(crate) struct Sealed {
     pub index: LoadedIndex,
 }
 
+impl Sealed {
+    /// A cursor over the mapped frames from `pos` to the end of the segment.
+    pub fn cursor(&self, pos: u64) -> FrameCursor {
+        FrameCursor::new(Source::Mapped(self.data.clone()), self.path.clone(), pos, u64::MAX, 0)
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct SegmentCache {
     entries: Vec<(u64, Arc<Sealed>, u64)>,

@@ -37,6 +37,13 @@ pub(crate) struct Active {
     pub index: Mutex<IndexBuilder>,
 }
 
+impl Active {
+    /// A cursor over this segment's frames from `pos` up to `end` (the published end).
+    pub fn cursor(&self, pos: u64, end: u64, chunk_bytes: usize) -> FrameCursor {
+        FrameCursor::new(Source::File(self.file.clone()), self.path.clone(), pos, end, chunk_bytes)
+    }
+}
+
 /// What readers may see.
 #[derive(Debug)]
 pub(crate) struct View {
@@ -128,18 +135,12 @@ impl Shared {
             (Some(end_offset), _) => {
                 let s = self.sealed(base, end_offset)?;
                 let (r, pos) = s.index.as_ref().lookup(rel).unwrap_or((0, SEGMENT_HEADER_LEN as u64));
-                let cursor = FrameCursor::new(Source::Mapped(s.data.clone()), s.path.clone(), pos, u64::MAX, 0);
+                let cursor = s.cursor(pos);
                 Cur { end_offset: Some(end_offset), active: None, cursor, next: base + r }
             }
             (None, Some(a)) => {
                 let (r, pos) = lock(&a.index).as_ref().lookup(rel).unwrap_or((0, SEGMENT_HEADER_LEN as u64));
-                let cursor = FrameCursor::new(
-                    Source::File(a.file.clone()),
-                    a.path.clone(),
-                    pos,
-                    end,
-                    self.opts.read_buffer_bytes,
-                );
+                let cursor = a.cursor(pos, end, self.opts.read_buffer_bytes);
                 Cur { end_offset: None, active: Some(a), cursor, next: base + r }
             }
             (None, None) => return Ok(None),
@@ -253,28 +254,14 @@ impl Shared {
         }
         // Scan the active segment from the published end, over complete batches only.
         let len = active.file.len().map_err(|e| Error::io("stat", &active.path, e))?;
-        let mut cursor = FrameCursor::new(
-            Source::File(active.file.clone()),
-            active.path.clone(),
-            end,
-            len,
-            self.opts.read_buffer_bytes,
-        );
-        let mut pending: Vec<(u64, u64, u64, i64)> = Vec::new();
-        let (mut new_next, mut new_end, mut expected) = (next, end, next);
-        while let Step::Frame { position, frame, .. } = cursor.step(Some(expected))? {
-            pending.push((expected - active.base, position, frame.len as u64, frame.timestamp));
-            expected += 1;
-            if !frame.batch_continues() {
-                let mut ix = lock(&active.index);
-                for &(rel, pos, flen, ts) in &pending {
-                    ix.push(rel, pos, flen, ts);
-                }
-                pending.clear();
-                new_next = expected;
-                new_end = position + frame.len as u64;
-            }
-        }
+        let mut cursor = active.cursor(end, len, self.opts.read_buffer_bytes);
+        let scan = {
+            let mut ix = lock(&active.index);
+            crate::segment::scan_batches(&mut cursor, active.base, next, |rel, pos, flen, ts| {
+                ix.push(rel, pos, flen, ts)
+            })?
+        };
+        let (new_next, new_end) = (scan.complete_next, scan.complete_pos);
         let changed = bases != old_bases || new_next != next || !Arc::ptr_eq(&active, &self.view().active);
         if changed {
             {
@@ -511,20 +498,14 @@ impl Log {
             }
             let sealed = s.sealed(base, end_offset)?;
             let Some((rel, pos)) = sealed.index.as_ref().first_granule_reaching(ts) else { continue };
-            let cursor = FrameCursor::new(Source::Mapped(sealed.data.clone()), sealed.path.clone(), pos, u64::MAX, 0);
+            let cursor = sealed.cursor(pos);
             if let Some(o) = s.first_at_or_after(cursor, base + rel, ts)? {
                 return Ok(Some(o));
             }
         }
         let granule = lock(&active.index).as_ref().first_granule_reaching(ts);
         let Some((rel, pos)) = granule else { return Ok(None) };
-        let cursor = FrameCursor::new(
-            Source::File(active.file.clone()),
-            active.path.clone(),
-            pos,
-            end,
-            s.opts.read_buffer_bytes,
-        );
+        let cursor = active.cursor(pos, end, s.opts.read_buffer_bytes);
         s.first_at_or_after(cursor, active.base + rel, ts)
     }
 

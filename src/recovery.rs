@@ -13,10 +13,10 @@
 
 use crate::checkpoint;
 use crate::error::{Error, Result};
-use crate::format::{self, FrameError, SEGMENT_HEADER_LEN};
+use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::index::{self, IndexBuilder, LoadedIndex};
 use crate::options::{Options, RecoveryMode};
-use crate::segment::{self, FrameCursor, Source, Step};
+use crate::segment::{self, FrameCursor, Scan, Source};
 use crate::storage::{OpenMode, Storage, StorageFile};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,17 +60,6 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
 }
 
-/// Result of scanning one segment.
-struct Scan {
-    /// End of the last frame that completes a batch, and the offset after it.
-    complete_pos: u64,
-    complete_next: u64,
-    /// Where scanning stopped short of the file's end, and why (`None`: clean end).
-    bad: Option<(u64, FrameError)>,
-    /// Valid frames after `complete_pos` that belong to an unfinished batch.
-    pending: u64,
-}
-
 struct Ctx<'a> {
     storage: &'a dyn Storage,
     dir: &'a Path,
@@ -96,40 +85,13 @@ fn scan(
     let len = file.len().map_err(|e| Error::io("stat", path, e))?;
     let mut cursor =
         FrameCursor::new(Source::File(file.clone()), path.to_path_buf(), from, len, ctx.opts.read_buffer_bytes);
-    let mut s = Scan { complete_pos: from, complete_next: next, bad: None, pending: 0 };
-    let mut batch: Vec<(u64, u64, u64, i64)> = Vec::new();
-    let mut expected = next;
-    loop {
-        match cursor.step(Some(expected))? {
-            Step::Frame { position, frame, .. } => {
-                ctx.report.scanned_records += 1;
-                ctx.report.scanned_bytes += frame.len as u64;
-                batch.push((frame.offset - base, position, frame.len as u64, frame.timestamp));
-                expected += 1;
-                if !frame.batch_continues() {
-                    if let Some(ix) = index.as_deref_mut() {
-                        for &(rel, pos, flen, ts) in &batch {
-                            ix.push(rel, pos, flen, ts);
-                        }
-                    }
-                    batch.clear();
-                    s.complete_pos = position + frame.len as u64;
-                    s.complete_next = expected;
-                }
-            }
-            Step::End => {
-                if !batch.is_empty() {
-                    s.bad = Some((cursor.position(), FrameError::Truncated { needed: format::FRAME_HEADER_LEN }));
-                }
-                break;
-            }
-            Step::Bad { position, error } => {
-                s.bad = Some((position, error));
-                break;
-            }
+    let s = segment::scan_batches(&mut cursor, base, next, |rel, pos, flen, ts| {
+        if let Some(ix) = index.as_deref_mut() {
+            ix.push(rel, pos, flen, ts);
         }
-    }
-    s.pending = batch.len() as u64;
+    })?;
+    ctx.report.scanned_records += s.frames;
+    ctx.report.scanned_bytes += s.bytes;
     Ok(s)
 }
 

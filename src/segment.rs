@@ -143,3 +143,64 @@ impl FrameCursor {
         }
     }
 }
+
+/// What a scan over complete batches found.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    /// End of the last frame that completes a batch, and the offset after it.
+    pub complete_pos: u64,
+    pub complete_next: u64,
+    /// Where scanning stopped short of the end, and why (`None`: clean end). A batch whose last
+    /// frame is missing at the end counts as truncated there.
+    pub bad: Option<(u64, FrameError)>,
+    /// Valid frames after `complete_pos` that belong to an unfinished batch.
+    pub pending: u64,
+    /// Frames and bytes verified.
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+/// Walks `cursor` expecting offset `next` first (segment base `base`), and hands each complete
+/// batch to `index` (relative offset, position, length, timestamp per frame). Frames of a batch
+/// whose last frame never comes are not handed over.
+pub(crate) fn scan_batches(
+    cursor: &mut FrameCursor,
+    base: u64,
+    next: u64,
+    mut index: impl FnMut(u64, u64, u64, i64),
+) -> Result<Scan> {
+    let from = cursor.position();
+    let mut s = Scan { complete_pos: from, complete_next: next, bad: None, pending: 0, frames: 0, bytes: 0 };
+    let mut batch: Vec<(u64, u64, u64, i64)> = Vec::new();
+    let mut expected = next;
+    loop {
+        match cursor.step(Some(expected))? {
+            Step::Frame { position, frame, .. } => {
+                s.frames += 1;
+                s.bytes += frame.len as u64;
+                batch.push((frame.offset - base, position, frame.len as u64, frame.timestamp));
+                expected += 1;
+                if !frame.batch_continues() {
+                    for &(rel, pos, len, ts) in &batch {
+                        index(rel, pos, len, ts);
+                    }
+                    batch.clear();
+                    s.complete_pos = position + frame.len as u64;
+                    s.complete_next = expected;
+                }
+            }
+            Step::End => {
+                if !batch.is_empty() {
+                    s.bad = Some((cursor.position(), FrameError::Truncated { needed: FRAME_HEADER_LEN }));
+                }
+                break;
+            }
+            Step::Bad { position, error } => {
+                s.bad = Some((position, error));
+                break;
+            }
+        }
+    }
+    s.pending = batch.len() as u64;
+    Ok(s)
+}
