@@ -112,6 +112,74 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A topic or group name breaks the naming rule: 1–249 characters of `[A-Za-z0-9._-]`, not
+    /// `.` or `..`. Nothing was touched.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What rule it breaks.
+        reason: &'static str,
+    },
+
+    /// A consumer of this group on this topic is already live (one per group and topic).
+    #[error("group {group:?} on topic {topic:?} already has a live consumer")]
+    GroupBusy {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
+
+    /// A topic or group that does not exist.
+    #[error("{kind} {name:?} not found")]
+    NotFound {
+        /// "topic" or "group".
+        kind: &'static str,
+        /// Its name (for a group: `topic/group`).
+        name: String,
+    },
+
+    /// A topic cannot be deleted while handles to it are in use.
+    #[error("topic {name:?} is in use ({handles} other handles)")]
+    TopicInUse {
+        /// The topic.
+        name: String,
+        /// Handles still held besides the store's own.
+        handles: usize,
+    },
+
+    /// A commit past the end of the topic. Nothing was written.
+    #[error("cannot commit offset {offset} for group {group:?} on topic {topic:?}: the topic ends at {next_offset}")]
+    CommitOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+        /// The offset asked for.
+        offset: u64,
+        /// The topic's next offset.
+        next_offset: u64,
+    },
+
+    /// The consumer-state database (sled) failed.
+    #[error("consumer state {path}: {op} failed: {cause}")]
+    State {
+        /// What was being done.
+        op: &'static str,
+        /// The database directory.
+        path: PathBuf,
+        /// sled's message.
+        cause: String,
+    },
+
+    /// A `commit_with` closure aborted; neither the state nor the offset changed.
+    #[error("commit aborted by the application: {reason}")]
+    StateAborted {
+        /// The closure's reason.
+        reason: String,
+    },
+
     /// A write was attempted through a read-only handle.
     #[error("log {path} is open read-only")]
     ReadOnly {

@@ -25,6 +25,7 @@
 
 mod cache;
 mod checkpoint;
+mod consumer;
 mod error;
 pub mod format;
 mod index;
@@ -33,12 +34,19 @@ mod options;
 mod record;
 mod recovery;
 mod segment;
+mod state;
 pub mod storage;
+mod store;
 mod writer;
 
+pub use consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, ConsumerStart, StartAt};
 pub use error::{Error, Result};
-pub use log::{Iter, Log};
+pub use log::{Iter, Log, SegmentInfo};
 pub use options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT};
 pub use record::{NewRecord, Record};
 pub use recovery::RecoveryReport;
+pub use state::{Abort, CommitDurability, StateTx};
 pub use storage::Bytes;
+pub use store::{
+    GroupInfo, NAME_BYTES_MAX, RetentionOptions, RetentionReport, Store, StoreOptions, Topic, validate_name,
+};

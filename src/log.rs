@@ -305,6 +305,19 @@ impl Shared {
     }
 }
 
+/// A sealed segment, as `Log::sealed_segments` describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Offset of its first record.
+    pub base_offset: u64,
+    /// Offset after its last record.
+    pub end_offset: u64,
+    /// File size.
+    pub bytes: u64,
+    /// Largest event timestamp in it.
+    pub max_timestamp: Option<i64>,
+}
+
 /// Where an iterator or a read stands in one segment.
 #[derive(Debug)]
 struct Cur {
@@ -559,6 +572,33 @@ impl Log {
     /// records were removed. The active segment is never removed.
     pub fn remove_before(&self, offset: u64) -> Result<u64> {
         self.shared.remove_before(offset)
+    }
+
+    /// The sealed segments, oldest first, with their size and newest event timestamp (for
+    /// retention). The active segment is not listed: it is never removed.
+    pub fn sealed_segments(&self) -> Result<Vec<SegmentInfo>> {
+        let bases = self.shared.view().bases.clone();
+        let mut out = Vec::with_capacity(bases.len().saturating_sub(1));
+        for w in bases.windows(2) {
+            let path = self.shared.dir.join(format::segment_file_name(w[0]));
+            let bytes = self
+                .shared
+                .opts
+                .storage
+                .open(&path, OpenMode::Read)
+                .and_then(|f| f.len())
+                .map_err(|e| Error::io("stat", &path, e))?;
+            let max_timestamp = self.shared.time_range(w[0], w[1])?.map(|(_, max)| max);
+            out.push(SegmentInfo { base_offset: w[0], end_offset: w[1], bytes, max_timestamp });
+        }
+        Ok(out)
+    }
+
+    /// Bytes of all segment files, the active one included.
+    pub fn size_bytes(&self) -> Result<u64> {
+        let sealed: u64 = self.sealed_segments()?.iter().map(|s| s.bytes).sum();
+        let active = self.shared.view().active.clone();
+        Ok(sealed + active.file.len().map_err(|e| Error::io("stat", &active.path, e))?)
     }
 
     /// Number of segments.

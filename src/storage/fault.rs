@@ -152,6 +152,12 @@ impl Storage for FaultStorage {
         }
         self.inner.rename(from, to)
     }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        if let Some(f) = self.check(Op::Remove, path) {
+            return Err(to_error(f));
+        }
+        self.inner.remove_dir_all(path)
+    }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         if let Some(f) = self.check(Op::SyncDir, path) {
             return Err(to_error(f));

@@ -295,8 +295,32 @@ impl Storage for MemStorage {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.lock_state();
+        if s.dirs.contains(from) {
+            // A directory: move it and everything below it (durable at once, like creation).
+            if s.dirs.contains(to) || s.live.contains_key(to) {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "target exists"));
+            }
+            let moved = |p: &PathBuf| p.strip_prefix(from).ok().map(|rest| to.join(rest));
+            let st = &mut *s;
+            st.dirs = st.dirs.iter().map(|d| moved(d).unwrap_or_else(|| d.clone())).collect();
+            for map in [&mut st.live, &mut st.durable] {
+                *map = map.iter().map(|(p, id)| (moved(p).unwrap_or_else(|| p.clone()), *id)).collect();
+            }
+            return Ok(());
+        }
         let id = s.live.remove(from).ok_or_else(|| not_found(from))?;
         s.live.insert(to.to_path_buf(), id);
+        Ok(())
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.lock_state();
+        if !s.dirs.contains(path) {
+            return Err(not_found(path));
+        }
+        s.dirs.retain(|d| !d.starts_with(path));
+        s.live.retain(|p, _| !p.starts_with(path));
+        s.durable.retain(|p, _| !p.starts_with(path));
         Ok(())
     }
 

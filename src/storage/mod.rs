@@ -53,8 +53,10 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
-    /// Renames a file, replacing the target.
+    /// Renames a file, replacing the target, or a directory (to a name that does not exist).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a directory and everything in it.
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Takes an exclusive, non-blocking lock on `path` (a lock file, created if missing). Returns

@@ -64,6 +64,10 @@ impl Storage for RealStorage {
         fs::rename(from, to)
     }
 
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir_all(path)
+    }
+
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
     }

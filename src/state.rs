@@ -1,0 +1,260 @@
+//! Consumer state in sled, behind our own small interface.
+//!
+//! Key layout (also in ARCHITECTURE.md):
+//! - tree `groups`: key `<topic> 0x00 <group>`, value 16 bytes: committed offset (u64 LE), then
+//!   commit time in ms since the Unix epoch (i64 LE). Names never contain 0x00.
+//! - tree `state:<name>`: the application's own keys and values, written by
+//!   `Consumer::commit_with` in the same transaction as the group offset.
+//!
+//! Invariants:
+//! - A durable commit returns only after sled's `flush()` and a real fdatasync of every file in
+//!   the database directory and of the directories themselves: sled 0.34's flush ends in
+//!   `sync_file_range` on Linux, which neither flushes the disk cache nor file metadata.
+//! - Nothing outside this module names a sled type.
+
+use crate::error::{Error, Result};
+use crate::storage::{OpenMode, Storage};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const GROUPS_TREE: &str = "groups";
+const STATE_TREE_PREFIX: &str = "state:";
+
+/// How far a commit goes before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CommitDurability {
+    /// Flushed by sled and fdatasynced file by file: survives a power cut.
+    #[default]
+    Sync,
+    /// Flushed by sled to the OS: survives `kill -9`, not a power cut.
+    Flush,
+    /// Left to sled's background flush (every 500 ms): a crash of any kind can lose the commits of
+    /// the last half second; the offset then goes back, so records are delivered again.
+    Lazy,
+}
+
+/// A group's committed position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Committed {
+    pub offset: u64,
+    pub at_ms: i64,
+}
+
+fn sled_err(op: &'static str, path: &Path, e: sled::Error) -> Error {
+    Error::State { op, path: path.to_path_buf(), cause: e.to_string() }
+}
+
+fn group_key(topic: &str, group: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + 1 + group.len());
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(group.as_bytes());
+    k
+}
+
+fn encode(c: Committed) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&c.offset.to_le_bytes());
+    v[8..].copy_from_slice(&c.at_ms.to_le_bytes());
+    v
+}
+
+fn decode(v: &[u8]) -> Option<Committed> {
+    let offset = u64::from_le_bytes(v.get(..8)?.try_into().ok()?);
+    let at_ms = i64::from_le_bytes(v.get(8..16)?.try_into().ok()?);
+    Some(Committed { offset, at_ms })
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The sled database of a store.
+#[derive(Debug)]
+pub(crate) struct StateDb {
+    path: PathBuf,
+    db: sled::Db,
+    groups: sled::Tree,
+    /// Used only to fsync sled's files (sled does its own writes).
+    storage: Arc<dyn Storage>,
+    poisoned: AtomicBool,
+}
+
+/// Reads and writes of the application's state inside `Consumer::commit_with`. The closure may
+/// run more than once if sled detects a conflicting concurrent transaction, so it must not have
+/// other side effects.
+pub struct StateTx<'a> {
+    tree: &'a sled::transaction::TransactionalTree,
+}
+
+impl std::fmt::Debug for StateTx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateTx")
+    }
+}
+
+/// The error a `commit_with` closure returns to abort the commit (nothing is written).
+#[derive(Debug)]
+pub struct Abort(pub String);
+
+impl StateTx<'_> {
+    /// The value of `key` in the state tree, as this transaction sees it.
+    pub fn get(&self, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, Abort> {
+        self.tree.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| Abort(e.to_string()))
+    }
+    /// Sets `key` to `value`.
+    pub fn insert(&self, key: &[u8], value: &[u8]) -> std::result::Result<(), Abort> {
+        self.tree.insert(key, value).map(|_| ()).map_err(|e| Abort(e.to_string()))
+    }
+    /// Removes `key`.
+    pub fn remove(&self, key: &[u8]) -> std::result::Result<(), Abort> {
+        self.tree.remove(key).map(|_| ()).map_err(|e| Abort(e.to_string()))
+    }
+}
+
+impl StateDb {
+    pub fn open(path: &Path, storage: Arc<dyn Storage>) -> Result<Self> {
+        let db = sled::Config::new().path(path).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                Error::Locked { path: path.to_path_buf() }
+            }
+            e => sled_err("open", path, e),
+        })?;
+        let groups = db.open_tree(GROUPS_TREE).map_err(|e| sled_err("open tree", path, e))?;
+        Ok(StateDb { path: path.to_path_buf(), db, groups, storage, poisoned: AtomicBool::new(false) })
+    }
+
+    pub fn committed(&self, topic: &str, group: &str) -> Result<Option<Committed>> {
+        let v = self.groups.get(group_key(topic, group)).map_err(|e| sled_err("read", &self.path, e))?;
+        Ok(v.and_then(|v| decode(&v)))
+    }
+
+    /// Every group of `topic` with its committed position.
+    pub fn groups_of(&self, topic: &str) -> Result<Vec<(String, Committed)>> {
+        let mut prefix = topic.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.groups.scan_prefix(&prefix) {
+            let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
+            let group = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Some(c) = decode(&v) {
+                out.push((group, c));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every (topic, group, committed) in the database.
+    pub fn all_groups(&self) -> Result<Vec<(String, String, Committed)>> {
+        let mut out = Vec::new();
+        for kv in self.groups.iter() {
+            let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
+            let Some(sep) = k.iter().position(|&b| b == 0) else { continue };
+            if let Some(c) = decode(&v) {
+                let topic = String::from_utf8_lossy(&k[..sep]).into_owned();
+                let group = String::from_utf8_lossy(&k[sep + 1..]).into_owned();
+                out.push((topic, group, c));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets a group's committed offset and makes it as durable as asked.
+    pub fn commit(&self, topic: &str, group: &str, offset: u64, durability: CommitDurability) -> Result<()> {
+        let c = Committed { offset, at_ms: now_ms() };
+        self.groups.insert(group_key(topic, group), &encode(c)).map_err(|e| sled_err("write", &self.path, e))?;
+        self.make_durable(durability)
+    }
+
+    /// Commits the group offset and the application's state changes in one sled transaction.
+    pub fn commit_with<F>(
+        &self,
+        topic: &str,
+        group: &str,
+        offset: u64,
+        state_tree: &str,
+        durability: CommitDurability,
+        f: F,
+    ) -> Result<()>
+    where
+        F: Fn(&StateTx<'_>) -> std::result::Result<(), Abort>,
+    {
+        use sled::Transactional;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let state = self.state_tree(state_tree)?;
+        let key = group_key(topic, group);
+        let value = encode(Committed { offset, at_ms: now_ms() });
+        let r = (&self.groups, &state).transaction(|(groups, st)| {
+            f(&StateTx { tree: st }).map_err(ConflictableTransactionError::Abort)?;
+            groups.insert(key.as_slice(), &value[..])?;
+            Ok(())
+        });
+        match r {
+            Ok(()) => self.make_durable(durability),
+            Err(TransactionError::Abort(Abort(reason))) => Err(Error::StateAborted { reason }),
+            Err(TransactionError::Storage(e)) => Err(sled_err("transaction", &self.path, e)),
+        }
+    }
+
+    /// Reads one key of an application state tree.
+    pub fn state_get(&self, state_tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let t = self.state_tree(state_tree)?;
+        t.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| sled_err("read", &self.path, e))
+    }
+
+    fn state_tree(&self, name: &str) -> Result<sled::Tree> {
+        self.db.open_tree(format!("{STATE_TREE_PREFIX}{name}")).map_err(|e| sled_err("open tree", &self.path, e))
+    }
+
+    /// Removes a group's committed offset. Returns whether it existed.
+    pub fn delete_group(&self, topic: &str, group: &str) -> Result<bool> {
+        let old = self.groups.remove(group_key(topic, group)).map_err(|e| sled_err("write", &self.path, e))?;
+        self.make_durable(CommitDurability::Sync)?;
+        Ok(old.is_some())
+    }
+
+    /// Removes every group of a topic.
+    pub fn delete_topic_groups(&self, topic: &str) -> Result<()> {
+        for (g, _) in self.groups_of(topic)? {
+            self.groups.remove(group_key(topic, &g)).map_err(|e| sled_err("write", &self.path, e))?;
+        }
+        self.make_durable(CommitDurability::Sync)
+    }
+
+    /// sled's flush, then (for `Sync`) a real fdatasync of every file and directory of the
+    /// database, because sled 0.34's flush is only `sync_file_range` on Linux.
+    pub fn make_durable(&self, durability: CommitDurability) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned { path: self.path.clone(), cause: "an earlier flush or fsync failed".into() });
+        }
+        if durability == CommitDurability::Lazy {
+            return Ok(());
+        }
+        let r =
+            self.db.flush().map_err(|e| sled_err("flush", &self.path, e)).and_then(|_| {
+                if durability == CommitDurability::Sync { self.sync_dir_tree(&self.path) } else { Ok(()) }
+            });
+        if r.is_err() {
+            // fsyncgate: a failed flush may have dropped dirty pages; never report a later
+            // commit durable.
+            self.poisoned.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    fn sync_dir_tree(&self, dir: &Path) -> Result<()> {
+        let names = self.storage.list_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+        for name in names {
+            let path = dir.join(name);
+            if self.storage.dir_exists(&path).unwrap_or(false) {
+                self.sync_dir_tree(&path)?;
+            } else {
+                let f = self.storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
+                f.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
+            }
+        }
+        self.storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
+    }
+}

@@ -1,0 +1,429 @@
+//! A store: named topics (one `Log` each) under one root, and one sled database for consumer
+//! state.
+//!
+//! Layout:
+//! ```text
+//! <root>/LOCK             store lock (one Store per root)
+//! <root>/topics/<name>/   one Log per topic
+//! <root>/trash/           topics being deleted (emptied at open)
+//! <root>/consumers/       the sled database (see state.rs for its keys)
+//! ```
+//!
+//! Invariants:
+//! - A name is validated before it is joined to any path: no name reaches outside the root.
+//! - A committed offset never points past its topic's recovered end: when a topic is opened,
+//!   offsets beyond it (an `Os`-mode tail lost in a power cut) are clamped to the end, durably,
+//!   and reported.
+//! - Deleting a topic renames its directory into `trash/` first (one atomic, fsynced step), then
+//!   removes its groups, then the files; a crash anywhere leaves either the whole topic or none,
+//!   and open finishes what was started.
+//! - Retention removes only whole sealed segments, oldest first, and fsyncs the directory; a
+//!   group left below the first offset continues from it and is told how many records it missed.
+
+use crate::consumer::{Consumer, ConsumerOptions, StartAt};
+use crate::error::{Error, Result};
+use crate::log::Log;
+use crate::options::Options;
+use crate::state::{CommitDurability, StateDb};
+use crate::storage::{LockGuard, RealStorage, Storage};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest topic or group name, in bytes.
+pub const NAME_BYTES_MAX: usize = 249;
+
+/// Checks a topic or group name: 1–249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |reason| Err(Error::InvalidName { name: name.to_string(), reason });
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > NAME_BYTES_MAX {
+        return bad("longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return bad("`.` and `..` are not names");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return bad("only A-Z, a-z, 0-9, `.`, `_` and `-` are allowed");
+    }
+    Ok(())
+}
+
+/// When whole sealed segments of a topic are deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionOptions {
+    /// Delete a sealed segment once its newest event timestamp is older than this.
+    pub retention_age_max: Option<Duration>,
+    /// Delete the oldest sealed segments while the topic is larger than this.
+    pub retention_bytes_max: Option<u64>,
+    /// Never delete a segment holding records that some group has not committed past.
+    pub keep_uncommitted: bool,
+}
+
+/// How a [`Store`] is opened.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Options of every topic's log (its `storage` also holds the topics).
+    pub log: Options,
+    /// Default retention of every topic; see [`Store::set_retention`].
+    pub retention: RetentionOptions,
+    /// Storage used to fsync the consumer database's files (sled writes them itself, always on
+    /// the real file system under `<root>/consumers`). Tests inject faults here.
+    pub state_storage: Arc<dyn Storage>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            log: Options::default(),
+            retention: RetentionOptions::default(),
+            state_storage: Arc::new(RealStorage),
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Store options whose topics use `log`.
+    pub fn with_log(log: Options) -> Self {
+        StoreOptions { log, ..StoreOptions::default() }
+    }
+}
+
+/// One topic: a [`Log`] (use it through `Deref`) plus what opening it found.
+#[derive(Debug)]
+pub struct Topic {
+    name: String,
+    log: Log,
+    /// Groups whose committed offset was beyond the recovered end: (group, committed before).
+    clamped: Mutex<HashMap<String, u64>>,
+}
+
+impl Topic {
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The topic's log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+    /// Groups whose committed offset pointed past the recovered end when the topic was opened,
+    /// with the offset they had; they were clamped to the end.
+    pub fn clamped_groups(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<_> = crate::log::lock(&self.clamped).iter().map(|(g, o)| (g.clone(), *o)).collect();
+        v.sort();
+        v
+    }
+    pub(crate) fn take_clamp(&self, group: &str) -> Option<u64> {
+        crate::log::lock(&self.clamped).get(group).copied()
+    }
+}
+
+impl std::ops::Deref for Topic {
+    type Target = Log;
+    fn deref(&self) -> &Log {
+        &self.log
+    }
+}
+
+/// A group as `Store::groups` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub group: String,
+    /// The committed offset: the next record the group will get.
+    pub committed: u64,
+    /// When it was committed, ms since the Unix epoch.
+    pub committed_at_ms: i64,
+    /// Records after the committed offset.
+    pub lag: u64,
+}
+
+/// What a retention run removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub topic: String,
+    pub records_removed: u64,
+    pub first_offset: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct StoreInner {
+    pub root: PathBuf,
+    pub opts: StoreOptions,
+    pub state: StateDb,
+    topics: Mutex<HashMap<String, Arc<Topic>>>,
+    retention: Mutex<HashMap<String, RetentionOptions>>,
+    /// (topic, group) pairs with a live consumer.
+    pub live: Mutex<HashSet<(String, String)>>,
+    _lock: Box<dyn LockGuard>,
+}
+
+impl StoreInner {
+    fn storage(&self) -> &dyn Storage {
+        self.opts.log.storage.as_ref()
+    }
+    fn topics_dir(&self) -> PathBuf {
+        self.root.join("topics")
+    }
+    fn topic_exists(&self, name: &str) -> Result<bool> {
+        let p = self.topics_dir().join(name);
+        self.storage().dir_exists(&p).map_err(|e| Error::io("stat", &p, e))
+    }
+}
+
+/// Topics and consumer groups under one root directory. `Send + Sync`; clone it freely.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `root`. Fails with [`Error::Locked`] if another `Store`
+    /// has it open. Finishes interrupted topic deletions.
+    pub fn open(root: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
+        opts.log.validate()?;
+        let root = root.as_ref().to_path_buf();
+        let storage = opts.log.storage.clone();
+        for d in [root.clone(), root.join("topics"), root.join("trash")] {
+            match storage.dir_exists(&d) {
+                Ok(true) => {}
+                Ok(false) => storage.create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                    return Err(Error::NotADirectory { path: d });
+                }
+                Err(e) => return Err(Error::io("stat", &d, e)),
+            }
+        }
+        let lock_path = root.join("LOCK");
+        let lock = match storage.lock(&lock_path) {
+            Ok(g) => g,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(Error::Locked { path: root }),
+            Err(e) => return Err(Error::io("lock", &lock_path, e)),
+        };
+        let state_dir = root.join("consumers");
+        std::fs::create_dir_all(&state_dir).map_err(|e| Error::io("create directory", &state_dir, e))?;
+        let state = StateDb::open(&state_dir, opts.state_storage.clone())?;
+        let inner = Arc::new(StoreInner {
+            root,
+            opts,
+            state,
+            topics: Mutex::new(HashMap::new()),
+            retention: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashSet::new()),
+            _lock: lock,
+        });
+        let store = Store { inner };
+        store.finish_deletions()?;
+        Ok(store)
+    }
+
+    /// Empties `trash/` and forgets groups of topics that no longer exist (a deletion that a
+    /// crash interrupted).
+    fn finish_deletions(&self) -> Result<()> {
+        let inner = &self.inner;
+        let trash = inner.root.join("trash");
+        let storage = inner.storage();
+        for name in storage.list_dir(&trash).map_err(|e| Error::io("list", &trash, e))? {
+            let p = trash.join(name);
+            storage.remove_dir_all(&p).map_err(|e| Error::io("remove", &p, e))?;
+        }
+        let topics = self.topics()?;
+        let mut orphans = HashSet::new();
+        for (topic, _, _) in inner.state.all_groups()? {
+            if !topics.contains(&topic) {
+                orphans.insert(topic);
+            }
+        }
+        for t in orphans {
+            inner.state.delete_topic_groups(&t)?;
+        }
+        Ok(())
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Opens the topic `name`, creating it if needed. Opening runs the log's recovery and clamps
+    /// committed offsets that point past the recovered end (see [`Topic::clamped_groups`]).
+    pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        validate_name(name)?;
+        let inner = &self.inner;
+        let mut topics = crate::log::lock(&inner.topics);
+        if let Some(t) = topics.get(name) {
+            return Ok(t.clone());
+        }
+        let log = Log::open(inner.topics_dir().join(name), inner.opts.log.clone())?;
+        let end = log.next_offset();
+        let mut clamped = HashMap::new();
+        for (group, c) in inner.state.groups_of(name)? {
+            if c.offset > end {
+                inner.state.commit(name, &group, end, CommitDurability::Sync)?;
+                clamped.insert(group, c.offset);
+            }
+        }
+        let topic = Arc::new(Topic { name: name.to_string(), log, clamped: Mutex::new(clamped) });
+        topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Names of all topics, sorted.
+    pub fn topics(&self) -> Result<Vec<String>> {
+        let dir = self.inner.topics_dir();
+        let mut names: Vec<String> = self
+            .inner
+            .storage()
+            .list_dir(&dir)
+            .map_err(|e| Error::io("list", &dir, e))?
+            .into_iter()
+            .filter(|n| validate_name(n).is_ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Deletes a topic, its files and its groups. Fails with [`Error::TopicInUse`] while other
+    /// handles to it (or consumers of it) are alive, [`Error::NotFound`] if it does not exist.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        validate_name(name)?;
+        let inner = &self.inner;
+        let mut topics = crate::log::lock(&inner.topics);
+        if let Some(t) = topics.get(name) {
+            let handles = Arc::strong_count(t) - 1;
+            if handles > 0 {
+                return Err(Error::TopicInUse { name: name.to_string(), handles });
+            }
+        } else if !inner.topic_exists(name)? {
+            return Err(Error::NotFound { kind: "topic", name: name.to_string() });
+        }
+        if let Some(t) = topics.remove(name)
+            && let Some(t) = Arc::into_inner(t)
+        {
+            t.log.close()?;
+        }
+        let storage = inner.storage();
+        let from = inner.topics_dir().join(name);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let to = inner.root.join("trash").join(format!("{name}.{nanos}"));
+        storage.rename(&from, &to).map_err(|e| Error::io("rename", &from, e))?;
+        storage.sync_dir(&inner.topics_dir()).map_err(|e| Error::io("fsync directory", inner.topics_dir(), e))?;
+        let trash = inner.root.join("trash");
+        storage.sync_dir(&trash).map_err(|e| Error::io("fsync directory", &trash, e))?;
+        inner.state.delete_topic_groups(name)?;
+        storage.remove_dir_all(&to).map_err(|e| Error::io("remove", &to, e))?;
+        storage.sync_dir(&trash).map_err(|e| Error::io("fsync directory", &trash, e))
+    }
+
+    /// A consumer of `topic` for `group`; see [`Consumer`]. Only one live consumer per group and
+    /// topic ([`Error::GroupBusy`]).
+    pub fn consumer(&self, group: &str, topic: &str, opts: ConsumerOptions) -> Result<Consumer> {
+        validate_name(group)?;
+        let t = self.topic(topic)?;
+        Consumer::start(self.inner.clone(), t, group, opts)
+    }
+
+    /// The groups of a topic with committed offset and lag.
+    pub fn groups(&self, topic: &str) -> Result<Vec<GroupInfo>> {
+        let t = self.existing_topic(topic)?;
+        let end = t.next_offset();
+        let mut v: Vec<GroupInfo> = self
+            .inner
+            .state
+            .groups_of(topic)?
+            .into_iter()
+            .map(|(group, c)| GroupInfo {
+                group,
+                committed: c.offset,
+                committed_at_ms: c.at_ms,
+                lag: end.saturating_sub(c.offset),
+            })
+            .collect();
+        v.sort_by(|a, b| a.group.cmp(&b.group));
+        Ok(v)
+    }
+
+    /// Moves a group's committed offset (to an offset, a timestamp, the start or the end).
+    pub fn reset_group(&self, topic: &str, group: &str, to: StartAt) -> Result<u64> {
+        let t = self.existing_topic(topic)?;
+        self.existing_idle_group(topic, group)?;
+        let offset = to.resolve(&t)?;
+        self.inner.state.commit(topic, group, offset, CommitDurability::Sync)?;
+        Ok(offset)
+    }
+
+    /// Deletes a group.
+    pub fn delete_group(&self, topic: &str, group: &str) -> Result<()> {
+        self.existing_topic(topic)?;
+        self.existing_idle_group(topic, group)?;
+        self.inner.state.delete_group(topic, group).map(|_| ())
+    }
+
+    /// Reads a key of an application state tree written by `Consumer::commit_with`.
+    pub fn state_get(&self, state_tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        validate_name(state_tree)?;
+        self.inner.state.state_get(state_tree, key)
+    }
+
+    /// Sets the retention of one topic (overrides `StoreOptions::retention`).
+    pub fn set_retention(&self, topic: &str, r: RetentionOptions) -> Result<()> {
+        validate_name(topic)?;
+        crate::log::lock(&self.inner.retention).insert(topic.to_string(), r);
+        Ok(())
+    }
+
+    /// Applies retention to one topic now: deletes whole sealed segments that are too old or
+    /// beyond the size limit, oldest first, and never the active one.
+    pub fn enforce_retention(&self, topic: &str) -> Result<RetentionReport> {
+        let t = self.existing_topic(topic)?;
+        let r = crate::log::lock(&self.inner.retention).get(topic).copied().unwrap_or(self.inner.opts.retention);
+        let sealed = t.sealed_segments()?;
+        let mut total = t.size_bytes()?;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut cut = t.first_offset();
+        for s in &sealed {
+            let too_big = r.retention_bytes_max.is_some_and(|m| total > m);
+            let too_old = r.retention_age_max.is_some_and(|age| {
+                let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+                s.max_timestamp.is_some_and(|ts| ts < now_ms.saturating_sub(age_ms))
+            });
+            if !(too_big || too_old) {
+                break;
+            }
+            cut = s.end_offset;
+            total -= s.bytes;
+        }
+        if r.keep_uncommitted
+            && let Some(min) = self.inner.state.groups_of(topic)?.iter().map(|(_, c)| c.offset).min()
+        {
+            cut = cut.min(min);
+        }
+        let records_removed = t.remove_before(cut)?;
+        Ok(RetentionReport { topic: topic.to_string(), records_removed, first_offset: t.first_offset() })
+    }
+
+    fn existing_topic(&self, topic: &str) -> Result<Arc<Topic>> {
+        validate_name(topic)?;
+        if !self.inner.topic_exists(topic)? {
+            return Err(Error::NotFound { kind: "topic", name: topic.to_string() });
+        }
+        self.topic(topic)
+    }
+
+    fn existing_idle_group(&self, topic: &str, group: &str) -> Result<()> {
+        validate_name(group)?;
+        if self.inner.state.committed(topic, group)?.is_none() {
+            return Err(Error::NotFound { kind: "group", name: format!("{topic}/{group}") });
+        }
+        if crate::log::lock(&self.inner.live).contains(&(topic.to_string(), group.to_string())) {
+            return Err(Error::GroupBusy { topic: topic.to_string(), group: group.to_string() });
+        }
+        Ok(())
+    }
+}
