@@ -14,9 +14,10 @@
 
 use crate::error::{Error, Result};
 use crate::storage::{OpenMode, Storage};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const GROUPS_TREE: &str = "groups";
@@ -80,6 +81,16 @@ pub(crate) struct StateDb {
     /// Used only to fsync sled's files (sled does its own writes).
     storage: Arc<dyn Storage>,
     poisoned: AtomicBool,
+    /// What `sync_dir_tree` already made durable.
+    synced: Mutex<Synced>,
+}
+
+#[derive(Debug, Default)]
+struct Synced {
+    /// Files fsynced at least once.
+    once: HashSet<PathBuf>,
+    /// Each directory's entries when it was last fsynced.
+    dirs: HashMap<PathBuf, Vec<String>>,
 }
 
 /// Reads and writes of the application's state inside `Consumer::commit_with`. The closure may
@@ -123,7 +134,14 @@ impl StateDb {
             e => sled_err("open", path, e),
         })?;
         let groups = db.open_tree(GROUPS_TREE).map_err(|e| sled_err("open tree", path, e))?;
-        Ok(StateDb { path: path.to_path_buf(), db, groups, storage, poisoned: AtomicBool::new(false) })
+        Ok(StateDb {
+            path: path.to_path_buf(),
+            db,
+            groups,
+            storage,
+            poisoned: AtomicBool::new(false),
+            synced: Mutex::default(),
+        })
     }
 
     pub fn committed(&self, topic: &str, group: &str) -> Result<Option<Committed>> {
@@ -244,17 +262,31 @@ impl StateDb {
         r
     }
 
+    /// fdatasyncs every file below `dir`, and each directory whose entries changed since it was
+    /// last fsynced here. Files that hold no data yet (empty) are skipped; sled's `conf` is
+    /// written once, when the database is created, and fsynced once.
     fn sync_dir_tree(&self, dir: &Path) -> Result<()> {
         let names = self.storage.list_dir(dir).map_err(|e| Error::io("list", dir, e))?;
-        for name in names {
+        let mut synced = crate::log::lock(&self.synced);
+        for name in &names {
             let path = dir.join(name);
             if self.storage.dir_exists(&path).unwrap_or(false) {
+                drop(synced);
                 self.sync_dir_tree(&path)?;
-            } else {
-                let f = self.storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
-                f.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
+                synced = crate::log::lock(&self.synced);
+                continue;
             }
+            if name == "conf" && synced.once.contains(&path) {
+                continue;
+            }
+            let f = self.storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
+            f.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
+            synced.once.insert(path);
         }
-        self.storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
+        if synced.dirs.get(dir) != Some(&names) {
+            self.storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+            synced.dirs.insert(dir.to_path_buf(), names);
+        }
+        Ok(())
     }
 }
