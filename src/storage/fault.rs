@@ -42,6 +42,10 @@ struct Rule {
 struct Plan {
     rules: Vec<Rule>,
     injected: u64,
+    /// Operations other than reads seen so far.
+    changes: u64,
+    /// From this many changes on, every operation but reads fails (the machine stopped).
+    stop_after_changes: Option<u64>,
 }
 
 /// A [`Storage`] that passes everything to an inner storage except the operations a test marked
@@ -94,8 +98,29 @@ impl FaultStorage {
         self.plan().injected
     }
 
+    /// Operations other than reads (writes, fsyncs, truncations, opens, renames, removals,
+    /// directory fsyncs) performed so far.
+    pub fn changes(&self) -> u64 {
+        self.plan().changes
+    }
+
+    /// After `n` more operations other than reads, every such operation fails with EIO: the
+    /// machine stopped there. Pair with `MemStorage::crash` to sweep a power cut over every
+    /// point of a workload.
+    pub fn stop_after(&self, n: u64) {
+        let mut plan = self.plan();
+        plan.stop_after_changes = Some(plan.changes + n);
+    }
+
     fn check(&self, op: Op, path: &Path) -> Option<Fault> {
         let mut plan = self.plan();
+        if op != Op::Read {
+            if plan.stop_after_changes.is_some_and(|stop| plan.changes >= stop) {
+                plan.injected += 1;
+                return Some(Fault::Eio);
+            }
+            plan.changes += 1;
+        }
         let path = path.to_string_lossy();
         let hit = plan.rules.iter_mut().position(|r| {
             if r.op != op || r.path_contains.as_ref().is_some_and(|p| !path.contains(p.as_str())) {
@@ -167,6 +192,8 @@ impl Storage for FaultStorage {
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
         self.inner.lock(path)
     }
+    // create_dir_all and list_dir pass through unchecked: directories are durable at creation in
+    // MemStorage, and listing changes nothing.
 }
 
 #[derive(Debug)]
