@@ -33,6 +33,8 @@ impl Sealed {
 pub(crate) struct SegmentCache {
     entries: Vec<(u64, Arc<Sealed>, u64)>,
     tick: u64,
+    /// Sealed indexes found missing or invalid and rebuilt from their segment.
+    pub rebuilds: u64,
 }
 
 impl SegmentCache {
@@ -52,7 +54,9 @@ impl SegmentCache {
             e.2 = self.tick;
             return Ok(e.1.clone());
         }
-        let sealed = Arc::new(load(storage, dir, base, end_offset, write_index)?);
+        let (sealed, rebuilt) = load(storage, dir, base, end_offset, write_index)?;
+        let sealed = Arc::new(sealed);
+        self.rebuilds += u64::from(rebuilt);
         self.entries.retain(|e| e.0 != base);
         if self.entries.len() >= cap
             && let Some(i) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.2).map(|(i, _)| i)
@@ -74,7 +78,8 @@ impl SegmentCache {
     }
 }
 
-fn load(storage: &dyn Storage, dir: &Path, base: u64, end_offset: u64, write_index: bool) -> Result<Sealed> {
+/// Maps a sealed segment and loads (or rebuilds: `true`) its index.
+fn load(storage: &dyn Storage, dir: &Path, base: u64, end_offset: u64, write_index: bool) -> Result<(Sealed, bool)> {
     let path = dir.join(format::segment_file_name(base));
     let file = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
     segment::check_header(file.as_ref(), &path, base)?;
@@ -82,17 +87,17 @@ fn load(storage: &dyn Storage, dir: &Path, base: u64, end_offset: u64, write_ind
     drop(file);
     let len = data.len() as u64;
     let expected_records = end_offset - base;
-    let index = match LoadedIndex::load(storage, dir, base, true) {
-        Some(ix) if ix.header.covered_bytes == len && ix.header.record_count == expected_records => ix,
+    let (index, rebuilt) = match LoadedIndex::load(storage, dir, base, true) {
+        Some(ix) if ix.header.covered_bytes == len && ix.header.record_count == expected_records => (ix, false),
         _ => {
             let b = rebuild(&data, &path, base, end_offset)?;
             if write_index {
                 index::write_index_files(storage, dir, &b);
             }
-            LoadedIndex::from_builder(&b)
+            (LoadedIndex::from_builder(&b), true)
         }
     };
-    Ok(Sealed { end_offset, path, data, index })
+    Ok((Sealed { end_offset, path, data, index }, rebuilt))
 }
 
 /// Scans a whole sealed segment, verifying every frame, and builds its index.

@@ -611,6 +611,12 @@ impl Log {
         self.shared.fsyncs.load(Ordering::Relaxed)
     }
 
+    /// Index files found missing or invalid and rebuilt from their segment since open (the
+    /// active segment's at open included).
+    pub fn index_rebuilds(&self) -> u64 {
+        lock(&self.shared.cache).rebuilds + u64::from(self.shared.report.active_index_rebuilt)
+    }
+
     /// Sealed segments currently mapped.
     pub fn mapped_segments(&self) -> usize {
         lock(&self.shared.cache).len()

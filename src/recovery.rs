@@ -45,6 +45,8 @@ pub struct RecoveryReport {
     /// The corruption that `RecoveryMode::Repair` cut away, as `Error::Corruption` would have
     /// described it.
     pub repaired_corruption: Option<String>,
+    /// The active segment's index files were missing or invalid and were rebuilt by scanning it.
+    pub active_index_rebuilt: bool,
 }
 
 /// The state recovery hands to the log.
@@ -226,7 +228,9 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &Options, writabl
     // The active segment: resume its index from the index files when they cover trusted bytes.
     let path = seg_path(dir, last);
     let trusted_here = if start_idx == last_idx { trusted_pos } else { SEGMENT_HEADER_LEN as u64 };
-    let (mut builder, from, from_next) = match LoadedIndex::load(storage, dir, last, false) {
+    let loaded = LoadedIndex::load(storage, dir, last, false);
+    ctx.report.active_index_rebuilt = loaded.is_none();
+    let (mut builder, from, from_next) = match loaded {
         Some(loaded) if start_idx == last_idx => {
             let (b, rel, pos) = IndexBuilder::resume(&loaded, opts.index_interval_bytes, trusted_here);
             (b, pos, last + rel)
