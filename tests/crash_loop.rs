@@ -122,6 +122,9 @@ fn spawn(role: &str, dir: &Path) -> Child {
         .expect("spawn")
 }
 
+/// (offset, payload) pairs the reader printed.
+type Seen = Vec<(u64, Vec<u8>)>;
+
 struct Xorshift(u64);
 impl Xorshift {
     fn next(&mut self) -> u64 {
@@ -148,7 +151,7 @@ fn writer_kill_loop_never_loses_or_changes_an_acknowledged_record() {
 
     // The reader runs for the whole loop; a thread collects what it shows.
     let mut reader_child = spawn("reader", &dir);
-    let seen: Arc<Mutex<Vec<(u64, Vec<u8>)>>> = Arc::default();
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let reader_thread = {
         let seen = seen.clone();
         let stdout = reader_child.stdout.take().expect("stdout");
