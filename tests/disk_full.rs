@@ -1,0 +1,79 @@
+//! A real full disk: a size-limited tmpfs (skipped, with a message, where mounting is not
+//! permitted). The fault-injecting storage covers ENOSPC everywhere else (tests/log.rs).
+
+use evlog::{Durability, Error, Log, Options};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A mounted tmpfs of a few hundred KiB, unmounted on drop.
+struct SmallFs {
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let tmp = tempfile::tempdir().ok()?;
+        let dir = tmp.path().join("fs");
+        std::fs::create_dir(&dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallFs { dir, _tmp: tmp })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+fn options() -> Options {
+    let mut o = Options::with_durability(Durability::Always);
+    o.segment_bytes_max = 64 << 10;
+    o.record_bytes_max = 4096;
+    o
+}
+
+fn fill(log: &Log, from: u64) -> Result<u64, Error> {
+    let mut n = from;
+    loop {
+        log.append(format!("{n:06}-{}", "d".repeat(1000)).as_bytes())?;
+        n += 1;
+    }
+}
+
+#[test]
+fn a_full_real_filesystem_gives_storage_full_and_recovers_after_space_is_freed() {
+    let Some(fs) = SmallFs::mount("512k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)");
+        return;
+    };
+    // Take some space with a file we can delete later.
+    let ballast: &Path = &fs.dir.join("ballast");
+    std::fs::write(ballast, vec![0u8; 128 << 10]).expect("ballast");
+    let dir = fs.dir.join("log");
+    let log = Log::open(&dir, options()).expect("open");
+    let err = fill(&log, 0).expect_err("the disk fills up");
+    assert!(matches!(err, Error::StorageFull { .. }), "{err}");
+    assert!(err.to_string().contains("no space"), "{err}");
+    let acknowledged = log.next_offset();
+    assert!(acknowledged > 50);
+    // Readable, nothing wrong in it, and poisoned for appends.
+    assert_eq!(log.iter(0).map(|r| r.expect("record")).count() as u64, acknowledged);
+    assert!(matches!(log.append(b"x"), Err(Error::Poisoned { .. })));
+    drop(log);
+    std::fs::remove_file(ballast).expect("free space");
+    let log = Log::open(&dir, options()).expect("reopen after freeing space");
+    assert!(log.next_offset() >= acknowledged);
+    let next = log.next_offset();
+    for (i, r) in log.iter(0).enumerate() {
+        let r = r.expect("record");
+        assert!(r.payload().starts_with(format!("{i:06}-").as_bytes()));
+    }
+    assert_eq!(log.append(b"room again").expect("append"), next);
+}
