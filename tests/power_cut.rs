@@ -163,3 +163,10 @@ fn a_process_kill_at_any_point_loses_nothing_under_os() {
         assert!(next <= out.attempted.len());
     }
 }
+
+#[test]
+fn a_power_cut_at_any_point_loses_only_what_interval_mode_allows() {
+    // An interval longer than the test: only syncs, rolls and checkpoints make data durable,
+    // exactly the README's bound for a flusher that has not fired yet.
+    sweep(Durability::Interval(std::time::Duration::from_secs(3600)));
+}
