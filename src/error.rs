@@ -180,6 +180,34 @@ pub enum Error {
         reason: String,
     },
 
+    /// A streaming replay met a record later than its declared `max_lateness` allows, after
+    /// records that sort after it were already emitted. Replay without `max_lateness` (the exact
+    /// path) for such data.
+    #[error(
+        "topic {topic:?} offset {offset} (timestamp {timestamp}) arrived after records up to timestamp {emitted} were replayed: later than max_lateness; replay without max_lateness to sort it exactly"
+    )]
+    LatenessExceeded {
+        /// The topic of the late record.
+        topic: String,
+        /// Its offset.
+        offset: u64,
+        /// Its timestamp.
+        timestamp: i64,
+        /// The timestamp of the last record already emitted.
+        emitted: i64,
+    },
+
+    /// A streaming replay's lateness window needs more memory than `memory_bytes_max`.
+    #[error(
+        "replay holds {held} bytes waiting for the watermark, over memory_bytes_max = {max}; raise it or replay without max_lateness"
+    )]
+    ReplayMemoryExceeded {
+        /// Bytes held.
+        held: u64,
+        /// The budget.
+        max: u64,
+    },
+
     /// A write was attempted through a read-only handle.
     #[error("log {path} is open read-only")]
     ReadOnly {

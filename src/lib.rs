@@ -33,6 +33,7 @@ mod log;
 mod options;
 mod record;
 mod recovery;
+mod replay;
 mod segment;
 mod state;
 pub mod storage;
@@ -41,10 +42,11 @@ mod writer;
 
 pub use consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, ConsumerStart, StartAt};
 pub use error::{Error, Result};
-pub use log::{Iter, Log, SegmentInfo};
+pub use log::{Iter, Log, SegmentInfo, SegmentTimes};
 pub use options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT};
 pub use record::{NewRecord, Record};
 pub use recovery::RecoveryReport;
+pub use replay::{REPLAY_MEMORY_BYTES_DEFAULT, Replay, ReplayBuilder, ReplayEvent, ReplayStats};
 pub use state::{Abort, CommitDurability, StateTx};
 pub use storage::Bytes;
 pub use store::{

@@ -318,6 +318,10 @@ pub struct SegmentInfo {
     pub max_timestamp: Option<i64>,
 }
 
+/// A segment's offsets and the range of its event timestamps (`None` when it holds no record):
+/// `(first offset, end offset, (smallest, largest) timestamp)`.
+pub type SegmentTimes = (u64, u64, Option<(i64, i64)>);
+
 /// Where an iterator or a read stands in one segment.
 #[derive(Debug)]
 struct Cur {
@@ -591,6 +595,22 @@ impl Log {
             let max_timestamp = self.shared.time_range(w[0], w[1])?.map(|(_, max)| max);
             out.push(SegmentInfo { base_offset: w[0], end_offset: w[1], bytes, max_timestamp });
         }
+        Ok(out)
+    }
+
+    /// Every segment as `(first offset, end offset, smallest and largest timestamp)`, the
+    /// active one last (its end is the next offset). Lets readers skip segments by time.
+    pub fn segment_time_ranges(&self) -> Result<Vec<SegmentTimes>> {
+        let (bases, active, next) = {
+            let v = self.shared.view();
+            (v.bases.clone(), v.active.clone(), v.next_offset)
+        };
+        let mut out = Vec::with_capacity(bases.len());
+        for w in bases.windows(2) {
+            out.push((w[0], w[1], self.shared.time_range(w[0], w[1])?));
+        }
+        let range = lock(&active.index).as_ref().time_range();
+        out.push((active.base, next, range));
         Ok(out)
     }
 

@@ -5,6 +5,7 @@
 //!   commit time in ms since the Unix epoch (i64 LE). Names never contain 0x00.
 //! - tree `state:<name>`: the application's own keys and values, written by
 //!   `Consumer::commit_with` in the same transaction as the group offset.
+//! - tree `replays`: key = replay name, value = its progress (see replay.rs).
 //!
 //! Invariants:
 //! - A durable commit returns only after sled's `flush()` and a real fdatasync of every file in
@@ -22,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const GROUPS_TREE: &str = "groups";
 const STATE_TREE_PREFIX: &str = "state:";
+const REPLAYS_TREE: &str = "replays";
 
 /// How far a commit goes before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -214,6 +216,19 @@ impl StateDb {
             Err(TransactionError::Abort(Abort(reason))) => Err(Error::StateAborted { reason }),
             Err(TransactionError::Storage(e)) => Err(sled_err("transaction", &self.path, e)),
         }
+    }
+
+    /// Reads a named replay's saved progress.
+    pub fn replay_progress(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let t = self.db.open_tree(REPLAYS_TREE).map_err(|e| sled_err("open tree", &self.path, e))?;
+        t.get(name.as_bytes()).map(|v| v.map(|v| v.to_vec())).map_err(|e| sled_err("read", &self.path, e))
+    }
+
+    /// Saves a named replay's progress durably.
+    pub fn save_replay_progress(&self, name: &str, progress: &[u8]) -> Result<()> {
+        let t = self.db.open_tree(REPLAYS_TREE).map_err(|e| sled_err("open tree", &self.path, e))?;
+        t.insert(name.as_bytes(), progress).map_err(|e| sled_err("write", &self.path, e))?;
+        self.make_durable(CommitDurability::Sync)
     }
 
     /// Reads one key of an application state tree.

@@ -218,6 +218,7 @@ impl Store {
         });
         let store = Store { inner };
         store.finish_deletions()?;
+        crate::replay::remove_leftover_runs(store.inner.storage(), &store.inner.root)?;
         Ok(store)
     }
 
@@ -242,6 +243,10 @@ impl Store {
             inner.state.delete_topic_groups(&t)?;
         }
         Ok(())
+    }
+
+    pub(crate) fn inner(&self) -> &StoreInner {
+        &self.inner
     }
 
     /// The store's root directory.

@@ -1,0 +1,778 @@
+//! Replay: history of one or more topics in event-time order, exactly, with bounded memory.
+//!
+//! Order is by (timestamp, topic name, offset): total and deterministic.
+//!
+//! Two paths:
+//! - **Exact** (no `max_lateness`): an external merge sort. Records in `[from, to)` are gathered
+//!   into a buffer of at most half of `memory_bytes_max`; a full buffer is sorted and spilled as a
+//!   run file under `<root>/replay-tmp/`; the runs and the last buffer are merged with a heap.
+//! - **Streaming** (`max_lateness(L)` declared): topics are read in offset order and merged behind
+//!   a watermark `min over topics (largest timestamp seen - L)`; a record is emitted once its
+//!   timestamp is below the watermark. A record later than declared is still placed exactly if
+//!   nothing after it was emitted yet; otherwise the replay returns `Error::LatenessExceeded` (it
+//!   never emits out of order). Memory is about the lateness window; past `memory_bytes_max` the
+//!   replay fails with `Error::ReplayMemoryExceeded` rather than grow.
+//!
+//! Invariants:
+//! - Segments whose time range cannot meet `[from, to)` are not read (time index).
+//! - History ends at each topic's end when the replay started (saved with a named replay), so a
+//!   resumed replay covers exactly the same records; later records are "live".
+//! - Run files are removed when the replay is dropped, and `<root>/replay-tmp` is emptied when the
+//!   store opens (runs left by a crash).
+//! - A named replay's progress (the last emitted key and the topics' ends) is saved in sled at each
+//!   `checkpoint()`; resuming skips every key up to it: no gap, no duplicate.
+
+use crate::error::{Error, Result};
+use crate::log::Iter;
+use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::store::{Store, Topic, validate_name};
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Default memory budget of a replay.
+pub const REPLAY_MEMORY_BYTES_DEFAULT: u64 = 64 << 20;
+/// Bytes counted per buffered record besides its key and payload.
+const ENTRY_OVERHEAD_BYTES: u64 = 64;
+/// Bytes of a run entry's header: ts, topic, offset, key length, payload length, crc.
+const RUN_ENTRY_HEADER_LEN: usize = 8 + 2 + 8 + 4 + 4 + 4;
+/// Key length meaning "no key" in a run entry.
+const RUN_NO_KEY: u32 = u32::MAX;
+/// Read and write buffer of one run file.
+const RUN_BUFFER_BYTES: usize = 64 << 10;
+
+/// One replayed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayEvent {
+    pub topic: Arc<str>,
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    /// A live record (after history) older than the last history record emitted.
+    pub late: bool,
+}
+
+/// What a replay read and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayStats {
+    /// Frame bytes read from the logs (header, key and payload of every record scanned).
+    pub bytes_read: u64,
+    /// Records scanned.
+    pub records_read: u64,
+    /// Segments skipped thanks to the time index.
+    pub segments_skipped: u64,
+    /// Sorted runs spilled to disk, and their bytes.
+    pub runs_spilled: u64,
+    pub bytes_spilled: u64,
+    /// Records emitted.
+    pub records_emitted: u64,
+    /// Live records delivered flagged `late`.
+    pub late_records: u64,
+}
+
+/// Builds a replay; see [`Store::replay`].
+#[derive(Debug, Clone)]
+pub struct ReplayBuilder {
+    store: Store,
+    topics: Vec<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+    max_lateness: Option<Duration>,
+    memory_bytes_max: u64,
+    name: Option<String>,
+    live: bool,
+}
+
+/// The sort key: (timestamp, topic rank by name, offset).
+type Key = (i64, u16, u64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    key: Key,
+    record_key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+impl Entry {
+    fn bytes(&self) -> u64 {
+        ENTRY_OVERHEAD_BYTES + self.payload.len() as u64 + self.record_key.as_ref().map_or(0, |k| k.len() as u64)
+    }
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Store {
+    /// A replay of `topics` in event-time order. Configure it, then call `start`.
+    pub fn replay(&self, topics: &[&str]) -> ReplayBuilder {
+        ReplayBuilder {
+            store: self.clone(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            from: None,
+            to: None,
+            max_lateness: None,
+            memory_bytes_max: REPLAY_MEMORY_BYTES_DEFAULT,
+            name: None,
+            live: false,
+        }
+    }
+}
+
+impl ReplayBuilder {
+    /// Only records with timestamp >= `ts`.
+    pub fn from(mut self, ts: i64) -> Self {
+        self.from = Some(ts);
+        self
+    }
+    /// Only records with timestamp < `ts`.
+    pub fn to(mut self, ts: i64) -> Self {
+        self.to = Some(ts);
+        self
+    }
+    /// Declares that a record is never more than `d` older than the newest record before it in
+    /// its topic: enables the streaming merge.
+    pub fn max_lateness(mut self, d: Duration) -> Self {
+        self.max_lateness = Some(d);
+        self
+    }
+    /// Memory budget for buffered records (default 64 MiB).
+    pub fn memory_bytes_max(mut self, n: u64) -> Self {
+        self.memory_bytes_max = n;
+        self
+    }
+    /// Makes the replay resumable under this name (progress saved at each `checkpoint`).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+    /// After history, continue with records appended since the replay began.
+    pub fn then_live(mut self) -> Self {
+        self.live = true;
+        self
+    }
+
+    /// Checks the settings, opens the topics and starts the replay.
+    pub fn start(self) -> Result<Replay> {
+        let bad = |reason: String| Err(Error::InvalidOptions { reason });
+        if let (Some(f), Some(t)) = (self.from, self.to)
+            && f > t
+        {
+            return bad(format!("replay from {f} is after to {t}"));
+        }
+        if self.memory_bytes_max == 0 {
+            return bad("replay memory_bytes_max must be more than 0".into());
+        }
+        if self.topics.is_empty() {
+            return bad("replay needs at least one topic".into());
+        }
+        let mut names = self.topics.clone();
+        names.sort();
+        names.dedup();
+        if names.len() > usize::from(u16::MAX) {
+            return bad("too many topics".into());
+        }
+        let existing = self.store.topics()?;
+        let mut topics = Vec::with_capacity(names.len());
+        for n in &names {
+            validate_name(n)?;
+            if !existing.contains(n) {
+                return Err(Error::NotFound { kind: "topic", name: n.clone() });
+            }
+            topics.push(self.store.topic(n)?);
+        }
+        if let Some(n) = &self.name {
+            validate_name(n)?;
+        }
+        let saved = match &self.name {
+            Some(n) => self.store.inner().state.replay_progress(n)?.map(|b| Progress::decode(&b)).transpose()?,
+            None => None,
+        };
+        let ends: Vec<u64> = match &saved {
+            Some(p) => {
+                if p.topics != names {
+                    return bad(format!(
+                        "replay {:?} was saved for topics {:?}",
+                        self.name.as_deref().unwrap_or(""),
+                        p.topics
+                    ));
+                }
+                p.ends.clone()
+            }
+            None => topics.iter().map(|t| t.next_offset()).collect(),
+        };
+        let resume_after = saved.and_then(|p| p.last);
+        let from = self.from.unwrap_or(i64::MIN);
+        let to = self.to.unwrap_or(i64::MAX);
+        let mut stats = ReplayStats::default();
+        let mut sources = Vec::with_capacity(topics.len());
+        for (rank, (t, &end)) in topics.iter().zip(&ends).enumerate() {
+            sources.push(Source::new(t.clone(), rank as u16, end, from, to, &mut stats)?);
+        }
+        let names: Vec<Arc<str>> = names.into_iter().map(Arc::from).collect();
+        let mode = if self.max_lateness.is_some() { Mode::Streaming(BinaryHeap::new()) } else { Mode::Gather };
+        Ok(Replay {
+            store: self.store,
+            names,
+            topics,
+            ends,
+            sources,
+            from,
+            to,
+            lateness_ms: self.max_lateness.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            memory_bytes_max: self.memory_bytes_max,
+            name: self.name,
+            resume_after,
+            last: resume_after,
+            mode,
+            stats,
+            spill_dir: None,
+            live: self.live.then(Vec::new),
+            failed: false,
+            pace: None,
+            held_bytes: 0,
+        })
+    }
+}
+
+/// A topic's records in `[from, to)` below its history end, in offset order, skipping segments
+/// whose time range misses the interval.
+#[derive(Debug)]
+struct Source {
+    rank: u16,
+    /// Offset ranges still to read.
+    ranges: Vec<(u64, u64)>,
+    iter: Option<(Iter, u64)>,
+    topic: Arc<Topic>,
+    from: i64,
+    to: i64,
+    /// Largest timestamp read so far (streaming watermark).
+    max_seen: Option<i64>,
+    done: bool,
+}
+
+impl Source {
+    fn new(topic: Arc<Topic>, rank: u16, end: u64, from: i64, to: i64, stats: &mut ReplayStats) -> Result<Self> {
+        let mut ranges = Vec::new();
+        for (start, stop, range) in topic.segment_time_ranges()? {
+            let stop = stop.min(end);
+            if start >= stop {
+                continue;
+            }
+            match range {
+                Some((lo, hi)) if hi >= from && lo < to => ranges.push((start, stop)),
+                _ => stats.segments_skipped += 1,
+            }
+        }
+        ranges.reverse();
+        Ok(Source { rank, ranges, iter: None, topic, from, to, max_seen: None, done: false })
+    }
+
+    /// The next record of this topic in `[from, to)`, or `None` at its history end.
+    fn next(&mut self, stats: &mut ReplayStats) -> Result<Option<Entry>> {
+        loop {
+            if self.iter.is_none() {
+                let Some((start, stop)) = self.ranges.pop() else {
+                    self.done = true;
+                    return Ok(None);
+                };
+                self.iter = Some((self.topic.iter(start), stop));
+            }
+            let Some((iter, stop)) = &mut self.iter else { continue };
+            if iter.next_offset() >= *stop {
+                self.iter = None;
+                continue;
+            }
+            let Some(r) = iter.next().transpose()? else {
+                self.iter = None;
+                continue;
+            };
+            stats.records_read += 1;
+            stats.bytes_read +=
+                (crate::format::FRAME_HEADER_LEN + r.payload().len() + r.key().map_or(0, <[u8]>::len)) as u64;
+            let ts = r.timestamp();
+            self.max_seen = Some(self.max_seen.map_or(ts, |m| m.max(ts)));
+            if ts < self.from || ts >= self.to {
+                continue;
+            }
+            return Ok(Some(Entry {
+                key: (ts, self.rank, r.offset()),
+                record_key: r.key().map(<[u8]>::to_vec),
+                payload: r.payload().to_vec(),
+            }));
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// Exact path, before the sort: nothing gathered yet.
+    Gather,
+    /// Exact path, merging the sorted runs and the last buffer.
+    Merge { heap: BinaryHeap<Reverse<(Entry, usize)>>, runs: Vec<RunReader>, buffer: std::vec::IntoIter<Entry> },
+    /// Streaming path: records waiting for the watermark.
+    Streaming(BinaryHeap<Reverse<Entry>>),
+    /// History is over.
+    Done,
+}
+
+/// A replay in progress; an iterator of [`ReplayEvent`]s.
+#[derive(Debug)]
+pub struct Replay {
+    store: Store,
+    names: Vec<Arc<str>>,
+    topics: Vec<Arc<Topic>>,
+    ends: Vec<u64>,
+    sources: Vec<Source>,
+    from: i64,
+    to: i64,
+    lateness_ms: Option<i64>,
+    memory_bytes_max: u64,
+    name: Option<String>,
+    resume_after: Option<Key>,
+    last: Option<Key>,
+    mode: Mode,
+    stats: ReplayStats,
+    spill_dir: Option<PathBuf>,
+    /// `then_live`: per-topic iterators from the history ends, created when history is over.
+    live: Option<Vec<Iter>>,
+    failed: bool,
+    pace: Option<Pace>,
+    /// Streaming path: bytes of the records waiting for the watermark.
+    held_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    speed: f64,
+    start: Option<(Instant, i64)>,
+}
+
+impl Replay {
+    /// What the replay has read and done so far.
+    pub fn stats(&self) -> ReplayStats {
+        self.stats
+    }
+
+    /// Replays with the original gaps between event timestamps, divided by `speed` (2.0 = twice
+    /// as fast). For testing downstream systems, like JetStream's "original" replay policy.
+    pub fn paced(mut self, speed: f64) -> Self {
+        self.pace = Some(Pace { speed: if speed > 0.0 { speed } else { 1.0 }, start: None });
+        self
+    }
+
+    /// Saves progress (the last emitted record and the history ends) of a named replay,
+    /// durably. After a crash, starting the same named replay resumes right after it.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        let Some(name) = &self.name else {
+            return Err(Error::InvalidOptions { reason: "checkpoint needs a named replay (.name(..))".into() });
+        };
+        let p = Progress {
+            topics: self.names.iter().map(|n| n.to_string()).collect(),
+            ends: self.ends.clone(),
+            last: self.last,
+        };
+        self.store.inner().state.save_replay_progress(name, &p.encode())
+    }
+
+    fn emit(&mut self, e: Entry, late: bool) -> ReplayEvent {
+        if !late {
+            self.last = Some(e.key);
+        }
+        self.stats.records_emitted += 1;
+        self.stats.late_records += u64::from(late);
+        if let Some(p) = &mut self.pace {
+            let ts = e.key.0;
+            match p.start {
+                None => p.start = Some((Instant::now(), ts)),
+                Some((t0, ts0)) => {
+                    let due = Duration::from_secs_f64((ts.saturating_sub(ts0)).max(0) as f64 / 1000.0 / p.speed);
+                    let elapsed = t0.elapsed();
+                    if due > elapsed {
+                        std::thread::sleep(due - elapsed);
+                    }
+                }
+            }
+        }
+        ReplayEvent {
+            topic: self.names[usize::from(e.key.1)].clone(),
+            offset: e.key.2,
+            timestamp: e.key.0,
+            key: e.record_key,
+            payload: e.payload,
+            late,
+        }
+    }
+
+    fn already_emitted(&self, e: &Entry) -> bool {
+        self.resume_after.is_some_and(|r| e.key <= r)
+    }
+
+    fn next_history(&mut self) -> Result<Option<Entry>> {
+        loop {
+            match &mut self.mode {
+                Mode::Gather => self.gather()?,
+                Mode::Merge { heap, runs, buffer } => {
+                    if let Some(Reverse((e, src))) = heap.pop() {
+                        let next = if src == usize::MAX { buffer.next() } else { runs[src].next()? };
+                        if let Some(n) = next {
+                            heap.push(Reverse((n, src)));
+                        }
+                        return Ok(Some(e));
+                    }
+                    self.mode = Mode::Done;
+                }
+                Mode::Streaming(_) => return self.next_streaming(),
+                Mode::Done => return Ok(None),
+            }
+        }
+    }
+
+    /// Exact path: reads everything, spilling sorted runs, then sets up the merge.
+    fn gather(&mut self) -> Result<()> {
+        let budget = self.memory_bytes_max / 2;
+        let mut buffer: Vec<Entry> = Vec::new();
+        let mut bytes = 0u64;
+        let mut runs = Vec::new();
+        for i in 0..self.sources.len() {
+            while let Some(e) = self.sources[i].next(&mut self.stats)? {
+                if self.already_emitted(&e) {
+                    continue;
+                }
+                bytes += e.bytes();
+                buffer.push(e);
+                if bytes >= budget {
+                    buffer.sort_unstable();
+                    runs.push(self.spill(&buffer)?);
+                    buffer.clear();
+                    bytes = 0;
+                }
+            }
+        }
+        buffer.sort_unstable();
+        let mut runs: Vec<RunReader> = runs;
+        let mut heap = BinaryHeap::new();
+        for (i, r) in runs.iter_mut().enumerate() {
+            if let Some(e) = r.next()? {
+                heap.push(Reverse((e, i)));
+            }
+        }
+        let mut buffer = buffer.into_iter();
+        if let Some(e) = buffer.next() {
+            heap.push(Reverse((e, usize::MAX)));
+        }
+        self.mode = Mode::Merge { heap, runs, buffer };
+        Ok(())
+    }
+
+    fn spill(&mut self, sorted: &[Entry]) -> Result<RunReader> {
+        let storage = self.store.inner().opts.log.storage.clone();
+        let dir = match &self.spill_dir {
+            Some(d) => d.clone(),
+            None => {
+                let nanos =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+                let d = self.store.root().join(REPLAY_TMP_DIR).join(format!("{}-{nanos}", std::process::id()));
+                storage.create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?;
+                self.spill_dir = Some(d.clone());
+                d
+            }
+        };
+        let path = dir.join(format!("run-{}", self.stats.runs_spilled));
+        let file = storage.open(&path, OpenMode::CreateNew).map_err(|e| Error::io("create", &path, e))?;
+        let mut buf = Vec::with_capacity(RUN_BUFFER_BYTES);
+        let mut pos = 0u64;
+        for e in sorted {
+            encode_run_entry(&mut buf, e);
+            if buf.len() >= RUN_BUFFER_BYTES {
+                file.write_all_at(&buf, pos).map_err(|err| Error::io("write", &path, err))?;
+                pos += buf.len() as u64;
+                buf.clear();
+            }
+        }
+        file.write_all_at(&buf, pos).map_err(|err| Error::io("write", &path, err))?;
+        pos += buf.len() as u64;
+        self.stats.runs_spilled += 1;
+        self.stats.bytes_spilled += pos;
+        Ok(RunReader { file, path, pos: 0, len: pos, buf: Vec::new(), at: 0 })
+    }
+
+    /// Streaming path: emit below the watermark, reading the topic that holds it back.
+    fn next_streaming(&mut self) -> Result<Option<Entry>> {
+        let lateness = self.lateness_ms.unwrap_or(0);
+        loop {
+            let watermark = self
+                .sources
+                .iter()
+                .filter(|s| !s.done)
+                .map(|s| s.max_seen.map_or(i64::MIN, |m| m.saturating_sub(lateness)))
+                .min()
+                .unwrap_or(i64::MAX);
+            let Mode::Streaming(heap) = &mut self.mode else { return Ok(None) };
+            let ready = heap.peek().is_some_and(|Reverse(e)| e.key.0 < watermark || watermark == i64::MAX);
+            if ready {
+                let e = heap.pop().map(|Reverse(e)| e);
+                self.held_bytes -= e.as_ref().map_or(0, Entry::bytes);
+                return Ok(e);
+            }
+            if watermark == i64::MAX {
+                self.mode = Mode::Done;
+                return Ok(None);
+            }
+            // Read from the topic with the lowest watermark.
+            let Some(i) = (0..self.sources.len())
+                .filter(|&i| !self.sources[i].done)
+                .min_by_key(|&i| (self.sources[i].max_seen.unwrap_or(i64::MIN), i))
+            else {
+                continue;
+            };
+            let Some(e) = self.sources[i].next(&mut self.stats)? else { continue };
+            if self.already_emitted(&e) {
+                continue;
+            }
+            if self.last.is_some_and(|l| e.key < l) {
+                return Err(Error::LatenessExceeded {
+                    topic: self.names[usize::from(e.key.1)].to_string(),
+                    offset: e.key.2,
+                    timestamp: e.key.0,
+                    emitted: self.last.map_or(i64::MIN, |l| l.0),
+                });
+            }
+            self.held_bytes += e.bytes();
+            if self.held_bytes > self.memory_bytes_max {
+                return Err(Error::ReplayMemoryExceeded { held: self.held_bytes, max: self.memory_bytes_max });
+            }
+            let Mode::Streaming(heap) = &mut self.mode else { return Ok(None) };
+            heap.push(Reverse(e));
+        }
+    }
+
+    fn next_live(&mut self) -> Result<Option<ReplayEvent>> {
+        let Some(iters) = &mut self.live else { return Ok(None) };
+        if iters.is_empty() {
+            *iters = self.topics.iter().zip(&self.ends).map(|(t, &e)| t.iter(e)).collect();
+        }
+        loop {
+            let iters = self.live.as_mut().map_or(&mut [][..], |v| &mut v[..]);
+            let mut found = None;
+            for (rank, it) in iters.iter_mut().enumerate() {
+                if let Some(r) = it.next() {
+                    found = Some((rank, r?));
+                    break;
+                }
+            }
+            if let Some((rank, r)) = found {
+                let key = (r.timestamp(), rank as u16, r.offset());
+                let e = Entry { key, record_key: r.key().map(<[u8]>::to_vec), payload: r.payload().to_vec() };
+                if e.key.0 < self.from || e.key.0 >= self.to {
+                    continue;
+                }
+                let late = self.last.is_some_and(|l| key.0 < l.0);
+                return Ok(Some(self.emit(e, late)));
+            }
+            // Wait for an append to any topic (each wait is a wake-up on its log, not a poll of
+            // the disk); topics are visited in turn.
+            let slice = Duration::from_millis(50) / self.topics.len().max(1) as u32;
+            let mut woke = false;
+            for (t, it) in self.topics.iter().zip(self.live.as_ref().map_or(&[][..], |v| &v[..])) {
+                if t.wait_for(it.next_offset(), slice)? {
+                    woke = true;
+                    break;
+                }
+            }
+            let _ = woke;
+        }
+    }
+
+    fn next_event(&mut self) -> Result<Option<ReplayEvent>> {
+        if let Some(e) = self.next_history()? {
+            return Ok(Some(self.emit(e, false)));
+        }
+        self.next_live()
+    }
+}
+
+impl Iterator for Replay {
+    type Item = Result<ReplayEvent>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.next_event() {
+            Ok(Some(e)) => Some(Ok(e)),
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        if let Some(d) = &self.spill_dir {
+            let _ = self.store.inner().opts.log.storage.remove_dir_all(d);
+        }
+    }
+}
+
+/// Directory under the store root for replay run files.
+pub(crate) const REPLAY_TMP_DIR: &str = "replay-tmp";
+
+fn encode_run_entry(out: &mut Vec<u8>, e: &Entry) {
+    let start = out.len();
+    out.extend_from_slice(&e.key.0.to_le_bytes());
+    out.extend_from_slice(&e.key.1.to_le_bytes());
+    out.extend_from_slice(&e.key.2.to_le_bytes());
+    let key_len = e.record_key.as_ref().map_or(RUN_NO_KEY, |k| k.len() as u32);
+    out.extend_from_slice(&key_len.to_le_bytes());
+    out.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    if let Some(k) = &e.record_key {
+        out.extend_from_slice(k);
+    }
+    out.extend_from_slice(&e.payload);
+    let crc = crc32fast::hash(&out[start + RUN_ENTRY_HEADER_LEN..])
+        ^ crc32fast::hash(&out[start..start + RUN_ENTRY_HEADER_LEN - 4]);
+    out[start + RUN_ENTRY_HEADER_LEN - 4..start + RUN_ENTRY_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Reads a run file back, entry by entry, with one bounded buffer; checks every entry.
+#[derive(Debug)]
+struct RunReader {
+    file: Arc<dyn StorageFile>,
+    path: PathBuf,
+    pos: u64,
+    len: u64,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl RunReader {
+    fn fill(&mut self, need: usize) -> Result<bool> {
+        if self.buf.len() - self.at >= need {
+            return Ok(true);
+        }
+        let rest = self.buf.split_off(self.at);
+        let want = need.max(RUN_BUFFER_BYTES).min((self.len - self.pos) as usize + rest.len()) - rest.len();
+        let more = self.file.read_vec(self.pos, want).map_err(|e| Error::io("read", &self.path, e))?;
+        self.pos += more.len() as u64;
+        self.buf = rest;
+        self.buf.extend_from_slice(&more);
+        self.at = 0;
+        Ok(self.buf.len() >= need)
+    }
+
+    fn next(&mut self) -> Result<Option<Entry>> {
+        if self.at == self.buf.len() && self.pos == self.len {
+            return Ok(None);
+        }
+        let (path, pos) = (self.path.clone(), self.pos);
+        let bad = |what: &str| Error::corruption(&path, pos, None, format!("replay run: {what}"));
+        if !self.fill(RUN_ENTRY_HEADER_LEN)? {
+            return Err(bad("entry header cut short"));
+        }
+        let h = &self.buf[self.at..self.at + RUN_ENTRY_HEADER_LEN];
+        let ts = i64::from_le_bytes(h[0..8].try_into().unwrap_or_default());
+        let topic = u16::from_le_bytes(h[8..10].try_into().unwrap_or_default());
+        let offset = u64::from_le_bytes(h[10..18].try_into().unwrap_or_default());
+        let key_len = u32::from_le_bytes(h[18..22].try_into().unwrap_or_default());
+        let payload_len = u32::from_le_bytes(h[22..26].try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_le_bytes(h[26..30].try_into().unwrap_or_default());
+        let head_crc = crc32fast::hash(&h[..RUN_ENTRY_HEADER_LEN - 4]);
+        let key_bytes = if key_len == RUN_NO_KEY { 0 } else { key_len as usize };
+        let total = RUN_ENTRY_HEADER_LEN + key_bytes + payload_len;
+        if total as u64 > crate::format::RECORD_BYTES_LIMIT + RUN_ENTRY_HEADER_LEN as u64 {
+            return Err(bad("impossible length"));
+        }
+        if !self.fill(total)? {
+            return Err(bad("entry cut short"));
+        }
+        let body = &self.buf[self.at + RUN_ENTRY_HEADER_LEN..self.at + total];
+        if crc32fast::hash(body) ^ head_crc != crc {
+            return Err(bad("checksum mismatch"));
+        }
+        let record_key = (key_len != RUN_NO_KEY).then(|| body[..key_bytes].to_vec());
+        let payload = body[key_bytes..].to_vec();
+        self.at += total;
+        Ok(Some(Entry { key: (ts, topic, offset), record_key, payload }))
+    }
+}
+
+/// A named replay's saved progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Progress {
+    topics: Vec<String>,
+    ends: Vec<u64>,
+    last: Option<Key>,
+}
+
+impl Progress {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(self.topics.len() as u16).to_le_bytes());
+        for (t, e) in self.topics.iter().zip(&self.ends) {
+            out.extend_from_slice(&(t.len() as u16).to_le_bytes());
+            out.extend_from_slice(t.as_bytes());
+            out.extend_from_slice(&e.to_le_bytes());
+        }
+        match self.last {
+            None => out.push(0),
+            Some((ts, topic, offset)) => {
+                out.push(1);
+                out.extend_from_slice(&ts.to_le_bytes());
+                out.extend_from_slice(&topic.to_le_bytes());
+                out.extend_from_slice(&offset.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    fn decode(b: &[u8]) -> Result<Progress> {
+        let bad = || Error::State { op: "decode replay progress", path: PathBuf::new(), cause: "malformed".into() };
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Result<&[u8]> {
+            let s = b.get(at..at + n).ok_or_else(bad)?;
+            at += n;
+            Ok(s)
+        };
+        let count = u16::from_le_bytes(take(2)?.try_into().map_err(|_| bad())?);
+        let (mut topics, mut ends) = (Vec::new(), Vec::new());
+        for _ in 0..count {
+            let n = u16::from_le_bytes(take(2)?.try_into().map_err(|_| bad())?) as usize;
+            topics.push(String::from_utf8(take(n)?.to_vec()).map_err(|_| bad())?);
+            ends.push(u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad())?));
+        }
+        let last = match take(1)?[0] {
+            0 => None,
+            _ => {
+                let ts = i64::from_le_bytes(take(8)?.try_into().map_err(|_| bad())?);
+                let topic = u16::from_le_bytes(take(2)?.try_into().map_err(|_| bad())?);
+                let offset = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad())?);
+                Some((ts, topic, offset))
+            }
+        };
+        Ok(Progress { topics, ends, last })
+    }
+}
+
+/// Removes run files a crash left behind (called when the store opens).
+pub(crate) fn remove_leftover_runs(storage: &dyn Storage, root: &std::path::Path) -> Result<()> {
+    let dir = root.join(REPLAY_TMP_DIR);
+    match storage.dir_exists(&dir) {
+        Ok(true) => storage.remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e)),
+        _ => Ok(()),
+    }
+}
