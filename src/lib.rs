@@ -38,6 +38,7 @@ mod segment;
 mod state;
 pub mod storage;
 mod store;
+mod window;
 mod writer;
 
 pub use consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, ConsumerStart, StartAt};
@@ -52,3 +53,4 @@ pub use storage::Bytes;
 pub use store::{
     GroupInfo, NAME_BYTES_MAX, RetentionOptions, RetentionReport, Store, StoreOptions, Topic, validate_name,
 };
+pub use window::{Summary, Window, WindowSpec, Windows};

@@ -372,6 +372,22 @@ impl Replay {
         self
     }
 
+    /// Event-time windows over this replay: `fold` folds each event into every window of `spec`
+    /// that holds it, starting from `init`; windows come out in order of their end, each once
+    /// the replay has passed it.
+    pub fn windows<A, F>(
+        self,
+        spec: crate::window::WindowSpec,
+        init: A,
+        fold: F,
+    ) -> Result<crate::window::Windows<Self, A, F>>
+    where
+        A: Clone,
+        F: FnMut(&mut A, &ReplayEvent),
+    {
+        crate::window::Windows::new(self, spec, init, fold)
+    }
+
     /// Saves progress (the last emitted record and the history ends) of a named replay,
     /// durably. After a crash, starting the same named replay resumes right after it.
     pub fn checkpoint(&mut self) -> Result<()> {

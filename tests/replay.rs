@@ -229,3 +229,61 @@ fn paced_replay_keeps_the_order() {
         store.replay(&["t0"]).start().expect("start").paced(1e6).collect::<Result<_, _>>().expect("replay");
     assert_eq!(keys(&got), expected(&model, i64::MIN, i64::MAX));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn windows_match_a_brute_force_model(
+        timestamps in proptest::collection::vec(-30i64..60, 0..80),
+        size in 1i64..20,
+        slide_div in 1i64..5,
+    ) {
+        let slide = (size / slide_div).max(1);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = open(tmp.path());
+        let t = store.topic("t").expect("topic");
+        for (i, ts) in timestamps.iter().enumerate() {
+            t.append_record(&NewRecord::new(&(i as u64).to_le_bytes()).timestamp(*ts)).expect("append");
+        }
+        let value = |e: &ReplayEvent| u64::from_le_bytes(e.payload.clone().try_into().expect("8")) as f64;
+        let got: Vec<evlog::Window<evlog::Summary>> = store
+            .replay(&["t"])
+            .start()
+            .expect("start")
+            .windows(evlog::WindowSpec::sliding(size, slide), evlog::Summary::default(), |s, e| s.add(value(e)))
+            .expect("windows")
+            .collect::<Result<_, _>>()
+            .expect("windows");
+        // Brute force: every window end that is a multiple of the slide near the data.
+        let mut want = Vec::new();
+        let mut end = (-30 - slide).div_euclid(slide) * slide;
+        while end <= 60 + size + slide {
+            let mut s = evlog::Summary::default();
+            let mut count = 0;
+            for (i, &ts) in timestamps.iter().enumerate() {
+                if end - size < ts && ts <= end {
+                    count += 1;
+                    s.add(i as f64);
+                }
+            }
+            if count > 0 {
+                want.push(evlog::Window { end, count, value: s });
+            }
+            end += slide;
+        }
+        // Sums are of small integers: exact in f64, though the fold order differs.
+        prop_assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn bad_window_specs_are_rejected() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    store.topic("t").expect("topic");
+    for spec in [evlog::WindowSpec::tumbling(0), evlog::WindowSpec::sliding(5, 10), evlog::WindowSpec::sliding(5, -1)] {
+        let r = store.replay(&["t"]).start().expect("start");
+        assert!(matches!(r.windows(spec, 0u64, |n, _| *n += 1), Err(Error::InvalidOptions { .. })));
+    }
+}
