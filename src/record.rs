@@ -85,6 +85,10 @@ impl Record {
     pub fn payload_bytes(&self) -> Bytes {
         self.frame.slice(self.payload.clone())
     }
+    /// The payload as an owned handle, consuming the record (no reference count traffic).
+    pub fn into_payload(self) -> Bytes {
+        self.frame.narrow(self.payload)
+    }
     /// The headers as `(name, value)` pairs, in the order they were appended.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         // The block was validated when the frame was decoded: names are UTF-8, lengths fit.

@@ -24,7 +24,7 @@
 
 use crate::error::{Error, Result};
 use crate::log::Iter;
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{Bytes, OpenMode, Storage, StorageFile};
 use crate::store::{Store, Topic, validate_name};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -40,6 +40,8 @@ const ENTRY_OVERHEAD_BYTES: u64 = 64;
 const RUN_ENTRY_HEADER_LEN: usize = 8 + 2 + 8 + 4 + 4 + 4;
 /// Key length meaning "no key" in a run entry.
 const RUN_NO_KEY: u32 = u32::MAX;
+/// Records the streaming merge reads from one topic before looking at the watermark again.
+const STREAM_BURST: usize = 256;
 /// Read and write buffer of one run file.
 const RUN_BUFFER_BYTES: usize = 64 << 10;
 
@@ -50,7 +52,8 @@ pub struct ReplayEvent {
     pub offset: u64,
     pub timestamp: i64,
     pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    /// The payload; zero-copy when it comes straight from a mapped segment.
+    pub payload: Bytes,
     /// A live record (after history) older than the last history record emitted.
     pub late: bool,
 }
@@ -94,7 +97,7 @@ type Key = (i64, u16, u64);
 struct Entry {
     key: Key,
     record_key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+    payload: Bytes,
 }
 
 impl Entry {
@@ -221,7 +224,7 @@ impl ReplayBuilder {
             sources.push(Source::new(t.clone(), rank as u16, end, from, to, &mut stats)?);
         }
         let names: Vec<Arc<str>> = names.into_iter().map(Arc::from).collect();
-        let mode = if self.max_lateness.is_some() { Mode::Streaming(BinaryHeap::new()) } else { Mode::Gather };
+        let mode = if self.max_lateness.is_some() { Mode::Streaming(Pending::default()) } else { Mode::Gather };
         Ok(Replay {
             store: self.store,
             names,
@@ -242,6 +245,7 @@ impl ReplayBuilder {
             failed: false,
             pace: None,
             held_bytes: 0,
+            watermark: None,
         })
     }
 }
@@ -306,11 +310,9 @@ impl Source {
             if ts < self.from || ts >= self.to {
                 continue;
             }
-            return Ok(Some(Entry {
-                key: (ts, self.rank, r.offset()),
-                record_key: r.key().map(<[u8]>::to_vec),
-                payload: r.payload().to_vec(),
-            }));
+            let key = (ts, self.rank, r.offset());
+            let record_key = r.key().map(<[u8]>::to_vec);
+            return Ok(Some(Entry { key, record_key, payload: r.into_payload() }));
         }
     }
 }
@@ -322,9 +324,43 @@ enum Mode {
     /// Exact path, merging the sorted runs and the last buffer.
     Merge { heap: BinaryHeap<Reverse<(Entry, usize)>>, runs: Vec<RunReader>, buffer: std::vec::IntoIter<Entry> },
     /// Streaming path: records waiting for the watermark.
-    Streaming(BinaryHeap<Reverse<Entry>>),
+    Streaming(Pending),
     /// History is over.
     Done,
+}
+
+/// Streaming path's waiting records: the in-order ones (most of them) in a queue, O(1) each;
+/// the few that arrive out of order in a heap.
+#[derive(Debug, Default)]
+struct Pending {
+    in_order: std::collections::VecDeque<Entry>,
+    late: BinaryHeap<Reverse<Entry>>,
+}
+
+impl Pending {
+    fn push(&mut self, e: Entry) {
+        if self.in_order.back().is_none_or(|b| b.key <= e.key) {
+            self.in_order.push_back(e);
+        } else {
+            self.late.push(Reverse(e));
+        }
+    }
+    fn min_key(&self) -> Option<Key> {
+        match (self.in_order.front(), self.late.peek()) {
+            (Some(a), Some(Reverse(b))) => Some(a.key.min(b.key)),
+            (Some(a), None) => Some(a.key),
+            (None, Some(Reverse(b))) => Some(b.key),
+            (None, None) => None,
+        }
+    }
+    fn pop(&mut self) -> Option<Entry> {
+        let from_queue = match (self.in_order.front(), self.late.peek()) {
+            (Some(a), Some(Reverse(b))) => a.key <= b.key,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if from_queue { self.in_order.pop_front() } else { self.late.pop().map(|Reverse(e)| e) }
+    }
 }
 
 /// A replay in progress; an iterator of [`ReplayEvent`]s.
@@ -351,6 +387,8 @@ pub struct Replay {
     pace: Option<Pace>,
     /// Streaming path: bytes of the records waiting for the watermark.
     held_bytes: u64,
+    /// Streaming path: the watermark, until the next read.
+    watermark: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -528,17 +566,25 @@ impl Replay {
     fn next_streaming(&mut self) -> Result<Option<Entry>> {
         let lateness = self.lateness_ms.unwrap_or(0);
         loop {
-            let watermark = self
-                .sources
-                .iter()
-                .filter(|s| !s.done)
-                .map(|s| s.max_seen.map_or(i64::MIN, |m| m.saturating_sub(lateness)))
-                .min()
-                .unwrap_or(i64::MAX);
-            let Mode::Streaming(heap) = &mut self.mode else { return Ok(None) };
-            let ready = heap.peek().is_some_and(|Reverse(e)| e.key.0 < watermark || watermark == i64::MAX);
+            // Only reading moves the watermark, so it is cached between reads.
+            let watermark = match self.watermark {
+                Some(w) => w,
+                None => {
+                    let w = self
+                        .sources
+                        .iter()
+                        .filter(|s| !s.done)
+                        .map(|s| s.max_seen.map_or(i64::MIN, |m| m.saturating_sub(lateness)))
+                        .min()
+                        .unwrap_or(i64::MAX);
+                    self.watermark = Some(w);
+                    w
+                }
+            };
+            let Mode::Streaming(pending) = &mut self.mode else { return Ok(None) };
+            let ready = pending.min_key().is_some_and(|k| k.0 < watermark || watermark == i64::MAX);
             if ready {
-                let e = heap.pop().map(|Reverse(e)| e);
+                let e = pending.pop();
                 self.held_bytes -= e.as_ref().map_or(0, Entry::bytes);
                 return Ok(e);
             }
@@ -553,24 +599,38 @@ impl Replay {
             else {
                 continue;
             };
-            let Some(e) = self.sources[i].next(&mut self.stats)? else { continue };
-            if self.already_emitted(&e) {
-                continue;
+            self.watermark = None;
+            // Read a burst from it, until something can be emitted (the watermark only rises).
+            let others = (0..self.sources.len())
+                .filter(|&j| j != i && !self.sources[j].done)
+                .map(|j| self.sources[j].max_seen.map_or(i64::MIN, |m| m.saturating_sub(lateness)))
+                .min()
+                .unwrap_or(i64::MAX);
+            for _ in 0..STREAM_BURST {
+                let Some(e) = self.sources[i].next(&mut self.stats)? else { break };
+                if self.already_emitted(&e) {
+                    continue;
+                }
+                if self.last.is_some_and(|l| e.key < l) {
+                    return Err(Error::LatenessExceeded {
+                        topic: self.names[usize::from(e.key.1)].to_string(),
+                        offset: e.key.2,
+                        timestamp: e.key.0,
+                        emitted: self.last.map_or(i64::MIN, |l| l.0),
+                    });
+                }
+                self.held_bytes += e.bytes();
+                if self.held_bytes > self.memory_bytes_max {
+                    return Err(Error::ReplayMemoryExceeded { held: self.held_bytes, max: self.memory_bytes_max });
+                }
+                let Mode::Streaming(pending) = &mut self.mode else { return Ok(None) };
+                pending.push(e);
+                let mine = self.sources[i].max_seen.map_or(i64::MIN, |m| m.saturating_sub(lateness));
+                // Stop once something can go out, or once another topic holds the watermark back.
+                if mine > others || pending.min_key().is_some_and(|k| k.0 < mine) {
+                    break;
+                }
             }
-            if self.last.is_some_and(|l| e.key < l) {
-                return Err(Error::LatenessExceeded {
-                    topic: self.names[usize::from(e.key.1)].to_string(),
-                    offset: e.key.2,
-                    timestamp: e.key.0,
-                    emitted: self.last.map_or(i64::MIN, |l| l.0),
-                });
-            }
-            self.held_bytes += e.bytes();
-            if self.held_bytes > self.memory_bytes_max {
-                return Err(Error::ReplayMemoryExceeded { held: self.held_bytes, max: self.memory_bytes_max });
-            }
-            let Mode::Streaming(heap) = &mut self.mode else { return Ok(None) };
-            heap.push(Reverse(e));
         }
     }
 
@@ -590,7 +650,7 @@ impl Replay {
             }
             if let Some((rank, r)) = found {
                 let key = (r.timestamp(), rank as u16, r.offset());
-                let e = Entry { key, record_key: r.key().map(<[u8]>::to_vec), payload: r.payload().to_vec() };
+                let e = Entry { key, record_key: r.key().map(<[u8]>::to_vec), payload: r.payload_bytes() };
                 if e.key.0 < self.from || e.key.0 >= self.to {
                     continue;
                 }
@@ -721,7 +781,7 @@ impl RunReader {
             return Err(bad("checksum mismatch"));
         }
         let record_key = (key_len != RUN_NO_KEY).then(|| body[..key_bytes].to_vec());
-        let payload = body[key_bytes..].to_vec();
+        let payload = Bytes::from_vec(body[key_bytes..].to_vec());
         self.at += total;
         Ok(Some(Entry { key: (ts, topic, offset), record_key, payload }))
     }

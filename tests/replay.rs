@@ -246,7 +246,7 @@ proptest! {
         for (i, ts) in timestamps.iter().enumerate() {
             t.append_record(&NewRecord::new(&(i as u64).to_le_bytes()).timestamp(*ts)).expect("append");
         }
-        let value = |e: &ReplayEvent| u64::from_le_bytes(e.payload.clone().try_into().expect("8")) as f64;
+        let value = |e: &ReplayEvent| u64::from_le_bytes(e.payload[..].try_into().expect("8")) as f64;
         let got: Vec<evlog::Window<evlog::Summary>> = store
             .replay(&["t"])
             .start()

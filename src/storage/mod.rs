@@ -157,6 +157,12 @@ impl Bytes {
         let len = v.len();
         Bytes { owner: SharedBytes::from_vec(v), range: 0..len }
     }
+    /// These bytes narrowed to a sub-range (relative to them), without a new reference.
+    pub fn narrow(mut self, range: Range<usize>) -> Bytes {
+        let start = self.range.start + range.start;
+        self.range = start..self.range.start + range.end;
+        self
+    }
     /// A sub-range of these bytes (relative to them). The caller has checked the range.
     pub fn slice(&self, range: Range<usize>) -> Bytes {
         let start = self.range.start + range.start;
