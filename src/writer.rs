@@ -236,7 +236,7 @@ impl Shared {
     fn lead_sync(&self) -> Result<()> {
         // Gather: while fewer records wait than threads are appending (typically the threads
         // the previous fsync just released, about to append again), yield so they join this
-        // fsync instead of waiting a whole fsync for the next. Bounded by half the last fsync's
+        // fsync instead of waiting a whole fsync for the next. Bounded by a quarter of the last fsync's
         // time; a lone appender never waits.
         let budget = Duration::from_nanos(self.last_fsync_nanos.load(Ordering::Relaxed) / 4).min(GATHER_MAX);
         let start = Instant::now();
