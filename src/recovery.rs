@@ -286,6 +286,14 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &Options, writabl
                 return repair_or_fail(ctx, &bases, last_idx, s.complete_pos, s.complete_next, e);
             }
             let len = active.len().map_err(|e| Error::io("stat", &path, e))?;
+            if opts.recovery == RecoveryMode::Repair && len - s.complete_pos > zeros {
+                // Repair never deletes data: keep a copy of the torn bytes.
+                let torn = active
+                    .read_vec(s.complete_pos, (len - s.complete_pos - zeros) as usize)
+                    .map_err(|e| Error::io("read", &path, e))?;
+                let saved = save_to_quarantine(storage, dir, last, s.complete_pos, &torn)?;
+                ctx.report.quarantined_files.push(saved);
+            }
             active.set_len(s.complete_pos).map_err(|e| Error::io("truncate", &path, e))?;
             ctx.report.zero_tail_bytes = zeros;
             ctx.report.truncated_bytes = len - s.complete_pos - zeros;
@@ -399,6 +407,22 @@ fn repair_or_fail(
         next_offset: cut_next,
         report: ctx.report,
     })
+}
+
+/// Writes `bytes` (cut from segment `base` at `position`) into `quarantine/`, fsynced.
+fn save_to_quarantine(storage: &dyn Storage, dir: &Path, base: u64, position: u64, bytes: &[u8]) -> Result<PathBuf> {
+    let qdir = dir.join(format::QUARANTINE_DIR);
+    storage.create_dir_all(&qdir).map_err(|e| Error::io("create directory", &qdir, e))?;
+    let path = qdir.join(format!(
+        "{}.tail-at-{position}.{}",
+        format::segment_file_name(base),
+        unique_suffix(storage, &qdir, base)
+    ));
+    let f = storage.open(&path, OpenMode::CreateNew).map_err(|e| Error::io("create", &path, e))?;
+    f.write_all_at(bytes, 0).map_err(|e| Error::io("write", &path, e))?;
+    f.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
+    storage.sync_dir(&qdir).map_err(|e| Error::io("fsync directory", &qdir, e))?;
+    Ok(path)
 }
 
 /// A suffix that makes a quarantined file name unique (repairs may happen more than once).

@@ -1,0 +1,493 @@
+//! The subcommands.
+
+use crate::text::{parse_duration, parse_time, record_json};
+use crate::{Cli, Command, GroupsAction, OnError, Sync};
+use evlog::{ConsumerOptions, Durability, Error, Log, NewRecord, Options, RecoveryMode, StartAt, Store, StoreOptions};
+use serde_json::{Value, json};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub type CmdResult = Result<ExitCode, String>;
+
+/// Turns a library error into one line, saying plainly when the store is in use.
+fn msg(e: Error) -> String {
+    match e {
+        Error::Locked { path } => format!(
+            "{} is in use by another process (it holds the lock); stop it, or use dump, tail, info or verify, which work beside a writer",
+            path.display()
+        ),
+        e => e.to_string(),
+    }
+}
+
+fn open_store(dir: &Path, durability: Durability) -> Result<Store, String> {
+    Store::open(dir, StoreOptions::with_log(Options::with_durability(durability))).map_err(msg)
+}
+
+fn topic_dir(dir: &Path, topic: &str) -> Result<PathBuf, String> {
+    evlog::validate_name(topic).map_err(msg)?;
+    let p = dir.join("topics").join(topic);
+    if !p.is_dir() {
+        return Err(format!("topic {topic:?} not found in {}", dir.display()));
+    }
+    Ok(p)
+}
+
+/// A topic's log, read-only: works while an application writes the store.
+fn read_only(dir: &Path, topic: &str) -> Result<Log, String> {
+    Log::open_read_only(topic_dir(dir, topic)?, Options::default()).map_err(msg)
+}
+
+fn topic_names(dir: &Path, only: Option<&str>) -> Result<Vec<String>, String> {
+    if let Some(t) = only {
+        topic_dir(dir, t)?;
+        return Ok(vec![t.to_string()]);
+    }
+    let tdir = dir.join("topics");
+    let mut names: Vec<String> = std::fs::read_dir(&tdir)
+        .map_err(|e| format!("{}: not an evlog store ({e})", dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| evlog::validate_name(n).is_ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn out() -> std::io::StdoutLock<'static> {
+    std::io::stdout().lock()
+}
+
+fn print_line(v: &Value) -> Result<(), String> {
+    let mut o = out();
+    writeln!(o, "{v}").and_then(|()| o.flush()).map_err(|e| format!("stdout: {e}"))
+}
+
+pub fn run(cli: Cli) -> CmdResult {
+    let given = cli.dir.is_some();
+    let dir_buf = cli.dir.unwrap_or_else(|| PathBuf::from("."));
+    let dir = dir_buf.as_path();
+    match cli.command {
+        Command::Append { topic, json, sync, key, on_error } => append(dir, &topic, json, sync, key, on_error),
+        Command::Consume { topic, group, follow, max, no_commit } => {
+            consume(dir, &topic, &group, follow, max, no_commit)
+        }
+        Command::Dump { topic, from_offset, from_time, to_time } => dump(dir, &topic, from_offset, from_time, to_time),
+        Command::Tail { topic, follow, lines } => tail(dir, &topic, follow, lines),
+        Command::Replay { topics, from, to, max_lateness } => replay(dir, &topics, from, to, max_lateness),
+        Command::Info { topic, json } => info(dir, topic.as_deref(), json),
+        Command::Verify { topic } => verify(dir, topic.as_deref()),
+        Command::Repair { topic, yes } => repair(dir, topic.as_deref(), yes),
+        Command::Groups { action } => groups(dir, action),
+        Command::Demo { child } => crate::demo::run(given.then_some(dir), child),
+    }
+}
+
+fn append(dir: &Path, topic: &str, as_json: bool, sync: Sync, key: Option<String>, on_error: OnError) -> CmdResult {
+    let durability = match sync {
+        Sync::Always => Durability::Always,
+        Sync::Interval => Durability::Interval(Duration::from_millis(100)),
+        Sync::Os => Durability::Os,
+    };
+    let store = open_store(dir, durability)?;
+    let t = store.topic(topic).map_err(msg)?;
+    let mut failed = false;
+    let mut pending = Vec::new();
+    let flush_pending = |pending: &mut Vec<u64>| -> Result<(), String> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if matches!(sync, Sync::Interval) {
+            t.sync().map_err(msg)?;
+        }
+        let mut o = out();
+        for p in pending.drain(..) {
+            writeln!(o, "{p}").map_err(|e| format!("stdout: {e}"))?;
+        }
+        o.flush().map_err(|e| format!("stdout: {e}"))
+    };
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.map_err(|e| format!("stdin: {e}"))?;
+        let result = if as_json { append_json(&t, &line) } else { append_plain(&t, &line, key.as_deref()) };
+        match result {
+            Ok(offset) => {
+                pending.push(offset);
+                // Always and Os: durable as promised when append returns. Interval: after a sync.
+                if !matches!(sync, Sync::Interval) || pending.len() >= 1000 {
+                    flush_pending(&mut pending)?;
+                }
+            }
+            Err(e) => {
+                eprintln!("evlog: line {}: {e}", n + 1);
+                failed = true;
+                if matches!(on_error, OnError::Stop) {
+                    break;
+                }
+            }
+        }
+    }
+    flush_pending(&mut pending)?;
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn append_plain(t: &evlog::Topic, line: &str, key: Option<&str>) -> Result<u64, String> {
+    let mut r = NewRecord::new(line.as_bytes());
+    if let Some(k) = key {
+        r = r.key(k.as_bytes());
+    }
+    t.append_record(&r).map_err(msg)
+}
+
+fn append_json(t: &evlog::Topic, line: &str) -> Result<u64, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = v.as_object().ok_or("expected a JSON object with timestamp, key and value")?;
+    let timestamp = match obj.get("timestamp") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.as_i64().ok_or("timestamp must be whole milliseconds")?),
+        Some(Value::String(s)) => Some(parse_time(s)?),
+        Some(_) => return Err("timestamp must be a number (ms) or an RFC 3339 string".into()),
+    };
+    let key = match obj.get("key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err("key must be a string".into()),
+    };
+    let value = match obj.get("value") {
+        None => return Err("missing \"value\"".into()),
+        Some(Value::String(s)) => s.clone().into_bytes(),
+        Some(other) => other.to_string().into_bytes(),
+    };
+    let mut r = NewRecord::new(&value);
+    r.timestamp = timestamp;
+    r.key = key.as_deref().map(str::as_bytes);
+    t.append_record(&r).map_err(msg)
+}
+
+fn consume(dir: &Path, topic: &str, group: &str, follow: bool, max: Option<u64>, no_commit: bool) -> CmdResult {
+    let store = open_store(dir, Durability::Always)?;
+    topic_dir(dir, topic)?;
+    let mut c = store.consumer(group, topic, ConsumerOptions::default()).map_err(msg)?;
+    let start = c.start_report();
+    if let Some(from) = start.clamped_from {
+        eprintln!(
+            "evlog: group {group:?} had committed offset {from}, past the end of {topic:?}; clamped to {}",
+            start.position
+        );
+    }
+    if start.skipped > 0 {
+        eprintln!("evlog: {} records were removed by retention before group {group:?} read them", start.skipped);
+    }
+    let mut seen = 0u64;
+    loop {
+        let want = max.map_or(500, |m| (m - seen).min(500)) as usize;
+        if want == 0 {
+            break;
+        }
+        let batch = c.poll(want, if follow { Duration::from_secs(1) } else { Duration::ZERO }).map_err(msg)?;
+        if batch.is_empty() && !follow {
+            break;
+        }
+        for r in &batch {
+            print_line(&record_json(topic, r.offset(), r.timestamp(), r.key(), r.payload()))?;
+        }
+        seen += batch.len() as u64;
+        if !no_commit && !batch.is_empty() {
+            c.commit().map_err(msg)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dump(dir: &Path, topic: &str, from_offset: u64, from_time: Option<String>, to_time: Option<String>) -> CmdResult {
+    let log = read_only(dir, topic)?;
+    let to = to_time.as_deref().map(parse_time).transpose()?.unwrap_or(i64::MAX);
+    let from_ts = from_time.as_deref().map(parse_time).transpose()?;
+    let start = match from_ts {
+        Some(ts) => log.offset_for_timestamp(ts).map_err(msg)?.unwrap_or(log.next_offset()).max(from_offset),
+        None => from_offset,
+    };
+    for r in log.iter(start) {
+        let r = r.map_err(msg)?;
+        if r.timestamp() >= to || from_ts.is_some_and(|f| r.timestamp() < f) {
+            continue;
+        }
+        print_line(&record_json(topic, r.offset(), r.timestamp(), r.key(), r.payload()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tail(dir: &Path, topic: &str, follow: bool, lines: u64) -> CmdResult {
+    let log = read_only(dir, topic)?;
+    let start = log.next_offset().saturating_sub(lines).max(log.first_offset());
+    let mut it = log.iter(start);
+    loop {
+        match it.next() {
+            Some(r) => {
+                let r = r.map_err(msg)?;
+                print_line(&record_json(topic, r.offset(), r.timestamp(), r.key(), r.payload()))?;
+            }
+            None if follow => std::thread::sleep(Duration::from_millis(50)),
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+fn replay(
+    dir: &Path,
+    topics: &[String],
+    from: Option<String>,
+    to: Option<String>,
+    lateness: Option<String>,
+) -> CmdResult {
+    let store = open_store(dir, Durability::Always)?;
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut b = store.replay(&refs);
+    if let Some(f) = from {
+        b = b.from(parse_time(&f)?);
+    }
+    if let Some(t) = to {
+        b = b.to(parse_time(&t)?);
+    }
+    if let Some(l) = lateness {
+        b = b.max_lateness(parse_duration(&l)?);
+    }
+    let mut r = b.start().map_err(msg)?;
+    for e in r.by_ref() {
+        let e = e.map_err(msg)?;
+        print_line(&record_json(&e.topic, e.offset, e.timestamp, e.key.as_deref(), &e.payload))?;
+    }
+    let s = r.stats();
+    eprintln!(
+        "evlog: replayed {} records; read {} records ({} bytes), skipped {} segments, spilled {} runs",
+        s.records_emitted, s.records_read, s.bytes_read, s.segments_skipped, s.runs_spilled
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn info(dir: &Path, only: Option<&str>, as_json: bool) -> CmdResult {
+    let names = topic_names(dir, only)?;
+    // Groups live in the consumer database, which a running application holds.
+    let store = Store::open(dir, StoreOptions::default()).ok();
+    let mut topics = Vec::new();
+    for name in &names {
+        let log = read_only(dir, name)?;
+        let ranges = log.segment_time_ranges().map_err(msg)?;
+        let (mut lo, mut hi) = (None::<i64>, None::<i64>);
+        for (_, _, r) in &ranges {
+            if let Some((a, b)) = r {
+                lo = Some(lo.map_or(*a, |x| x.min(*a)));
+                hi = Some(hi.map_or(*b, |x| x.max(*b)));
+            }
+        }
+        let groups: Value = match &store {
+            Some(s) => Value::Array(
+                s.groups(name)
+                    .map_err(msg)?
+                    .into_iter()
+                    .map(|g| json!({"group": g.group, "committed": g.committed, "lag": g.lag}))
+                    .collect(),
+            ),
+            None => Value::String("unavailable: the store is in use by another process".into()),
+        };
+        topics.push(json!({
+            "topic": name,
+            "segments": log.segment_count(),
+            "bytes": log.size_bytes().map_err(msg)?,
+            "first_offset": log.first_offset(),
+            "next_offset": log.next_offset(),
+            "min_timestamp": lo,
+            "max_timestamp": hi,
+            "groups": groups,
+        }));
+    }
+    if as_json {
+        print_line(&Value::Array(topics))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut o = out();
+    for t in &topics {
+        let w = |o: &mut std::io::StdoutLock<'_>, s: String| writeln!(o, "{s}").map_err(|e| format!("stdout: {e}"));
+        w(&mut o, format!("topic {}", t["topic"].as_str().unwrap_or("?")))?;
+        w(&mut o, format!("  segments {}, {} bytes", t["segments"], t["bytes"]))?;
+        w(&mut o, format!("  offsets {}..{}", t["first_offset"], t["next_offset"]))?;
+        w(&mut o, format!("  timestamps {} ..= {}", t["min_timestamp"], t["max_timestamp"]))?;
+        match &t["groups"] {
+            Value::Array(gs) if gs.is_empty() => w(&mut o, "  groups: none".into())?,
+            Value::Array(gs) => {
+                for g in gs {
+                    w(&mut o, format!("  group {} committed {} lag {}", g["group"], g["committed"], g["lag"]))?;
+                }
+            }
+            other => w(&mut o, format!("  groups: {}", other.as_str().unwrap_or("?")))?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A corruption found by `verify`: segment start offset and the error.
+struct Finding {
+    topic: String,
+    segment_base: u64,
+    error: Error,
+}
+
+fn scan_topic(dir: &Path, topic: &str, bar: &indicatif::ProgressBar) -> Result<(u64, Vec<Finding>), String> {
+    let log = read_only(dir, topic)?;
+    let mut findings = Vec::new();
+    let mut records = 0u64;
+    for (base, end, _) in log.segment_time_ranges().map_err(msg)? {
+        let mut it = log.iter(base);
+        while it.next_offset() < end {
+            match it.next() {
+                Some(Ok(_)) => {
+                    records += 1;
+                    bar.inc(1);
+                }
+                Some(Err(error)) => {
+                    findings.push(Finding { topic: topic.to_string(), segment_base: base, error });
+                    bar.inc(end.saturating_sub(it.next_offset()));
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    Ok((records, findings))
+}
+
+fn progress(dir: &Path, names: &[String]) -> indicatif::ProgressBar {
+    let total: u64 = names
+        .iter()
+        .filter_map(|n| read_only(dir, n).ok())
+        .map(|l| l.next_offset().saturating_sub(l.first_offset()))
+        .sum();
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("verifying {bar:40} {pos}/{len} records ({per_sec})") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn verify(dir: &Path, only: Option<&str>) -> CmdResult {
+    let names = topic_names(dir, only)?;
+    let bar = progress(dir, &names);
+    let mut all = Vec::new();
+    let mut records = 0;
+    for n in &names {
+        let (r, f) = scan_topic(dir, n, &bar)?;
+        records += r;
+        all.extend(f);
+    }
+    bar.finish_and_clear();
+    for f in &all {
+        println!("corrupt: topic {} segment {}: {}", f.topic, f.segment_base, f.error);
+    }
+    if all.is_empty() {
+        println!("ok: {} topics, {records} records, every checksum verified", names.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} corruptions found; `evlog repair --yes` moves them into quarantine/", all.len());
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn repair(dir: &Path, only: Option<&str>, yes: bool) -> CmdResult {
+    if !yes {
+        return Err(
+            "repair changes files (it moves corrupt bytes into quarantine/, never deletes them); run again with --yes"
+                .into(),
+        );
+    }
+    // Holding the store keeps applications away while files move.
+    let _store = open_store(dir, Durability::Always)?;
+    let names = topic_names(dir, only)?;
+    let mut opts = Options::default();
+    opts.recovery = RecoveryMode::Repair;
+    for name in &names {
+        let tdir = topic_dir(dir, name)?;
+        let report = Log::open(&tdir, opts.clone()).map_err(msg)?.recovery_report().clone();
+        describe_repair(name, &report);
+        // Corruption inside a sealed segment: cut the log there. Later segments move into
+        // quarantine/, then reopening in repair mode quarantines the bad part of that segment.
+        let bar = indicatif::ProgressBar::hidden();
+        let (_, findings) = scan_topic(dir, name, &bar)?;
+        if let Some(f) = findings.first() {
+            let q = tdir.join("quarantine");
+            std::fs::create_dir_all(&q).map_err(|e| format!("{}: {e}", q.display()))?;
+            for entry in std::fs::read_dir(&tdir).map_err(|e| format!("{}: {e}", tdir.display()))? {
+                let entry = entry.map_err(|e| format!("{}: {e}", tdir.display()))?;
+                let file = entry.file_name().to_string_lossy().into_owned();
+                let base = ["log", "index", "timeindex"]
+                    .iter()
+                    .find_map(|ext| evlog::format::parse_file_name(&file, &format!(".{ext}")));
+                if base.is_some_and(|b| b > f.segment_base) {
+                    let to = q.join(format!("{file}.moved"));
+                    std::fs::rename(entry.path(), &to).map_err(|e| format!("{}: {e}", entry.path().display()))?;
+                    println!("{name}: moved {file} into quarantine/");
+                }
+            }
+            // The checkpoint and the segment's indexes are caches that let open skip the bytes
+            // now known to be bad; drop them so recovery verifies the segment from its start.
+            for cache in [
+                "checkpoint".to_string(),
+                evlog::format::offset_index_file_name(f.segment_base),
+                evlog::format::time_index_file_name(f.segment_base),
+            ] {
+                let _ = std::fs::remove_file(tdir.join(cache));
+            }
+            let report = Log::open(&tdir, opts.clone()).map_err(msg)?.recovery_report().clone();
+            describe_repair(name, &report);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_repair(topic: &str, r: &evlog::RecoveryReport) {
+    if r.truncated_bytes > 0 {
+        println!(
+            "{topic}: cut a torn tail of {} bytes ({} complete records never acknowledged)",
+            r.truncated_bytes, r.dropped_records
+        );
+    }
+    if let Some(c) = &r.repaired_corruption {
+        println!("{topic}: repaired {c}");
+    }
+    for q in &r.quarantined_files {
+        println!("{topic}: kept the removed bytes in {}", q.display());
+    }
+    if r.truncated_bytes == 0 && r.repaired_corruption.is_none() && r.quarantined_files.is_empty() {
+        println!("{topic}: nothing to repair at open");
+    }
+}
+
+fn groups(dir: &Path, action: GroupsAction) -> CmdResult {
+    let store = open_store(dir, Durability::Always)?;
+    match action {
+        GroupsAction::List { topic } => {
+            for t in topic_names(dir, topic.as_deref())? {
+                for g in store.groups(&t).map_err(msg)? {
+                    print_line(
+                        &json!({"topic": t, "group": g.group, "committed": g.committed, "lag": g.lag, "committed_at_ms": g.committed_at_ms}),
+                    )?;
+                }
+            }
+        }
+        GroupsAction::Reset { topic, group, to_offset, to_time, earliest, latest } => {
+            let to = match (to_offset, to_time, earliest, latest) {
+                (Some(o), None, false, false) => StartAt::Offset(o),
+                (None, Some(t), false, false) => StartAt::Timestamp(parse_time(&t)?),
+                (None, None, true, false) => StartAt::Earliest,
+                (None, None, false, true) => StartAt::Latest,
+                _ => return Err("give exactly one of --to-offset, --to-time, --earliest, --latest".into()),
+            };
+            let o = store.reset_group(&topic, &group, to).map_err(msg)?;
+            println!("group {group:?} on {topic:?} now at offset {o}");
+        }
+        GroupsAction::Delete { topic, group } => {
+            store.delete_group(&topic, &group).map_err(msg)?;
+            println!("deleted group {group:?} of {topic:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,155 @@
+//! `evlog`: inspect, verify, repair and script against an evlog store.
+//!
+//! Errors are one line on stderr and a non-zero exit; never a panic or a Debug dump.
+
+mod commands;
+mod demo;
+mod text;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "evlog", version, about = "A durable embedded event log: inspect, verify, repair, replay, demo")]
+struct Cli {
+    /// The store directory (default: the current directory; `demo` uses a temporary one).
+    #[arg(long, global = true)]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Sync {
+    Always,
+    Interval,
+    Os,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OnError {
+    Skip,
+    Stop,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Append lines from stdin; prints each offset once it is durable under --sync.
+    Append {
+        topic: String,
+        /// Each line is {"timestamp": ms or RFC 3339, "key": "...", "value": any JSON}.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value = "always")]
+        sync: Sync,
+        /// Key of every record (plain lines).
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long, value_enum, default_value = "stop")]
+        on_error: OnError,
+    },
+    /// Consume as a group: JSON lines, committing after each batch.
+    Consume {
+        topic: String,
+        #[arg(long)]
+        group: String,
+        /// Keep waiting for new records.
+        #[arg(long)]
+        follow: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        max: Option<u64>,
+        /// Do not commit.
+        #[arg(long)]
+        no_commit: bool,
+    },
+    /// Print records as JSON lines (works while an application writes the store).
+    Dump {
+        topic: String,
+        #[arg(long, default_value_t = 0)]
+        from_offset: u64,
+        /// ms since the epoch or RFC 3339.
+        #[arg(long)]
+        from_time: Option<String>,
+        #[arg(long)]
+        to_time: Option<String>,
+    },
+    /// The last records of a topic; -f to follow.
+    Tail {
+        topic: String,
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: u64,
+    },
+    /// Replay topics in timestamp order as JSON lines.
+    Replay {
+        #[arg(required = true)]
+        topics: Vec<String>,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        /// e.g. 5s, 200ms, 1m.
+        #[arg(long)]
+        max_lateness: Option<String>,
+    },
+    /// Segments, bytes, offsets, time range and consumer groups.
+    Info {
+        topic: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every checksum; exit 1 if anything is corrupt.
+    Verify { topic: Option<String> },
+    /// Truncate torn tails and move corruption into quarantine/ (never deletes data).
+    Repair {
+        topic: Option<String>,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Consumer groups.
+    Groups {
+        #[command(subcommand)]
+        action: GroupsAction,
+    },
+    /// A tour: out-of-order producers, a consumer group, a real kill -9, recovery, replay.
+    Demo {
+        /// Internal: run as the child process that gets killed.
+        #[arg(long, hide = true)]
+        child: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupsAction {
+    /// Groups of a topic (or all topics) with committed offset and lag.
+    List { topic: Option<String> },
+    /// Move a group's committed offset.
+    Reset {
+        topic: String,
+        group: String,
+        #[arg(long, conflicts_with_all = ["to_time", "earliest", "latest"])]
+        to_offset: Option<u64>,
+        #[arg(long)]
+        to_time: Option<String>,
+        #[arg(long)]
+        earliest: bool,
+        #[arg(long)]
+        latest: bool,
+    },
+    /// Delete a group.
+    Delete { topic: String, group: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("evlog: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Text in and out: timestamps, durations, JSON lines.
+
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Milliseconds since the Unix epoch, or an RFC 3339 date-time
+/// (`2026-11-22T07:30:00Z`, `2026-11-22T07:30:00.250+01:00`).
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.trim().parse::<i64>() {
+        return Ok(ms);
+    }
+    rfc3339_ms(s.trim())
+        .ok_or_else(|| format!("{s:?} is neither milliseconds since the epoch nor an RFC 3339 date-time"))
+}
+
+fn rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0i64;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let frac = s.get(start..i)?;
+        if frac.is_empty() {
+            return None;
+        }
+        let padded: String = frac.chars().chain(std::iter::repeat('0')).take(3).collect();
+        ms = padded.parse().ok()?;
+    }
+    let offset_min = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if b.len() == i + 6 && b[i + 3] == b':' => {
+            let v = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
+            if *sign == b'-' { -v } else { v }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60;
+    Some(secs * 1000 + ms)
+}
+
+/// `5s`, `200ms`, `1m`, `2h`, or plain milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 5s or 200ms"))?;
+    Ok(match unit {
+        "" | "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    })
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn base64(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(B64[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A record as a JSON line: the value as a string when it is UTF-8, else `value_base64`.
+pub fn record_json(topic: &str, offset: u64, timestamp: i64, key: Option<&[u8]>, payload: &[u8]) -> Value {
+    let mut v = json!({ "topic": topic, "offset": offset, "timestamp": timestamp });
+    let key = key.map(|k| match std::str::from_utf8(k) {
+        Ok(s) => Value::String(s.to_string()),
+        Err(_) => Value::String(base64(k)),
+    });
+    v["key"] = key.unwrap_or(Value::Null);
+    match std::str::from_utf8(payload) {
+        Ok(s) => v["value"] = Value::String(s.to_string()),
+        Err(_) => v["value_base64"] = Value::String(base64(payload)),
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_and_milliseconds_parse_to_the_same_instant() {
+        assert_eq!(parse_time("0"), Ok(0));
+        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_time("2026-11-22T07:30:00.25Z"), Ok(1_795_332_600_250));
+        assert_eq!(parse_time("2026-11-22T08:30:00+01:00"), Ok(1_795_332_600_000));
+        assert_eq!(parse_time("1969-12-31T23:59:59Z"), Ok(-1000));
+        assert!(parse_time("2026-13-01T00:00:00Z").is_err());
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn durations_and_base64() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(&[0xff, 0x00, 0x10]), "/wAQ");
+    }
+}

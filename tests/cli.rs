@@ -1,0 +1,148 @@
+//! The `evlog` binary, end to end.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn evlog(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_evlog"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn evlog");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("evlog output")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+#[test]
+fn append_then_dump_tail_and_consume_as_json_lines() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let o = evlog(tmp.path(), &["append", "orders", "--key", "k1"], "first\nsecond\nthird\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "0\n1\n2\n", "each offset printed once durable");
+    let d = json_lines(&evlog(tmp.path(), &["dump", "orders"], ""));
+    assert_eq!(d.len(), 3);
+    assert_eq!(d[1]["value"], "second");
+    assert_eq!(d[1]["key"], "k1");
+    assert_eq!(d[1]["offset"], 1);
+    let t = json_lines(&evlog(tmp.path(), &["tail", "orders", "-n", "1"], ""));
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0]["value"], "third");
+    let c = json_lines(&evlog(tmp.path(), &["consume", "orders", "--group", "g", "--max", "2"], ""));
+    assert_eq!(c.iter().map(|v| v["offset"].as_u64().unwrap_or(99)).collect::<Vec<_>>(), vec![0, 1]);
+    let c = json_lines(&evlog(tmp.path(), &["consume", "orders", "--group", "g"], ""));
+    assert_eq!(c.len(), 1, "the group resumes after its commit");
+    let g = json_lines(&evlog(tmp.path(), &["groups", "list"], ""));
+    assert_eq!(
+        (g[0]["group"].as_str(), g[0]["committed"].as_u64(), g[0]["lag"].as_u64()),
+        (Some("g"), Some(3), Some(0))
+    );
+}
+
+#[test]
+fn json_append_accepts_rfc3339_and_reports_bad_lines_by_number() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let input = concat!(
+        "{\"timestamp\": \"2026-11-22T07:30:00Z\", \"key\": \"a\", \"value\": {\"n\": 1}}\n",
+        "not json\n",
+        "{\"timestamp\": 5, \"value\": \"plain\"}\n",
+    );
+    let o = evlog(tmp.path(), &["append", "t", "--json", "--on-error", "skip"], input);
+    assert_eq!(o.status.code(), Some(1), "a bad line makes the exit code 1");
+    assert_eq!(stdout(&o), "0\n1\n");
+    assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
+    let d = json_lines(&evlog(tmp.path(), &["dump", "t"], ""));
+    assert_eq!(d[0]["timestamp"], 1_795_332_600_000i64);
+    assert_eq!(d[0]["value"], "{\"n\":1}");
+    assert_eq!(d[1]["timestamp"], 5);
+    // --on-error stop: nothing after the bad line.
+    let o = evlog(tmp.path(), &["append", "t", "--json"], "{\"value\": 1}\n{oops\n{\"value\": 2}\n");
+    assert_eq!(stdout(&o), "2\n");
+    // Replay in timestamp order: 5 first.
+    let r = json_lines(&evlog(tmp.path(), &["replay", "t"], ""));
+    assert_eq!(r[0]["timestamp"], 5);
+}
+
+#[test]
+fn verify_finds_corruption_and_repair_moves_it_aside() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let lines: String = (0..5000).map(|i| format!("event number {i} with some padding to fill segments\n")).collect();
+    let o = evlog(tmp.path(), &["append", "t", "--sync", "os"], &lines);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = evlog(tmp.path(), &["verify"], "");
+    assert!(v.status.success(), "{}{}", stdout(&v), stderr(&v));
+    assert!(stdout(&v).contains("5000 records"));
+    // Flip a byte in the middle of the first segment.
+    let seg = tmp.path().join("topics/t").join(evlog::format::segment_file_name(0));
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x5A;
+    std::fs::write(&seg, &bytes).expect("write");
+    let v = evlog(tmp.path(), &["verify", "t"], "");
+    assert_eq!(v.status.code(), Some(1));
+    assert!(stdout(&v).contains("corrupt: topic t segment 0") && stdout(&v).contains("at byte"), "{}", stdout(&v));
+    assert!(evlog(tmp.path(), &["repair"], "").status.code() == Some(2), "repair wants --yes");
+    let r = evlog(tmp.path(), &["repair", "--yes"], "");
+    assert!(r.status.success(), "{}{}", stdout(&r), stderr(&r));
+    assert!(stdout(&r).contains("quarantine"), "{}", stdout(&r));
+    let v = evlog(tmp.path(), &["verify"], "");
+    assert!(v.status.success(), "{}", stdout(&v));
+    let q = tmp.path().join("topics/t/quarantine");
+    assert!(std::fs::read_dir(&q).expect("quarantine").count() >= 1, "nothing deleted: moved aside");
+}
+
+#[test]
+fn read_commands_work_beside_a_running_writer_and_others_say_it_is_in_use() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = evlog::Store::open(tmp.path(), evlog::StoreOptions::default()).expect("store");
+    let t = store.topic("live").expect("topic");
+    t.append(b"hello").expect("append");
+    let d = json_lines(&evlog(tmp.path(), &["dump", "live"], ""));
+    assert_eq!(d[0]["value"], "hello");
+    let i = evlog(tmp.path(), &["info", "--json"], "");
+    assert!(i.status.success(), "{}", stderr(&i));
+    assert!(stdout(&i).contains("in use"), "groups are unavailable while the store is held: {}", stdout(&i));
+    assert!(evlog(tmp.path(), &["verify"], "").status.success());
+    let c = evlog(tmp.path(), &["consume", "live", "--group", "g"], "");
+    assert_eq!(c.status.code(), Some(2));
+    assert!(stderr(&c).contains("in use by another process"), "{}", stderr(&c));
+    assert_eq!(stderr(&c).lines().count(), 1, "one clear line");
+}
+
+#[test]
+fn errors_are_one_line_and_never_a_panic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for args in [&["dump", "missing"][..], &["dump", "../escape"], &["groups", "delete", "t", "g"], &["replay", "nope"]]
+    {
+        let o = evlog(tmp.path(), args, "");
+        assert!(!o.status.success(), "{args:?}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("evlog: ") && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn the_demo_runs_and_reports_no_loss() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let o = evlog(tmp.path(), &["demo"], "");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("lost 0, duplicated 0, replay ordered yes"), "{out}");
+}
