@@ -56,7 +56,9 @@ pub enum AckMode {
 /// and when the consumer is dropped, once either limit is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AutoCommit {
+    /// Commit once this many records were polled since the last commit.
     pub every_records: u64,
+    /// Commit once this much time passed since the last commit.
     pub every: Duration,
 }
 

@@ -21,13 +21,21 @@ use std::ops::Range;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"EVLOGSEG";
 /// Current segment format version.
 pub const SEGMENT_VERSION: u16 = 1;
+/// Byte position of the `segment_magic` field (FORMAT.md).
 pub const SEGMENT_MAGIC_AT: usize = 0;
+/// Byte position of the `segment_version` field (FORMAT.md).
 pub const SEGMENT_VERSION_AT: usize = SEGMENT_MAGIC_AT + 8;
+/// Byte position of the `segment_flags` field (FORMAT.md).
 pub const SEGMENT_FLAGS_AT: usize = SEGMENT_VERSION_AT + 2;
+/// Byte position of the `segment_reserved` field (FORMAT.md).
 pub const SEGMENT_RESERVED_AT: usize = SEGMENT_FLAGS_AT + 2;
+/// Byte position of the `segment_base_offset` field (FORMAT.md).
 pub const SEGMENT_BASE_OFFSET_AT: usize = SEGMENT_RESERVED_AT + 4;
+/// Byte position of the `segment_reserved_tail` field (FORMAT.md).
 pub const SEGMENT_RESERVED_TAIL_AT: usize = SEGMENT_BASE_OFFSET_AT + 8;
+/// Byte position of the `segment_crc` field (FORMAT.md).
 pub const SEGMENT_CRC_AT: usize = SEGMENT_RESERVED_TAIL_AT + 4;
+/// Length in bytes of the segment header (FORMAT.md).
 pub const SEGMENT_HEADER_LEN: usize = SEGMENT_CRC_AT + 4;
 
 // ---------------------------------------------------------------------------------------------
@@ -37,16 +45,27 @@ pub const SEGMENT_HEADER_LEN: usize = SEGMENT_CRC_AT + 4;
 pub const FRAME_MAGIC: u8 = 0xE7;
 /// Current frame version.
 pub const FRAME_VERSION: u8 = 1;
+/// Byte position of the `frame_crc` field (FORMAT.md).
 pub const FRAME_CRC_AT: usize = 0;
+/// Byte position of the `frame_magic` field (FORMAT.md).
 pub const FRAME_MAGIC_AT: usize = FRAME_CRC_AT + 4;
+/// Byte position of the `frame_version` field (FORMAT.md).
 pub const FRAME_VERSION_AT: usize = FRAME_MAGIC_AT + 1;
+/// Byte position of the `frame_flags` field (FORMAT.md).
 pub const FRAME_FLAGS_AT: usize = FRAME_VERSION_AT + 1;
+/// Byte position of the `frame_offset` field (FORMAT.md).
 pub const FRAME_OFFSET_AT: usize = FRAME_FLAGS_AT + 2;
+/// Byte position of the `frame_durable_offset` field (FORMAT.md).
 pub const FRAME_DURABLE_OFFSET_AT: usize = FRAME_OFFSET_AT + 8;
+/// Byte position of the `frame_timestamp` field (FORMAT.md).
 pub const FRAME_TIMESTAMP_AT: usize = FRAME_DURABLE_OFFSET_AT + 8;
+/// Byte position of the `frame_key_len` field (FORMAT.md).
 pub const FRAME_KEY_LEN_AT: usize = FRAME_TIMESTAMP_AT + 8;
+/// Byte position of the `frame_headers_len` field (FORMAT.md).
 pub const FRAME_HEADERS_LEN_AT: usize = FRAME_KEY_LEN_AT + 4;
+/// Byte position of the `frame_payload_len` field (FORMAT.md).
 pub const FRAME_PAYLOAD_LEN_AT: usize = FRAME_HEADERS_LEN_AT + 4;
+/// Length in bytes of the frame header (FORMAT.md).
 pub const FRAME_HEADER_LEN: usize = FRAME_PAYLOAD_LEN_AT + 4;
 /// Where the CRC's coverage starts: everything after the CRC field.
 pub const FRAME_CRC_FROM: usize = FRAME_MAGIC_AT;
@@ -72,45 +91,75 @@ pub const HEADER_ENTRY_PREFIX_LEN: usize = 2 + 4;
 // ---------------------------------------------------------------------------------------------
 // Index files (FORMAT.md § Index files)
 
+/// Magic of an offset index file.
 pub const OFFSET_INDEX_MAGIC: [u8; 8] = *b"EVLOGOIX";
+/// Magic of a time index file.
 pub const TIME_INDEX_MAGIC: [u8; 8] = *b"EVLOGTIX";
+/// Current index file version.
 pub const INDEX_VERSION: u16 = 1;
+/// Byte position of the `index_magic` field (FORMAT.md).
 pub const INDEX_MAGIC_AT: usize = 0;
+/// Byte position of the `index_version` field (FORMAT.md).
 pub const INDEX_VERSION_AT: usize = INDEX_MAGIC_AT + 8;
+/// Byte position of the `index_entry_len` field (FORMAT.md).
 pub const INDEX_ENTRY_LEN_AT: usize = INDEX_VERSION_AT + 2;
+/// Byte position of the `index_reserved` field (FORMAT.md).
 pub const INDEX_RESERVED_AT: usize = INDEX_ENTRY_LEN_AT + 2;
+/// Byte position of the `index_base_offset` field (FORMAT.md).
 pub const INDEX_BASE_OFFSET_AT: usize = INDEX_RESERVED_AT + 4;
+/// Byte position of the `index_covered_bytes` field (FORMAT.md).
 pub const INDEX_COVERED_BYTES_AT: usize = INDEX_BASE_OFFSET_AT + 8;
+/// Byte position of the `index_record_count` field (FORMAT.md).
 pub const INDEX_RECORD_COUNT_AT: usize = INDEX_COVERED_BYTES_AT + 8;
+/// Byte position of the `index_entry_count` field (FORMAT.md).
 pub const INDEX_ENTRY_COUNT_AT: usize = INDEX_RECORD_COUNT_AT + 8;
+/// Byte position of the `index_crc` field (FORMAT.md).
 pub const INDEX_CRC_AT: usize = INDEX_ENTRY_COUNT_AT + 4;
+/// Length in bytes of the index header (FORMAT.md).
 pub const INDEX_HEADER_LEN: usize = INDEX_CRC_AT + 4;
 
 /// Offset index entry: relative offset (u32) and byte position (u32) of a granule's first frame.
 pub const OFFSET_ENTRY_REL_OFFSET_AT: usize = 0;
+/// Byte position of the `offset_entry_position` field (FORMAT.md).
 pub const OFFSET_ENTRY_POSITION_AT: usize = OFFSET_ENTRY_REL_OFFSET_AT + 4;
+/// Length in bytes of the offset entry (FORMAT.md).
 pub const OFFSET_ENTRY_LEN: usize = OFFSET_ENTRY_POSITION_AT + 4;
 
 /// Time index entry: largest and smallest timestamp in the granule, then where it starts.
 pub const TIME_ENTRY_MAX_TS_AT: usize = 0;
+/// Byte position of the `time_entry_min_ts` field (FORMAT.md).
 pub const TIME_ENTRY_MIN_TS_AT: usize = TIME_ENTRY_MAX_TS_AT + 8;
+/// Byte position of the `time_entry_rel_offset` field (FORMAT.md).
 pub const TIME_ENTRY_REL_OFFSET_AT: usize = TIME_ENTRY_MIN_TS_AT + 8;
+/// Byte position of the `time_entry_position` field (FORMAT.md).
 pub const TIME_ENTRY_POSITION_AT: usize = TIME_ENTRY_REL_OFFSET_AT + 4;
+/// Length in bytes of the time entry (FORMAT.md).
 pub const TIME_ENTRY_LEN: usize = TIME_ENTRY_POSITION_AT + 4;
 
 // ---------------------------------------------------------------------------------------------
 // Checkpoint (FORMAT.md § Checkpoint)
 
+/// Magic of the checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"EVLOGCKP";
+/// Current checkpoint version.
 pub const CHECKPOINT_VERSION: u16 = 1;
+/// Byte position of the `checkpoint_magic` field (FORMAT.md).
 pub const CHECKPOINT_MAGIC_AT: usize = 0;
+/// Byte position of the `checkpoint_version` field (FORMAT.md).
 pub const CHECKPOINT_VERSION_AT: usize = CHECKPOINT_MAGIC_AT + 8;
+/// Byte position of the `checkpoint_flags` field (FORMAT.md).
 pub const CHECKPOINT_FLAGS_AT: usize = CHECKPOINT_VERSION_AT + 2;
+/// Byte position of the `checkpoint_reserved` field (FORMAT.md).
 pub const CHECKPOINT_RESERVED_AT: usize = CHECKPOINT_FLAGS_AT + 2;
+/// Byte position of the `checkpoint_segment_base` field (FORMAT.md).
 pub const CHECKPOINT_SEGMENT_BASE_AT: usize = CHECKPOINT_RESERVED_AT + 4;
+/// Byte position of the `checkpoint_position` field (FORMAT.md).
 pub const CHECKPOINT_POSITION_AT: usize = CHECKPOINT_SEGMENT_BASE_AT + 8;
+/// Byte position of the `checkpoint_next_offset` field (FORMAT.md).
 pub const CHECKPOINT_NEXT_OFFSET_AT: usize = CHECKPOINT_POSITION_AT + 8;
+/// Byte position of the `checkpoint_crc` field (FORMAT.md).
 pub const CHECKPOINT_CRC_AT: usize = CHECKPOINT_NEXT_OFFSET_AT + 8;
+/// Length in bytes of the checkpoint (FORMAT.md).
 pub const CHECKPOINT_LEN: usize = CHECKPOINT_CRC_AT + 4;
 
 // Relationships the code relies on, checked at compile time.
@@ -122,10 +171,15 @@ const _: () = assert!(RECORD_BYTES_LIMIT + (FRAME_HEADER_LEN as u64) < u32::MAX 
 
 /// File name suffixes.
 pub const SEGMENT_SUFFIX: &str = ".log";
+/// Suffix of offset index files.
 pub const OFFSET_INDEX_SUFFIX: &str = ".index";
+/// Suffix of time index files.
 pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
+/// Name of the checkpoint file.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
+/// Name of the writer lock file.
 pub const LOCK_FILE: &str = "LOCK";
+/// Directory where repair moves bad bytes.
 pub const QUARANTINE_DIR: &str = "quarantine";
 /// Digits of the zero-padded base offset in file names.
 pub const FILE_NAME_DIGITS: usize = 20;
@@ -197,7 +251,12 @@ pub fn encode_segment_header(base_offset: u64) -> [u8; SEGMENT_HEADER_LEN] {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderError {
     /// Fewer bytes than a header.
-    Short { len: usize, needed: usize },
+    Short {
+        /// Bytes available.
+        len: usize,
+        /// Bytes a header takes.
+        needed: usize,
+    },
     /// Magic did not match.
     BadMagic,
     /// A version this build cannot read.
@@ -250,13 +309,19 @@ pub fn decode_segment_header(b: &[u8]) -> Result<u64, HeaderError> {
 /// A record to be encoded: what an application hands to `append_record`.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameFields<'a> {
+    /// The record's offset.
     pub offset: u64,
     /// Every offset below this was on stable storage before this frame was written.
     pub durable_offset: u64,
+    /// Event time, milliseconds since the Unix epoch.
     pub timestamp: i64,
+    /// Optional key.
     pub key: Option<&'a [u8]>,
+    /// Headers, in order.
     pub headers: &'a [(&'a str, &'a [u8])],
+    /// The payload.
     pub payload: &'a [u8],
+    /// More frames of the same atomic batch follow.
     pub batch_continues: bool,
 }
 
@@ -331,14 +396,21 @@ pub fn encode_frame(out: &mut Vec<u8>, f: &FrameFields<'_>, headers_len: usize) 
 /// A frame that decoded and whose checksum matched. Ranges index the buffer it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedFrame {
+    /// The record's offset.
     pub offset: u64,
+    /// Every offset below this was durable before the frame was written.
     pub durable_offset: u64,
+    /// Event time, milliseconds since the Unix epoch.
     pub timestamp: i64,
+    /// Frame flags (`FLAG_*`).
     pub flags: u16,
     /// Total frame length in bytes.
     pub len: usize,
+    /// Where the key is, if any.
     pub key: Option<Range<usize>>,
+    /// Where the headers block is.
     pub headers: Range<usize>,
+    /// Where the payload is.
     pub payload: Range<usize>,
 }
 
@@ -355,22 +427,31 @@ pub enum FrameError {
     /// The buffer ends before the frame does: `needed` bytes would be required. At the end of
     /// the active segment this is a torn or in-progress write.
     Truncated {
+        /// Bytes the frame needs.
         needed: usize,
     },
     /// All header bytes are zero: unwritten (preallocated or hole) space.
     Zeroed,
+    /// The magic byte is wrong.
     BadMagic(u8),
+    /// A frame version this build cannot read.
     UnsupportedVersion(u8),
+    /// Flag bits this version does not define.
     UnknownFlags(u16),
     /// A length field is impossible (over the format limit).
     BadLength(&'static str),
+    /// The CRC-32 does not match.
     BadChecksum {
+        /// CRC stored in the frame.
         stored: u32,
+        /// CRC of the bytes read.
         computed: u32,
     },
     /// Valid frame, but not the offset expected at this place.
     WrongOffset {
+        /// Offset expected at this place.
         expected: u64,
+        /// Offset the frame holds.
         found: u64,
     },
     /// The headers block is malformed.
@@ -500,6 +581,7 @@ pub struct HeadersIter<'a> {
 }
 
 impl<'a> HeadersIter<'a> {
+    /// Iterates the headers block `b`.
     pub fn new(b: &'a [u8]) -> Self {
         let count_declared = if b.len() >= HEADER_COUNT_LEN { le_u16(b, 0) as usize } else { 0 };
         HeadersIter { b, pos: HEADER_COUNT_LEN.min(b.len()), count_declared, yielded: 0, failed: false }
@@ -563,11 +645,13 @@ pub fn find_valid_frame(b: &[u8], from: usize) -> Option<(usize, DecodedFrame)> 
 /// What an index file header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexHeader {
+    /// Base offset of the segment.
     pub base_offset: u64,
     /// Segment bytes `[0, covered_bytes)` that the entries describe.
     pub covered_bytes: u64,
     /// Records in those bytes.
     pub record_count: u64,
+    /// Number of entries.
     pub entry_count: u32,
 }
 
@@ -638,9 +722,13 @@ pub fn offset_entry(entries: &[u8], i: usize) -> (u32, u32) {
 /// One granule of the time index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeEntry {
+    /// Largest timestamp in the granule.
     pub max_ts: i64,
+    /// Smallest timestamp in the granule.
     pub min_ts: i64,
+    /// Offset of the granule's first record minus the segment's base.
     pub rel_offset: u32,
+    /// Byte position of that record's frame.
     pub position: u32,
 }
 /// Encodes one time index entry.
@@ -668,11 +756,15 @@ pub fn time_entry(entries: &[u8], i: usize) -> TimeEntry {
 /// earlier segment) is on stable storage and valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The segment the checkpoint points into.
     pub segment_base: u64,
+    /// Byte position in that segment.
     pub position: u64,
+    /// Offset of the frame at that position.
     pub next_offset: u64,
 }
 
+/// Encodes a checkpoint file.
 pub fn encode_checkpoint(c: &Checkpoint) -> [u8; CHECKPOINT_LEN] {
     let mut b = [0u8; CHECKPOINT_LEN];
     b[CHECKPOINT_MAGIC_AT..CHECKPOINT_MAGIC_AT + 8].copy_from_slice(&CHECKPOINT_MAGIC);
@@ -685,6 +777,7 @@ pub fn encode_checkpoint(c: &Checkpoint) -> [u8; CHECKPOINT_LEN] {
     b
 }
 
+/// Decodes and checks a checkpoint file.
 pub fn decode_checkpoint(b: &[u8]) -> Result<Checkpoint, HeaderError> {
     if b.len() < CHECKPOINT_LEN {
         return Err(HeaderError::Short { len: b.len(), needed: CHECKPOINT_LEN });

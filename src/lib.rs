@@ -4,17 +4,40 @@
 //! byte, exactly once — after any restart, `kill -9` or power cut (under
 //! [`Durability::Always`]).
 //!
-//! ```no_run
+//! ```
 //! use evlog::{Durability, Log, NewRecord, Options};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let dir = dir.path();
 //!
-//! let log = Log::open("/tmp/events", Options::with_durability(Durability::Always))?;
+//! let log = Log::open(dir, Options::with_durability(Durability::Always))?;
 //! let offset = log.append(b"hello")?; // durable when it returns
 //! log.append_record(&NewRecord::new(b"late event").timestamp(1_700_000_000_000).key(b"device-7"))?;
-//! for record in log.iter(0) {
-//!     let record = record?;
-//!     println!("{} {:?}", record.offset(), record.payload());
-//! }
+//! let records: Vec<_> = log.iter(0).collect::<Result<_, _>>()?;
+//! assert_eq!(records[0].payload(), b"hello");
+//! assert_eq!(log.offset_for_timestamp(1_700_000_000_000)?, Some(0)); // "hello" is newer
 //! # let _ = offset;
+//! # Ok::<(), evlog::Error>(())
+//! ```
+//!
+//! Topics, consumer groups and replay in timestamp order:
+//!
+//! ```
+//! use evlog::{ConsumerOptions, NewRecord, Store, StoreOptions};
+//! use std::time::Duration;
+//! # let root = tempfile::tempdir().unwrap();
+//! # let root = root.path();
+//!
+//! let store = Store::open(root, StoreOptions::default())?;
+//! let readings = store.topic("readings")?;
+//! for ts in [30, 10, 20] {
+//!     readings.append_record(&NewRecord::new(b"x").timestamp(ts))?;
+//! }
+//! let mut consumer = store.consumer("dashboard", "readings", ConsumerOptions::default())?;
+//! assert_eq!(consumer.poll(10, Duration::ZERO)?.len(), 3);
+//! consumer.commit()?; // durable: a restart resumes after offset 2
+//!
+//! let order: Vec<i64> = store.replay(&["readings"]).start()?.map(|e| e.map(|e| e.timestamp)).collect::<Result<_, _>>()?;
+//! assert_eq!(order, vec![10, 20, 30]);
 //! # Ok::<(), evlog::Error>(())
 //! ```
 //!
@@ -22,6 +45,7 @@
 
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
+#![warn(missing_docs)]
 
 mod cache;
 mod checkpoint;

@@ -48,9 +48,13 @@ const RUN_BUFFER_BYTES: usize = 64 << 10;
 /// One replayed record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayEvent {
+    /// The record's topic.
     pub topic: Arc<str>,
+    /// The record's offset.
     pub offset: u64,
+    /// Event time, milliseconds since the Unix epoch.
     pub timestamp: i64,
+    /// The record's key, if any.
     pub key: Option<Vec<u8>>,
     /// The payload; zero-copy when it comes straight from a mapped segment.
     pub payload: Bytes,
@@ -70,6 +74,7 @@ pub struct ReplayStats {
     pub segments_skipped: u64,
     /// Sorted runs spilled to disk, and their bytes.
     pub runs_spilled: u64,
+    /// Bytes of those runs.
     pub bytes_spilled: u64,
     /// Records emitted.
     pub records_emitted: u64,

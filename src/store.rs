@@ -133,6 +133,7 @@ impl std::ops::Deref for Topic {
 /// A group as `Store::groups` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupInfo {
+    /// The group's name.
     pub group: String,
     /// The committed offset: the next record the group will get.
     pub committed: u64,
@@ -145,8 +146,11 @@ pub struct GroupInfo {
 /// What a retention run removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetentionReport {
+    /// The topic.
     pub topic: String,
+    /// Records deleted.
     pub records_removed: u64,
+    /// The topic's first offset afterwards.
     pub first_offset: u64,
 }
 

@@ -14,7 +14,9 @@ use std::collections::VecDeque;
 /// Window size and slide, in milliseconds of event time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowSpec {
+    /// Length of a window.
     pub size_ms: i64,
+    /// Distance between consecutive window ends.
     pub slide_ms: i64,
 }
 
@@ -34,19 +36,25 @@ impl WindowSpec {
 pub struct Window<A> {
     /// Events with `end - size < timestamp <= end`.
     pub end: i64,
+    /// Events in the window.
     pub count: u64,
+    /// The fold over them.
     pub value: A,
 }
 
 /// Count, sum, min and max of a number taken from each event.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Summary {
+    /// Sum of the values.
     pub sum: f64,
+    /// Smallest value.
     pub min: Option<f64>,
+    /// Largest value.
     pub max: Option<f64>,
 }
 
 impl Summary {
+    /// Folds one value in.
     pub fn add(&mut self, x: f64) {
         self.sum += x;
         self.min = Some(self.min.map_or(x, |m| m.min(x)));

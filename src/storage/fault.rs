@@ -8,13 +8,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// An operation that a fault can target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
+    /// Reads (and maps).
     Read,
+    /// Writes.
     Write,
+    /// fdatasync of a file.
     SyncData,
+    /// Truncation or extension.
     SetLen,
+    /// Opening or creating a file.
     Open,
+    /// Removing a file or directory.
     Remove,
+    /// Renaming.
     Rename,
+    /// fsync of a directory.
     SyncDir,
 }
 
@@ -26,7 +34,10 @@ pub enum Fault {
     /// Fails with ENOSPC, having done nothing.
     NoSpace,
     /// A write that stores only its first `keep_bytes` bytes, then fails with EIO.
-    TornWrite { keep_bytes: usize },
+    TornWrite {
+        /// Bytes of the write that land before the failure.
+        keep_bytes: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -57,6 +68,7 @@ pub struct FaultStorage {
 }
 
 impl FaultStorage {
+    /// Wraps `inner`, failing nothing until told to.
     pub fn new(inner: Arc<dyn Storage>) -> Self {
         FaultStorage { inner, plan: Arc::default() }
     }

@@ -22,10 +22,16 @@ pub enum CrashMode {
     DropUnsynced,
     /// Power cut: unsynced writes reach the disk in order up to a point chosen from `seed`, and the
     /// write at that point is torn at a byte chosen from `seed`. Unsynced directory changes are lost.
-    TornWrite { seed: u64 },
+    TornWrite {
+        /// Chooses the point and the byte.
+        seed: u64,
+    },
     /// Power cut: each unsynced write independently reaches the disk or not (writes are not
     /// ordered without fsync); which ones is chosen from `seed`.
-    RandomSubset { seed: u64 },
+    RandomSubset {
+        /// Chooses the subset.
+        seed: u64,
+    },
 }
 
 /// In-memory [`Storage`] with crash simulation. Clones share the same files.
@@ -102,6 +108,7 @@ fn dead() -> io::Error {
 }
 
 impl MemStorage {
+    /// An empty storage.
     pub fn new() -> Self {
         Self::default()
     }

@@ -120,6 +120,7 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
 pub struct SharedBytes(Arc<dyn AsRef<[u8]> + Send + Sync>);
 
 impl SharedBytes {
+    /// Takes ownership of a buffer.
     pub fn from_vec(v: Vec<u8>) -> Self {
         SharedBytes(Arc::new(v))
     }
@@ -153,6 +154,7 @@ pub struct Bytes {
 }
 
 impl Bytes {
+    /// Takes ownership of a buffer.
     pub fn from_vec(v: Vec<u8>) -> Self {
         let len = v.len();
         Bytes { owner: SharedBytes::from_vec(v), range: 0..len }
