@@ -117,7 +117,7 @@ impl Shared {
 
     /// Positions a cursor on `offset`, or `None` if it is not published.
     fn locate(&self, offset: u64) -> Result<Option<Cur>> {
-        let (base, next_base, active, end) = {
+        let (base, next_base, active, end, visible) = {
             let v = self.view();
             let first = v.bases.first().copied().unwrap_or(0);
             if offset < first || offset >= v.next_offset {
@@ -125,9 +125,9 @@ impl Shared {
             }
             let i = v.bases.partition_point(|&b| b <= offset) - 1;
             if i + 1 == v.bases.len() {
-                (v.bases[i], None, Some(v.active.clone()), v.active_end)
+                (v.bases[i], None, Some(v.active.clone()), v.active_end, v.next_offset)
             } else {
-                (v.bases[i], Some(v.bases[i + 1]), None, 0)
+                (v.bases[i], Some(v.bases[i + 1]), None, 0, v.next_offset)
             }
         };
         let rel = offset - base;
@@ -136,12 +136,12 @@ impl Shared {
                 let s = self.sealed(base, end_offset)?;
                 let (r, pos) = s.index.as_ref().lookup(rel).unwrap_or((0, SEGMENT_HEADER_LEN as u64));
                 let cursor = s.cursor(pos);
-                Cur { end_offset: Some(end_offset), active: None, cursor, next: base + r }
+                Cur { end_offset: Some(end_offset), active: None, cursor, next: base + r, readable: end_offset }
             }
             (None, Some(a)) => {
                 let (r, pos) = lock(&a.index).as_ref().lookup(rel).unwrap_or((0, SEGMENT_HEADER_LEN as u64));
                 let cursor = a.cursor(pos, end, self.opts.read_buffer_bytes);
-                Cur { end_offset: None, active: Some(a), cursor, next: base + r }
+                Cur { end_offset: None, active: Some(a), cursor, next: base + r, readable: visible }
             }
             (None, None) => return Ok(None),
         };
@@ -331,6 +331,9 @@ struct Cur {
     cursor: FrameCursor,
     /// Offset of the frame at the cursor's position.
     next: u64,
+    /// Every offset below this is readable through the cursor as it is now (the segment's end
+    /// for a sealed one, the published end when the cursor's end was last set otherwise).
+    readable: u64,
 }
 
 /// A durable, segmented, checksummed append-only log in one directory.
@@ -713,10 +716,10 @@ impl Iter {
     }
 
     fn next_record(&mut self) -> Result<Option<Record>> {
-        // Fast path: inside a sealed segment every record is published and immutable, so no
-        // look at the shared view is needed.
+        // Fast path: below what the cursor already knows to be readable (a sealed segment's end,
+        // or the published end last seen), no look at the shared view is needed.
         if let Some(c) = &mut self.cur
-            && c.end_offset.is_some_and(|e| self.next < e)
+            && self.next < c.readable
             && c.next == self.next
         {
             match c.cursor.step(Some(self.next))? {
@@ -755,6 +758,7 @@ impl Iter {
                     self.cur = None;
                 } else if c.active.is_some() {
                     c.cursor.set_end(active_end);
+                    c.readable = visible;
                 }
             }
             if self.cur.is_none() {
