@@ -122,6 +122,7 @@ fn read_commands_work_beside_a_running_writer_and_others_say_it_is_in_use() {
     let c = evlog(tmp.path(), &["consume", "live", "--group", "g"], "");
     assert_eq!(c.status.code(), Some(2));
     assert!(stderr(&c).contains("in use by another process"), "{}", stderr(&c));
+    assert!(stderr(&c).contains(&format!("pid {}", std::process::id())), "names the holder: {}", stderr(&c));
     assert_eq!(stderr(&c).lines().count(), 1, "one clear line");
 }
 

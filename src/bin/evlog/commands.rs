@@ -11,15 +11,32 @@ use std::time::Duration;
 
 pub type CmdResult = Result<ExitCode, String>;
 
-/// Turns a library error into one line, saying plainly when the store is in use.
+/// Turns a library error into one line, saying plainly when the store is in use and by whom.
 fn msg(e: Error) -> String {
     match e {
         Error::Locked { path } => format!(
-            "{} is in use by another process (it holds the lock); stop it, or use dump, tail, info or verify, which work beside a writer",
-            path.display()
+            "{} is in use by another process{} (it holds the lock); stop it, or use dump, tail, info or verify, which work beside a writer",
+            path.display(),
+            lock_holder(&path.join("LOCK")).map_or(String::new(), |h| format!(", {h}"))
         ),
         e => e.to_string(),
     }
+}
+
+/// The process holding the flock on `lock_file`, from /proc/locks (Linux), as `pid N (name)`.
+fn lock_holder(lock_file: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(lock_file).ok()?.ino();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let pid = locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // "1: FLOCK ADVISORY WRITE <pid> <maj>:<min>:<inode> 0 EOF"
+        let dev_inode = f.get(5)?;
+        (f.get(1) == Some(&"FLOCK") && dev_inode.rsplit(':').next()?.parse::<u64>().ok()? == inode)
+            .then(|| f.get(4).map(|p| p.to_string()))?
+    })?;
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    Some(format!("pid {pid} ({})", name.trim()))
 }
 
 fn open_store(dir: &Path, durability: Durability) -> Result<Store, String> {
