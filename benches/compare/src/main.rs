@@ -372,6 +372,37 @@ fn sqlite_row(dir: &Path, s: &Sizes) -> Row {
     row
 }
 
+/// okaywal: durable appends only (every commit is fsynced, with group commit across threads).
+fn okaywal_row(dir: &Path, s: &Sizes) -> Row {
+    use okaywal::{LogVoid, WriteAheadLog};
+    let mut row = Row { name: "okaywal 0.3 (WAL)", durability: "fsync per commit, group commit", ..Row::default() };
+    let payload = [7u8; 100];
+    let wal = WriteAheadLog::recover(dir.join("okaywal-1"), LogVoid).expect("open");
+    let t = Instant::now();
+    for _ in 0..s.durable {
+        let mut e = wal.begin_entry().expect("entry");
+        e.write_chunk(&payload).expect("chunk");
+        e.commit().expect("commit");
+    }
+    row.durable_1 = Some(rate(s.durable, t));
+    let wal = WriteAheadLog::recover(dir.join("okaywal-8"), LogVoid).expect("open");
+    let t = Instant::now();
+    std::thread::scope(|sc| {
+        for _ in 0..8 {
+            let wal = wal.clone();
+            sc.spawn(move || {
+                for _ in 0..s.threads {
+                    let mut e = wal.begin_entry().expect("entry");
+                    e.write_chunk(&payload).expect("chunk");
+                    e.commit().expect("commit");
+                }
+            });
+        }
+    });
+    row.durable_8 = Some(rate(8 * s.threads, t));
+    row
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let s = if quick {
@@ -389,6 +420,7 @@ fn main() {
         ("sled", sled_row),
         ("fjall", fjall_row),
         ("queue-file", queue_file_row),
+        ("okaywal", okaywal_row),
         ("sqlite", sqlite_row),
     ] {
         eprintln!("measuring {name} …");
