@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     {
         let store = Store::open(&root, StoreOptions::with_log(log)).expect("store");
         let mut model = Vec::new();
-        for (i, pair) in rest.chunks(2).take(200).enumerate() {
+        for pair in rest.chunks(2).take(200) {
             let t = usize::from(pair[0]) % topics;
             let ts = i64::from(*pair.get(1).unwrap_or(&0) as i8);
             let name = format!("t{t}");
