@@ -101,7 +101,7 @@ type Key = (i64, u16, u64);
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     key: Key,
-    record_key: Option<Vec<u8>>,
+    record_key: Option<Box<[u8]>>,
     payload: Bytes,
 }
 
@@ -316,7 +316,7 @@ impl Source {
                 continue;
             }
             let key = (ts, self.rank, r.offset());
-            let record_key = r.key().map(<[u8]>::to_vec);
+            let record_key = r.key().map(Box::from);
             return Ok(Some(Entry { key, record_key, payload: r.into_payload() }));
         }
     }
@@ -468,7 +468,7 @@ impl Replay {
             topic: self.names[usize::from(e.key.1)].clone(),
             offset: e.key.2,
             timestamp: e.key.0,
-            key: e.record_key,
+            key: e.record_key.map(Vec::from),
             payload: e.payload,
             late,
         }
@@ -655,7 +655,7 @@ impl Replay {
             }
             if let Some((rank, r)) = found {
                 let key = (r.timestamp(), rank as u16, r.offset());
-                let e = Entry { key, record_key: r.key().map(<[u8]>::to_vec), payload: r.payload_bytes() };
+                let e = Entry { key, record_key: r.key().map(Box::from), payload: r.payload_bytes() };
                 if e.key.0 < self.from || e.key.0 >= self.to {
                     continue;
                 }
@@ -785,7 +785,7 @@ impl RunReader {
         if crc32fast::hash(body) ^ head_crc != crc {
             return Err(bad("checksum mismatch"));
         }
-        let record_key = (key_len != RUN_NO_KEY).then(|| body[..key_bytes].to_vec());
+        let record_key = (key_len != RUN_NO_KEY).then(|| Box::from(&body[..key_bytes]));
         let payload = Bytes::from_vec(body[key_bytes..].to_vec());
         self.at += total;
         Ok(Some(Entry { key: (ts, topic, offset), record_key, payload }))

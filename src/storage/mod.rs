@@ -129,7 +129,7 @@ impl SharedBytes {
     }
     /// The bytes `range` as an owned, zero-copy handle. The caller has checked the range.
     pub fn slice(&self, range: Range<usize>) -> Bytes {
-        Bytes { owner: self.clone(), range }
+        Bytes { owner: self.clone(), start: pos32(range.start), end: pos32(range.end) }
     }
 }
 
@@ -146,36 +146,45 @@ impl fmt::Debug for SharedBytes {
     }
 }
 
+/// A position as stored in [`Bytes`]. Buffers and maps are at most one segment (< 4 GiB); an
+/// impossible position becomes `u32::MAX`, which reads as empty rather than panicking.
+fn pos32(p: usize) -> u32 {
+    u32::try_from(p).unwrap_or(u32::MAX)
+}
+
 /// A range of [`SharedBytes`]: owned, `Send`, and zero-copy when it points into a map.
+/// 32-bit positions keep it small (24 bytes): replay holds many of them.
 #[derive(Clone)]
 pub struct Bytes {
     owner: SharedBytes,
-    range: Range<usize>,
+    start: u32,
+    end: u32,
 }
 
 impl Bytes {
     /// Takes ownership of a buffer.
     pub fn from_vec(v: Vec<u8>) -> Self {
         let len = v.len();
-        Bytes { owner: SharedBytes::from_vec(v), range: 0..len }
+        Bytes { owner: SharedBytes::from_vec(v), start: 0, end: pos32(len) }
     }
     /// These bytes narrowed to a sub-range (relative to them), without a new reference.
     pub fn narrow(mut self, range: Range<usize>) -> Bytes {
-        let start = self.range.start + range.start;
-        self.range = start..self.range.start + range.end;
+        let base = self.start as usize;
+        self.start = pos32(base + range.start);
+        self.end = pos32(base + range.end);
         self
     }
     /// A sub-range of these bytes (relative to them). The caller has checked the range.
     pub fn slice(&self, range: Range<usize>) -> Bytes {
-        let start = self.range.start + range.start;
-        Bytes { owner: self.owner.clone(), range: start..self.range.start + range.end }
+        let base = self.start as usize;
+        Bytes { owner: self.owner.clone(), start: pos32(base + range.start), end: pos32(base + range.end) }
     }
 }
 
 impl Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        self.owner.get(self.range.clone()).unwrap_or(&[])
+        self.owner.get(self.start as usize..self.end as usize).unwrap_or(&[])
     }
 }
 
