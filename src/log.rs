@@ -44,6 +44,51 @@ impl Active {
     }
 }
 
+/// A wake-up shared by several logs (a store's topics): bumped by every publish, waited on by
+/// readers of many topics at once (`then_live` replays). Costs an atomic add per publish and a
+/// futex wake only while someone waits.
+#[derive(Debug, Default)]
+pub struct AppendSignal {
+    generation: AtomicU64,
+    waiters: AtomicUsize,
+    m: Mutex<()>,
+    cv: Condvar,
+}
+
+impl AppendSignal {
+    /// The current generation; pass it to `wait_past`.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn notify(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _g = lock(&self.m);
+            self.cv.notify_all();
+        }
+    }
+
+    /// Blocks until any log published after `generation` was read, or `timeout` passes.
+    pub(crate) fn wait_past(&self, generation: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&self.m);
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let woke = loop {
+            if self.generation.load(Ordering::SeqCst) != generation {
+                break true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            g = self.cv.wait_timeout(g, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        woke
+    }
+}
+
 /// What readers may see.
 #[derive(Debug)]
 pub(crate) struct View {
@@ -183,6 +228,9 @@ impl Shared {
     /// Wakes `wait_for` callers. Pairs with the fence in `wait_for`: either the waiter sees the
     /// new view, or this sees the waiter's count and wakes it under the mutex it waits with.
     pub fn wake_waiters(&self) {
+        if let Some(s) = &self.opts.append_signal {
+            s.notify();
+        }
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
             let _g = lock(&self.appended);

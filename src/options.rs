@@ -60,6 +60,8 @@ pub struct Options {
     /// Where the bytes go. Tests put [`MemStorage`](crate::storage::MemStorage) or
     /// [`FaultStorage`](crate::storage::FaultStorage) here.
     pub storage: Arc<dyn Storage>,
+    /// Set by a store on its topics' logs: one wake-up for appends to any of them.
+    pub(crate) append_signal: Option<Arc<crate::log::AppendSignal>>,
 }
 
 impl Default for Options {
@@ -75,6 +77,7 @@ impl Default for Options {
             read_buffer_bytes: 256 << 10,
             recovery: RecoveryMode::Strict,
             storage: Arc::new(RealStorage),
+            append_signal: None,
         }
     }
 }

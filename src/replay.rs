@@ -645,6 +645,8 @@ impl Replay {
             *iters = self.topics.iter().zip(&self.ends).map(|(t, &e)| t.iter(e)).collect();
         }
         loop {
+            // Read the generation before looking, so an append in between still wakes the wait.
+            let generation = self.store.inner().signal.generation();
             let iters = self.live.as_mut().map_or(&mut [][..], |v| &mut v[..]);
             let mut found = None;
             for (rank, it) in iters.iter_mut().enumerate() {
@@ -662,17 +664,9 @@ impl Replay {
                 let late = self.last.is_some_and(|l| key.0 < l.0);
                 return Ok(Some(self.emit(e, late)));
             }
-            // Wait for an append to any topic (each wait is a wake-up on its log, not a poll of
-            // the disk); topics are visited in turn.
-            let slice = Duration::from_millis(50) / self.topics.len().max(1) as u32;
-            let mut woke = false;
-            for (t, it) in self.topics.iter().zip(self.live.as_ref().map_or(&[][..], |v| &v[..])) {
-                if t.wait_for(it.next_offset(), slice)? {
-                    woke = true;
-                    break;
-                }
-            }
-            let _ = woke;
+            // Wait for an append to any of the topics: one wake-up for the whole store.
+            let signal = self.store.inner().signal.clone();
+            signal.wait_past(generation, Duration::from_secs(1));
         }
     }
 

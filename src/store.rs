@@ -163,6 +163,8 @@ pub(crate) struct StoreInner {
     retention: Mutex<HashMap<String, RetentionOptions>>,
     /// (topic, group) pairs with a live consumer.
     pub live: Mutex<HashSet<(String, String)>>,
+    /// Bumped by an append to any topic (live replays wait on it).
+    pub signal: Arc<crate::log::AppendSignal>,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -218,6 +220,7 @@ impl Store {
             topics: Mutex::new(HashMap::new()),
             retention: Mutex::new(HashMap::new()),
             live: Mutex::new(HashSet::new()),
+            signal: Arc::default(),
             _lock: lock,
         });
         let store = Store { inner };
@@ -267,7 +270,9 @@ impl Store {
         if let Some(t) = topics.get(name) {
             return Ok(t.clone());
         }
-        let log = Log::open(inner.topics_dir().join(name), inner.opts.log.clone())?;
+        let mut log_opts = inner.opts.log.clone();
+        log_opts.append_signal = Some(inner.signal.clone());
+        let log = Log::open(inner.topics_dir().join(name), log_opts)?;
         let end = log.next_offset();
         let mut clamped = HashMap::new();
         for (group, c) in inner.state.groups_of(name)? {

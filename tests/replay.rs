@@ -287,3 +287,19 @@ fn bad_window_specs_are_rejected() {
         assert!(matches!(r.windows(spec, 0u64, |n, _| *n += 1), Err(Error::InvalidOptions { .. })));
     }
 }
+
+#[test]
+fn then_live_over_several_topics_wakes_on_an_append_to_any_of_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    let (a, b) = (store.topic("a").expect("topic"), store.topic("b").expect("topic"));
+    a.append_record(&NewRecord::new(b"history").timestamp(1)).expect("append");
+    let mut r = store.replay(&["a", "b"]).then_live().start().expect("start");
+    assert_eq!(r.next().expect("event").expect("ok").payload[..], b"history"[..]);
+    let producer =
+        std::thread::spawn(move || b.append_record(&NewRecord::new(b"live on b").timestamp(2)).expect("append"));
+    let e = r.next().expect("event").expect("ok");
+    producer.join().expect("producer");
+    assert_eq!((&*e.topic, &e.payload[..]), ("b", &b"live on b"[..]));
+    drop(a);
+}
