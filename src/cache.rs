@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::index::{self, IndexBuilder, LoadedIndex};
-use crate::segment::{self, FrameCursor, Source, Step};
+use crate::segment::{self, FrameCursor, Source};
 use crate::storage::{OpenMode, SharedBytes, Storage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -111,18 +111,11 @@ fn rebuild(data: &SharedBytes, path: &Path, base: u64, end_offset: u64) -> Resul
         data.len() as u64,
         0,
     );
-    let mut next = base;
-    loop {
-        match cursor.step(Some(next))? {
-            Step::Frame { position, frame, .. } => {
-                b.push(next - base, position, frame.len as u64, frame.timestamp);
-                next += 1;
-            }
-            Step::End => break,
-            Step::Bad { position, error } => {
-                return Err(Error::corruption(path, position, Some(next), format!("sealed segment: {error}")));
-            }
-        }
+    let scan = segment::scan_batches(&mut cursor, base, base, |rel, pos, len, ts| b.push(rel, pos, len, ts))?;
+    // The offset expected where scanning stopped: after the complete batches and any pending frames.
+    let next = scan.complete_next + scan.pending;
+    if let Some((position, error)) = scan.bad {
+        return Err(Error::corruption(path, position, Some(next), format!("sealed segment: {error}")));
     }
     if next != end_offset {
         return Err(Error::corruption(

@@ -176,7 +176,7 @@ impl Shared {
             }
         };
         let rel = offset - base;
-        let cur = match (next_base, active) {
+        let mut cur = match (next_base, active) {
             (Some(end_offset), _) => {
                 let s = self.sealed(base, end_offset)?;
                 let (r, pos) = s.index.as_ref().lookup(rel).unwrap_or((0, SEGMENT_HEADER_LEN as u64));
@@ -190,26 +190,20 @@ impl Shared {
             }
             (None, None) => return Ok(None),
         };
+        cur.skip_to(offset)?;
         Ok(Some(cur))
     }
 
     /// Steps `cur` until it yields `offset`.
-    fn read_in(&self, cur: &mut Cur, offset: u64) -> Result<Option<Record>> {
-        while cur.next <= offset {
-            match cur.cursor.step(Some(cur.next))? {
-                Step::Frame { frame, bytes, .. } => {
-                    cur.next += 1;
-                    if frame.offset == offset {
-                        return Ok(Some(Record::from_frame(bytes, &frame)));
-                    }
-                }
-                Step::End => return Ok(None),
-                Step::Bad { position, error } => {
-                    return Err(Error::corruption(&cur.cursor.path, position, Some(cur.next), error.to_string()));
-                }
+    fn read_in(&self, cur: &mut Cur) -> Result<Option<Record>> {
+        match cur.cursor.step(Some(cur.next))? {
+            Step::Frame { frame, bytes, .. } => {
+                cur.next += 1;
+                Ok(Some(Record::from_frame(bytes, &frame)))
             }
+            Step::End => Ok(None),
+            Step::Bad { position, error } => Err(cur.corruption(position, error)),
         }
-        Ok(None)
     }
 
     /// Publishes records up to `next_offset` ending at byte `end` of `active`, if that is news.
@@ -350,6 +344,25 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+impl Cur {
+    /// Steps from the granule start the index gave to `offset` (or the segment's end).
+    fn skip_to(&mut self, offset: u64) -> Result<()> {
+        while self.next < offset {
+            match self.cursor.step(Some(self.next))? {
+                Step::Frame { .. } => self.next += 1,
+                Step::End => break,
+                Step::Bad { position, error } => return Err(self.corruption(position, error)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The error for bad bytes at `position`, where offset `self.next` was expected.
+    fn corruption(&self, position: u64, error: crate::format::FrameError) -> Error {
+        Error::corruption(&self.cursor.path, position, Some(self.next), error.to_string())
     }
 }
 
@@ -536,7 +549,7 @@ impl Log {
     pub fn read(&self, offset: u64) -> Result<Option<Record>> {
         self.refresh_if_read_only(offset)?;
         match self.shared.locate(offset)? {
-            Some(mut cur) => self.shared.read_in(&mut cur, offset),
+            Some(mut cur) => self.shared.read_in(&mut cur),
             None => Ok(None),
         }
     }
@@ -811,23 +824,6 @@ impl Iter {
             }
             if self.cur.is_none() {
                 self.cur = self.shared.locate(self.next)?;
-                if let Some(c) = &mut self.cur {
-                    // Skip from the granule start to the wanted offset.
-                    while c.next < self.next {
-                        match c.cursor.step(Some(c.next))? {
-                            Step::Frame { .. } => c.next += 1,
-                            Step::End => break,
-                            Step::Bad { position, error } => {
-                                return Err(Error::corruption(
-                                    &c.cursor.path,
-                                    position,
-                                    Some(c.next),
-                                    error.to_string(),
-                                ));
-                            }
-                        }
-                    }
-                }
             }
             let Some(c) = &mut self.cur else { continue };
             match c.cursor.step(Some(self.next))? {
@@ -846,7 +842,7 @@ impl Iter {
                     self.cur = None;
                 }
                 Step::Bad { position, error } => {
-                    return Err(Error::corruption(&c.cursor.path, position, Some(self.next), error.to_string()));
+                    return Err(c.corruption(position, error));
                 }
             }
         }

@@ -160,13 +160,9 @@ impl Shared {
         }
         let written = w.active.file.write_all_at(&buf, start);
         w.buf = buf;
-        if let Err(e) = written {
-            // The index may now name frames that are not on disk; nobody reads it again
-            // (poisoned), and reopening rebuilds it.
-            let err = Error::io("write", &w.active.path, e);
-            self.poison(&err);
-            return Err(err);
-        }
+        // On failure the index may name frames that are not on disk; nobody reads it again
+        // (poisoned), and reopening rebuilds it.
+        self.poisoning(written.map_err(|e| Error::io("write", &w.active.path, e)))?;
         w.position += total;
         w.next_offset += records.len() as u64;
         self.written_offset.store(w.next_offset, Ordering::Release);
@@ -177,6 +173,15 @@ impl Shared {
             self.publish(&w.active, w.next_offset, w.position);
         }
         Ok((first, w.next_offset))
+    }
+
+    /// Passes `r` through, poisoning the log when it failed: the one place where a failed write,
+    /// truncation, fsync or segment creation on the append path turns into poison.
+    fn poisoning<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            self.poison(e);
+        }
+        r
     }
 
     /// Writes zeros ahead of the data end (up to `preallocate_bytes`, within the segment), so the
@@ -254,11 +259,7 @@ impl Shared {
         };
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        if let Err(e) = active.file.sync_data() {
-            let err = Error::io("fsync", &active.path, e);
-            self.poison(&err);
-            return Err(err);
-        }
+        self.poisoning(active.file.sync_data().map_err(|e| Error::io("fsync", &active.path, e)))?;
         let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last_fsync_nanos.store(took, Ordering::Relaxed);
         self.synced_offset.fetch_max(upto, Ordering::AcqRel);
@@ -296,16 +297,9 @@ impl Shared {
     /// Seals the active segment and starts a new one at the next offset.
     fn roll(&self, w: &mut Writer) -> Result<()> {
         let old = w.active.clone();
-        if let Err(err) = self.trim(w) {
-            self.poison(&err);
-            return Err(err);
-        }
+        self.poisoning(self.trim(w))?;
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = old.file.sync_data() {
-            let err = Error::io("fsync", &old.path, e);
-            self.poison(&err);
-            return Err(err);
-        }
+        self.poisoning(old.file.sync_data().map_err(|e| Error::io("fsync", &old.path, e)))?;
         self.synced_offset.fetch_max(w.next_offset, Ordering::AcqRel);
         {
             let ix = lock(&old.index);
@@ -313,13 +307,7 @@ impl Shared {
             lock(&self.time_ranges).insert(old.base, ix.as_ref().time_range());
         }
         let base = w.next_offset;
-        let file = match segment::create_segment(self.opts.storage.as_ref(), &self.dir, base) {
-            Ok(f) => f,
-            Err(err) => {
-                self.poison(&err);
-                return Err(err);
-            }
-        };
+        let file = self.poisoning(segment::create_segment(self.opts.storage.as_ref(), &self.dir, base))?;
         let _ = w.checkpoint.write(Checkpoint {
             segment_base: base,
             position: SEGMENT_HEADER_LEN as u64,
@@ -379,15 +367,8 @@ impl Shared {
         }
         w.closed = true;
         self.check_poison()?;
-        if let Err(err) = self.trim(&mut w) {
-            self.poison(&err);
-            return Err(err);
-        }
-        if let Err(e) = w.active.file.sync_data() {
-            let err = Error::io("fsync", &w.active.path, e);
-            self.poison(&err);
-            return Err(err);
-        }
+        self.poisoning(self.trim(&mut w))?;
+        self.poisoning(w.active.file.sync_data().map_err(|e| Error::io("fsync", &w.active.path, e)))?;
         self.synced_offset.fetch_max(w.next_offset, Ordering::AcqRel);
         self.publish(&w.active, w.next_offset, w.position);
         index::write_index_files(self.opts.storage.as_ref(), &self.dir, &lock(&w.active.index));
