@@ -46,6 +46,18 @@ fn fill(store: &Store, topic: &str, n: u64, ts: impl Fn(u64, &mut Rng) -> i64) {
     t.sync().expect("sync");
 }
 
+/// Runs a replay to its end, checking the order; returns how many events it emitted.
+fn drain_in_order(r: &mut evlog::Replay) -> u64 {
+    let (mut last, mut n) = (i64::MIN, 0u64);
+    for e in r.by_ref() {
+        let e = e.expect("event");
+        assert!(e.timestamp >= last, "out of order");
+        last = e.timestamp;
+        n += 1;
+    }
+    n
+}
+
 fn main() {
     let n: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10_000_000);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -74,14 +86,7 @@ fn main() {
     println!("| `iter`, {count} records of 100 B, offset order | {:.2} M records/s |", count as f64 / iter_s / 1e6);
     let t = Instant::now();
     let mut r = store.replay(&["late"]).max_lateness(Duration::from_secs(1)).start().expect("replay");
-    let mut last = i64::MIN;
-    let mut m = 0u64;
-    for e in r.by_ref() {
-        let e = e.expect("event");
-        assert!(e.timestamp >= last);
-        last = e.timestamp;
-        m += 1;
-    }
+    let m = drain_in_order(&mut r);
     let replay_s = t.elapsed().as_secs_f64();
     assert_eq!(m, count);
     println!(
@@ -113,14 +118,7 @@ fn main() {
     let baseline = status_kib("VmRSS:");
     let t = Instant::now();
     let mut r = store.replay(&["shuffled"]).memory_bytes_max(budget).start().expect("replay");
-    let mut last = i64::MIN;
-    let mut m = 0u64;
-    for e in r.by_ref() {
-        let e = e.expect("event");
-        assert!(e.timestamp >= last);
-        last = e.timestamp;
-        m += 1;
-    }
+    let m = drain_in_order(&mut r);
     let s = t.elapsed().as_secs_f64();
     let peak = status_kib("VmHWM:");
     println!(
