@@ -528,3 +528,21 @@ fn store_on_memory_storage_survives_a_power_cut_of_the_logs() {
     assert_eq!(c.poll(100, NONE).expect("poll").len(), 20);
     assert!(mem.list_dir(&tmp.path().join("topics")).expect("list").contains(&"a".to_string()));
 }
+
+#[test]
+fn auto_commit_by_time_commits_at_the_next_poll_once_the_interval_passed() {
+    // An interval of zero has always passed: every poll first commits what the previous polls
+    // returned (the records limit is out of reach).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    fill(&store, "t", 6);
+    let mut o = ConsumerOptions::default();
+    o.auto_commit = Some(AutoCommit { every_records: u64::MAX, every: Duration::ZERO });
+    let mut c = store.consumer("g", "t", o).expect("consumer");
+    c.poll(2, NONE).expect("poll");
+    assert_eq!(c.committed(), None);
+    c.poll(2, NONE).expect("poll");
+    assert_eq!(c.committed(), Some(2));
+    c.poll(2, NONE).expect("poll");
+    assert_eq!(c.committed(), Some(4));
+}
