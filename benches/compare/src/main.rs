@@ -43,6 +43,8 @@ struct Row {
     durable_8: Option<f64>,
     read: Option<f64>,
     open_ms: Option<f64>,
+    /// Records found after reopening a store whose writer was SIGKILLed, of those it appended.
+    kept: Option<(u64, u64)>,
 }
 
 fn frame(offset: u64, payload: &[u8], out: &mut Vec<u8>) {
@@ -152,22 +154,14 @@ fn evlog_row(dir: &Path, s: &Sizes) -> Row {
             log.append(&payload).expect("append");
         }
         let r = rate(n, t);
-        if slot == 0 {
-            row.unsynced_100 = Some(r)
-        } else {
-            row.unsynced_1k = Some(r)
-        }
-        if slot == 0 {
-            // Unclean: the process "dies" with the data in the page cache.
-            log.abandon();
-        }
+        if slot == 0 { row.unsynced_100 = Some(r) } else { row.unsynced_1k = Some(r) }
     }
-    let t = Instant::now();
-    let log = Log::open(dir.join("evlog-100"), Options::default()).expect("reopen");
-    row.open_ms = Some(t.elapsed().as_secs_f64() * 1e3);
-    let t = Instant::now();
-    let n = log.iter(0).map(|r| r.map(|r| r.payload().len()).expect("record")).filter(|&l| l == 100).count() as u64;
-    row.read = Some(rate(n, t));
+    after_kill("evlog", dir, s, &mut row, |p| {
+        let log = Log::open(p, Options::default()).expect("reopen");
+        Box::new(move || {
+            log.iter(0).map(|r| r.map(|r| r.payload().len()).expect("record")).filter(|&l| l == 100).count() as u64
+        })
+    });
     let log = Log::open(dir.join("evlog-durable"), Options::with_durability(Durability::Always)).expect("open");
     let payload = [7u8; 100];
     let t = Instant::now();
@@ -209,12 +203,10 @@ fn sled_row(dir: &Path, s: &Sizes) -> Row {
         let r = rate(n, t);
         if slot == 0 { row.unsynced_100 = Some(r) } else { row.unsynced_1k = Some(r) }
     }
-    let t = Instant::now();
-    let db = sled::open(dir.join("sled-100")).expect("reopen");
-    row.open_ms = Some(t.elapsed().as_secs_f64() * 1e3);
-    let t = Instant::now();
-    let n = db.iter().map(|kv| kv.expect("kv").1.len()).filter(|&l| l == 100).count() as u64;
-    row.read = Some(rate(n, t));
+    after_kill("sled", dir, s, &mut row, |p| {
+        let db = sled::open(p).expect("reopen");
+        Box::new(move || db.iter().map(|kv| kv.expect("kv").1.len()).filter(|&l| l == 100).count() as u64)
+    });
     let db = sled::open(dir.join("sled-durable")).expect("open");
     let payload = [7u8; 100];
     let t = Instant::now();
@@ -253,13 +245,14 @@ fn fjall_row(dir: &Path, s: &Sizes) -> Row {
         let r = rate(n, t);
         if slot == 0 { row.unsynced_100 = Some(r) } else { row.unsynced_1k = Some(r) }
     }
-    let t = Instant::now();
-    let ks = Config::new(dir.join("fjall-100")).open().expect("reopen");
-    let p = ks.open_partition("q", PartitionCreateOptions::default()).expect("partition");
-    row.open_ms = Some(t.elapsed().as_secs_f64() * 1e3);
-    let t = Instant::now();
-    let n = p.iter().map(|kv| kv.expect("kv").1.len()).filter(|&l| l == 100).count() as u64;
-    row.read = Some(rate(n, t));
+    after_kill("fjall", dir, s, &mut row, |path| {
+        let ks = Config::new(path).open().expect("reopen");
+        let p = ks.open_partition("q", PartitionCreateOptions::default()).expect("partition");
+        Box::new(move || {
+            let _keep = ks;
+            p.iter().map(|kv| kv.expect("kv").1.len()).filter(|&l| l == 100).count() as u64
+        })
+    });
     let ks = Config::new(dir.join("fjall-durable")).open().expect("open");
     let p = ks.open_partition("q", PartitionCreateOptions::default()).expect("partition");
     let payload = [7u8; 100];
@@ -299,12 +292,10 @@ fn queue_file_row(dir: &Path, s: &Sizes) -> Row {
         let r = rate(n, t);
         if slot == 0 { row.unsynced_100 = Some(r) } else { row.unsynced_1k = Some(r) }
     }
-    let t = Instant::now();
-    let mut q = QueueFile::open(dir.join("qf-100")).expect("reopen");
-    row.open_ms = Some(t.elapsed().as_secs_f64() * 1e3);
-    let t = Instant::now();
-    let n = q.iter().filter(|v| v.len() == 100).count() as u64;
-    row.read = Some(rate(n, t));
+    after_kill("queue-file", dir, s, &mut row, |p| {
+        let mut q = QueueFile::open(p).expect("reopen");
+        Box::new(move || q.iter().filter(|v| v.len() == 100).count() as u64)
+    });
     let mut q = QueueFile::open(dir.join("qf-durable")).expect("open");
     q.set_sync_writes(true);
     let payload = [7u8; 100];
@@ -316,17 +307,19 @@ fn queue_file_row(dir: &Path, s: &Sizes) -> Row {
     row
 }
 
+fn sqlite_open(path: &Path, sync: &str) -> Connection {
+    let c = Connection::open(path).expect("open");
+    c.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=10000; CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY, v BLOB NOT NULL);")).expect("setup");
+    c
+}
+
 fn sqlite_row(dir: &Path, s: &Sizes) -> Row {
     let mut row = Row {
         name: "SQLite (WAL, table as a queue)",
         durability: "synchronous=FULL, one txn per record",
         ..Row::default()
     };
-    let open = |name: &str, sync: &str| {
-        let c = Connection::open(dir.join(name)).expect("open");
-        c.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=10000; CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY, v BLOB NOT NULL);")).expect("setup");
-        c
-    };
+    let open = |name: &str, sync: &str| sqlite_open(&dir.join(name), sync);
     for (size, n, slot) in [(100usize, s.unsynced / 4, 0), (1024, s.unsynced / 16, 1)] {
         let c = open(&format!("sqlite-{size}"), "OFF");
         let payload = vec![7u8; size];
@@ -338,17 +331,16 @@ fn sqlite_row(dir: &Path, s: &Sizes) -> Row {
         let r = rate(n, t);
         if slot == 0 { row.unsynced_100 = Some(r) } else { row.unsynced_1k = Some(r) }
     }
-    let t = Instant::now();
-    let c = open("sqlite-100", "FULL");
-    row.open_ms = Some(t.elapsed().as_secs_f64() * 1e3);
-    let t = Instant::now();
-    let mut st = c.prepare("SELECT v FROM q ORDER BY id").expect("prepare");
-    let n = st
-        .query_map([], |r| r.get::<_, Vec<u8>>(0))
-        .expect("query")
-        .filter(|v| v.as_ref().is_ok_and(|v| v.len() == 100))
-        .count() as u64;
-    row.read = Some(rate(n, t));
+    after_kill("sqlite", dir, s, &mut row, |p| {
+        let c = sqlite_open(p, "FULL");
+        Box::new(move || {
+            let mut st = c.prepare("SELECT v FROM q ORDER BY id").expect("prepare");
+            st.query_map([], |r| r.get::<_, Vec<u8>>(0))
+                .expect("query")
+                .filter(|v| v.as_ref().is_ok_and(|v| v.len() == 100))
+                .count() as u64
+        })
+    });
     let c = open("sqlite-durable", "FULL");
     let payload = vec![7u8; 100];
     let t = Instant::now();
@@ -403,7 +395,95 @@ fn okaywal_row(dir: &Path, s: &Sizes) -> Row {
     row
 }
 
+/// A reader returned by a reopen: reads every record, returns how many are 100 B long.
+type ReadAll = Box<dyn FnOnce() -> u64>;
+
+/// Unclean shutdown, for real: a child process (`compare fill SYSTEM DIR N`) appends N records of
+/// 100 B in the system's unsynced mode and says so; it is SIGKILLed right then. This process then
+/// times the reopen (`reopen` returns once the store is open) and a full sequential read.
+fn after_kill(system: &str, dir: &Path, s: &Sizes, row: &mut Row, reopen: impl FnOnce(&Path) -> ReadAll) {
+    use std::io::BufRead;
+    let path = dir.join(format!("{system}-killed"));
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["fill", system, path.to_str().expect("utf-8 path"), &s.unsynced.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the filling child");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("child says ready");
+    assert_eq!(line.trim(), "ready", "{system} child did not finish filling");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let t = Instant::now();
+    let read_all = reopen(&path);
+    row.open_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+    let t = Instant::now();
+    let n = read_all();
+    row.read = Some(rate(n, t));
+    row.kept = Some((n, s.unsynced));
+}
+
+/// The child side of [`after_kill`]: append `n` records of 100 B, unsynced, then wait to be killed.
+fn fill(system: &str, path: &Path, n: u64) -> ! {
+    let payload = [7u8; 100];
+    // Each store stays open (not dropped) until the kill: nothing runs a clean shutdown.
+    let keep: Box<dyn std::any::Any> = match system {
+        "evlog" => {
+            use evlog::{Durability, Log, Options};
+            let log = Log::open(path, Options::with_durability(Durability::Os)).expect("open");
+            for _ in 0..n {
+                log.append(&payload).expect("append");
+            }
+            Box::new(log)
+        }
+        "sled" => {
+            let db = sled::open(path).expect("open");
+            for i in 0..n {
+                db.insert(i.to_be_bytes(), &payload[..]).expect("insert");
+            }
+            Box::new(db)
+        }
+        "fjall" => {
+            use fjall::{Config, PartitionCreateOptions};
+            let ks = Config::new(path).open().expect("open");
+            let p = ks.open_partition("q", PartitionCreateOptions::default()).expect("partition");
+            for i in 0..n {
+                p.insert(i.to_be_bytes(), payload).expect("insert");
+            }
+            Box::new((ks, p))
+        }
+        "queue-file" => {
+            let mut q = queue_file::QueueFile::open(path).expect("open");
+            q.set_sync_writes(false);
+            for _ in 0..n {
+                q.add(&payload).expect("add");
+            }
+            Box::new(q)
+        }
+        "sqlite" => {
+            let c = sqlite_open(path, "OFF");
+            let mut st = c.prepare("INSERT INTO q (v) VALUES (?1)").expect("prepare");
+            for _ in 0..n {
+                st.execute([&payload[..]]).expect("insert");
+            }
+            drop(st);
+            Box::new(c)
+        }
+        other => panic!("no fill for {other}"),
+    };
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    loop {
+        std::thread::park();
+        let _ = &keep;
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("fill") {
+        fill(&args[2], Path::new(&args[3]), args[4].parse().expect("count"));
+    }
     let quick = std::env::args().any(|a| a == "quick");
     let s = if quick {
         Sizes { unsynced: 100_000, durable: 500, threads: 200 }
@@ -427,9 +507,9 @@ fn main() {
         rows.push(f(dir, &s));
     }
     println!(
-        "| system | durability of the durable columns | unsynced 100 B | unsynced 1 KiB | durable, 1 thread | durable, 8 threads | read after reopen | reopen |"
+        "| system | durability of the durable columns | unsynced 100 B | unsynced 1 KiB | durable, 1 thread | durable, 8 threads | read after kill -9 + reopen | reopen after kill -9 | kept after kill -9 |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let ev = rows.iter().find(|r| r.name == "evlog").map(|r| (r.unsynced_100, r.durable_1, r.durable_8, r.read));
     for r in &rows {
         let ratio = |mine: Option<f64>, theirs: Option<f64>| match (mine, theirs) {
@@ -438,7 +518,7 @@ fn main() {
         };
         let (eu, ed1, ed8, er) = ev.unwrap_or_default();
         println!(
-            "| {} | {} | {}{} | {} | {}{} | {}{} | {}{} | {} |",
+            "| {} | {} | {}{} | {} | {}{} | {}{} | {}{} | {} | {} |",
             r.name,
             r.durability,
             fmt(r.unsynced_100),
@@ -451,6 +531,7 @@ fn main() {
             fmt(r.read),
             ratio(er, r.read),
             r.open_ms.map_or("–".into(), |m| format!("{m:.1} ms")),
+            r.kept.map_or("–".into(), |(k, n)| format!("{k} of {n}")),
         );
     }
     println!();
