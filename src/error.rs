@@ -208,6 +208,27 @@ pub enum Error {
         max: u64,
     },
 
+    /// A value could not be encoded by a typed topic's codec. Nothing was appended.
+    #[error("cannot encode a value for topic {topic:?}: {reason}")]
+    Encode {
+        /// The topic.
+        topic: String,
+        /// The codec's message.
+        reason: String,
+    },
+
+    /// A record's payload could not be decoded into the typed topic's type (written by another
+    /// type or codec, or by hand). The record itself is intact; skip it or read it as bytes.
+    #[error("cannot decode topic {topic:?} offset {offset}: {reason}")]
+    Decode {
+        /// The topic.
+        topic: String,
+        /// The record's offset.
+        offset: u64,
+        /// The codec's message.
+        reason: String,
+    },
+
     /// A write was attempted through a read-only handle.
     #[error("log {path} is open read-only")]
     ReadOnly {

@@ -49,12 +49,14 @@
 
 mod cache;
 mod checkpoint;
+pub mod codec;
 mod consumer;
 mod error;
 pub mod format;
 mod index;
 mod log;
 mod options;
+mod producer;
 mod record;
 mod recovery;
 mod replay;
@@ -62,19 +64,24 @@ mod segment;
 mod state;
 pub mod storage;
 mod store;
+mod typed;
 mod window;
 mod writer;
 
+pub use codec::{Bincode, Codec};
 pub use consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, ConsumerStart, StartAt};
 pub use error::{Error, Result};
 pub use log::{Iter, Log, SegmentInfo, SegmentTimes};
 pub use options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT};
+pub use producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER, Sent};
 pub use record::{NewRecord, Record};
 pub use recovery::RecoveryReport;
 pub use replay::{REPLAY_MEMORY_BYTES_DEFAULT, Replay, ReplayBuilder, ReplayEvent, ReplayStats};
 pub use state::{Abort, CommitDurability, StateTx};
 pub use storage::Bytes;
 pub use store::{
-    GroupInfo, NAME_BYTES_MAX, RetentionOptions, RetentionReport, Store, StoreOptions, Topic, validate_name,
+    DEDUPE_WINDOW_RECORDS_DEFAULT, GroupInfo, NAME_BYTES_MAX, RetentionOptions, RetentionReport, Store, StoreOptions,
+    Topic, validate_name,
 };
+pub use typed::{Typed, TypedConsumer, TypedTopic};
 pub use window::{Summary, Window, WindowSpec, Windows};

@@ -74,7 +74,14 @@ pub struct StoreOptions {
     /// Storage used to fsync the consumer database's files (sled writes them itself, always on
     /// the real file system under `<root>/consumers`). Tests inject faults here.
     pub state_storage: Arc<dyn Storage>,
+    /// How far back an idempotent [`Producer`](crate::Producer) recognises a retried
+    /// (producer id, sequence): among the last this many records of the topic, counted across
+    /// restarts (the window is rebuilt from the log's tail on open).
+    pub dedupe_window_records: u64,
 }
+
+/// Default of [`StoreOptions::dedupe_window_records`].
+pub const DEDUPE_WINDOW_RECORDS_DEFAULT: u64 = 100_000;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -82,6 +89,7 @@ impl Default for StoreOptions {
             log: Options::default(),
             retention: RetentionOptions::default(),
             state_storage: Arc::new(RealStorage),
+            dedupe_window_records: DEDUPE_WINDOW_RECORDS_DEFAULT,
         }
     }
 }
@@ -100,6 +108,8 @@ pub struct Topic {
     log: Log,
     /// Groups whose committed offset was beyond the recovered end: (group, committed before).
     clamped: Mutex<HashMap<String, u64>>,
+    /// Idempotent producers' sequences, built from the log's tail on first use.
+    pub(crate) dedupe: Mutex<Option<Arc<crate::producer::Dedupe>>>,
 }
 
 impl Topic {
@@ -281,7 +291,8 @@ impl Store {
                 clamped.insert(group, c.offset);
             }
         }
-        let topic = Arc::new(Topic { name: name.to_string(), log, clamped: Mutex::new(clamped) });
+        let topic =
+            Arc::new(Topic { name: name.to_string(), log, clamped: Mutex::new(clamped), dedupe: Mutex::new(None) });
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
     }

@@ -59,7 +59,7 @@ fn append_then_dump_tail_and_consume_as_json_lines() {
 fn json_append_accepts_rfc3339_and_reports_bad_lines_by_number() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let input = concat!(
-        "{\"timestamp\": \"2026-11-22T07:30:00Z\", \"key\": \"a\", \"value\": {\"n\": 1}}\n",
+        "{\"timestamp\": \"2026-11-22T07:30:00Z\", \"key\": \"a\", \"headers\": {\"unit\": \"C\"}, \"value\": {\"n\": 1}}\n",
         "not json\n",
         "{\"timestamp\": 5, \"value\": \"plain\"}\n",
     );
@@ -70,6 +70,8 @@ fn json_append_accepts_rfc3339_and_reports_bad_lines_by_number() {
     let d = json_lines(&evlog(tmp.path(), &["dump", "t"], ""));
     assert_eq!(d[0]["timestamp"], 1_795_332_600_000i64);
     assert_eq!(d[0]["value"], "{\"n\":1}");
+    assert_eq!(d[0]["headers"]["unit"], "C");
+    assert!(d[1].get("headers").is_none(), "no headers, no field");
     assert_eq!(d[1]["timestamp"], 5);
     // --on-error stop: nothing after the bad line.
     let o = evlog(tmp.path(), &["append", "t", "--json"], "{\"value\": 1}\n{oops\n{\"value\": 2}\n");

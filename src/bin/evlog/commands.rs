@@ -175,9 +175,21 @@ fn append_json(t: &evlog::Topic, line: &str) -> Result<u64, String> {
         Some(Value::String(s)) => s.clone().into_bytes(),
         Some(other) => other.to_string().into_bytes(),
     };
+    let headers: Vec<(String, String)> = match obj.get("headers") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(h)) => h
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(format!("header {k:?} must be a string")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("headers must be an object of strings".into()),
+    };
     let mut r = NewRecord::new(&value);
     r.timestamp = timestamp;
     r.key = key.as_deref().map(str::as_bytes);
+    r.headers = headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
     t.append_record(&r).map_err(msg)
 }
 
@@ -206,7 +218,14 @@ fn consume(dir: &Path, topic: &str, group: &str, follow: bool, max: Option<u64>,
             break;
         }
         for r in &batch {
-            print_line(&record_json(topic, r.offset(), r.timestamp(), r.key(), r.payload()))?;
+            print_line(&record_json(
+                topic,
+                r.offset(),
+                r.timestamp(),
+                r.key(),
+                &r.headers().collect::<Vec<_>>(),
+                r.payload(),
+            ))?;
         }
         seen += batch.len() as u64;
         if !no_commit && !batch.is_empty() {
@@ -229,7 +248,14 @@ fn dump(dir: &Path, topic: &str, from_offset: u64, from_time: Option<String>, to
         if r.timestamp() >= to || from_ts.is_some_and(|f| r.timestamp() < f) {
             continue;
         }
-        print_line(&record_json(topic, r.offset(), r.timestamp(), r.key(), r.payload()))?;
+        print_line(&record_json(
+            topic,
+            r.offset(),
+            r.timestamp(),
+            r.key(),
+            &r.headers().collect::<Vec<_>>(),
+            r.payload(),
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -242,7 +268,14 @@ fn tail(dir: &Path, topic: &str, follow: bool, lines: u64) -> CmdResult {
         match it.next() {
             Some(r) => {
                 let r = r.map_err(msg)?;
-                print_line(&record_json(topic, r.offset(), r.timestamp(), r.key(), r.payload()))?;
+                print_line(&record_json(
+                    topic,
+                    r.offset(),
+                    r.timestamp(),
+                    r.key(),
+                    &r.headers().collect::<Vec<_>>(),
+                    r.payload(),
+                ))?;
             }
             None if follow => std::thread::sleep(Duration::from_millis(50)),
             None => return Ok(ExitCode::SUCCESS),
@@ -272,7 +305,7 @@ fn replay(
     let mut r = b.start().map_err(msg)?;
     for e in r.by_ref() {
         let e = e.map_err(msg)?;
-        print_line(&record_json(&e.topic, e.offset, e.timestamp, e.key.as_deref(), &e.payload))?;
+        print_line(&record_json(&e.topic, e.offset, e.timestamp, e.key.as_deref(), &[], &e.payload))?;
     }
     let s = r.stats();
     eprintln!(

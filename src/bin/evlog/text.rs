@@ -98,9 +98,28 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
-/// A record as a JSON line: the value as a string when it is UTF-8, else `value_base64`.
-pub fn record_json(topic: &str, offset: u64, timestamp: i64, key: Option<&[u8]>, payload: &[u8]) -> Value {
+/// A record as a JSON line: the value as a string when it is UTF-8, else `value_base64`;
+/// `headers` (when there are any) maps each name to a string, or to `{"base64": ..}`.
+pub fn record_json(
+    topic: &str,
+    offset: u64,
+    timestamp: i64,
+    key: Option<&[u8]>,
+    headers: &[(&str, &[u8])],
+    payload: &[u8],
+) -> Value {
     let mut v = json!({ "topic": topic, "offset": offset, "timestamp": timestamp });
+    if !headers.is_empty() {
+        let mut h = serde_json::Map::new();
+        for (name, value) in headers {
+            let value = match std::str::from_utf8(value) {
+                Ok(s) => Value::String(s.to_string()),
+                Err(_) => json!({ "base64": base64(value) }),
+            };
+            h.insert((*name).to_string(), value);
+        }
+        v["headers"] = Value::Object(h);
+    }
     let key = key.map(|k| match std::str::from_utf8(k) {
         Ok(s) => Value::String(s.to_string()),
         Err(_) => Value::String(base64(k)),
