@@ -229,6 +229,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// A work queue's ack, nack or dead-letter came from a delivery that is no longer the
+    /// newest one of its record: its lease ran out and it was delivered again, or it was
+    /// already acked or dead-lettered. Nothing changed.
+    #[error("queue of group {group:?} on topic {topic:?}: offset {offset}: lease lost ({reason})")]
+    LeaseLost {
+        /// The queue's topic.
+        topic: String,
+        /// The queue's group.
+        group: String,
+        /// The record's offset.
+        offset: u64,
+        /// What happened to it.
+        reason: String,
+    },
+
     /// A write was attempted through a read-only handle.
     #[error("log {path} is open read-only")]
     ReadOnly {

@@ -57,6 +57,7 @@ mod index;
 mod log;
 mod options;
 mod producer;
+mod queue;
 mod record;
 mod recovery;
 mod replay;
@@ -74,6 +75,11 @@ pub use error::{Error, Result};
 pub use log::{Iter, Log, SegmentInfo, SegmentTimes};
 pub use options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT};
 pub use producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER, Sent};
+pub use queue::{
+    Clock, DEAD_DELIVERIES_HEADER, DEAD_GROUP_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER, DEAD_TOPIC_HEADER,
+    Delivery, LOW_SHARE_EVERY_DEFAULT, ManualClock, Peeked, PriorityQueue, Queue, QueueOptions, QueueStats,
+    SystemClock,
+};
 pub use record::{NewRecord, Record};
 pub use recovery::RecoveryReport;
 pub use replay::{REPLAY_MEMORY_BYTES_DEFAULT, Replay, ReplayBuilder, ReplayEvent, ReplayStats};

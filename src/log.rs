@@ -61,7 +61,8 @@ impl AppendSignal {
         self.generation.load(Ordering::SeqCst)
     }
 
-    fn notify(&self) {
+    /// Wakes everyone waiting (an append, or a queue's nack).
+    pub(crate) fn notify(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
             let _g = lock(&self.m);

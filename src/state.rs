@@ -17,13 +17,16 @@ use crate::error::{Error, Result};
 use crate::storage::{OpenMode, Storage};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const GROUPS_TREE: &str = "groups";
 const STATE_TREE_PREFIX: &str = "state:";
 const REPLAYS_TREE: &str = "replays";
+const QUEUE_TREE_PREFIX: &str = "queue:";
+/// Key of a queue's cursor in its tree; entries use 8-byte big-endian offsets as keys.
+const QUEUE_CURSOR_KEY: &[u8] = b"cursor";
 
 /// How far a commit goes before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +88,34 @@ pub(crate) struct StateDb {
     poisoned: AtomicBool,
     /// What `sync_dir_tree` already made durable.
     synced: Mutex<Synced>,
+    /// Group commit of durable commits: see `make_durable`.
+    writes: AtomicU64,
+    gate: Mutex<Gate>,
+    gate_cv: Condvar,
+}
+
+/// Who is flushing the database and how far the last flush reached.
+#[derive(Debug, Default)]
+struct Gate {
+    /// Each `make_durable` call takes a ticket; a flush started after ticket `t` was taken
+    /// covers the write that preceded it.
+    durable_upto: u64,
+    flushing: bool,
+}
+
+/// A work queue's outstanding record, as stored: delivered `deliveries` times so far; not to be
+/// delivered again before `ready_at_ms` (ms since the Unix epoch; 0 = at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueEntry {
+    pub deliveries: u32,
+    pub ready_at_ms: i64,
+}
+
+/// A work queue's durable state: the first offset never delivered, and the outstanding records.
+#[derive(Debug, Default)]
+pub(crate) struct QueueState {
+    pub cursor: Option<u64>,
+    pub entries: Vec<(u64, QueueEntry)>,
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +174,9 @@ impl StateDb {
             storage,
             poisoned: AtomicBool::new(false),
             synced: Mutex::default(),
+            writes: AtomicU64::new(0),
+            gate: Mutex::default(),
+            gate_cv: Condvar::new(),
         })
     }
 
@@ -256,15 +290,54 @@ impl StateDb {
         self.make_durable(CommitDurability::Sync)
     }
 
+    fn poisoned_error(&self) -> Error {
+        Error::Poisoned { path: self.path.clone(), cause: "an earlier flush or fsync failed".into() }
+    }
+
     /// sled's flush, then (for `Sync`) a real fdatasync of every file and directory of the
     /// database, because sled 0.34's flush is only `sync_file_range` on Linux.
+    ///
+    /// Group commit: callers' writes are already in sled when they get here. Each takes a
+    /// ticket; one caller at a time flushes, covering every ticket taken before its flush began;
+    /// the others wait for a flush that covers theirs instead of starting their own.
     pub fn make_durable(&self, durability: CommitDurability) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned { path: self.path.clone(), cause: "an earlier flush or fsync failed".into() });
+            return Err(self.poisoned_error());
         }
         if durability == CommitDurability::Lazy {
             return Ok(());
         }
+        if durability == CommitDurability::Flush {
+            return self.flush_once(durability);
+        }
+        let ticket = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut gate = crate::log::lock(&self.gate);
+        loop {
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(self.poisoned_error());
+            }
+            if gate.durable_upto >= ticket {
+                return Ok(());
+            }
+            if !gate.flushing {
+                break;
+            }
+            gate = self.gate_cv.wait(gate).unwrap_or_else(|e| e.into_inner());
+        }
+        gate.flushing = true;
+        drop(gate);
+        let upto = self.writes.load(Ordering::SeqCst);
+        let r = self.flush_once(durability);
+        let mut gate = crate::log::lock(&self.gate);
+        gate.flushing = false;
+        if r.is_ok() {
+            gate.durable_upto = gate.durable_upto.max(upto);
+        }
+        self.gate_cv.notify_all();
+        r
+    }
+
+    fn flush_once(&self, durability: CommitDurability) -> Result<()> {
         let r =
             self.db.flush().map_err(|e| sled_err("flush", &self.path, e)).and_then(|_| {
                 if durability == CommitDurability::Sync { self.sync_dir_tree(&self.path) } else { Ok(()) }
@@ -275,6 +348,74 @@ impl StateDb {
             self.poisoned.store(true, Ordering::Release);
         }
         r
+    }
+
+    fn queue_tree(&self, topic: &str, group: &str) -> Result<sled::Tree> {
+        // Names never contain ':' (validate_name), so the tree name is unambiguous.
+        self.db
+            .open_tree(format!("{QUEUE_TREE_PREFIX}{topic}:{group}"))
+            .map_err(|e| sled_err("open tree", &self.path, e))
+    }
+
+    /// Loads a work queue's state; entries that do not parse are skipped (and reported by count).
+    pub fn queue_load(&self, topic: &str, group: &str) -> Result<(QueueState, usize)> {
+        let t = self.queue_tree(topic, group)?;
+        let mut st = QueueState::default();
+        let mut bad = 0;
+        for kv in t.iter() {
+            let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
+            if &*k == QUEUE_CURSOR_KEY {
+                st.cursor = v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                continue;
+            }
+            let offset = k.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            let deliveries = v.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+            let ready_at_ms = v.get(4..12).and_then(|b| b.try_into().ok()).map(i64::from_le_bytes);
+            match (offset, deliveries, ready_at_ms, k.len(), v.len()) {
+                (Some(o), Some(d), Some(r), 8, 12) => {
+                    st.entries.push((o, QueueEntry { deliveries: d, ready_at_ms: r }))
+                }
+                _ => bad += 1,
+            }
+        }
+        Ok((st, bad))
+    }
+
+    /// Applies a work queue's changes in one atomic sled batch, without waiting for durability.
+    pub fn queue_apply(
+        &self,
+        topic: &str,
+        group: &str,
+        cursor: Option<u64>,
+        puts: &[(u64, QueueEntry)],
+        removes: &[u64],
+    ) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poisoned_error());
+        }
+        let t = self.queue_tree(topic, group)?;
+        let mut batch = sled::Batch::default();
+        if let Some(c) = cursor {
+            batch.insert(QUEUE_CURSOR_KEY, &c.to_le_bytes()[..]);
+        }
+        for (offset, e) in puts {
+            let mut v = [0u8; 12];
+            v[..4].copy_from_slice(&e.deliveries.to_le_bytes());
+            v[4..].copy_from_slice(&e.ready_at_ms.to_le_bytes());
+            batch.insert(&offset.to_be_bytes()[..], &v[..]);
+        }
+        for offset in removes {
+            batch.remove(&offset.to_be_bytes()[..]);
+        }
+        t.apply_batch(batch).map_err(|e| sled_err("write", &self.path, e))
+    }
+
+    /// Forgets a work queue's state.
+    pub fn queue_delete(&self, topic: &str, group: &str) -> Result<()> {
+        self.db
+            .drop_tree(format!("{QUEUE_TREE_PREFIX}{topic}:{group}"))
+            .map_err(|e| sled_err("drop tree", &self.path, e))?;
+        self.make_durable(CommitDurability::Sync)
     }
 
     /// fdatasyncs every file below `dir`, and each directory whose entries changed since it was

@@ -175,6 +175,8 @@ pub(crate) struct StoreInner {
     pub live: Mutex<HashSet<(String, String)>>,
     /// Bumped by an append to any topic (live replays wait on it).
     pub signal: Arc<crate::log::AppendSignal>,
+    /// Open work queues by (topic, group), so every worker shares one.
+    pub queues: Mutex<HashMap<(String, String), std::sync::Weak<crate::queue::QueueInner>>>,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -231,6 +233,7 @@ impl Store {
             retention: Mutex::new(HashMap::new()),
             live: Mutex::new(HashSet::new()),
             signal: Arc::default(),
+            queues: Mutex::new(HashMap::new()),
             _lock: lock,
         });
         let store = Store { inner };

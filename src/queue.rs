@@ -1,0 +1,761 @@
+//! Work queues: competing consumers over one topic, with leases, acks, delayed redelivery and a
+//! dead-letter topic. State lives in the store's sled database (`state.rs`).
+//!
+//! Model. The queue's `cursor` is the first offset never delivered. Every offset below it is
+//! either finished (acked or dead-lettered: no entry) or outstanding (an entry with its
+//! delivery count). An outstanding record is leased to one worker until its lease deadline, or
+//! ready (at once, or after a nack's delay).
+//!
+//! Invariants:
+//! - A record is handed to a worker only after its new delivery count (and the cursor, for a
+//!   new record) is written and made as durable as `QueueOptions::durability` says: after a
+//!   crash a redelivery carries a count at least as high as any delivery before it.
+//! - An ack removes the entry durably before it returns: an acked record is never delivered
+//!   again (with `CommitDurability::Sync`, not even after a power cut).
+//! - After a restart every outstanding record is ready (its worker is gone), except that a
+//!   nack's delay is kept.
+//! - A record reaches the dead-letter topic through an idempotent producer whose sequence is
+//!   the source offset, so a crash between the dead-letter append and the removal of the entry
+//!   cannot put it there twice.
+//! - Only the holder of the newest delivery may ack or nack; an ack after the lease moved to
+//!   another worker is [`Error::LeaseLost`].
+
+use crate::consumer::StartAt;
+use crate::error::{Error, Result};
+use crate::log::{Iter, lock};
+use crate::producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER};
+use crate::record::{NewRecord, Record};
+use crate::state::{CommitDurability, QueueEntry};
+use crate::store::{Store, Topic, validate_name};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Header of a dead letter: why it was dead-lettered (UTF-8).
+pub const DEAD_REASON_HEADER: &str = "evlog.dead.reason";
+/// Header of a dead letter: the source topic (UTF-8).
+pub const DEAD_TOPIC_HEADER: &str = "evlog.dead.topic";
+/// Header of a dead letter: the source offset (decimal, UTF-8).
+pub const DEAD_OFFSET_HEADER: &str = "evlog.dead.offset";
+/// Header of a dead letter: the queue's group (UTF-8).
+pub const DEAD_GROUP_HEADER: &str = "evlog.dead.group";
+/// Header of a dead letter: how many times it was delivered (decimal, UTF-8).
+pub const DEAD_DELIVERIES_HEADER: &str = "evlog.dead.deliveries";
+
+/// Milliseconds for leases and delays. The queue reads time only through this, so tests (and
+/// applications' tests) can move time by hand.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// Now, in milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's wall clock. A clock stepped backwards lengthens leases and delays by the step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    ms: AtomicI64,
+}
+
+impl ManualClock {
+    /// A clock showing `ms`.
+    pub fn new(ms: i64) -> Self {
+        ManualClock { ms: AtomicI64::new(ms) }
+    }
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.ms.fetch_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.ms.load(Ordering::SeqCst)
+    }
+}
+
+/// How a work queue behaves.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct QueueOptions {
+    /// Where a queue with no saved state starts.
+    pub start: StartAt,
+    /// How long a worker holds a record before it is delivered to another one.
+    pub lease_timeout: Duration,
+    /// Deliveries after which a record that is nacked, or whose lease runs out, goes to the
+    /// dead-letter topic instead of being delivered again (at least 1).
+    pub deliveries_max: u32,
+    /// The dead-letter topic; `None` means `<topic>.dead`.
+    pub dead_letter_topic: Option<String>,
+    /// How durable each lease, ack and nack is before it returns.
+    pub durability: CommitDurability,
+    /// The time source for leases and delays.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            start: StartAt::Earliest,
+            lease_timeout: Duration::from_secs(30),
+            deliveries_max: 5,
+            dead_letter_topic: None,
+            durability: CommitDurability::Sync,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A record leased to one worker. Ack it, nack it or dead-letter it through the queue that
+/// handed it out.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The record.
+    pub record: Record,
+    /// How many times it has been delivered, this time included (1 the first time).
+    pub deliveries: u32,
+    /// The topic it comes from.
+    pub topic: Arc<str>,
+    token: u64,
+}
+
+impl Delivery {
+    /// The record's offset.
+    pub fn offset(&self) -> u64 {
+        self.record.offset()
+    }
+}
+
+/// A record that would be delivered next, seen by [`Queue::peek`] without leasing it.
+#[derive(Debug, Clone)]
+pub struct Peeked {
+    /// The record.
+    pub record: Record,
+    /// Deliveries so far.
+    pub deliveries: u32,
+}
+
+/// Counts of a queue, at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Records appended but never delivered.
+    pub backlog: u64,
+    /// Outstanding records waiting for (re)delivery, due now or later.
+    pub ready: u64,
+    /// Records leased to a worker.
+    pub leased: u64,
+    /// Acks since this queue was opened.
+    pub acked: u64,
+    /// Records sent to the dead-letter topic since this queue was opened.
+    pub dead_lettered: u64,
+    /// Deliveries since this queue was opened (first ones and redeliveries).
+    pub delivered: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    deliveries: u32,
+    /// When a ready slot becomes due (also its key in `ready`).
+    due_ms: i64,
+    /// (token, deadline) while leased.
+    lease: Option<(u64, i64)>,
+    /// On its way to the dead-letter topic: not deliverable.
+    dying: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    cursor: u64,
+    /// Reads new records from `cursor` on.
+    iter: Iter,
+    slots: BTreeMap<u64, Slot>,
+    /// (due, offset) of ready slots.
+    ready: BTreeSet<(i64, u64)>,
+    /// (deadline, offset) of leased slots.
+    leased: BTreeSet<(i64, u64)>,
+    next_token: u64,
+    stats: QueueStats,
+}
+
+impl State {
+    /// Takes a slot out of `ready`/`leased`, whichever holds it.
+    fn unlink(&mut self, offset: u64) {
+        if let Some(s) = self.slots.get(&offset) {
+            match s.lease {
+                Some((_, deadline)) => self.leased.remove(&(deadline, offset)),
+                None => self.ready.remove(&(s.due_ms, offset)),
+            };
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct QueueInner {
+    store: Store,
+    topic: Arc<Topic>,
+    group: String,
+    opts: QueueOptions,
+    dead_topic: String,
+    dead_producer_id: String,
+    dead: Mutex<Option<Producer>>,
+    state: Mutex<State>,
+}
+
+impl Drop for QueueInner {
+    fn drop(&mut self) {
+        let key = (self.topic.name().to_string(), self.group.clone());
+        let mut queues = lock(&self.store.inner().queues);
+        if queues.get(&key).is_some_and(|w| w.strong_count() == 0) {
+            queues.remove(&key);
+        }
+    }
+}
+
+/// A work queue over one topic for one group: each record is leased to one worker at a time,
+/// redelivered after a nack or when its lease runs out, and dead-lettered after
+/// `deliveries_max` deliveries. Clone it for each worker thread (`Send + Sync`).
+///
+/// ```
+/// use evlog::{QueueOptions, Store, StoreOptions};
+/// use std::time::Duration;
+/// # let root = tempfile::tempdir().unwrap();
+/// let store = Store::open(root.path(), StoreOptions::default())?;
+/// store.topic("jobs")?.append(b"resize image 7")?;
+/// let queue = store.queue("workers", "jobs", QueueOptions::default())?;
+/// let job = queue.lease(Duration::from_secs(1))?.expect("a job");
+/// assert_eq!((job.record.payload(), job.deliveries), (&b"resize image 7"[..], 1));
+/// queue.ack(&job)?; // durable: never delivered again
+/// assert!(queue.lease(Duration::ZERO)?.is_none());
+/// # Ok::<(), evlog::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Queue {
+    inner: Arc<QueueInner>,
+}
+
+impl Store {
+    /// The work queue of `group` over `topic` (created if needed). While one is open, opening it
+    /// again returns the same queue (and ignores `opts`).
+    pub fn queue(&self, group: &str, topic: &str, opts: QueueOptions) -> Result<Queue> {
+        validate_name(group)?;
+        let t = self.topic(topic)?;
+        let key = (topic.to_string(), group.to_string());
+        let mut queues = lock(&self.inner().queues);
+        if let Some(inner) = queues.get(&key).and_then(Weak::upgrade) {
+            return Ok(Queue { inner });
+        }
+        if opts.deliveries_max == 0 {
+            return Err(Error::InvalidOptions { reason: "deliveries_max must be at least 1".into() });
+        }
+        let dead_topic = opts.dead_letter_topic.clone().unwrap_or_else(|| format!("{topic}.dead"));
+        validate_name(&dead_topic)?;
+        if dead_topic == topic {
+            return Err(Error::InvalidOptions { reason: "the dead-letter topic must differ from the queue's".into() });
+        }
+        let dead_producer_id = format!("queue.{group}.{topic}");
+        validate_name(&dead_producer_id)?;
+        let (saved, _unreadable) = self.inner().state.queue_load(topic, group)?;
+        let (first, next) = (t.first_offset(), t.next_offset());
+        let cursor = match saved.cursor {
+            Some(c) => c.clamp(first, next),
+            None => opts.start.resolve(&t)?,
+        };
+        let mut st = State {
+            cursor,
+            iter: t.iter(cursor),
+            slots: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            leased: BTreeSet::new(),
+            next_token: 1,
+            stats: QueueStats::default(),
+        };
+        for (offset, e) in saved.entries {
+            if offset >= cursor {
+                continue; // never delivered after all (the cursor was clamped back)
+            }
+            // Its worker is gone: ready at once, or when its nack delay ends.
+            st.slots
+                .insert(offset, Slot { deliveries: e.deliveries, due_ms: e.ready_at_ms, lease: None, dying: false });
+            st.ready.insert((e.ready_at_ms, offset));
+        }
+        let inner = Arc::new(QueueInner {
+            store: self.clone(),
+            topic: t,
+            group: group.to_string(),
+            opts,
+            dead_topic,
+            dead_producer_id,
+            dead: Mutex::new(None),
+            state: Mutex::new(st),
+        });
+        queues.insert(key, Arc::downgrade(&inner));
+        Ok(Queue { inner })
+    }
+
+    /// Forgets the saved state of a work queue (its cursor and outstanding records). Fails with
+    /// [`Error::GroupBusy`] while the queue is open.
+    pub fn delete_queue(&self, group: &str, topic: &str) -> Result<()> {
+        let key = (topic.to_string(), group.to_string());
+        if lock(&self.inner().queues).get(&key).is_some_and(|w| w.strong_count() > 0) {
+            return Err(Error::GroupBusy { topic: key.0, group: key.1 });
+        }
+        self.inner().state.queue_delete(topic, group)
+    }
+}
+
+impl Queue {
+    /// The queue's topic.
+    pub fn topic(&self) -> &Arc<Topic> {
+        &self.inner.topic
+    }
+
+    /// The dead-letter topic's name.
+    pub fn dead_letter_topic(&self) -> &str {
+        &self.inner.dead_topic
+    }
+
+    /// Appends a record to the queue's topic (a convenience: any append to the topic enqueues).
+    pub fn push(&self, record: &NewRecord<'_>) -> Result<u64> {
+        self.inner.topic.append_record(record)
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.opts.clock.now_ms()
+    }
+
+    fn lease_lost(&self, offset: u64, reason: &str) -> Error {
+        Error::LeaseLost {
+            topic: self.inner.topic.name().to_string(),
+            group: self.inner.group.clone(),
+            offset,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Leases the next record if one is due now: redeliveries first (oldest due first), then
+    /// new records in offset order. Never blocks on other workers' leases.
+    pub fn try_lease(&self) -> Result<Option<Delivery>> {
+        let inner = &*self.inner;
+        let now = self.now();
+        let deliveries_max = inner.opts.deliveries_max;
+        let mut dying = Vec::new();
+        let picked = {
+            let mut st = lock(&inner.state);
+            // Leases that ran out: ready again, or dead if they used their last delivery.
+            while let Some(&(deadline, offset)) = st.leased.first() {
+                if deadline > now {
+                    break;
+                }
+                st.leased.pop_first();
+                let Some(slot) = st.slots.get_mut(&offset) else { continue };
+                slot.lease = None;
+                if slot.deliveries >= deliveries_max {
+                    slot.dying = true;
+                    dying.push((offset, format!("lease expired after {} deliveries", slot.deliveries)));
+                } else {
+                    slot.due_ms = deadline;
+                    st.ready.insert((deadline, offset));
+                }
+            }
+            let picked = self.pick(&mut st, now, &mut dying);
+            match picked {
+                Ok(Some((record, is_new))) => {
+                    let offset = record.offset();
+                    let token = st.next_token;
+                    st.next_token += 1;
+                    let deadline = now.saturating_add(duration_ms(inner.opts.lease_timeout));
+                    let deliveries = {
+                        let slot = st.slots.get_mut(&offset).expect("picked slots exist");
+                        slot.deliveries += 1;
+                        slot.lease = Some((token, deadline));
+                        slot.deliveries
+                    };
+                    st.leased.insert((deadline, offset));
+                    st.stats.delivered += 1;
+                    let cursor = is_new.then_some(st.cursor);
+                    let entry = QueueEntry { deliveries, ready_at_ms: 0 };
+                    // Written under the lock so sled sees the queue's changes in memory order.
+                    inner.store.inner().state.queue_apply(
+                        inner.topic.name(),
+                        &inner.group,
+                        cursor,
+                        &[(offset, entry)],
+                        &[],
+                    )?;
+                    Some(Delivery { record, deliveries, topic: inner.topic.name().into(), token })
+                }
+                Ok(None) => None,
+                Err(e) => return Err(e),
+            }
+        };
+        for (offset, reason) in dying {
+            self.bury(offset, &reason)?;
+        }
+        if picked.is_some() {
+            inner.store.inner().state.make_durable(inner.opts.durability)?;
+        }
+        Ok(picked)
+    }
+
+    /// The next deliverable record, with whether it is new (the cursor moved).
+    fn pick(&self, st: &mut State, now: i64, dying: &mut Vec<(u64, String)>) -> Result<Option<(Record, bool)>> {
+        let inner = &*self.inner;
+        while let Some(&(due, offset)) = st.ready.first() {
+            if due > now {
+                break;
+            }
+            st.ready.pop_first();
+            let Some(slot) = st.slots.get_mut(&offset) else { continue };
+            if slot.deliveries >= inner.opts.deliveries_max {
+                // Only after a restart: its last delivery was never acked.
+                slot.dying = true;
+                dying.push((offset, format!("not acked after {} deliveries", slot.deliveries)));
+                continue;
+            }
+            match inner.topic.read(offset)? {
+                Some(record) => return Ok(Some((record, false))),
+                None => {
+                    // Removed by retention: nothing left to deliver.
+                    st.slots.remove(&offset);
+                    inner.store.inner().state.queue_apply(inner.topic.name(), &inner.group, None, &[], &[offset])?;
+                }
+            }
+        }
+        let first = inner.topic.first_offset();
+        if st.cursor < first {
+            st.cursor = first;
+            st.iter = inner.topic.iter(first);
+        }
+        match st.iter.next() {
+            None => Ok(None),
+            Some(r) => {
+                let record = r?;
+                st.cursor = record.offset() + 1;
+                st.slots.insert(record.offset(), Slot { deliveries: 0, due_ms: 0, lease: None, dying: false });
+                Ok(Some((record, true)))
+            }
+        }
+    }
+
+    /// Leases the next record, waiting up to `timeout` for one to be appended, nacked back or
+    /// freed by a lease timeout (woken by appends and nacks, not by polling).
+    pub fn lease(&self, timeout: Duration) -> Result<Option<Delivery>> {
+        wait_for_lease(&self.inner, timeout, || self.try_lease(), || self.next_due())
+    }
+
+    /// When the next lease runs out or the next delayed record becomes due (ms).
+    fn next_due(&self) -> i64 {
+        let st = lock(&self.inner.state);
+        let lease_end = st.leased.first().map_or(i64::MAX, |e| e.0);
+        lease_end.min(st.ready.first().map_or(i64::MAX, |e| e.0))
+    }
+
+    /// Checks that `d` is the newest delivery of its record and takes the slot out of the
+    /// ready/leased sets. Returns the slot.
+    fn claim(&self, st: &mut State, d: &Delivery) -> Result<Slot> {
+        let offset = d.offset();
+        let Some(slot) = st.slots.get(&offset).copied() else {
+            return Err(self.lease_lost(offset, "already acked or dead-lettered"));
+        };
+        let newest = slot.deliveries == d.deliveries && slot.lease.is_none_or(|(t, _)| t == d.token);
+        if !newest || slot.dying {
+            return Err(self.lease_lost(offset, "delivered to another worker since its lease ran out"));
+        }
+        st.unlink(offset);
+        Ok(slot)
+    }
+
+    /// Acknowledges a delivery: the record is done and is never delivered again. Durable on
+    /// return (per `QueueOptions::durability`).
+    pub fn ack(&self, d: &Delivery) -> Result<()> {
+        let inner = &*self.inner;
+        {
+            let mut st = lock(&inner.state);
+            self.claim(&mut st, d)?;
+            st.slots.remove(&d.offset());
+            st.stats.acked += 1;
+            inner.store.inner().state.queue_apply(inner.topic.name(), &inner.group, None, &[], &[d.offset()])?;
+        }
+        inner.store.inner().state.make_durable(inner.opts.durability)
+    }
+
+    /// Gives a delivery back: redelivered after `delay` (to any worker), or dead-lettered if it
+    /// has had `deliveries_max` deliveries. The delay survives a restart.
+    pub fn nack(&self, d: &Delivery, delay: Duration) -> Result<()> {
+        let inner = &*self.inner;
+        let offset = d.offset();
+        let bury = {
+            let mut st = lock(&inner.state);
+            let mut slot = self.claim(&mut st, d)?;
+            slot.lease = None;
+            if slot.deliveries >= inner.opts.deliveries_max {
+                slot.dying = true;
+                st.slots.insert(offset, slot);
+                true
+            } else {
+                slot.due_ms = self.now().saturating_add(duration_ms(delay));
+                st.slots.insert(offset, slot);
+                st.ready.insert((slot.due_ms, offset));
+                let entry = QueueEntry { deliveries: slot.deliveries, ready_at_ms: slot.due_ms };
+                inner.store.inner().state.queue_apply(
+                    inner.topic.name(),
+                    &inner.group,
+                    None,
+                    &[(offset, entry)],
+                    &[],
+                )?;
+                false
+            }
+        };
+        if bury {
+            return self.bury(offset, &format!("nacked after {} deliveries", d.deliveries));
+        }
+        // Wake workers waiting in `lease`.
+        inner.store.inner().signal.notify();
+        inner.store.inner().state.make_durable(inner.opts.durability)
+    }
+
+    /// Sends a delivery to the dead-letter topic now, with `reason` (a poison message).
+    pub fn dead_letter(&self, d: &Delivery, reason: &str) -> Result<()> {
+        {
+            let mut st = lock(&self.inner.state);
+            let mut slot = self.claim(&mut st, d)?;
+            slot.lease = None;
+            slot.dying = true;
+            st.slots.insert(d.offset(), slot);
+        }
+        self.bury(d.offset(), reason)
+    }
+
+    /// Appends the record at `offset` to the dead-letter topic (once, even across a crash) and
+    /// then removes its entry.
+    fn bury(&self, offset: u64, reason: &str) -> Result<()> {
+        let inner = &*self.inner;
+        let deliveries = lock(&inner.state).slots.get(&offset).map_or(0, |s| s.deliveries);
+        if let Some(record) = inner.topic.read(offset)? {
+            let producer = {
+                let mut slot = lock(&inner.dead);
+                match &*slot {
+                    Some(p) => p.clone(),
+                    None => slot.insert(inner.store.producer(&inner.dead_topic, &inner.dead_producer_id)?).clone(),
+                }
+            };
+            let (offset_text, deliveries_text) = (offset.to_string(), deliveries.to_string());
+            let mut headers: Vec<(&str, &[u8])> =
+                record.headers().filter(|(n, _)| *n != PRODUCER_ID_HEADER && *n != SEQUENCE_HEADER).collect();
+            headers.extend([
+                (DEAD_REASON_HEADER, reason.as_bytes()),
+                (DEAD_TOPIC_HEADER, inner.topic.name().as_bytes()),
+                (DEAD_OFFSET_HEADER, offset_text.as_bytes()),
+                (DEAD_GROUP_HEADER, inner.group.as_bytes()),
+                (DEAD_DELIVERIES_HEADER, deliveries_text.as_bytes()),
+            ]);
+            let dead = NewRecord {
+                timestamp: Some(record.timestamp()),
+                key: record.key(),
+                headers,
+                payload: record.payload(),
+            };
+            producer.send_with_sequence(offset, &dead)?;
+        }
+        {
+            let mut st = lock(&inner.state);
+            st.slots.remove(&offset);
+            st.stats.dead_lettered += 1;
+            inner.store.inner().state.queue_apply(inner.topic.name(), &inner.group, None, &[], &[offset])?;
+        }
+        inner.store.inner().state.make_durable(inner.opts.durability)
+    }
+
+    /// Up to `max` records that would be delivered next (due redeliveries, then new records),
+    /// without leasing them.
+    pub fn peek(&self, max: usize) -> Result<Vec<Peeked>> {
+        let inner = &*self.inner;
+        let now = self.now();
+        let st = lock(&inner.state);
+        let mut out = Vec::new();
+        for &(due, offset) in &st.ready {
+            if due > now || out.len() >= max {
+                break;
+            }
+            if let (Some(slot), Some(record)) = (st.slots.get(&offset), inner.topic.read(offset)?) {
+                out.push(Peeked { record, deliveries: slot.deliveries });
+            }
+        }
+        for r in inner.topic.iter(st.cursor.max(inner.topic.first_offset())) {
+            if out.len() >= max {
+                break;
+            }
+            out.push(Peeked { record: r?, deliveries: 0 });
+        }
+        Ok(out)
+    }
+
+    /// The queue's counts now.
+    pub fn stats(&self) -> QueueStats {
+        let st = lock(&self.inner.state);
+        QueueStats {
+            backlog: self.inner.topic.next_offset().saturating_sub(st.cursor),
+            ready: st.ready.len() as u64,
+            leased: st.leased.len() as u64,
+            ..st.stats
+        }
+    }
+}
+
+/// Calls `attempt` until it leases something or `timeout` passes; in between, sleeps until an
+/// append or nack anywhere in the store, or until `next_due` (a lease running out, a delay
+/// ending).
+fn wait_for_lease(
+    inner: &QueueInner,
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Result<Option<Delivery>>,
+    next_due: impl Fn() -> i64,
+) -> Result<Option<Delivery>> {
+    let signal = &inner.store.inner().signal;
+    let clock = &inner.opts.clock;
+    let deadline = clock.now_ms().saturating_add(duration_ms(timeout));
+    loop {
+        let generation = signal.generation();
+        if let Some(d) = attempt()? {
+            return Ok(Some(d));
+        }
+        let now = clock.now_ms();
+        if now >= deadline {
+            return Ok(None);
+        }
+        let wait_ms = deadline.min(next_due()).saturating_sub(now).max(1);
+        signal.wait_past(generation, Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX)));
+    }
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Default of [`PriorityQueue::low_share_every`].
+pub const LOW_SHARE_EVERY_DEFAULT: u32 = 8;
+
+/// A priority queue over lanes: one work queue per lane topic, highest priority first.
+/// `lease` serves the highest lane that has a due record, FIFO within a lane.
+///
+/// Guard against starvation: of every `low_share_every` leases, one is offered to the lanes
+/// below the top first, taking them in rotation (the top lane still gets it if they are all
+/// empty). So while higher lanes never run dry, each lower lane with work still gets at least
+/// one lease in `low_share_every × (lanes − 1)`.
+///
+/// ```
+/// use evlog::{NewRecord, QueueOptions, Store, StoreOptions};
+/// # let root = tempfile::tempdir().unwrap();
+/// let store = Store::open(root.path(), StoreOptions::default())?;
+/// let pq = store.priority_queue("workers", &["jobs.high", "jobs.low"], QueueOptions::default())?;
+/// pq.push(1, &NewRecord::new(b"backfill"))?;
+/// pq.push(0, &NewRecord::new(b"page the on-call"))?;
+/// let d = pq.try_lease()?.expect("work");
+/// assert_eq!(d.record.payload(), b"page the on-call");
+/// pq.ack(&d)?;
+/// # Ok::<(), evlog::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct PriorityQueue {
+    lanes: Arc<[Queue]>,
+    low_share_every: u32,
+    /// Leases so far and the next lower lane in rotation.
+    turn: Arc<Mutex<(u64, usize)>>,
+}
+
+impl Store {
+    /// A priority queue of `group` over `lanes` (topic names, highest priority first), each
+    /// lane a [`Queue`] with `opts`.
+    pub fn priority_queue(&self, group: &str, lanes: &[&str], opts: QueueOptions) -> Result<PriorityQueue> {
+        if lanes.is_empty() {
+            return Err(Error::InvalidOptions { reason: "a priority queue needs at least one lane".into() });
+        }
+        let lanes = lanes.iter().map(|t| self.queue(group, t, opts.clone())).collect::<Result<Vec<_>>>()?;
+        Ok(PriorityQueue { lanes: lanes.into(), low_share_every: LOW_SHARE_EVERY_DEFAULT, turn: Arc::default() })
+    }
+}
+
+impl PriorityQueue {
+    /// Sets the starvation guard: one lease in `every` goes to the lower lanes first (at least 2;
+    /// `u32::MAX` makes priorities strict).
+    pub fn low_share_every(mut self, every: u32) -> Self {
+        self.low_share_every = every.max(2);
+        self
+    }
+
+    /// The lanes, highest priority first.
+    pub fn lanes(&self) -> &[Queue] {
+        &self.lanes
+    }
+
+    /// Appends a record to lane `priority` (0 = highest).
+    pub fn push(&self, priority: usize, record: &NewRecord<'_>) -> Result<u64> {
+        self.lane(priority)?.push(record)
+    }
+
+    fn lane(&self, i: usize) -> Result<&Queue> {
+        self.lanes.get(i).ok_or_else(|| Error::InvalidOptions {
+            reason: format!("priority {i} does not exist: this queue has {} lanes", self.lanes.len()),
+        })
+    }
+
+    fn lane_of(&self, d: &Delivery) -> Result<&Queue> {
+        self.lanes.iter().find(|q| q.topic().name() == &*d.topic).ok_or_else(|| Error::InvalidOptions {
+            reason: format!("delivery from topic {:?} is not from this priority queue", d.topic),
+        })
+    }
+
+    /// Leases from the highest lane with a due record (see the starvation guard above).
+    pub fn try_lease(&self) -> Result<Option<Delivery>> {
+        let n = self.lanes.len();
+        let order: Vec<usize> = {
+            let mut turn = lock(&self.turn);
+            turn.0 += 1;
+            if n > 1 && turn.0.is_multiple_of(u64::from(self.low_share_every)) {
+                let start = 1 + turn.1 % (n - 1);
+                turn.1 = turn.1.wrapping_add(1);
+                (start..n).chain(1..start).chain([0]).collect()
+            } else {
+                (0..n).collect()
+            }
+        };
+        for i in order {
+            if let Some(d) = self.lanes[i].try_lease()? {
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Like [`Queue::lease`] across the lanes.
+    pub fn lease(&self, timeout: Duration) -> Result<Option<Delivery>> {
+        let next_due = || self.lanes.iter().map(Queue::next_due).min().unwrap_or(i64::MAX);
+        wait_for_lease(&self.lanes[0].inner, timeout, || self.try_lease(), next_due)
+    }
+
+    /// Acks a delivery on its lane.
+    pub fn ack(&self, d: &Delivery) -> Result<()> {
+        self.lane_of(d)?.ack(d)
+    }
+
+    /// Nacks a delivery on its lane.
+    pub fn nack(&self, d: &Delivery, delay: Duration) -> Result<()> {
+        self.lane_of(d)?.nack(d, delay)
+    }
+
+    /// Dead-letters a delivery from its lane.
+    pub fn dead_letter(&self, d: &Delivery, reason: &str) -> Result<()> {
+        self.lane_of(d)?.dead_letter(d, reason)
+    }
+}
