@@ -345,66 +345,71 @@ impl Queue {
     /// Leases the next record if one is due now: redeliveries first (oldest due first), then
     /// new records in offset order. Never blocks on other workers' leases.
     pub fn try_lease(&self) -> Result<Option<Delivery>> {
+        Ok(self.try_lease_many(1)?.pop())
+    }
+
+    /// Leases up to `max` due records at once (same order as [`Queue::try_lease`]), with one
+    /// durable write for all of them.
+    pub fn try_lease_many(&self, max: usize) -> Result<Vec<Delivery>> {
         let inner = &*self.inner;
         let now = self.now();
-        let deliveries_max = inner.opts.deliveries_max;
         let mut dying = Vec::new();
-        let picked = {
-            let mut st = lock(&inner.state);
-            // Leases that ran out: ready again, or dead if they used their last delivery.
-            while let Some(&(deadline, offset)) = st.leased.first() {
-                if deadline > now {
-                    break;
-                }
-                st.leased.pop_first();
-                let Some(slot) = st.slots.get_mut(&offset) else { continue };
-                slot.lease = None;
-                if slot.deliveries >= deliveries_max {
-                    slot.dying = true;
-                    dying.push((offset, format!("lease expired after {} deliveries", slot.deliveries)));
-                } else {
-                    slot.due_ms = deadline;
-                    st.ready.insert((deadline, offset));
-                }
-            }
-            let picked = self.pick(&mut st, now, &mut dying);
-            match picked {
-                Ok(Some((record, is_new))) => {
-                    let offset = record.offset();
-                    let token = st.next_token;
-                    st.next_token += 1;
-                    let deadline = now.saturating_add(duration_ms(inner.opts.lease_timeout));
-                    let deliveries = {
-                        let slot = st.slots.get_mut(&offset).expect("picked slots exist");
-                        slot.deliveries += 1;
-                        slot.lease = Some((token, deadline));
-                        slot.deliveries
-                    };
-                    st.leased.insert((deadline, offset));
-                    st.stats.delivered += 1;
-                    let cursor = is_new.then_some(st.cursor);
-                    let entry = QueueEntry { deliveries, ready_at_ms: 0 };
-                    // Written under the lock so sled sees the queue's changes in memory order.
-                    inner.store.inner().state.queue_apply(
-                        inner.topic.name(),
-                        &inner.group,
-                        cursor,
-                        &[(offset, entry)],
-                        &[],
-                    )?;
-                    Some(Delivery { record, deliveries, topic: inner.topic.name().into(), token })
-                }
-                Ok(None) => None,
-                Err(e) => return Err(e),
-            }
-        };
+        let leased = self.lease_locked(now, max, &mut dying);
+        // Dead letters found on the way are sent even if leasing failed.
         for (offset, reason) in dying {
             self.bury(offset, &reason)?;
         }
-        if picked.is_some() {
+        let leased = leased?;
+        if !leased.is_empty() {
             inner.store.inner().state.make_durable(inner.opts.durability)?;
         }
-        Ok(picked)
+        Ok(leased)
+    }
+
+    fn lease_locked(&self, now: i64, max: usize, dying: &mut Vec<(u64, String)>) -> Result<Vec<Delivery>> {
+        let inner = &*self.inner;
+        let deliveries_max = inner.opts.deliveries_max;
+        let mut st = lock(&inner.state);
+        // Leases that ran out: ready again, or dead if they used their last delivery.
+        while let Some(&(deadline, offset)) = st.leased.first() {
+            if deadline > now {
+                break;
+            }
+            st.leased.pop_first();
+            let Some(slot) = st.slots.get_mut(&offset) else { continue };
+            slot.lease = None;
+            if slot.deliveries >= deliveries_max {
+                slot.dying = true;
+                dying.push((offset, format!("lease expired after {} deliveries", slot.deliveries)));
+            } else {
+                slot.due_ms = deadline;
+                st.ready.insert((deadline, offset));
+            }
+        }
+        let deadline = now.saturating_add(duration_ms(inner.opts.lease_timeout));
+        let (mut out, mut puts, mut cursor) = (Vec::new(), Vec::new(), None);
+        while out.len() < max {
+            let Some((record, is_new)) = self.pick(&mut st, now, dying)? else { break };
+            let offset = record.offset();
+            let token = st.next_token;
+            st.next_token += 1;
+            let slot = st.slots.get_mut(&offset).expect("picked slots exist");
+            slot.deliveries += 1;
+            slot.lease = Some((token, deadline));
+            let deliveries = slot.deliveries;
+            st.leased.insert((deadline, offset));
+            st.stats.delivered += 1;
+            if is_new {
+                cursor = Some(st.cursor);
+            }
+            puts.push((offset, QueueEntry { deliveries, ready_at_ms: 0 }));
+            out.push(Delivery { record, deliveries, topic: inner.topic.name().into(), token });
+        }
+        if !puts.is_empty() {
+            // Written under the lock so sled sees the queue's changes in memory order.
+            inner.store.inner().state.queue_apply(inner.topic.name(), &inner.group, cursor, &puts, &[])?;
+        }
+        Ok(out)
     }
 
     /// The next deliverable record, with whether it is new (the cursor moved).
@@ -478,15 +483,38 @@ impl Queue {
     /// Acknowledges a delivery: the record is done and is never delivered again. Durable on
     /// return (per `QueueOptions::durability`).
     pub fn ack(&self, d: &Delivery) -> Result<()> {
+        self.ack_many(std::slice::from_ref(d))
+    }
+
+    /// Acknowledges several deliveries with one durable write. Each that is still the newest
+    /// delivery of its record is acked; if some were not, the others are still acked and the
+    /// first such one is returned as [`Error::LeaseLost`].
+    pub fn ack_many(&self, deliveries: &[Delivery]) -> Result<()> {
         let inner = &*self.inner;
+        let mut lost = None;
+        let mut removes = Vec::with_capacity(deliveries.len());
         {
             let mut st = lock(&inner.state);
-            self.claim(&mut st, d)?;
-            st.slots.remove(&d.offset());
-            st.stats.acked += 1;
-            inner.store.inner().state.queue_apply(inner.topic.name(), &inner.group, None, &[], &[d.offset()])?;
+            for d in deliveries {
+                match self.claim(&mut st, d) {
+                    Ok(_) => {
+                        st.slots.remove(&d.offset());
+                        st.stats.acked += 1;
+                        removes.push(d.offset());
+                    }
+                    Err(e) => {
+                        lost.get_or_insert(e);
+                    }
+                }
+            }
+            if !removes.is_empty() {
+                inner.store.inner().state.queue_apply(inner.topic.name(), &inner.group, None, &[], &removes)?;
+            }
         }
-        inner.store.inner().state.make_durable(inner.opts.durability)
+        if !removes.is_empty() {
+            inner.store.inner().state.make_durable(inner.opts.durability)?;
+        }
+        lost.map_or(Ok(()), Err)
     }
 
     /// Gives a delivery back: redelivered after `delay` (to any worker), or dead-lettered if it

@@ -98,8 +98,10 @@ pub(crate) struct StateDb {
 #[derive(Debug, Default)]
 struct Gate {
     /// Each `make_durable` call takes a ticket; a flush started after ticket `t` was taken
-    /// covers the write that preceded it.
-    durable_upto: u64,
+    /// covers the write that preceded it. Highest ticket covered by a sled flush / by a flush
+    /// plus fsyncs.
+    flushed_upto: u64,
+    synced_upto: u64,
     flushing: bool,
 }
 
@@ -307,16 +309,17 @@ impl StateDb {
         if durability == CommitDurability::Lazy {
             return Ok(());
         }
-        if durability == CommitDurability::Flush {
-            return self.flush_once(durability);
-        }
         let ticket = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        let covered = |g: &Gate| match durability {
+            CommitDurability::Sync => g.synced_upto >= ticket,
+            _ => g.flushed_upto >= ticket,
+        };
         let mut gate = crate::log::lock(&self.gate);
         loop {
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(self.poisoned_error());
             }
-            if gate.durable_upto >= ticket {
+            if covered(&gate) {
                 return Ok(());
             }
             if !gate.flushing {
@@ -331,7 +334,10 @@ impl StateDb {
         let mut gate = crate::log::lock(&self.gate);
         gate.flushing = false;
         if r.is_ok() {
-            gate.durable_upto = gate.durable_upto.max(upto);
+            gate.flushed_upto = gate.flushed_upto.max(upto);
+            if durability == CommitDurability::Sync {
+                gate.synced_upto = gate.synced_upto.max(upto);
+            }
         }
         self.gate_cv.notify_all();
         r

@@ -417,3 +417,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn lease_many_and_ack_many_share_one_write_and_ack_what_is_still_theirs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    let clock = Arc::new(ManualClock::new(1_000));
+    fill(&store, "jobs", 5);
+    let q = store.queue("w", "jobs", opts(&clock, 5)).expect("queue");
+    let first = q.try_lease_many(3).expect("lease");
+    assert_eq!(first.iter().map(Delivery::offset).collect::<Vec<_>>(), vec![0, 1, 2]);
+    clock.advance(LEASE);
+    // Their leases ran out; another worker takes 0 and 1 again (and the new 3).
+    let second = q.try_lease_many(3).expect("lease");
+    assert_eq!(second.iter().map(Delivery::offset).collect::<Vec<_>>(), vec![0, 1, 2]);
+    let r = q.ack_many(&first);
+    assert!(matches!(r, Err(Error::LeaseLost { offset: 0, .. })), "{r:?}");
+    q.ack_many(&second).expect("the newest deliveries ack");
+    let rest = q.try_lease_many(10).expect("lease");
+    assert_eq!(rest.iter().map(Delivery::offset).collect::<Vec<_>>(), vec![3, 4]);
+}
