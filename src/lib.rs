@@ -47,6 +47,7 @@
 #![warn(missing_debug_implementations)]
 #![warn(missing_docs)]
 
+mod bus;
 mod cache;
 mod checkpoint;
 pub mod codec;
@@ -69,6 +70,7 @@ mod typed;
 mod window;
 mod writer;
 
+pub use bus::{EventBus, Subscription, SubscriptionBuilder, SubscriptionOptions, SubscriptionStats};
 pub use codec::{Bincode, Codec};
 pub use consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, ConsumerStart, StartAt};
 pub use error::{Error, Result};

@@ -578,23 +578,7 @@ impl Queue {
                     None => slot.insert(inner.store.producer(&inner.dead_topic, &inner.dead_producer_id)?).clone(),
                 }
             };
-            let (offset_text, deliveries_text) = (offset.to_string(), deliveries.to_string());
-            let mut headers: Vec<(&str, &[u8])> =
-                record.headers().filter(|(n, _)| *n != PRODUCER_ID_HEADER && *n != SEQUENCE_HEADER).collect();
-            headers.extend([
-                (DEAD_REASON_HEADER, reason.as_bytes()),
-                (DEAD_TOPIC_HEADER, inner.topic.name().as_bytes()),
-                (DEAD_OFFSET_HEADER, offset_text.as_bytes()),
-                (DEAD_GROUP_HEADER, inner.group.as_bytes()),
-                (DEAD_DELIVERIES_HEADER, deliveries_text.as_bytes()),
-            ]);
-            let dead = NewRecord {
-                timestamp: Some(record.timestamp()),
-                key: record.key(),
-                headers,
-                payload: record.payload(),
-            };
-            producer.send_with_sequence(offset, &dead)?;
+            send_dead_letter(&producer, &record, reason, &inner.group, inner.topic.name(), deliveries)?;
         }
         {
             let mut st = lock(&inner.state);
@@ -639,6 +623,31 @@ impl Queue {
             ..st.stats
         }
     }
+}
+
+/// Appends `record` (from `topic`) to a dead-letter topic through `producer`, keeping its
+/// timestamp, key and headers and adding the `evlog.dead.*` headers. The sequence is the source
+/// offset, so sending the same record again (after a crash) appends nothing.
+pub(crate) fn send_dead_letter(
+    producer: &Producer,
+    record: &Record,
+    reason: &str,
+    group: &str,
+    topic: &str,
+    deliveries: u32,
+) -> Result<()> {
+    let (offset_text, deliveries_text) = (record.offset().to_string(), deliveries.to_string());
+    let mut headers: Vec<(&str, &[u8])> =
+        record.headers().filter(|(n, _)| *n != PRODUCER_ID_HEADER && *n != SEQUENCE_HEADER).collect();
+    headers.extend([
+        (DEAD_REASON_HEADER, reason.as_bytes()),
+        (DEAD_TOPIC_HEADER, topic.as_bytes()),
+        (DEAD_OFFSET_HEADER, offset_text.as_bytes()),
+        (DEAD_GROUP_HEADER, group.as_bytes()),
+        (DEAD_DELIVERIES_HEADER, deliveries_text.as_bytes()),
+    ]);
+    let dead = NewRecord { timestamp: Some(record.timestamp()), key: record.key(), headers, payload: record.payload() };
+    producer.send_with_sequence(record.offset(), &dead).map(|_| ())
 }
 
 /// Calls `attempt` until it leases something or `timeout` passes; in between, sleeps until an
