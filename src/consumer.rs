@@ -184,6 +184,12 @@ impl Consumer {
         Ok((position, s))
     }
 
+    /// The store-wide append signal (for async waiting).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn signal(&self) -> &Arc<crate::log::AppendSignal> {
+        &self.store.signal
+    }
+
     /// What starting found: committed offset, clamping, records skipped by retention.
     pub fn start_report(&self) -> ConsumerStart {
         self.start

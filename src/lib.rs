@@ -47,6 +47,8 @@
 #![warn(missing_debug_implementations)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+mod asynchronous;
 mod bus;
 mod cache;
 mod checkpoint;
@@ -70,6 +72,8 @@ mod typed;
 mod window;
 mod writer;
 
+#[cfg(feature = "tokio")]
+pub use asynchronous::ReplayStream;
 pub use bus::{EventBus, Subscription, SubscriptionBuilder, SubscriptionOptions, SubscriptionStats};
 pub use codec::{Bincode, Codec};
 pub use consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, ConsumerStart, StartAt};

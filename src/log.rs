@@ -53,6 +53,12 @@ pub struct AppendSignal {
     waiters: AtomicUsize,
     m: Mutex<()>,
     cv: Condvar,
+    /// Tasks waiting (async): id -> waker. `async_waiters` mirrors its length so `notify`
+    /// takes the lock only when someone waits.
+    wakers: Mutex<std::collections::HashMap<u64, std::task::Waker>>,
+    async_waiters: AtomicUsize,
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    next_waker_id: AtomicU64,
 }
 
 impl AppendSignal {
@@ -68,6 +74,39 @@ impl AppendSignal {
             let _g = lock(&self.m);
             self.cv.notify_all();
         }
+        if self.async_waiters.load(Ordering::SeqCst) > 0 {
+            let wakers: Vec<_> = {
+                let mut w = lock(&self.wakers);
+                self.async_waiters.store(0, Ordering::SeqCst);
+                w.drain().map(|(_, w)| w).collect()
+            };
+            for w in wakers {
+                w.wake();
+            }
+        }
+    }
+
+    /// Registers `waker` under `id` (a fresh id when `None`) to be woken by the next notify;
+    /// returns the id and whether the generation already moved past `generation` (then the
+    /// caller must not wait).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn register(&self, id: Option<u64>, generation: u64, waker: &std::task::Waker) -> (u64, bool) {
+        let id = id.unwrap_or_else(|| self.next_waker_id.fetch_add(1, Ordering::Relaxed));
+        {
+            let mut w = lock(&self.wakers);
+            w.insert(id, waker.clone());
+            self.async_waiters.store(w.len(), Ordering::SeqCst);
+        }
+        // Pairs with `notify`: either it sees our waker, or we see its new generation.
+        (id, self.generation.load(Ordering::SeqCst) != generation)
+    }
+
+    /// Forgets a registered waker (a dropped future).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn unregister(&self, id: u64) {
+        let mut w = lock(&self.wakers);
+        w.remove(&id);
+        self.async_waiters.store(w.len(), Ordering::SeqCst);
     }
 
     /// Blocks until any log published after `generation` was read, or `timeout` passes.

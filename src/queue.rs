@@ -458,8 +458,14 @@ impl Queue {
         wait_for_lease(&self.inner, timeout, || self.try_lease(), || self.next_due())
     }
 
+    /// The store-wide append signal and the queue's clock (for async waiting).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn waiting_parts(&self) -> (Arc<crate::log::AppendSignal>, Arc<dyn Clock>) {
+        (self.inner.store.inner().signal.clone(), self.inner.opts.clock.clone())
+    }
+
     /// When the next lease runs out or the next delayed record becomes due (ms).
-    fn next_due(&self) -> i64 {
+    pub(crate) fn next_due(&self) -> i64 {
         let st = lock(&self.inner.state);
         let lease_end = st.leased.first().map_or(i64::MAX, |e| e.0);
         lease_end.min(st.ready.first().map_or(i64::MAX, |e| e.0))

@@ -639,8 +639,10 @@ impl Replay {
         }
     }
 
-    fn next_live(&mut self) -> Result<Option<ReplayEvent>> {
-        let Some(iters) = &mut self.live else { return Ok(None) };
+    /// One step of the live phase without blocking: an event, the end (no live phase), or the
+    /// signal generation to wait past.
+    fn step_live(&mut self) -> Result<LiveStep> {
+        let Some(iters) = &mut self.live else { return Ok(LiveStep::End) };
         if iters.is_empty() {
             *iters = self.topics.iter().zip(&self.ends).map(|(t, &e)| t.iter(e)).collect();
         }
@@ -655,19 +657,57 @@ impl Replay {
                     break;
                 }
             }
-            if let Some((rank, r)) = found {
-                let key = (r.timestamp(), rank as u16, r.offset());
-                let e = Entry { key, record_key: r.key().map(Box::from), payload: r.payload_bytes() };
-                if e.key.0 < self.from || e.key.0 >= self.to {
-                    continue;
-                }
-                let late = self.last.is_some_and(|l| key.0 < l.0);
-                return Ok(Some(self.emit(e, late)));
+            let Some((rank, r)) = found else { return Ok(LiveStep::Wait(generation)) };
+            let key = (r.timestamp(), rank as u16, r.offset());
+            let e = Entry { key, record_key: r.key().map(Box::from), payload: r.payload_bytes() };
+            if e.key.0 < self.from || e.key.0 >= self.to {
+                continue;
             }
-            // Wait for an append to any of the topics: one wake-up for the whole store.
-            let signal = self.store.inner().signal.clone();
-            signal.wait_past(generation, Duration::from_secs(1));
+            let late = self.last.is_some_and(|l| key.0 < l.0);
+            return Ok(LiveStep::Event(self.emit(e, late)));
         }
+    }
+
+    fn next_live(&mut self) -> Result<Option<ReplayEvent>> {
+        loop {
+            match self.step_live()? {
+                LiveStep::Event(e) => return Ok(Some(e)),
+                LiveStep::End => return Ok(None),
+                // Wait for an append to any of the topics: one wake-up for the whole store.
+                LiveStep::Wait(generation) => {
+                    let signal = self.store.inner().signal.clone();
+                    signal.wait_past(generation, Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Like `Iterator::next`, but returns the generation to wait past instead of blocking in
+    /// the live phase (for the async stream).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn next_or_wait(&mut self) -> Option<std::result::Result<Result<ReplayEvent>, u64>> {
+        if self.failed {
+            return None;
+        }
+        let step = match self.next_history() {
+            Ok(Some(e)) => return Some(Ok(Ok(self.emit(e, false)))),
+            Ok(None) => self.step_live(),
+            Err(e) => Err(e),
+        };
+        match step {
+            Ok(LiveStep::Event(e)) => Some(Ok(Ok(e))),
+            Ok(LiveStep::End) => None,
+            Ok(LiveStep::Wait(generation)) => Some(Err(generation)),
+            Err(e) => {
+                self.failed = true;
+                Some(Ok(Err(e)))
+            }
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     fn next_event(&mut self) -> Result<Option<ReplayEvent>> {
@@ -676,6 +716,13 @@ impl Replay {
         }
         self.next_live()
     }
+}
+
+/// What the live phase has for the reader right now.
+enum LiveStep {
+    Event(ReplayEvent),
+    End,
+    Wait(u64),
 }
 
 impl Iterator for Replay {

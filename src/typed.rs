@@ -169,6 +169,11 @@ impl<T, C: Codec<T>> TypedConsumer<T, C> {
         Ok(records.into_iter().map(|r| self.typed.decode(r)).collect())
     }
 
+    /// The typed topic this consumer decodes with.
+    pub fn typed(&self) -> &TypedTopic<T, C> {
+        &self.typed
+    }
+
     /// The untyped consumer: commit, ack, seek, lag.
     pub fn inner(&mut self) -> &mut Consumer {
         &mut self.consumer
