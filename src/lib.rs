@@ -58,6 +58,7 @@ mod error;
 pub mod format;
 mod index;
 mod log;
+mod metrics;
 mod options;
 mod producer;
 mod queue;
@@ -68,6 +69,7 @@ mod segment;
 mod state;
 pub mod storage;
 mod store;
+mod trace;
 mod typed;
 mod window;
 mod writer;
@@ -78,7 +80,8 @@ pub use bus::{EventBus, Subscription, SubscriptionBuilder, SubscriptionOptions, 
 pub use codec::{Bincode, Codec};
 pub use consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, ConsumerStart, StartAt};
 pub use error::{Error, Result};
-pub use log::{Iter, Log, SegmentInfo, SegmentTimes};
+pub use log::{Iter, Log, LogCounters, SegmentInfo, SegmentTimes};
+pub use metrics::{GroupMetrics, TopicMetrics};
 pub use options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT};
 pub use producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER, Sent};
 pub use queue::{

@@ -129,6 +129,22 @@ impl AppendSignal {
     }
 }
 
+/// What one `Log` handle has done since it opened the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogCounters {
+    /// Records appended through this handle (offsets gained since open).
+    pub appended: u64,
+    /// Time since open.
+    pub since_open: Duration,
+    /// Data fsyncs on the append path (group commit leaders and rolls).
+    pub fsyncs: u64,
+    /// Mean duration of those fsyncs.
+    pub fsync_mean: Duration,
+    /// Longest of those fsyncs.
+    pub fsync_max: Duration,
+}
+
 /// What readers may see.
 #[derive(Debug)]
 pub(crate) struct View {
@@ -179,6 +195,12 @@ pub(crate) struct Shared {
     pub written_offset: AtomicU64,
     /// Duration of the last group commit fsync, in nanoseconds.
     pub last_fsync_nanos: AtomicU64,
+    /// Sum and maximum of the durations of all data fsyncs counted in `fsyncs`.
+    pub fsync_nanos_total: AtomicU64,
+    pub fsync_nanos_max: AtomicU64,
+    /// `next_offset` when this handle opened the log (appends since = now - this).
+    pub opened_next_offset: u64,
+    pub opened_at: Instant,
 }
 
 impl Shared {
@@ -453,6 +475,7 @@ impl Log {
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Log> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
+        crate::trace::span!("evlog.open", dir = %dir.display());
         let storage = opts.storage.clone();
         match storage.dir_exists(&dir) {
             Ok(true) => {}
@@ -466,7 +489,18 @@ impl Log {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(Error::Locked { path: dir }),
             Err(e) => return Err(Error::io("lock", &lock_path, e)),
         };
-        let rec = recovery::recover(storage.as_ref(), &dir, &opts, true)?;
+        let rec = {
+            crate::trace::span!("evlog.recovery");
+            recovery::recover(storage.as_ref(), &dir, &opts, true)?
+        };
+        crate::trace::event!(
+            checkpoint_used = rec.report.checkpoint_used,
+            scanned_bytes = rec.report.scanned_bytes,
+            truncated_bytes = rec.report.truncated_bytes,
+            dropped_records = rec.report.dropped_records,
+            next_offset = rec.next_offset,
+            "recovered"
+        );
         let mut checkpoint = crate::checkpoint::CheckpointFile::open(storage.as_ref(), &dir)?;
         // Recovery ended by writing a checkpoint at the end of what it kept.
         checkpoint.last = Some(format::Checkpoint {
@@ -552,6 +586,10 @@ impl Log {
             appenders: AtomicUsize::new(0),
             written_offset: AtomicU64::new(rec.next_offset),
             last_fsync_nanos: AtomicU64::new(0),
+            fsync_nanos_total: AtomicU64::new(0),
+            fsync_nanos_max: AtomicU64::new(0),
+            opened_next_offset: rec.next_offset,
+            opened_at: Instant::now(),
             opts,
         }
     }
@@ -728,6 +766,20 @@ impl Log {
     /// Number of segments.
     pub fn segment_count(&self) -> usize {
         self.shared.view().bases.len()
+    }
+
+    /// Counters of this handle since it opened the log: see [`LogCounters`].
+    pub fn counters(&self) -> LogCounters {
+        let s = &self.shared;
+        let fsyncs = s.fsyncs.load(Ordering::Relaxed);
+        let total = s.fsync_nanos_total.load(Ordering::Relaxed);
+        LogCounters {
+            appended: self.next_offset().saturating_sub(s.opened_next_offset),
+            since_open: s.opened_at.elapsed(),
+            fsyncs,
+            fsync_mean: Duration::from_nanos(total.checked_div(fsyncs).unwrap_or(0)),
+            fsync_max: Duration::from_nanos(s.fsync_nanos_max.load(Ordering::Relaxed)),
+        }
     }
 
     /// fsyncs issued for data on the append path so far (group commit leaders and rolls).

@@ -177,6 +177,8 @@ pub(crate) struct StoreInner {
     pub signal: Arc<crate::log::AppendSignal>,
     /// Open work queues by (topic, group), so every worker shares one.
     pub queues: Mutex<HashMap<(String, String), std::sync::Weak<crate::queue::QueueInner>>>,
+    /// The previous `metrics` sample (time, offset) of each topic and topic/group.
+    pub metric_samples: Mutex<HashMap<String, (std::time::Instant, u64)>>,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -234,6 +236,7 @@ impl Store {
             live: Mutex::new(HashSet::new()),
             signal: Arc::default(),
             queues: Mutex::new(HashMap::new()),
+            metric_samples: Mutex::new(HashMap::new()),
             _lock: lock,
         });
         let store = Store { inner };
@@ -407,6 +410,7 @@ impl Store {
     /// Applies retention to one topic now: deletes whole sealed segments that are too old or
     /// beyond the size limit, oldest first, and never the active one.
     pub fn enforce_retention(&self, topic: &str) -> Result<RetentionReport> {
+        crate::trace::span!("evlog.retention", topic);
         let t = self.existing_topic(topic)?;
         let r = crate::log::lock(&self.inner.retention).get(topic).copied().unwrap_or(self.inner.opts.retention);
         let sealed = t.sealed_segments()?;

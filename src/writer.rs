@@ -257,10 +257,7 @@ impl Shared {
             let w = lock(self.writer()?);
             (w.active.clone(), w.next_offset, w.position)
         };
-        self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        self.poisoning(active.file.sync_data().map_err(|e| Error::io("fsync", &active.path, e)))?;
-        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let took = self.timed_data_sync(&active)?;
         self.last_fsync_nanos.store(took, Ordering::Relaxed);
         self.synced_offset.fetch_max(upto, Ordering::AcqRel);
         self.publish(&active, upto, end);
@@ -288,6 +285,18 @@ impl Shared {
         let _ = w.checkpoint.write(Checkpoint { segment_base: active.base, position: end, next_offset: upto });
     }
 
+    /// fdatasyncs a segment on the append path (poisoning on failure), counted and timed for
+    /// metrics. Returns how long it took, in nanoseconds.
+    fn timed_data_sync(&self, active: &Active) -> Result<u64> {
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        self.poisoning(active.file.sync_data().map_err(|e| Error::io("fsync", &active.path, e)))?;
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.fsync_nanos_total.fetch_add(took, Ordering::Relaxed);
+        self.fsync_nanos_max.fetch_max(took, Ordering::Relaxed);
+        Ok(took)
+    }
+
     /// fsyncs everything appended so far.
     pub fn sync_all(&self) -> Result<()> {
         let target = lock(self.writer()?).next_offset;
@@ -296,10 +305,10 @@ impl Shared {
 
     /// Seals the active segment and starts a new one at the next offset.
     fn roll(&self, w: &mut Writer) -> Result<()> {
+        crate::trace::span!("evlog.roll", dir = %self.dir.display(), next_offset = w.next_offset);
         let old = w.active.clone();
         self.poisoning(self.trim(w))?;
-        self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.poisoning(old.file.sync_data().map_err(|e| Error::io("fsync", &old.path, e)))?;
+        self.timed_data_sync(&old)?;
         self.synced_offset.fetch_max(w.next_offset, Ordering::AcqRel);
         {
             let ix = lock(&old.index);

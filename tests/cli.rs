@@ -149,3 +149,18 @@ fn the_demo_runs_and_reports_no_loss() {
     let out = stdout(&o);
     assert!(out.contains("lost 0, duplicated 0, replay ordered yes"), "{out}");
 }
+
+#[test]
+fn info_shows_group_lag_in_records_and_seconds_and_an_append_rate_when_asked() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let input = "{\"timestamp\": 1000, \"value\": 1}\n{\"timestamp\": 2000, \"value\": 2}\n{\"timestamp\": 3000, \"value\": 3}\n";
+    assert!(evlog(tmp.path(), &["append", "t", "--json"], input).status.success());
+    assert!(evlog(tmp.path(), &["consume", "t", "--group", "g", "--max", "1"], "").status.success());
+    let i = json_lines(&evlog(tmp.path(), &["info", "--json", "--rate", "0.05"], ""));
+    let g = &i[0][0]["groups"][0];
+    assert_eq!((g["committed"].as_u64(), g["lag"].as_u64()), (Some(1), Some(2)));
+    assert!(g["lag_seconds"].as_f64().expect("seconds") > 1.0e6, "offset 1 is from 1970: {g}");
+    assert_eq!(i[0][0]["append_rate"].as_f64(), Some(0.0), "nobody appends while info watches");
+    let plain = evlog(tmp.path(), &["info"], "");
+    assert!(stdout(&plain).contains("lag 2 records"), "{}", stdout(&plain));
+}

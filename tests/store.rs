@@ -546,3 +546,40 @@ fn auto_commit_by_time_commits_at_the_next_poll_once_the_interval_passed() {
     c.poll(2, NONE).expect("poll");
     assert_eq!(c.committed(), Some(4));
 }
+
+#[test]
+fn metrics_report_sizes_rates_lags_and_fsyncs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    let t = store.topic("m").expect("topic");
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64 - 3_600_000)
+        .expect("clock");
+    for i in 0..10 {
+        t.append_record(&NewRecord::new(b"x").timestamp(hour_ago + i)).expect("append");
+    }
+    let mut c = store.consumer("g", "m", ConsumerOptions::default()).expect("consumer");
+    c.poll(4, NONE).expect("poll");
+    c.commit().expect("commit");
+    let first = store.metrics("m").expect("metrics");
+    assert_eq!((first.first_offset, first.next_offset), (0, 10));
+    assert!(first.append_rate.is_none(), "no rate before a second sample");
+    assert!(first.bytes_on_disk > 0 && first.segments >= 1);
+    assert_eq!(first.counters.appended, 10);
+    assert!(first.counters.fsyncs >= 10, "Always: at least one fsync per lone append");
+    assert!(first.counters.fsync_max >= first.counters.fsync_mean);
+    let g = &first.groups[0];
+    assert_eq!((g.group.as_str(), g.committed, g.lag_records), ("g", 4, 6));
+    assert!(g.lag_seconds >= 3_599.0, "offset 4 is an hour old: {}", g.lag_seconds);
+    for _ in 0..5 {
+        t.append(b"y").expect("append");
+    }
+    c.poll(100, NONE).expect("poll");
+    c.commit().expect("commit");
+    let second = store.metrics("m").expect("metrics");
+    assert!(second.append_rate.is_some_and(|r| r > 0.0));
+    let g = &second.groups[0];
+    assert_eq!((g.lag_records, g.lag_seconds), (0, 0.0));
+    assert!(g.consume_rate.is_some_and(|r| r > 0.0));
+}

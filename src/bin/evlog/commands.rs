@@ -93,7 +93,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Dump { topic, from_offset, from_time, to_time } => dump(dir, &topic, from_offset, from_time, to_time),
         Command::Tail { topic, follow, lines } => tail(dir, &topic, follow, lines),
         Command::Replay { topics, from, to, max_lateness } => replay(dir, &topics, from, to, max_lateness),
-        Command::Info { topic, json } => info(dir, topic.as_deref(), json),
+        Command::Info { topic, json, rate } => info(dir, topic.as_deref(), json, rate),
         Command::Verify { topic } => verify(dir, topic.as_deref()),
         Command::Repair { topic, yes } => repair(dir, topic.as_deref(), yes),
         Command::Groups { action } => groups(dir, action),
@@ -315,13 +315,28 @@ fn replay(
     Ok(ExitCode::SUCCESS)
 }
 
-fn info(dir: &Path, only: Option<&str>, as_json: bool) -> CmdResult {
+fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Option<f64>) -> CmdResult {
     let names = topic_names(dir, only)?;
     // Groups live in the consumer database, which a running application holds.
     let store = Store::open(dir, StoreOptions::default()).ok();
+    let logs = names.iter().map(|n| read_only(dir, n)).collect::<Result<Vec<_>, _>>()?;
+    // The append rate: offsets gained while watching (the writer may be another process).
+    let rates: Vec<Option<f64>> = match rate_secs {
+        Some(secs) if secs > 0.0 && secs.is_finite() => {
+            let before: Vec<u64> = logs.iter().map(evlog::Log::next_offset).collect();
+            let start = std::time::Instant::now();
+            std::thread::sleep(Duration::from_secs_f64(secs));
+            let elapsed = start.elapsed().as_secs_f64();
+            logs.iter().zip(before).map(|(l, b)| Some(l.next_offset().saturating_sub(b) as f64 / elapsed)).collect()
+        }
+        Some(_) => return Err("--rate takes a positive number of seconds".into()),
+        None => vec![None; logs.len()],
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let mut topics = Vec::new();
-    for name in &names {
-        let log = read_only(dir, name)?;
+    for ((name, log), rate) in names.iter().zip(&logs).zip(rates) {
         let ranges = log.segment_time_ranges().map_err(msg)?;
         let (mut lo, mut hi) = (None::<i64>, None::<i64>);
         for (_, _, r) in &ranges {
@@ -335,7 +350,14 @@ fn info(dir: &Path, only: Option<&str>, as_json: bool) -> CmdResult {
                 s.groups(name)
                     .map_err(msg)?
                     .into_iter()
-                    .map(|g| json!({"group": g.group, "committed": g.committed, "lag": g.lag}))
+                    .map(|g| {
+                        // Age of the oldest uncommitted record, by its timestamp.
+                        let lag_seconds = match log.read(g.committed.max(log.first_offset())) {
+                            Ok(Some(r)) if g.lag > 0 => (now_ms.saturating_sub(r.timestamp())).max(0) as f64 / 1e3,
+                            _ => 0.0,
+                        };
+                        json!({"group": g.group, "committed": g.committed, "lag": g.lag, "lag_seconds": lag_seconds})
+                    })
                     .collect(),
             ),
             None => Value::String("unavailable: the store is in use by another process".into()),
@@ -348,6 +370,7 @@ fn info(dir: &Path, only: Option<&str>, as_json: bool) -> CmdResult {
             "next_offset": log.next_offset(),
             "min_timestamp": lo,
             "max_timestamp": hi,
+            "append_rate": rate,
             "groups": groups,
         }));
     }
@@ -362,11 +385,20 @@ fn info(dir: &Path, only: Option<&str>, as_json: bool) -> CmdResult {
         w(&mut o, format!("  segments {}, {} bytes", t["segments"], t["bytes"]))?;
         w(&mut o, format!("  offsets {}..{}", t["first_offset"], t["next_offset"]))?;
         w(&mut o, format!("  timestamps {} ..= {}", t["min_timestamp"], t["max_timestamp"]))?;
+        if let Some(r) = t["append_rate"].as_f64() {
+            w(&mut o, format!("  append rate {r:.1} records/s"))?;
+        }
         match &t["groups"] {
             Value::Array(gs) if gs.is_empty() => w(&mut o, "  groups: none".into())?,
             Value::Array(gs) => {
                 for g in gs {
-                    w(&mut o, format!("  group {} committed {} lag {}", g["group"], g["committed"], g["lag"]))?;
+                    w(
+                        &mut o,
+                        format!(
+                            "  group {} committed {} lag {} records, {} s",
+                            g["group"], g["committed"], g["lag"], g["lag_seconds"]
+                        ),
+                    )?;
                 }
             }
             other => w(&mut o, format!("  groups: {}", other.as_str().unwrap_or("?")))?,

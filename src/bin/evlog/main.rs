@@ -95,11 +95,14 @@ enum Command {
         #[arg(long)]
         max_lateness: Option<String>,
     },
-    /// Segments, bytes, offsets, time range and consumer groups.
+    /// Segments, bytes, offsets, time range, consumer groups with lag (records and seconds).
     Info {
         topic: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Watch for this many seconds to measure the append rate (records/s).
+        #[arg(long, value_name = "SECS")]
+        rate: Option<f64>,
     },
     /// Check every checksum; exit 1 if anything is corrupt.
     Verify { topic: Option<String> },
