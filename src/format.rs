@@ -805,3 +805,24 @@ pub fn decode_checkpoint(b: &[u8]) -> Result<Checkpoint, HeaderError> {
 
 #[cfg(test)]
 mod tests;
+
+/// Reserved header names (FORMAT.md § Reserved header names).
+pub mod reserved_headers {
+    /// Producer id of an idempotent producer's record.
+    pub const PRODUCER_ID: &str = "evlog.producer";
+    /// Sequence number (u64 LE) of an idempotent producer's record.
+    pub const SEQUENCE: &str = "evlog.seq";
+    /// Why a dead letter was dead-lettered.
+    pub const DEAD_REASON: &str = "evlog.dead.reason";
+    /// A dead letter's source topic.
+    pub const DEAD_TOPIC: &str = "evlog.dead.topic";
+    /// A dead letter's source offset (decimal).
+    pub const DEAD_OFFSET: &str = "evlog.dead.offset";
+    /// A dead letter's group.
+    pub const DEAD_GROUP: &str = "evlog.dead.group";
+    /// A dead letter's deliveries or attempts (decimal).
+    pub const DEAD_DELIVERIES: &str = "evlog.dead.deliveries";
+    /// All of them, in FORMAT.md's order.
+    pub const ALL: [&str; 7] =
+        [PRODUCER_ID, SEQUENCE, DEAD_REASON, DEAD_TOPIC, DEAD_OFFSET, DEAD_GROUP, DEAD_DELIVERIES];
+}

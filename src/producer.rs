@@ -23,9 +23,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// Header that names the producer of a record (reserved).
-pub const PRODUCER_ID_HEADER: &str = "evlog.producer";
+pub const PRODUCER_ID_HEADER: &str = crate::format::reserved_headers::PRODUCER_ID;
 /// Header that carries the producer's sequence number, u64 little-endian (reserved).
-pub const SEQUENCE_HEADER: &str = "evlog.seq";
+pub const SEQUENCE_HEADER: &str = crate::format::reserved_headers::SEQUENCE;
 
 /// One producer id's recent sequences.
 #[derive(Debug, Default)]

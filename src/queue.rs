@@ -33,15 +33,15 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Header of a dead letter: why it was dead-lettered (UTF-8).
-pub const DEAD_REASON_HEADER: &str = "evlog.dead.reason";
+pub const DEAD_REASON_HEADER: &str = crate::format::reserved_headers::DEAD_REASON;
 /// Header of a dead letter: the source topic (UTF-8).
-pub const DEAD_TOPIC_HEADER: &str = "evlog.dead.topic";
+pub const DEAD_TOPIC_HEADER: &str = crate::format::reserved_headers::DEAD_TOPIC;
 /// Header of a dead letter: the source offset (decimal, UTF-8).
-pub const DEAD_OFFSET_HEADER: &str = "evlog.dead.offset";
+pub const DEAD_OFFSET_HEADER: &str = crate::format::reserved_headers::DEAD_OFFSET;
 /// Header of a dead letter: the queue's group (UTF-8).
-pub const DEAD_GROUP_HEADER: &str = "evlog.dead.group";
+pub const DEAD_GROUP_HEADER: &str = crate::format::reserved_headers::DEAD_GROUP;
 /// Header of a dead letter: how many times it was delivered (decimal, UTF-8).
-pub const DEAD_DELIVERIES_HEADER: &str = "evlog.dead.deliveries";
+pub const DEAD_DELIVERIES_HEADER: &str = crate::format::reserved_headers::DEAD_DELIVERIES;
 
 /// Milliseconds for leases and delays. The queue reads time only through this, so tests (and
 /// applications' tests) can move time by hand.

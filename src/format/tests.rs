@@ -284,3 +284,17 @@ fn file_names_parse_back_and_reject_lookalikes() {
     assert_eq!(parse_file_name("0000000000000000004x.log", SEGMENT_SUFFIX), None);
     assert_eq!(parse_file_name(&offset_index_file_name(7), SEGMENT_SUFFIX), None);
 }
+
+#[test]
+fn reserved_header_names_match_format_md() {
+    let spec = include_str!("../../FORMAT.md");
+    let names: Vec<&str> = spec
+        .lines()
+        .skip_while(|l| !l.starts_with("### Reserved header names"))
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|row| row.split('|').nth(1).expect("name cell").trim().trim_matches('`'))
+        .collect();
+    assert_eq!(names, reserved_headers::ALL);
+}
