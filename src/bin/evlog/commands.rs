@@ -218,14 +218,7 @@ fn consume(dir: &Path, topic: &str, group: &str, follow: bool, max: Option<u64>,
             break;
         }
         for r in &batch {
-            print_line(&record_json(
-                topic,
-                r.offset(),
-                r.timestamp(),
-                r.key(),
-                &r.headers().collect::<Vec<_>>(),
-                r.payload(),
-            ))?;
+            print_record(topic, r)?;
         }
         seen += batch.len() as u64;
         if !no_commit && !batch.is_empty() {
@@ -233,6 +226,12 @@ fn consume(dir: &Path, topic: &str, group: &str, follow: bool, max: Option<u64>,
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints one record of `topic` as a JSON line.
+fn print_record(topic: &str, r: &evlog::Record) -> Result<(), String> {
+    let headers: Vec<_> = r.headers().collect();
+    print_line(&record_json(topic, r.offset(), r.timestamp(), r.key(), &headers, r.payload()))
 }
 
 fn dump(dir: &Path, topic: &str, from_offset: u64, from_time: Option<String>, to_time: Option<String>) -> CmdResult {
@@ -248,14 +247,7 @@ fn dump(dir: &Path, topic: &str, from_offset: u64, from_time: Option<String>, to
         if r.timestamp() >= to || from_ts.is_some_and(|f| r.timestamp() < f) {
             continue;
         }
-        print_line(&record_json(
-            topic,
-            r.offset(),
-            r.timestamp(),
-            r.key(),
-            &r.headers().collect::<Vec<_>>(),
-            r.payload(),
-        ))?;
+        print_record(topic, &r)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -268,14 +260,7 @@ fn tail(dir: &Path, topic: &str, follow: bool, lines: u64) -> CmdResult {
         match it.next() {
             Some(r) => {
                 let r = r.map_err(msg)?;
-                print_line(&record_json(
-                    topic,
-                    r.offset(),
-                    r.timestamp(),
-                    r.key(),
-                    &r.headers().collect::<Vec<_>>(),
-                    r.payload(),
-                ))?;
+                print_record(topic, &r)?;
             }
             None if follow => std::thread::sleep(Duration::from_millis(50)),
             None => return Ok(ExitCode::SUCCESS),
