@@ -244,6 +244,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// Kafka could not be reached or refused something (feature `kafka`): unreachable brokers,
+    /// a missing topic, a record larger than the broker accepts, a failed delivery. The local
+    /// log is unchanged.
+    #[error("kafka: {reason}")]
+    Kafka {
+        /// What went wrong, naming brokers, topic, partition or offset.
+        reason: String,
+    },
+
     /// A write was attempted through a read-only handle.
     #[error("log {path} is open read-only")]
     ReadOnly {

@@ -57,6 +57,8 @@ mod consumer;
 mod error;
 pub mod format;
 mod index;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod log;
 mod metrics;
 mod options;

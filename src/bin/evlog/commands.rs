@@ -98,6 +98,12 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Repair { topic, yes } => repair(dir, topic.as_deref(), yes),
         Command::Groups { action } => groups(dir, action),
         Command::Demo { child } => crate::demo::run(given.then_some(dir), child),
+        Command::Forward { topic, brokers, kafka_topic, group, until_caught_up } => {
+            forward(dir, &topic, &brokers, &kafka_topic, &group, until_caught_up)
+        }
+        Command::Import { topic, brokers, kafka_topic, until_caught_up } => {
+            import(dir, &topic, &brokers, &kafka_topic, until_caught_up)
+        }
     }
 }
 
@@ -557,4 +563,55 @@ fn groups(dir: &Path, action: GroupsAction) -> CmdResult {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "kafka")]
+fn forward(dir: &Path, topic: &str, brokers: &str, kafka_topic: &str, group: &str, until_caught_up: bool) -> CmdResult {
+    use evlog::kafka::{Forwarder, ForwarderOptions};
+    let store = open_store(dir, Durability::Always)?;
+    topic_dir(dir, topic)?;
+    let mut opts = ForwarderOptions::new(brokers, kafka_topic);
+    opts.group = group.to_string();
+    let mut f = Forwarder::start(&store, topic, opts).map_err(msg)?;
+    eprintln!(
+        "evlog: forwarding {topic:?} to Kafka topic {kafka_topic:?} ({} partitions) at {brokers}",
+        f.partitions()
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stats = f
+        .run(&stop, until_caught_up, |s| {
+            eprintln!(
+                "evlog: forwarded {}, skipped {} already in Kafka, lag {} records / {:.1} s",
+                s.forwarded, s.skipped, s.lag_records, s.lag_seconds
+            )
+        })
+        .map_err(msg)?;
+    eprintln!(
+        "evlog: done: forwarded {}, skipped {}, committed {}, lag {} records",
+        stats.forwarded, stats.skipped, stats.committed, stats.lag_records
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "kafka")]
+fn import(dir: &Path, topic: &str, brokers: &str, kafka_topic: &str, until_caught_up: bool) -> CmdResult {
+    use evlog::kafka::{Importer, ImporterOptions};
+    let store = open_store(dir, Durability::Always)?;
+    let mut i = Importer::start(&store, topic, ImporterOptions::new(brokers, kafka_topic)).map_err(msg)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let n = i
+        .run(&stop, until_caught_up, |done, lag| eprintln!("evlog: imported {done}, lag {lag} records"))
+        .map_err(msg)?;
+    eprintln!("evlog: done: imported {n} records into {topic:?}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "kafka"))]
+fn forward(_: &Path, _: &str, _: &str, _: &str, _: &str, _: bool) -> CmdResult {
+    Err("this evlog was built without the `kafka` feature (cargo build --features kafka)".into())
+}
+
+#[cfg(not(feature = "kafka"))]
+fn import(_: &Path, _: &str, _: &str, _: &str, _: bool) -> CmdResult {
+    Err("this evlog was built without the `kafka` feature (cargo build --features kafka)".into())
 }

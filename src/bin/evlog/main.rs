@@ -123,6 +123,34 @@ enum Command {
         #[arg(long, hide = true)]
         child: bool,
     },
+    /// Forward a topic to a Kafka topic exactly once (needs the `kafka` feature). Progress and
+    /// lag on stderr. Resumes exactly where Kafka stands after any crash.
+    Forward {
+        topic: String,
+        /// Broker list, `host:port[,host:port…]`.
+        #[arg(long)]
+        brokers: String,
+        /// The destination topic (must exist).
+        #[arg(long)]
+        kafka_topic: String,
+        /// The local consumer group holding the forwarder's position.
+        #[arg(long, default_value = "kafka-forwarder")]
+        group: String,
+        /// Exit once everything appended before the start is acknowledged.
+        #[arg(long)]
+        until_caught_up: bool,
+    },
+    /// Import every partition of a Kafka topic into a local topic (needs the `kafka` feature).
+    Import {
+        topic: String,
+        #[arg(long)]
+        brokers: String,
+        #[arg(long)]
+        kafka_topic: String,
+        /// Exit once nothing is left to import.
+        #[arg(long)]
+        until_caught_up: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
