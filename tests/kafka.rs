@@ -272,4 +272,12 @@ fn unreachable_brokers_and_a_missing_topic_are_clear_errors_and_touch_nothing_lo
     assert!(e.to_string().contains("does not exist"), "{e}");
     assert!(s.groups("orders").expect("groups").is_empty(), "no group offset was written");
     assert_eq!(s.topic("orders").expect("topic").next_offset(), 1);
+
+    // A record larger than the broker accepts (librdkafka's message.max.bytes, 1 MB by default).
+    broker.create_topic("big", 1);
+    s.topic("huge").expect("topic").append(&vec![1u8; 2 << 20]).expect("a 2 MiB record is fine locally");
+    let mut f = Forwarder::start(&s, "huge", ForwarderOptions::new(&broker.brokers(), "big")).expect("start");
+    let e = f.run(&AtomicBool::new(false), true, |_| {}).expect_err("too large for Kafka");
+    assert!(e.to_string().contains("larger than the broker accepts"), "{e}");
+    assert!(s.groups("huge").expect("groups").iter().all(|g| g.committed == 0), "not committed past it");
 }
