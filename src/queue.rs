@@ -264,7 +264,7 @@ impl Store {
         }
         let dead_producer_id = format!("queue.{group}.{topic}");
         validate_name(&dead_producer_id)?;
-        let (saved, _unreadable) = self.inner().state.queue_load(topic, group)?;
+        let saved = self.inner().state.queue_load(topic, group)?;
         let (first, next) = (t.first_offset(), t.next_offset());
         let cursor = match saved.cursor {
             Some(c) => c.clamp(first, next),

@@ -363,11 +363,11 @@ impl StateDb {
             .map_err(|e| sled_err("open tree", &self.path, e))
     }
 
-    /// Loads a work queue's state; entries that do not parse are skipped (and reported by count).
-    pub fn queue_load(&self, topic: &str, group: &str) -> Result<(QueueState, usize)> {
+    /// Loads a work queue's state; entries that do not parse (never written by this code) are
+    /// skipped.
+    pub fn queue_load(&self, topic: &str, group: &str) -> Result<QueueState> {
         let t = self.queue_tree(topic, group)?;
         let mut st = QueueState::default();
-        let mut bad = 0;
         for kv in t.iter() {
             let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
             if &*k == QUEUE_CURSOR_KEY {
@@ -377,14 +377,11 @@ impl StateDb {
             let offset = k.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
             let deliveries = v.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
             let ready_at_ms = v.get(4..12).and_then(|b| b.try_into().ok()).map(i64::from_le_bytes);
-            match (offset, deliveries, ready_at_ms, k.len(), v.len()) {
-                (Some(o), Some(d), Some(r), 8, 12) => {
-                    st.entries.push((o, QueueEntry { deliveries: d, ready_at_ms: r }))
-                }
-                _ => bad += 1,
+            if let (Some(o), Some(d), Some(r), 8, 12) = (offset, deliveries, ready_at_ms, k.len(), v.len()) {
+                st.entries.push((o, QueueEntry { deliveries: d, ready_at_ms: r }));
             }
         }
-        Ok((st, bad))
+        Ok(st)
     }
 
     /// Applies a work queue's changes in one atomic sled batch, without waiting for durability.
