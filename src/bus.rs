@@ -15,9 +15,9 @@ use crate::codec::{Bincode, Codec};
 use crate::consumer::ConsumerOptions;
 use crate::error::{Error, Result};
 use crate::log::lock;
-use crate::producer::Producer;
+use crate::queue::DeadLetters;
 use crate::record::Record;
-use crate::store::{Store, validate_name};
+use crate::store::Store;
 use crate::typed::Typed;
 use std::fmt::Display;
 use std::marker::PhantomData;
@@ -306,10 +306,7 @@ impl<T: 'static, U: 'static, C: Codec<T>> SubscriptionBuilder<T, U, C> {
     {
         let store = self.bus.store.clone();
         let typed = store.typed_topic_with::<T, C>(&self.topic, self.codec)?;
-        let dead_topic = self.opts.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dead", self.topic));
-        validate_name(&dead_topic)?;
-        let producer_id = format!("bus.{}.{}", self.group, self.topic);
-        validate_name(&producer_id)?;
+        let dead = DeadLetters::new(&store, "bus", &self.group, &self.topic, self.opts.dead_letter_topic.as_deref())?;
         let consumer = typed.consumer(&self.group, self.opts.consumer)?;
         let running = Arc::new(Running {
             stop: AtomicBool::new(false),
@@ -324,10 +321,7 @@ impl<T: 'static, U: 'static, C: Codec<T>> SubscriptionBuilder<T, U, C> {
             handler,
             opts: self.opts,
             group: self.group,
-            topic: self.topic,
-            dead_topic,
-            producer_id,
-            dead: None,
+            dead,
             running: running.clone(),
         };
         let name = format!("evlog-bus-{}", worker.group);
@@ -348,10 +342,7 @@ struct Worker<T, U, C, F> {
     handler: F,
     opts: SubscriptionOptions,
     group: String,
-    topic: String,
-    dead_topic: String,
-    producer_id: String,
-    dead: Option<Producer>,
+    dead: DeadLetters,
     running: Arc<Running>,
 }
 
@@ -435,10 +426,6 @@ where
     }
 
     fn dead_letter(&mut self, record: &Record, reason: &str, attempts: u32) -> Result<()> {
-        let producer = match &self.dead {
-            Some(p) => p.clone(),
-            None => self.dead.insert(self.store.producer(&self.dead_topic, &self.producer_id)?).clone(),
-        };
-        crate::queue::send_dead_letter(&producer, record, reason, &self.group, &self.topic, attempts)
+        self.dead.send(record, reason, attempts)
     }
 }

@@ -205,9 +205,7 @@ pub(crate) struct QueueInner {
     topic: Arc<Topic>,
     group: String,
     opts: QueueOptions,
-    dead_topic: String,
-    dead_producer_id: String,
-    dead: Mutex<Option<Producer>>,
+    dead: DeadLetters,
     state: Mutex<State>,
 }
 
@@ -257,13 +255,7 @@ impl Store {
         if opts.deliveries_max == 0 {
             return Err(Error::InvalidOptions { reason: "deliveries_max must be at least 1".into() });
         }
-        let dead_topic = opts.dead_letter_topic.clone().unwrap_or_else(|| format!("{topic}.dead"));
-        validate_name(&dead_topic)?;
-        if dead_topic == topic {
-            return Err(Error::InvalidOptions { reason: "the dead-letter topic must differ from the queue's".into() });
-        }
-        let dead_producer_id = format!("queue.{group}.{topic}");
-        validate_name(&dead_producer_id)?;
+        let dead = DeadLetters::new(self, "queue", group, topic, opts.dead_letter_topic.as_deref())?;
         let saved = self.inner().state.queue_load(topic, group)?;
         let (first, next) = (t.first_offset(), t.next_offset());
         let cursor = match saved.cursor {
@@ -293,9 +285,7 @@ impl Store {
             topic: t,
             group: group.to_string(),
             opts,
-            dead_topic,
-            dead_producer_id,
-            dead: Mutex::new(None),
+            dead,
             state: Mutex::new(st),
         });
         queues.insert(key, Arc::downgrade(&inner));
@@ -321,7 +311,7 @@ impl Queue {
 
     /// The dead-letter topic's name.
     pub fn dead_letter_topic(&self) -> &str {
-        &self.inner.dead_topic
+        self.inner.dead.topic()
     }
 
     /// Appends a record to the queue's topic (a convenience: any append to the topic enqueues).
@@ -577,14 +567,7 @@ impl Queue {
         let inner = &*self.inner;
         let deliveries = lock(&inner.state).slots.get(&offset).map_or(0, |s| s.deliveries);
         if let Some(record) = inner.topic.read(offset)? {
-            let producer = {
-                let mut slot = lock(&inner.dead);
-                match &*slot {
-                    Some(p) => p.clone(),
-                    None => slot.insert(inner.store.producer(&inner.dead_topic, &inner.dead_producer_id)?).clone(),
-                }
-            };
-            send_dead_letter(&producer, &record, reason, &inner.group, inner.topic.name(), deliveries)?;
+            inner.dead.send(&record, reason, deliveries)?;
         }
         {
             let mut st = lock(&inner.state);
@@ -631,29 +614,69 @@ impl Queue {
     }
 }
 
-/// Appends `record` (from `topic`) to a dead-letter topic through `producer`, keeping its
-/// timestamp, key and headers and adding the `evlog.dead.*` headers. The sequence is the source
-/// offset, so sending the same record again (after a crash) appends nothing.
-pub(crate) fn send_dead_letter(
-    producer: &Producer,
-    record: &Record,
-    reason: &str,
-    group: &str,
-    topic: &str,
-    deliveries: u32,
-) -> Result<()> {
-    let (offset_text, deliveries_text) = (record.offset().to_string(), deliveries.to_string());
-    let mut headers: Vec<(&str, &[u8])> =
-        record.headers().filter(|(n, _)| *n != PRODUCER_ID_HEADER && *n != SEQUENCE_HEADER).collect();
-    headers.extend([
-        (DEAD_REASON_HEADER, reason.as_bytes()),
-        (DEAD_TOPIC_HEADER, topic.as_bytes()),
-        (DEAD_OFFSET_HEADER, offset_text.as_bytes()),
-        (DEAD_GROUP_HEADER, group.as_bytes()),
-        (DEAD_DELIVERIES_HEADER, deliveries_text.as_bytes()),
-    ]);
-    let dead = NewRecord { timestamp: Some(record.timestamp()), key: record.key(), headers, payload: record.payload() };
-    producer.send_with_sequence(record.offset(), &dead).map(|_| ())
+/// The dead-letter writer of one queue or subscription: `(group, source topic)` into its
+/// dead-letter topic through an idempotent producer (id `<kind>.<group>.<topic>`) made on first
+/// use. The sequence is the source offset, so sending a record again (after a crash) appends
+/// nothing.
+#[derive(Debug)]
+pub(crate) struct DeadLetters {
+    store: Store,
+    group: String,
+    source: String,
+    topic: String,
+    producer_id: String,
+    producer: Mutex<Option<Producer>>,
+}
+
+impl DeadLetters {
+    /// Checks the names: `dead_topic` (default `<source>.dead`) must be valid and differ from
+    /// the source, and so must the producer id `<kind>.<group>.<source>`.
+    pub(crate) fn new(store: &Store, kind: &str, group: &str, source: &str, dead_topic: Option<&str>) -> Result<Self> {
+        let topic = dead_topic.map_or_else(|| format!("{source}.dead"), str::to_string);
+        validate_name(&topic)?;
+        if topic == source {
+            return Err(Error::InvalidOptions { reason: "the dead-letter topic must differ from the source".into() });
+        }
+        let producer_id = format!("{kind}.{group}.{source}");
+        validate_name(&producer_id)?;
+        Ok(DeadLetters {
+            store: store.clone(),
+            group: group.to_string(),
+            source: source.to_string(),
+            topic,
+            producer_id,
+            producer: Mutex::new(None),
+        })
+    }
+
+    /// The dead-letter topic's name.
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Appends `record` with its timestamp, key and headers plus the `evlog.dead.*` headers.
+    pub(crate) fn send(&self, record: &Record, reason: &str, deliveries: u32) -> Result<()> {
+        let producer = {
+            let mut slot = lock(&self.producer);
+            match &*slot {
+                Some(p) => p.clone(),
+                None => slot.insert(self.store.producer(&self.topic, &self.producer_id)?).clone(),
+            }
+        };
+        let (offset_text, deliveries_text) = (record.offset().to_string(), deliveries.to_string());
+        let mut headers: Vec<(&str, &[u8])> =
+            record.headers().filter(|(n, _)| *n != PRODUCER_ID_HEADER && *n != SEQUENCE_HEADER).collect();
+        headers.extend([
+            (DEAD_REASON_HEADER, reason.as_bytes()),
+            (DEAD_TOPIC_HEADER, self.source.as_bytes()),
+            (DEAD_OFFSET_HEADER, offset_text.as_bytes()),
+            (DEAD_GROUP_HEADER, self.group.as_bytes()),
+            (DEAD_DELIVERIES_HEADER, deliveries_text.as_bytes()),
+        ]);
+        let dead =
+            NewRecord { timestamp: Some(record.timestamp()), key: record.key(), headers, payload: record.payload() };
+        producer.send_with_sequence(record.offset(), &dead).map(|_| ())
+    }
 }
 
 /// Calls `attempt` until it leases something or `timeout` passes; in between, sleeps until an
