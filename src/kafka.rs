@@ -350,24 +350,12 @@ impl Forwarder {
             self.topic.name(),
             ConsumerOptions::starting_at(StartAt::Earliest),
         )?;
-        let mut sent = 0u64;
         let mut unacked: BTreeSet<u64> = BTreeSet::new();
         let mut committed = c.committed().unwrap_or(c.position());
         let mut last_progress = Instant::now();
         let target = self.topic.next_offset();
         loop {
-            // Collect acknowledgements; commit the contiguous acknowledged prefix.
-            while let Ok(ack) = self.acks.try_recv() {
-                let offset = ack.map_err(|reason| Error::Kafka { reason: format!("delivery failed: {reason}") })?;
-                unacked.remove(&offset);
-                self.stats.forwarded += 1;
-            }
-            let floor = unacked.first().copied().unwrap_or(c.position());
-            if floor > committed {
-                c.commit_offset(floor)?;
-                committed = floor;
-            }
-            self.stats.committed = committed;
+            committed = self.settle(&mut c, &mut unacked, committed)?;
             self.stats.lag_records = self.topic.next_offset().saturating_sub(committed);
             if last_progress.elapsed() >= Duration::from_secs(1) {
                 self.stats.lag_seconds = self.lag_seconds(committed)?;
@@ -387,24 +375,32 @@ impl Forwarder {
                 }
                 self.produce(r, p)?;
                 unacked.insert(r.offset());
-                sent += 1;
             }
         }
         self.producer.flush(Duration::from_secs(30)).map_err(|e| kafka_err("flush", e))?;
+        self.settle(&mut c, &mut unacked, committed)?;
+        c.close()?;
+        self.stats.lag_records = self.topic.next_offset().saturating_sub(self.stats.committed);
+        Ok(self.stats)
+    }
+
+    /// Takes in Kafka's acknowledgements and commits the group up to the first record still
+    /// unacknowledged (or the position, when none is). Returns the committed offset.
+    fn settle(&mut self, c: &mut crate::Consumer, unacked: &mut BTreeSet<u64>, committed: u64) -> Result<u64> {
         while let Ok(ack) = self.acks.try_recv() {
             let offset = ack.map_err(|reason| Error::Kafka { reason: format!("delivery failed: {reason}") })?;
             unacked.remove(&offset);
             self.stats.forwarded += 1;
         }
         let floor = unacked.first().copied().unwrap_or(c.position());
-        if floor > committed {
+        let committed = if floor > committed {
             c.commit_offset(floor)?;
-            self.stats.committed = floor;
-        }
-        let _ = sent;
-        c.close()?;
-        self.stats.lag_records = self.topic.next_offset().saturating_sub(self.stats.committed);
-        Ok(self.stats)
+            floor
+        } else {
+            committed
+        };
+        self.stats.committed = committed;
+        Ok(committed)
     }
 
     fn lag_seconds(&self, committed: u64) -> Result<f64> {
@@ -551,8 +547,9 @@ impl Importer {
     /// local segments from the newest back until every partition is seen or the start is reached.
     fn resume_points(topic: &Topic, partitions: u32) -> Result<Vec<i64>> {
         let mut next: Vec<Option<i64>> = vec![None; partitions as usize];
-        let mut bases: Vec<u64> = topic.sealed_segments()?.iter().map(|s| s.base_offset).collect();
-        bases.push(topic.sealed_segments()?.last().map_or(topic.first_offset(), |s| s.end_offset));
+        let sealed = topic.sealed_segments()?;
+        let mut bases: Vec<u64> = sealed.iter().map(|s| s.base_offset).collect();
+        bases.push(sealed.last().map_or(topic.first_offset(), |s| s.end_offset));
         let mut end = topic.next_offset();
         for &base in bases.iter().rev() {
             let from = base.max(topic.first_offset());
