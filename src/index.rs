@@ -240,8 +240,11 @@ impl LoadedIndex {
     }
 }
 
-/// Writes a segment's two index files (temporary name, then rename). Best effort: they are
-/// caches, so a failure only means the next open rebuilds them.
+/// Writes a segment's two index files (temporary name, fdatasync, then rename). Best effort:
+/// they are caches, so a failure only means the next open rebuilds them. The data is fsynced
+/// before the rename so that a rename that survives a power cut never names a file with missing
+/// bytes; the directory is not fsynced here: a lost rename leaves the previous index file (or
+/// none), which `LoadedIndex::load` checks against the segment and recovery rebuilds.
 pub(crate) fn write_index_files(storage: &dyn Storage, dir: &Path, b: &IndexBuilder) {
     let (o, t) = b.encode();
     for (name, bytes) in
@@ -250,7 +253,7 @@ pub(crate) fn write_index_files(storage: &dyn Storage, dir: &Path, b: &IndexBuil
         let tmp = dir.join(format!("{name}.tmp"));
         let ok = storage
             .open(&tmp, OpenMode::CreateTruncate)
-            .and_then(|f| f.write_all_at(&bytes, 0))
+            .and_then(|f| f.write_all_at(&bytes, 0).and_then(|()| f.sync_data()))
             .and_then(|()| storage.rename(&tmp, &dir.join(&name)));
         if ok.is_err() {
             let _ = storage.remove_file(&tmp);

@@ -478,8 +478,8 @@ impl Log {
         crate::trace::span!("evlog.open", dir = %dir.display());
         let storage = opts.storage.clone();
         match storage.dir_exists(&dir) {
-            Ok(true) => {}
-            Ok(false) => storage.create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?,
+            Ok(_) => crate::storage::create_dir_durable(storage.as_ref(), &dir)
+                .map_err(|e| Error::io("create directory", &dir, e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Err(Error::NotADirectory { path: dir }),
             Err(e) => return Err(Error::io("stat", &dir, e)),
         }

@@ -365,7 +365,7 @@ fn repair_or_fail(
     }
     let (storage, dir) = (ctx.storage, ctx.dir);
     let qdir = dir.join(format::QUARANTINE_DIR);
-    storage.create_dir_all(&qdir).map_err(|e| Error::io("create directory", &qdir, e))?;
+    crate::storage::create_dir_durable(storage, &qdir).map_err(|e| Error::io("create directory", &qdir, e))?;
     let base = bases[idx];
     let path = seg_path(dir, base);
     let prefix = {
@@ -412,7 +412,7 @@ fn repair_or_fail(
 /// Writes `bytes` (cut from segment `base` at `position`) into `quarantine/`, fsynced.
 fn save_to_quarantine(storage: &dyn Storage, dir: &Path, base: u64, position: u64, bytes: &[u8]) -> Result<PathBuf> {
     let qdir = dir.join(format::QUARANTINE_DIR);
-    storage.create_dir_all(&qdir).map_err(|e| Error::io("create directory", &qdir, e))?;
+    crate::storage::create_dir_durable(storage, &qdir).map_err(|e| Error::io("create directory", &qdir, e))?;
     let path = qdir.join(format!(
         "{}.tail-at-{position}.{}",
         format::segment_file_name(base),

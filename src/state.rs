@@ -169,7 +169,7 @@ impl StateDb {
             e => sled_err("open", path, e),
         })?;
         let groups = db.open_tree(GROUPS_TREE).map_err(|e| sled_err("open tree", path, e))?;
-        Ok(StateDb {
+        let state = StateDb {
             path: path.to_path_buf(),
             db,
             groups,
@@ -179,7 +179,12 @@ impl StateDb {
             writes: AtomicU64::new(0),
             gate: Mutex::default(),
             gate_cv: Condvar::new(),
-        })
+        };
+        // sled creates its files and directories without fsyncing them or their directory:
+        // make them durable now, so that a power cut after the first durable commit finds the
+        // database that commit went into (and not a fresh one).
+        state.make_durable(CommitDurability::Sync)?;
+        Ok(state)
     }
 
     pub fn committed(&self, topic: &str, group: &str) -> Result<Option<Committed>> {

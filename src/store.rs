@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::options::Options;
 use crate::state::{CommitDurability, StateDb};
-use crate::storage::{LockGuard, RealStorage, Storage};
+use crate::storage::{LockGuard, RealStorage, Storage, create_dir_durable};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -208,10 +208,11 @@ impl Store {
         opts.log.validate()?;
         let root = root.as_ref().to_path_buf();
         let storage = opts.log.storage.clone();
+        // Each directory's name is made durable (its parent fsynced, up to the first directory
+        // that already existed) before anything inside it can be acknowledged.
         for d in [root.clone(), root.join("topics"), root.join("trash")] {
             match storage.dir_exists(&d) {
-                Ok(true) => {}
-                Ok(false) => storage.create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?,
+                Ok(_) => create_dir_durable(storage.as_ref(), &d).map_err(|e| Error::io("create directory", &d, e))?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
                     return Err(Error::NotADirectory { path: d });
                 }
@@ -225,7 +226,10 @@ impl Store {
             Err(e) => return Err(Error::io("lock", &lock_path, e)),
         };
         let state_dir = root.join("consumers");
-        std::fs::create_dir_all(&state_dir).map_err(|e| Error::io("create directory", &state_dir, e))?;
+        // sled writes on the real file system, beside the topics' storage: its directory is made
+        // through the storage that fsyncs sled's files.
+        create_dir_durable(opts.state_storage.as_ref(), &state_dir)
+            .map_err(|e| Error::io("create directory", &state_dir, e))?;
         let state = StateDb::open(&state_dir, opts.state_storage.clone())?;
         let inner = Arc::new(StoreInner {
             root,

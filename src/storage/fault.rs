@@ -24,6 +24,8 @@ pub enum Op {
     Rename,
     /// fsync of a directory.
     SyncDir,
+    /// Creating directories.
+    CreateDir,
 }
 
 /// What happens to a targeted operation.
@@ -100,6 +102,13 @@ impl FaultStorage {
         });
     }
 
+    /// A storage over `inner` that shares this one's plan: its operations count towards the same
+    /// `changes` and `stop_after`, and the same rules apply. A store whose topics and consumer
+    /// database live on different storages stops at one point of one sequence.
+    pub fn sharing_plan(&self, inner: Arc<dyn Storage>) -> Self {
+        FaultStorage { inner, plan: self.plan.clone() }
+    }
+
     /// Removes every planned fault (the disk is healthy again).
     pub fn clear(&self) {
         self.plan().rules.clear();
@@ -111,7 +120,7 @@ impl FaultStorage {
     }
 
     /// Operations other than reads (writes, fsyncs, truncations, opens, renames, removals,
-    /// directory fsyncs) performed so far.
+    /// directory creations and fsyncs) performed so far.
     pub fn changes(&self) -> u64 {
         self.plan().changes
     }
@@ -162,6 +171,9 @@ fn to_error(fault: Fault) -> io::Error {
 
 impl Storage for FaultStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        if let Some(f) = self.check(Op::CreateDir, path) {
+            return Err(to_error(f));
+        }
         self.inner.create_dir_all(path)
     }
     fn dir_exists(&self, path: &Path) -> io::Result<bool> {
@@ -204,8 +216,7 @@ impl Storage for FaultStorage {
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
         self.inner.lock(path)
     }
-    // create_dir_all and list_dir pass through unchecked: directories are durable at creation in
-    // MemStorage, and listing changes nothing.
+    // dir_exists, list_dir and lock pass through unchecked: they change nothing on disk.
 }
 
 #[derive(Debug)]

@@ -1,16 +1,22 @@
 //! In-memory storage that can simulate a power cut.
 //!
-//! Each file keeps two images: `live` (what reads see, the page cache) and `durable` (what is on
-//! the platter), plus the writes made since the last `sync_data` in order. Each directory's
-//! entries likewise have a live and a durable view; `sync_dir` makes the live one durable.
+//! A small file system of inodes. Each file keeps two images: `live` (what reads see, the page
+//! cache) and `durable` (what is on the platter), plus the writes made since the last
+//! `sync_data` in order. Each directory keeps two tables of entries (name → inode): `live` and
+//! `durable`; only `sync_dir` of that directory copies the live table to the durable one. So a
+//! crash undoes every create, mkdir, rename and unlink whose directory was not fsynced since, a
+//! new directory vanishes with everything in it unless its parent was fsynced, and a rename can
+//! survive while the renamed file's unsynced data does not: exactly what a strict file system
+//! (or a real disk after a power cut) keeps. Only the root (`/`) exists from the start.
+//!
 //! [`MemStorage::crash`] throws the live state away and builds what a crash leaves behind, per
 //! [`CrashMode`]. Handles opened before a crash belong to the dead process: every operation on them
 //! fails afterwards, so a `Log` dropped after a crash cannot write anything.
 
 use super::{LockGuard, OpenMode, SharedBytes, Storage, StorageFile};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What a simulated crash leaves behind.
@@ -27,7 +33,8 @@ pub enum CrashMode {
         seed: u64,
     },
     /// Power cut: each unsynced write independently reaches the disk or not (writes are not
-    /// ordered without fsync); which ones is chosen from `seed`.
+    /// ordered without fsync); which ones is chosen from `seed`. Unsynced directory changes are
+    /// lost.
     RandomSubset {
         /// Chooses the subset.
         seed: u64,
@@ -43,21 +50,42 @@ pub struct MemStorage {
 impl std::fmt::Debug for MemStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.lock_state();
-        write!(f, "MemStorage({} files, generation {})", s.live.len(), s.generation)
+        write!(f, "MemStorage({} inodes, generation {})", s.nodes.len(), s.generation)
     }
 }
 
-#[derive(Debug, Default)]
+/// The root directory's inode.
+const ROOT: u64 = 0;
+
+#[derive(Debug)]
 struct MemState {
     generation: u64,
     next_id: u64,
-    files: HashMap<u64, FileData>,
-    dirs: BTreeSet<PathBuf>,
-    live: BTreeMap<PathBuf, u64>,
-    durable: BTreeMap<PathBuf, u64>,
+    nodes: BTreeMap<u64, Node>,
     locks: BTreeSet<PathBuf>,
     /// Counts of operations, for tests that check a mode really syncs.
     syncs: u64,
+    dir_syncs: u64,
+}
+
+impl Default for MemState {
+    fn default() -> Self {
+        let mut nodes = BTreeMap::new();
+        nodes.insert(ROOT, Node::Dir(DirData::default()));
+        MemState { generation: 0, next_id: ROOT + 1, nodes, locks: BTreeSet::new(), syncs: 0, dir_syncs: 0 }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    File(FileData),
+    Dir(DirData),
+}
+
+#[derive(Debug, Default, Clone)]
+struct DirData {
+    live: BTreeMap<String, u64>,
+    durable: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -76,13 +104,16 @@ enum Pending {
 fn apply(image: &mut Vec<u8>, op: &Pending) {
     match op {
         Pending::Write { pos, data } => {
-            let pos = *pos as usize;
-            if image.len() < pos + data.len() {
-                image.resize(pos + data.len(), 0);
+            let Ok(pos) = usize::try_from(*pos) else { return };
+            let end = pos.saturating_add(data.len());
+            if image.len() < end {
+                image.resize(end, 0);
             }
-            image[pos..pos + data.len()].copy_from_slice(data);
+            if let Some(target) = image.get_mut(pos..end) {
+                target.copy_from_slice(data);
+            }
         }
-        Pending::SetLen(len) => image.resize(*len as usize, 0),
+        Pending::SetLen(len) => image.resize(usize::try_from(*len).unwrap_or(usize::MAX), 0),
     }
 }
 
@@ -98,8 +129,10 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+    fn below(&mut self, n: usize) -> usize {
+        let n = n as u64;
+        // The result is below `n`, which came from a usize.
+        if n == 0 { 0 } else { usize::try_from(self.next() % n).unwrap_or(0) }
     }
 }
 
@@ -107,8 +140,108 @@ fn dead() -> io::Error {
     io::Error::other("handle from before a simulated crash")
 }
 
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+}
+
+fn not_a_directory(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotADirectory, format!("{} is not a directory", path.display()))
+}
+
+/// The names along `path` (root and `.` skipped). `..` is not supported: evlog never builds one.
+fn names(path: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::Normal(n) => out.push(
+                n.to_str().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path is not UTF-8"))?.to_string(),
+            ),
+            Component::ParentDir => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "`..` in a MemStorage path"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl MemState {
+    fn dir(&self, id: u64) -> Option<&DirData> {
+        match self.nodes.get(&id) {
+            Some(Node::Dir(d)) => Some(d),
+            _ => None,
+        }
+    }
+    fn dir_mut(&mut self, id: u64) -> Option<&mut DirData> {
+        match self.nodes.get_mut(&id) {
+            Some(Node::Dir(d)) => Some(d),
+            _ => None,
+        }
+    }
+    fn file(&self, id: u64) -> Option<&FileData> {
+        match self.nodes.get(&id) {
+            Some(Node::File(f)) => Some(f),
+            _ => None,
+        }
+    }
+    fn file_mut(&mut self, id: u64) -> Option<&mut FileData> {
+        match self.nodes.get_mut(&id) {
+            Some(Node::File(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The inode at `path`, following live entries; `None` if a component is missing.
+    fn resolve(&self, path: &Path) -> io::Result<Option<u64>> {
+        let mut at = ROOT;
+        for name in names(path)? {
+            let Some(d) = self.dir(at) else { return Err(not_a_directory(path)) };
+            match d.live.get(&name) {
+                Some(&id) => at = id,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(at))
+    }
+
+    /// The directory that holds `path`'s last name, and that name.
+    fn parent_of(&self, path: &Path) -> io::Result<(u64, String)> {
+        let mut ns = names(path)?;
+        let name = ns.pop().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the root has no parent"))?;
+        let parent: PathBuf = ns.iter().collect();
+        match self.resolve(&Path::new("/").join(parent))? {
+            Some(id) if self.dir(id).is_some() => Ok((id, name)),
+            Some(_) => Err(not_a_directory(path)),
+            None => Err(not_found(path)),
+        }
+    }
+
+    fn new_node(&mut self, node: Node) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.nodes.insert(id, node);
+        id
+    }
+
+    /// Drops every inode no directory entry reaches any more (after a crash).
+    fn collect_unreachable(&mut self) {
+        let mut reachable = BTreeSet::from([ROOT]);
+        let mut todo = vec![ROOT];
+        while let Some(id) = todo.pop() {
+            if let Some(d) = self.dir(id) {
+                for &child in d.live.values() {
+                    if reachable.insert(child) {
+                        todo.push(child);
+                    }
+                }
+            }
+        }
+        self.nodes.retain(|id, _| reachable.contains(id));
+    }
+}
+
 impl MemStorage {
-    /// An empty storage.
+    /// An empty storage: only the root directory `/` exists (and is durable).
     pub fn new() -> Self {
         Self::default()
     }
@@ -130,37 +263,37 @@ impl MemStorage {
             CrashMode::TornWrite { seed } | CrashMode::RandomSubset { seed } => Rng::new(seed),
             _ => Rng::new(0),
         };
-        let durable = s.durable.clone();
-        let mut files = HashMap::new();
-        for id in durable.values() {
-            let Some(f) = s.files.get(id) else { continue };
-            let mut image = f.durable.clone();
-            match mode {
-                CrashMode::DropUnsynced | CrashMode::ProcessKill => {}
-                CrashMode::TornWrite { .. } => {
-                    if !f.pending.is_empty() {
-                        let upto = rng.below(f.pending.len() as u64 + 1) as usize;
-                        for op in &f.pending[..upto.min(f.pending.len())] {
-                            apply(&mut image, op);
+        for node in s.nodes.values_mut() {
+            match node {
+                Node::Dir(d) => d.live = d.durable.clone(),
+                Node::File(f) => {
+                    let mut image = f.durable.clone();
+                    match mode {
+                        CrashMode::DropUnsynced | CrashMode::ProcessKill => {}
+                        CrashMode::TornWrite { .. } => {
+                            let upto = rng.below(f.pending.len() + 1);
+                            for op in f.pending.iter().take(upto) {
+                                apply(&mut image, op);
+                            }
+                            if let Some(Pending::Write { pos, data }) = f.pending.get(upto) {
+                                let keep = rng.below(data.len() + 1);
+                                let torn = data.get(..keep).unwrap_or_default().to_vec();
+                                apply(&mut image, &Pending::Write { pos: *pos, data: torn });
+                            }
                         }
-                        if let Some(Pending::Write { pos, data }) = f.pending.get(upto) {
-                            let keep = rng.below(data.len() as u64 + 1) as usize;
-                            apply(&mut image, &Pending::Write { pos: *pos, data: data[..keep].to_vec() });
+                        CrashMode::RandomSubset { .. } => {
+                            for op in &f.pending {
+                                if rng.below(2) == 1 {
+                                    apply(&mut image, op);
+                                }
+                            }
                         }
                     }
-                }
-                CrashMode::RandomSubset { .. } => {
-                    for op in &f.pending {
-                        if rng.below(2) == 1 {
-                            apply(&mut image, op);
-                        }
-                    }
+                    *f = FileData { live: image.clone(), durable: image, pending: Vec::new() };
                 }
             }
-            files.insert(*id, FileData { live: image.clone(), durable: image, pending: Vec::new() });
         }
-        s.files = files;
-        s.live = durable;
+        s.collect_unreachable();
     }
 
     /// Number of `sync_data` calls so far (all files).
@@ -168,17 +301,23 @@ impl MemStorage {
         self.lock_state().syncs
     }
 
+    /// Number of `sync_dir` calls so far.
+    pub fn dir_sync_count(&self) -> u64 {
+        self.lock_state().dir_syncs
+    }
+
     /// The live bytes of a file, for tests that inspect or corrupt it.
     pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
         let s = self.lock_state();
-        s.live.get(path).and_then(|id| s.files.get(id)).map(|f| f.live.clone())
+        let id = s.resolve(path).ok()??;
+        s.file(id).map(|f| f.live.clone())
     }
 
     /// Overwrites a file's bytes in both images, as if the disk itself changed them (bit rot).
     pub fn corrupt_file(&self, path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
         let mut s = self.lock_state();
-        let Some(id) = s.live.get(path).copied() else { return };
-        if let Some(file) = s.files.get_mut(&id) {
+        let Ok(Some(id)) = s.resolve(path) else { return };
+        if let Some(file) = s.file_mut(id) {
             f(&mut file.live);
             file.durable = file.live.clone();
             file.pending.clear();
@@ -195,12 +334,16 @@ struct MemFile {
 }
 
 impl MemFile {
-    fn with<T>(&self, f: impl FnOnce(&mut MemState, u64) -> io::Result<T>) -> io::Result<T> {
+    fn with<T>(&self, f: impl FnOnce(&mut FileData) -> io::Result<T>) -> io::Result<T> {
         let mut s = self.storage.lock_state();
-        if s.generation != self.generation || !s.files.contains_key(&self.id) {
+        if s.generation != self.generation {
             return Err(dead());
         }
-        f(&mut s, self.id)
+        f(s.file_mut(self.id).ok_or_else(dead)?)
+    }
+
+    fn writable(&self) -> io::Result<()> {
+        if self.writable { Ok(()) } else { Err(io::Error::new(io::ErrorKind::PermissionDenied, "opened read-only")) }
     }
 }
 
@@ -220,74 +363,65 @@ impl Drop for MemLock {
     }
 }
 
-fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
-}
-
 impl Storage for MemStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut s = self.lock_state();
-        if s.live.contains_key(path) {
-            return Err(io::Error::new(io::ErrorKind::NotADirectory, "a file is in the way"));
+        let mut at = ROOT;
+        for name in names(path)? {
+            let existing = s.dir(at).ok_or_else(|| not_a_directory(path))?.live.get(&name).copied();
+            at = match existing {
+                Some(id) => id,
+                None => {
+                    let id = s.new_node(Node::Dir(DirData::default()));
+                    s.dir_mut(at).ok_or_else(|| not_a_directory(path))?.live.insert(name, id);
+                    id
+                }
+            };
         }
-        // Directories are durable as soon as they exist: a simplification that keeps crash
-        // simulation about the files evlog writes.
-        for a in path.ancestors() {
-            if !a.as_os_str().is_empty() {
-                s.dirs.insert(a.to_path_buf());
-            }
+        if s.dir(at).is_none() {
+            return Err(not_a_directory(path));
         }
         Ok(())
     }
 
     fn dir_exists(&self, path: &Path) -> io::Result<bool> {
         let s = self.lock_state();
-        if s.live.contains_key(path) {
-            return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
+        match s.resolve(path)? {
+            Some(id) if s.dir(id).is_some() => Ok(true),
+            Some(_) => Err(not_a_directory(path)),
+            None => Ok(false),
         }
-        Ok(s.dirs.contains(path))
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let s = self.lock_state();
-        if !s.dirs.contains(path) {
-            return Err(not_found(path));
-        }
-        let mut names: Vec<String> = s
-            .live
-            .keys()
-            .chain(s.dirs.iter())
-            .filter(|p| p.parent() == Some(path))
-            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
-            .collect();
-        names.sort();
-        names.dedup();
-        Ok(names)
+        let id = s.resolve(path)?.ok_or_else(|| not_found(path))?;
+        let d = s.dir(id).ok_or_else(|| not_a_directory(path))?;
+        Ok(d.live.keys().cloned().collect())
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
         let mut s = self.lock_state();
-        let parent_ok = path.parent().is_some_and(|p| s.dirs.contains(p));
-        let id = match (mode, s.live.get(path).copied()) {
+        let (parent, name) = s.parent_of(path)?;
+        let existing = s.dir(parent).and_then(|d| d.live.get(&name).copied());
+        if existing.is_some_and(|id| s.file(id).is_none()) {
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{} is a directory", path.display())));
+        }
+        let id = match (mode, existing) {
             (OpenMode::CreateNew, Some(_)) => {
                 return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
             }
             (OpenMode::Read | OpenMode::ReadWrite, None) => return Err(not_found(path)),
             (OpenMode::Read | OpenMode::ReadWrite, Some(id)) => id,
             (OpenMode::CreateTruncate, Some(id)) => {
-                let f = s.files.get_mut(&id).ok_or_else(dead)?;
+                let f = s.file_mut(id).ok_or_else(dead)?;
                 f.live.clear();
                 f.pending.push(Pending::SetLen(0));
                 id
             }
             (OpenMode::CreateNew | OpenMode::CreateTruncate, None) => {
-                if !parent_ok {
-                    return Err(not_found(path));
-                }
-                let id = s.next_id;
-                s.next_id += 1;
-                s.files.insert(id, FileData::default());
-                s.live.insert(path.to_path_buf(), id);
+                let id = s.new_node(Node::File(FileData::default()));
+                s.dir_mut(parent).ok_or_else(|| not_found(path))?.live.insert(name, id);
                 id
             }
         };
@@ -297,50 +431,59 @@ impl Storage for MemStorage {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut s = self.lock_state();
-        s.live.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+        let (parent, name) = s.parent_of(path)?;
+        let id = s.dir(parent).and_then(|d| d.live.get(&name).copied()).ok_or_else(|| not_found(path))?;
+        if s.file(id).is_none() {
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{} is a directory", path.display())));
+        }
+        s.dir_mut(parent).ok_or_else(|| not_found(path))?.live.remove(&name);
+        Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.lock_state();
-        if s.dirs.contains(from) {
-            // A directory: move it and everything below it (durable at once, like creation).
-            if s.dirs.contains(to) || s.live.contains_key(to) {
+        let (from_parent, from_name) = s.parent_of(from)?;
+        let (to_parent, to_name) = s.parent_of(to)?;
+        let id = s.dir(from_parent).and_then(|d| d.live.get(&from_name).copied()).ok_or_else(|| not_found(from))?;
+        let target = s.dir(to_parent).and_then(|d| d.live.get(&to_name).copied());
+        match target {
+            // A directory moves only to a name that does not exist (all evlog needs).
+            Some(_) if s.dir(id).is_some() => {
                 return Err(io::Error::new(io::ErrorKind::AlreadyExists, "target exists"));
             }
-            let moved = |p: &PathBuf| p.strip_prefix(from).ok().map(|rest| to.join(rest));
-            let st = &mut *s;
-            st.dirs = st.dirs.iter().map(|d| moved(d).unwrap_or_else(|| d.clone())).collect();
-            for map in [&mut st.live, &mut st.durable] {
-                *map = map.iter().map(|(p, id)| (moved(p).unwrap_or_else(|| p.clone()), *id)).collect();
+            Some(t) if s.dir(t).is_some() => {
+                return Err(io::Error::new(io::ErrorKind::IsADirectory, "target is a directory"));
             }
-            return Ok(());
+            _ => {}
         }
-        let id = s.live.remove(from).ok_or_else(|| not_found(from))?;
-        s.live.insert(to.to_path_buf(), id);
+        if s.dir(id).is_some() && to.starts_with(from) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a directory cannot move into itself"));
+        }
+        s.dir_mut(from_parent).ok_or_else(|| not_found(from))?.live.remove(&from_name);
+        s.dir_mut(to_parent).ok_or_else(|| not_found(to))?.live.insert(to_name, id);
         Ok(())
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut s = self.lock_state();
-        if !s.dirs.contains(path) {
-            return Err(not_found(path));
+        let (parent, name) = s.parent_of(path)?;
+        let id = s.dir(parent).and_then(|d| d.live.get(&name).copied()).ok_or_else(|| not_found(path))?;
+        if s.dir(id).is_none() {
+            return Err(not_a_directory(path));
         }
-        s.dirs.retain(|d| !d.starts_with(path));
-        s.live.retain(|p, _| !p.starts_with(path));
-        s.durable.retain(|p, _| !p.starts_with(path));
+        // Unlinked from its parent; its own entries stay as they were, so a crash before the
+        // parent is fsynced brings the whole tree back, as on a real file system (where
+        // `remove_dir_all` unlinks bottom-up: a crash may bring back any part of it).
+        s.dir_mut(parent).ok_or_else(|| not_found(path))?.live.remove(&name);
         Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut s = self.lock_state();
-        if !s.dirs.contains(path) {
-            return Err(not_found(path));
-        }
-        let in_dir = |p: &PathBuf| p.parent() == Some(path);
-        let live: Vec<(PathBuf, u64)> =
-            s.live.iter().filter(|(p, _)| in_dir(p)).map(|(p, i)| (p.clone(), *i)).collect();
-        s.durable.retain(|p, _| !in_dir(p));
-        s.durable.extend(live);
+        let id = s.resolve(path)?.ok_or_else(|| not_found(path))?;
+        let d = s.dir_mut(id).ok_or_else(|| not_a_directory(path))?;
+        d.durable = d.live.clone();
+        s.dir_syncs += 1;
         Ok(())
     }
 
@@ -355,24 +498,20 @@ impl Storage for MemStorage {
 
 impl StorageFile for MemFile {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        self.with(|s, id| {
-            let f = &s.files[&id];
+        self.with(|f| {
             let Ok(pos) = usize::try_from(pos) else { return Ok(0) };
-            if pos >= f.live.len() {
-                return Ok(0);
+            let Some(rest) = f.live.get(pos..) else { return Ok(0) };
+            let n = buf.len().min(rest.len());
+            if let (Some(dst), Some(src)) = (buf.get_mut(..n), rest.get(..n)) {
+                dst.copy_from_slice(src);
             }
-            let n = buf.len().min(f.live.len() - pos);
-            buf[..n].copy_from_slice(&f.live[pos..pos + n]);
             Ok(n)
         })
     }
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        if !self.writable {
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "opened read-only"));
-        }
-        self.with(|s, id| {
-            let f = s.files.get_mut(&id).ok_or_else(dead)?;
+        self.writable()?;
+        self.with(|f| {
             let op = Pending::Write { pos, data: buf.to_vec() };
             apply(&mut f.live, &op);
             f.pending.push(op);
@@ -381,15 +520,12 @@ impl StorageFile for MemFile {
     }
 
     fn len(&self) -> io::Result<u64> {
-        self.with(|s, id| Ok(s.files[&id].live.len() as u64))
+        self.with(|f| Ok(f.live.len() as u64))
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        if !self.writable {
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "opened read-only"));
-        }
-        self.with(|s, id| {
-            let f = s.files.get_mut(&id).ok_or_else(dead)?;
+        self.writable()?;
+        self.with(|f| {
             let op = Pending::SetLen(len);
             apply(&mut f.live, &op);
             f.pending.push(op);
@@ -398,9 +534,13 @@ impl StorageFile for MemFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.with(|s, id| {
-            s.syncs += 1;
-            let f = s.files.get_mut(&id).ok_or_else(dead)?;
+        {
+            let mut s = self.storage.lock_state();
+            if s.generation == self.generation {
+                s.syncs += 1;
+            }
+        }
+        self.with(|f| {
             f.durable = f.live.clone();
             f.pending.clear();
             Ok(())
@@ -408,6 +548,6 @@ impl StorageFile for MemFile {
     }
 
     fn map(&self) -> io::Result<SharedBytes> {
-        self.with(|s, id| Ok(SharedBytes::from_vec(s.files[&id].live.clone())))
+        self.with(|f| Ok(SharedBytes::from_vec(f.live.clone())))
     }
 }

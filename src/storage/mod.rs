@@ -3,13 +3,16 @@
 //! Three implementations:
 //! - [`RealStorage`]: the operating system's files (`pread`/`pwrite`, `fdatasync`, `flock`), and
 //!   read-only maps of sealed files.
-//! - [`MemStorage`]: in memory, with a separate "durable" image per file and per directory, so a
-//!   test can simulate a power cut ([`CrashMode`]) that drops or tears whatever was not synced.
+//! - [`MemStorage`]: in memory, with a separate "durable" image per file and a durable table of
+//!   entries per directory, so a test can simulate a power cut ([`CrashMode`]) that drops or tears
+//!   whatever was not synced, names included.
 //! - [`FaultStorage`]: wraps any storage and fails chosen operations with EIO or ENOSPC, or tears
 //!   a write after a chosen number of bytes.
 //!
 //! Invariants:
 //! - Nothing above this module opens, syncs or maps a file by itself.
+//! - Every directory evlog creates is created by [`create_dir_durable`], which fsyncs each new
+//!   directory into its parent before returning.
 //! - [`StorageFile::map`] is only called on files that no writer will change again (sealed
 //!   segments and index files, which are replaced by rename, never rewritten in place).
 
@@ -63,6 +66,32 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// `ErrorKind::WouldBlock` when another holder has it. The lock is released when the returned
     /// guard is dropped.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+}
+
+/// Creates `dir` (and its missing parents) and makes its name durable: each directory from the
+/// first one that already existed down to `dir`'s parent is fsynced, so after a power cut `dir`
+/// exists with the path that leads to it. It fsyncs `dir`'s parent even when `dir` already
+/// existed: a process killed between `mkdir` and that fsync leaves a directory that exists in
+/// the page cache only, and nothing else would ever make it durable. Returns `NotADirectory`
+/// when a file is in the way.
+pub fn create_dir_durable(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
+    // The highest directory on the path that does not exist yet (or `dir` itself).
+    let mut missing_top = dir;
+    while let Some(p) = missing_top.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if storage.dir_exists(p)? {
+            break;
+        }
+        missing_top = p;
+    }
+    storage.create_dir_all(dir)?;
+    for d in dir.ancestors().skip(1) {
+        // An empty parent is the working directory.
+        storage.sync_dir(if d.as_os_str().is_empty() { Path::new(".") } else { d })?;
+        if Some(d) == missing_top.parent() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// A held lock; dropping it releases the lock.
