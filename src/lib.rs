@@ -92,7 +92,7 @@ pub use queue::{
     SystemClock,
 };
 pub use record::{NewRecord, Record};
-pub use recovery::RecoveryReport;
+pub use recovery::{RecoveryReport, RepairReport};
 pub use replay::{REPLAY_MEMORY_BYTES_DEFAULT, Replay, ReplayBuilder, ReplayEvent, ReplayStats};
 pub use state::{Abort, CommitDurability, StateTx};
 pub use storage::Bytes;

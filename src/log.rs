@@ -516,6 +516,58 @@ impl Log {
         Ok(Log { shared, flusher })
     }
 
+    /// Verifies every record of the log in `dir` and repairs what is corrupt, never deleting a
+    /// byte: opens it in [`RecoveryMode::Repair`](crate::RecoveryMode::Repair) (a torn tail is
+    /// cut, corruption after the checkpoint is moved into `quarantine/`), then reads every sealed
+    /// segment and the active one; at the first corrupt record it moves every later segment into `quarantine/` and
+    /// opens again, which cuts that segment at the corruption (its tail goes to `quarantine/`
+    /// too). Every offset before the first corrupt record is kept. Takes the directory lock, so
+    /// run it while no writer has the log open.
+    pub fn repair(dir: impl AsRef<Path>, mut opts: Options) -> Result<crate::recovery::RepairReport> {
+        let dir = dir.as_ref();
+        opts.recovery = crate::options::RecoveryMode::Repair;
+        let log = Log::open(dir, opts.clone())?;
+        let mut report = crate::recovery::RepairReport { at_open: log.recovery_report().clone(), ..Default::default() };
+        let mut corrupt = None;
+        for (base, end, _) in log.segment_time_ranges()? {
+            let mut it = log.iter(base);
+            while it.next_offset() < end {
+                match it.next() {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        corrupt = Some((base, e.to_string()));
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if corrupt.is_some() {
+                break;
+            }
+        }
+        // The open scanned only what follows the checkpoint, so every segment (the active one
+        // too) is read here.
+        log.close()?;
+        let Some((base, what)) = corrupt else { return Ok(report) };
+        report.sealed_corruption = Some(what);
+        {
+            let storage = opts.storage.clone();
+            let lock_path = dir.join(format::LOCK_FILE);
+            let _guard = match storage.lock(&lock_path) {
+                Ok(g) => g,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(Error::Locked { path: dir.to_path_buf() });
+                }
+                Err(e) => return Err(Error::io("lock", &lock_path, e)),
+            };
+            report.moved_files = crate::recovery::quarantine_after(storage.as_ref(), dir, base)?;
+        }
+        let log = Log::open(dir, opts)?;
+        report.after_cut = Some(log.recovery_report().clone());
+        log.close()?;
+        Ok(report)
+    }
+
     /// Opens a log that another process (or `Log`) may be writing, without taking the writer lock
     /// and without changing any file. It sees every complete frame (and complete batch) present
     /// now, and follows new ones as iterators reach the end. The active segment is read with

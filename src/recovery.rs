@@ -409,6 +409,56 @@ fn repair_or_fail(
     })
 }
 
+/// What [`Log::repair`](crate::Log::repair) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RepairReport {
+    /// The first open in repair mode: torn tails cut, corruption after the checkpoint moved.
+    pub at_open: RecoveryReport,
+    /// Corruption found by verifying every sealed segment, as `Error::Corruption` describes it.
+    pub sealed_corruption: Option<String>,
+    /// Files moved into `quarantine/` because they follow that corruption.
+    pub moved_files: Vec<PathBuf>,
+    /// The second open, which cut the corrupt segment itself (when `sealed_corruption` is set).
+    pub after_cut: Option<RecoveryReport>,
+}
+
+/// Moves every segment after `base` (and its index files) into `quarantine/` and drops the
+/// caches (checkpoint, `base`'s index files) that would let recovery skip `base`'s bytes, so
+/// that the next open in repair mode verifies `base` from its start and cuts it at the
+/// corruption. The caller holds the directory lock. Never deletes a segment: each is renamed,
+/// `quarantine/` is fsynced before the log's directory, so a power cut leaves every moved file
+/// in one place or both, never in neither.
+pub(crate) fn quarantine_after(storage: &dyn Storage, dir: &Path, base: u64) -> Result<Vec<PathBuf>> {
+    let qdir = dir.join(format::QUARANTINE_DIR);
+    crate::storage::create_dir_durable(storage, &qdir).map_err(|e| Error::io("create directory", &qdir, e))?;
+    let names = storage.list_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    let mut moved = Vec::new();
+    for name in names {
+        let later = [format::SEGMENT_SUFFIX, format::OFFSET_INDEX_SUFFIX, format::TIME_INDEX_SUFFIX]
+            .iter()
+            .any(|suffix| format::parse_file_name(&name, suffix).is_some_and(|b| b > base));
+        if later {
+            let (from, to) = (dir.join(&name), qdir.join(format!("{name}.moved")));
+            storage.rename(&from, &to).map_err(|e| Error::io("rename", &from, e))?;
+            moved.push(to);
+        }
+    }
+    storage.sync_dir(&qdir).map_err(|e| Error::io("fsync directory", &qdir, e))?;
+    for cache in
+        [format::CHECKPOINT_FILE.to_string(), format::offset_index_file_name(base), format::time_index_file_name(base)]
+    {
+        let p = dir.join(cache);
+        match storage.remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &p, e)),
+        }
+    }
+    storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+    Ok(moved)
+}
+
 /// Writes `bytes` (cut from segment `base` at `position`) into `quarantine/`, fsynced.
 fn save_to_quarantine(storage: &dyn Storage, dir: &Path, base: u64, position: u64, bytes: &[u8]) -> Result<PathBuf> {
     let qdir = dir.join(format::QUARANTINE_DIR);

@@ -2,7 +2,7 @@
 
 use crate::text::{parse_duration, parse_time, record_json};
 use crate::{Cli, Command, GroupsAction, OnError, Sync};
-use evlog::{ConsumerOptions, Durability, Error, Log, NewRecord, Options, RecoveryMode, StartAt, Store, StoreOptions};
+use evlog::{ConsumerOptions, Durability, Error, Log, NewRecord, Options, StartAt, Store, StoreOptions};
 use serde_json::{Value, json};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -475,42 +475,20 @@ fn repair(dir: &Path, only: Option<&str>, yes: bool) -> CmdResult {
     // Holding the store keeps applications away while files move.
     let _store = open_store(dir, Durability::Always)?;
     let names = topic_names(dir, only)?;
-    let mut opts = Options::default();
-    opts.recovery = RecoveryMode::Repair;
+    let opts = Options::default();
     for name in &names {
         let tdir = topic_dir(dir, name)?;
-        let report = Log::open(&tdir, opts.clone()).map_err(msg)?.recovery_report().clone();
-        describe_repair(name, &report);
-        // Corruption inside a sealed segment: cut the log there. Later segments move into
-        // quarantine/, then reopening in repair mode quarantines the bad part of that segment.
-        let bar = indicatif::ProgressBar::hidden();
-        let (_, findings) = scan_topic(dir, name, &bar)?;
-        if let Some(f) = findings.first() {
-            let q = tdir.join("quarantine");
-            std::fs::create_dir_all(&q).map_err(|e| format!("{}: {e}", q.display()))?;
-            for entry in std::fs::read_dir(&tdir).map_err(|e| format!("{}: {e}", tdir.display()))? {
-                let entry = entry.map_err(|e| format!("{}: {e}", tdir.display()))?;
-                let file = entry.file_name().to_string_lossy().into_owned();
-                let base = ["log", "index", "timeindex"]
-                    .iter()
-                    .find_map(|ext| evlog::format::parse_file_name(&file, &format!(".{ext}")));
-                if base.is_some_and(|b| b > f.segment_base) {
-                    let to = q.join(format!("{file}.moved"));
-                    std::fs::rename(entry.path(), &to).map_err(|e| format!("{}: {e}", entry.path().display()))?;
-                    println!("{name}: moved {file} into quarantine/");
-                }
-            }
-            // The checkpoint and the segment's indexes are caches that let open skip the bytes
-            // now known to be bad; drop them so recovery verifies the segment from its start.
-            for cache in [
-                "checkpoint".to_string(),
-                evlog::format::offset_index_file_name(f.segment_base),
-                evlog::format::time_index_file_name(f.segment_base),
-            ] {
-                let _ = std::fs::remove_file(tdir.join(cache));
-            }
-            let report = Log::open(&tdir, opts.clone()).map_err(msg)?.recovery_report().clone();
-            describe_repair(name, &report);
+        let report = Log::repair(&tdir, opts.clone()).map_err(msg)?;
+        describe_repair(name, &report.at_open);
+        if let Some(c) = &report.sealed_corruption {
+            println!("{name}: {c}");
+        }
+        for f in &report.moved_files {
+            let file = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            println!("{name}: moved {file} into quarantine/");
+        }
+        if let Some(r) = &report.after_cut {
+            describe_repair(name, r);
         }
     }
     Ok(ExitCode::SUCCESS)
