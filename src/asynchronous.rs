@@ -119,7 +119,11 @@ impl Queue {
 impl PriorityQueue {
     /// Like [`PriorityQueue::lease`] without a timeout, async (needs a tokio runtime with time).
     pub async fn lease_async(&self) -> Result<Delivery> {
-        let (signal, clock) = self.lanes()[0].waiting_parts();
+        // A priority queue has at least one lane (checked when it is made).
+        let Some(first) = self.lanes().first() else {
+            return Err(crate::Error::InvalidOptions { reason: "a priority queue needs at least one lane".into() });
+        };
+        let (signal, clock) = first.waiting_parts();
         let next_due = || self.lanes().iter().map(Queue::next_due).min().unwrap_or(i64::MAX);
         lease_async_with(signal, clock, || self.try_lease(), next_due).await
     }

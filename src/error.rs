@@ -173,6 +173,21 @@ pub enum Error {
         cause: String,
     },
 
+    /// A value in the consumer-state database does not have the layout evlog writes (FORMAT.md
+    /// § Consumer state): a committed offset, a queue entry or a queue cursor of the wrong size.
+    /// evlog never guesses a replacement (re-reading or skipping records without a word); fix or
+    /// remove the entry (`evlog groups reset`/`delete`) to go on. [`Error::is_corruption`] is
+    /// true for it as for [`Error::Corruption`].
+    #[error("corruption in the consumer database {path}, key {key}: {reason}")]
+    CorruptState {
+        /// The database directory.
+        path: PathBuf,
+        /// The key, printable (the 0x00 between topic and group shown as `/`).
+        key: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
+
     /// A `commit_with` closure aborted; neither the state nor the offset changed.
     #[error("commit aborted by the application: {reason}")]
     StateAborted {
@@ -288,8 +303,9 @@ impl Error {
         Error::Corruption { path: path.into(), position, offset, reason: reason.into() }
     }
 
-    /// True for [`Error::Corruption`].
+    /// True for [`Error::Corruption`] and [`Error::CorruptState`]: bytes evlog wrote came back
+    /// different.
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Corruption { .. })
+        matches!(self, Error::Corruption { .. } | Error::CorruptState { .. })
     }
 }

@@ -12,6 +12,10 @@
 //!   or written at the wrong place is rejected.
 //! - `decode_frame` never returns a frame whose CRC-32 did not match.
 
+// Lengths and positions read from disk are never narrowed with `as`: `try_from` or a checked
+// helper, so an impossible value is an error, not a silently wrapped number.
+#![deny(clippy::cast_possible_truncation)]
+
 use std::ops::Range;
 
 // ---------------------------------------------------------------------------------------------
@@ -187,6 +191,31 @@ pub const FILE_NAME_DIGITS: usize = 20;
 // ---------------------------------------------------------------------------------------------
 // Little-endian helpers. Callers have checked lengths; these still never panic on short input.
 
+/// The first `n` bytes of `b` (all of `b` when it is shorter; callers have checked its length).
+fn prefix(b: &[u8], n: usize) -> &[u8] {
+    b.get(..n).unwrap_or(b)
+}
+
+/// A length the caller has checked against the format's limits, as a 32-bit field. Never
+/// truncates silently: an impossible length becomes `u32::MAX`, which no frame can hold, so the
+/// frame fails to decode rather than decoding as something else.
+pub(crate) fn checked_u32(n: usize) -> u32 {
+    debug_assert!(u32::try_from(n).is_ok(), "{n} does not fit a 32-bit length field");
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// As [`checked_u32`], from a 64-bit position or count the caller has bounded.
+pub(crate) fn checked_u32_from_u64(n: u64) -> u32 {
+    debug_assert!(u32::try_from(n).is_ok(), "{n} does not fit a 32-bit field");
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// As [`checked_u32`], for a 16-bit field.
+fn checked_u16(n: usize) -> u16 {
+    debug_assert!(u16::try_from(n).is_ok(), "{n} does not fit a 16-bit length field");
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
 fn le_u16(b: &[u8], at: usize) -> u16 {
     let mut a = [0u8; 2];
     if let Some(s) = b.get(at..at + 2) {
@@ -281,13 +310,13 @@ impl std::fmt::Display for HeaderError {
 
 /// Decodes a segment header and returns its base offset.
 pub fn decode_segment_header(b: &[u8]) -> Result<u64, HeaderError> {
-    if b.len() < SEGMENT_HEADER_LEN {
+    let Some(b) = b.first_chunk::<SEGMENT_HEADER_LEN>() else {
         return Err(HeaderError::Short { len: b.len(), needed: SEGMENT_HEADER_LEN });
-    }
-    if b[SEGMENT_MAGIC_AT..SEGMENT_MAGIC_AT + 8] != SEGMENT_MAGIC {
+    };
+    if b.get(SEGMENT_MAGIC_AT..SEGMENT_MAGIC_AT + 8) != Some(&SEGMENT_MAGIC[..]) {
         return Err(HeaderError::BadMagic);
     }
-    if crc32fast::hash(&b[..SEGMENT_CRC_AT]) != le_u32(b, SEGMENT_CRC_AT) {
+    if crc32fast::hash(prefix(b, SEGMENT_CRC_AT)) != le_u32(b, SEGMENT_CRC_AT) {
         return Err(HeaderError::BadChecksum);
     }
     let version = le_u16(b, SEGMENT_VERSION_AT);
@@ -372,24 +401,27 @@ pub fn encode_frame(out: &mut Vec<u8>, f: &FrameFields<'_>, headers_len: usize) 
     out.extend_from_slice(&f.offset.to_le_bytes());
     out.extend_from_slice(&f.durable_offset.to_le_bytes());
     out.extend_from_slice(&f.timestamp.to_le_bytes());
-    out.extend_from_slice(&(key_len as u32).to_le_bytes());
-    out.extend_from_slice(&(headers_len as u32).to_le_bytes());
-    out.extend_from_slice(&(f.payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&checked_u32(key_len).to_le_bytes());
+    out.extend_from_slice(&checked_u32(headers_len).to_le_bytes());
+    out.extend_from_slice(&checked_u32(f.payload.len()).to_le_bytes());
     if let Some(k) = f.key {
         out.extend_from_slice(k);
     }
     if !f.headers.is_empty() {
-        out.extend_from_slice(&(f.headers.len() as u16).to_le_bytes());
+        out.extend_from_slice(&checked_u16(f.headers.len()).to_le_bytes());
         for (name, value) in f.headers {
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(&checked_u16(name.len()).to_le_bytes());
+            out.extend_from_slice(&checked_u32(value.len()).to_le_bytes());
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(value);
         }
     }
     out.extend_from_slice(f.payload);
-    let crc = crc32fast::hash(&out[start + FRAME_CRC_FROM..]);
-    out[start + FRAME_CRC_AT..start + FRAME_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    let frame = out.get_mut(start..).unwrap_or_default();
+    let crc = crc32fast::hash(frame.get(FRAME_CRC_FROM..).unwrap_or_default());
+    if let Some(slot) = frame.get_mut(FRAME_CRC_AT..FRAME_CRC_AT + 4) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
     out.len() - start
 }
 
@@ -488,7 +520,9 @@ pub fn decode_frame(b: &[u8], expected_offset: Option<u64>) -> Result<DecodedFra
         }
         return Err(FrameError::Truncated { needed: FRAME_HEADER_LEN });
     }
-    let head = &b[..FRAME_HEADER_LEN];
+    let Some(head) = b.first_chunk::<FRAME_HEADER_LEN>() else {
+        return Err(FrameError::Truncated { needed: FRAME_HEADER_LEN });
+    };
     if head[FRAME_MAGIC_AT] != FRAME_MAGIC {
         if head.iter().all(|&x| x == 0) {
             return Err(FrameError::Zeroed);
@@ -512,13 +546,15 @@ pub fn decode_frame(b: &[u8], expected_offset: Option<u64>) -> Result<DecodedFra
     if body > RECORD_BYTES_LIMIT {
         return Err(FrameError::BadLength("record body"));
     }
-    // body <= 1 GiB, so this fits in usize on every supported target.
-    let len = FRAME_HEADER_LEN + body as usize;
-    if b.len() < len {
+    let key_len = usize::try_from(key_len).map_err(|_| FrameError::BadLength("key"))?;
+    let headers_len = usize::try_from(headers_len).map_err(|_| FrameError::BadLength("headers"))?;
+    let body = usize::try_from(body).map_err(|_| FrameError::BadLength("record body"))?;
+    let len = FRAME_HEADER_LEN + body;
+    let Some(checked) = b.get(FRAME_CRC_FROM..len) else {
         return Err(FrameError::Truncated { needed: len });
-    }
+    };
     let stored = le_u32(head, FRAME_CRC_AT);
-    let computed = crc32fast::hash(&b[FRAME_CRC_FROM..len]);
+    let computed = crc32fast::hash(checked);
     if stored != computed {
         return Err(FrameError::BadChecksum { stored, computed });
     }
@@ -533,10 +569,10 @@ pub fn decode_frame(b: &[u8], expected_offset: Option<u64>) -> Result<DecodedFra
         return Err(FrameError::BadLength("durable offset beyond the frame's offset"));
     }
     let key_start = FRAME_HEADER_LEN;
-    let headers_start = key_start + key_len as usize;
-    let payload_start = headers_start + headers_len as usize;
+    let headers_start = key_start + key_len;
+    let payload_start = headers_start + headers_len;
     let headers = headers_start..payload_start;
-    validate_headers_block(&b[headers.clone()])?;
+    validate_headers_block(b.get(headers.clone()).unwrap_or_default())?;
     Ok(DecodedFrame {
         offset,
         durable_offset,
@@ -594,7 +630,7 @@ impl<'a> Iterator for HeadersIter<'a> {
         if self.failed || self.yielded >= self.count_declared {
             return None;
         }
-        let rest = &self.b[self.pos..];
+        let rest = self.b.get(self.pos..).unwrap_or_default();
         if rest.len() < HEADER_ENTRY_PREFIX_LEN {
             self.failed = true;
             return Some(Err(FrameError::BadHeaders("entry prefix cut short")));
@@ -610,8 +646,13 @@ impl<'a> Iterator for HeadersIter<'a> {
             self.failed = true;
             return Some(Err(FrameError::BadHeaders("entry cut short")));
         }
-        let name = &rest[HEADER_ENTRY_PREFIX_LEN..HEADER_ENTRY_PREFIX_LEN + name_len];
-        let value = &rest[HEADER_ENTRY_PREFIX_LEN + name_len..need];
+        let (Some(name), Some(value)) = (
+            rest.get(HEADER_ENTRY_PREFIX_LEN..HEADER_ENTRY_PREFIX_LEN + name_len),
+            rest.get(HEADER_ENTRY_PREFIX_LEN + name_len..need),
+        ) else {
+            self.failed = true;
+            return Some(Err(FrameError::BadHeaders("entry cut short")));
+        };
         self.pos += need;
         self.yielded += 1;
         Some(Ok((name, value)))
@@ -625,13 +666,14 @@ pub fn find_valid_frame(b: &[u8], from: usize) -> Option<(usize, DecodedFrame)> 
     let mut pos = from;
     while pos + FRAME_HEADER_LEN <= b.len() {
         // Look for the magic byte at pos + FRAME_MAGIC_AT.
-        let window = &b[pos + FRAME_MAGIC_AT..];
+        let window = b.get(pos + FRAME_MAGIC_AT..)?;
         let next = window.iter().position(|&x| x == FRAME_MAGIC)?;
         pos += next;
-        if pos + FRAME_HEADER_LEN > b.len() {
+        let rest = b.get(pos..)?;
+        if rest.len() < FRAME_HEADER_LEN {
             return None;
         }
-        if let Ok(frame) = decode_frame(&b[pos..], None) {
+        if let Ok(frame) = decode_frame(rest, None) {
             return Some((pos, frame));
         }
         pos += 1;
@@ -660,14 +702,14 @@ pub fn encode_index(magic: [u8; 8], entry_len: usize, h: &IndexHeader, entries: 
     let mut out = Vec::with_capacity(INDEX_HEADER_LEN + entries.len());
     out.extend_from_slice(&magic);
     out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-    out.extend_from_slice(&(entry_len as u16).to_le_bytes());
+    out.extend_from_slice(&checked_u16(entry_len).to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&h.base_offset.to_le_bytes());
     out.extend_from_slice(&h.covered_bytes.to_le_bytes());
     out.extend_from_slice(&h.record_count.to_le_bytes());
     out.extend_from_slice(&h.entry_count.to_le_bytes());
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&out[..INDEX_CRC_AT]);
+    hasher.update(prefix(&out, INDEX_CRC_AT));
     hasher.update(entries);
     out.extend_from_slice(&hasher.finalize().to_le_bytes());
     out.extend_from_slice(entries);
@@ -679,7 +721,7 @@ pub fn decode_index(magic: [u8; 8], entry_len: usize, b: &[u8]) -> Result<IndexH
     if b.len() < INDEX_HEADER_LEN {
         return Err(HeaderError::Short { len: b.len(), needed: INDEX_HEADER_LEN });
     }
-    if b[INDEX_MAGIC_AT..INDEX_MAGIC_AT + 8] != magic {
+    if b.get(INDEX_MAGIC_AT..INDEX_MAGIC_AT + 8) != Some(&magic[..]) {
         return Err(HeaderError::BadMagic);
     }
     let version = le_u16(b, INDEX_VERSION_AT);
@@ -700,8 +742,8 @@ pub fn decode_index(magic: [u8; 8], entry_len: usize, b: &[u8]) -> Result<IndexH
         return Err(HeaderError::BadField("entry count does not match file length"));
     }
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&b[..INDEX_CRC_AT]);
-    hasher.update(&b[INDEX_HEADER_LEN..]);
+    hasher.update(prefix(b, INDEX_CRC_AT));
+    hasher.update(b.get(INDEX_HEADER_LEN..).unwrap_or_default());
     if hasher.finalize() != le_u32(b, INDEX_CRC_AT) {
         return Err(HeaderError::BadChecksum);
     }
@@ -779,13 +821,13 @@ pub fn encode_checkpoint(c: &Checkpoint) -> [u8; CHECKPOINT_LEN] {
 
 /// Decodes and checks a checkpoint file.
 pub fn decode_checkpoint(b: &[u8]) -> Result<Checkpoint, HeaderError> {
-    if b.len() < CHECKPOINT_LEN {
+    let Some(b) = b.first_chunk::<CHECKPOINT_LEN>() else {
         return Err(HeaderError::Short { len: b.len(), needed: CHECKPOINT_LEN });
-    }
-    if b[CHECKPOINT_MAGIC_AT..CHECKPOINT_MAGIC_AT + 8] != CHECKPOINT_MAGIC {
+    };
+    if b.get(CHECKPOINT_MAGIC_AT..CHECKPOINT_MAGIC_AT + 8) != Some(&CHECKPOINT_MAGIC[..]) {
         return Err(HeaderError::BadMagic);
     }
-    if crc32fast::hash(&b[..CHECKPOINT_CRC_AT]) != le_u32(b, CHECKPOINT_CRC_AT) {
+    if crc32fast::hash(prefix(b, CHECKPOINT_CRC_AT)) != le_u32(b, CHECKPOINT_CRC_AT) {
         return Err(HeaderError::BadChecksum);
     }
     let version = le_u16(b, CHECKPOINT_VERSION_AT);

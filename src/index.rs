@@ -14,6 +14,10 @@
 //!   place, so a map of one stays valid. They are not fsynced: a lost or torn one fails its
 //!   checksum or its `covered_bytes` check, and is rebuilt by scanning the segment.
 
+// Lengths and positions read from disk are never narrowed with `as`: `try_from` or a checked
+// helper, so an impossible value is an error, not a silently wrapped number.
+#![deny(clippy::cast_possible_truncation)]
+
 use crate::format::{
     self, IndexHeader, OFFSET_ENTRY_LEN, OFFSET_INDEX_MAGIC, SEGMENT_HEADER_LEN, TIME_ENTRY_LEN, TIME_ENTRY_MAX_TS_AT,
     TIME_ENTRY_MIN_TS_AT, TIME_INDEX_MAGIC, TimeEntry,
@@ -107,7 +111,7 @@ impl IndexBuilder {
     /// than bytes).
     pub fn push(&mut self, rel_offset: u64, position: u64, len: u64, ts: i64) {
         if self.offsets.is_empty() || self.granule_bytes >= self.interval_bytes {
-            let (rel, pos) = (rel_offset as u32, position as u32);
+            let (rel, pos) = (format::checked_u32_from_u64(rel_offset), format::checked_u32_from_u64(position));
             format::encode_offset_entry(&mut self.offsets, rel, pos);
             format::encode_time_entry(
                 &mut self.times,
@@ -118,8 +122,11 @@ impl IndexBuilder {
             let at = self.times.len() - TIME_ENTRY_LEN;
             let max = format::le_i64(&self.times, at + TIME_ENTRY_MAX_TS_AT).max(ts);
             let min = format::le_i64(&self.times, at + TIME_ENTRY_MIN_TS_AT).min(ts);
-            self.times[at + TIME_ENTRY_MAX_TS_AT..at + TIME_ENTRY_MAX_TS_AT + 8].copy_from_slice(&max.to_le_bytes());
-            self.times[at + TIME_ENTRY_MIN_TS_AT..at + TIME_ENTRY_MIN_TS_AT + 8].copy_from_slice(&min.to_le_bytes());
+            for (field, value) in [(TIME_ENTRY_MAX_TS_AT, max), (TIME_ENTRY_MIN_TS_AT, min)] {
+                if let Some(slot) = self.times.get_mut(at + field..at + field + 8) {
+                    slot.copy_from_slice(&value.to_le_bytes());
+                }
+            }
         }
         self.granule_bytes += len;
         self.record_count += 1;
@@ -132,7 +139,7 @@ impl IndexBuilder {
             base_offset: self.base_offset,
             covered_bytes: self.covered_bytes,
             record_count: self.record_count,
-            entry_count: (self.offsets.len() / OFFSET_ENTRY_LEN) as u32,
+            entry_count: format::checked_u32(self.offsets.len() / OFFSET_ENTRY_LEN),
         };
         (
             format::encode_index(OFFSET_INDEX_MAGIC, OFFSET_ENTRY_LEN, &h, &self.offsets),
@@ -153,8 +160,9 @@ impl IndexBuilder {
         }
         let reopen = keep - 1;
         let (rel, pos) = format::offset_entry(r.offsets, reopen);
-        b.offsets.extend_from_slice(&r.offsets[..reopen * OFFSET_ENTRY_LEN]);
-        b.times.extend_from_slice(&r.times[..reopen * TIME_ENTRY_LEN]);
+        // `reopen` < `r.len()`, the entry count both files were checked to hold.
+        b.offsets.extend_from_slice(r.offsets.get(..reopen * OFFSET_ENTRY_LEN).unwrap_or_default());
+        b.times.extend_from_slice(r.times.get(..reopen * TIME_ENTRY_LEN).unwrap_or_default());
         b.record_count = u64::from(rel);
         b.covered_bytes = u64::from(pos);
         // The granule before the reopened one is complete: its successor starts a new one.
@@ -184,7 +192,7 @@ impl LoadedIndex {
             base_offset: b.base_offset,
             covered_bytes: b.covered_bytes,
             record_count: b.record_count,
-            entry_count: (b.offsets.len() / OFFSET_ENTRY_LEN) as u32,
+            entry_count: format::checked_u32(b.offsets.len() / OFFSET_ENTRY_LEN),
         };
         LoadedIndex { header, offsets: SharedBytes::from_vec(o), times: SharedBytes::from_vec(t) }
     }

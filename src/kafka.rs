@@ -369,7 +369,7 @@ impl Forwarder {
                 c.poll(self.opts.batch_records_max, Duration::from_millis(if unacked.is_empty() { 500 } else { 5 }))?;
             for r in &batch {
                 let p = partition_for(r.key(), r.offset(), self.partitions);
-                if self.last[p as usize].is_some_and(|l| r.offset() <= l) {
+                if self.last.get(p as usize).copied().flatten().is_some_and(|l| r.offset() <= l) {
                     self.stats.skipped += 1;
                     continue;
                 }
@@ -499,7 +499,6 @@ pub struct Importer {
     topic: Arc<Topic>,
     opts: ImporterOptions,
     consumer: BaseConsumer,
-    partitions: u32,
     /// Next Kafka offset to import per partition.
     next: Vec<i64>,
     /// High watermarks when the importer started: `until_caught_up` stops there.
@@ -540,7 +539,7 @@ impl Importer {
                 .map_err(|e| kafka_err("assign", e))?;
         }
         consumer.assign(&tpl).map_err(|e| kafka_err("assign", e))?;
-        Ok(Importer { topic: t, opts, consumer, partitions, next, target, imported: 0 })
+        Ok(Importer { topic: t, opts, consumer, next, target, imported: 0 })
     }
 
     /// Per partition, one past the highest Kafka offset already in the local topic: reads the
@@ -617,7 +616,7 @@ impl Importer {
                 let Some(m) = self.consumer.poll(Duration::from_millis(50)) else { continue };
                 let m = m.map_err(|e| kafka_err("consume", e))?;
                 let p = m.partition() as u32;
-                if p >= self.partitions || m.offset() < self.next[p as usize] {
+                if self.next.get(p as usize).is_none_or(|&next| m.offset() < next) {
                     continue; // already imported (a redelivery after a reconnect)
                 }
                 let headers = m
@@ -650,7 +649,9 @@ impl Importer {
                     .collect();
                 self.topic.append_batch(&records)?;
                 for o in &owned {
-                    self.next[o.partition as usize] = o.offset + 1;
+                    if let Some(next) = self.next.get_mut(o.partition as usize) {
+                        *next = o.offset + 1;
+                    }
                 }
                 self.imported += owned.len() as u64;
             }

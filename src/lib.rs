@@ -44,6 +44,9 @@
 //! The bytes on disk are specified in `FORMAT.md`; the design in `ARCHITECTURE.md`.
 
 #![deny(unsafe_code)]
+// Library code never panics on bytes it reads or on its own bookkeeping: no unwrap, no expect, no
+// unchecked indexing or slicing (use `get`, `split_at_checked`, iterators). Unit tests may.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 #![warn(missing_debug_implementations)]
 #![warn(missing_docs)]
 

@@ -230,11 +230,12 @@ impl Shared {
             if offset < first || offset >= v.next_offset {
                 return Ok(None);
             }
-            let i = v.bases.partition_point(|&b| b <= offset) - 1;
-            if i + 1 == v.bases.len() {
-                (v.bases[i], None, Some(v.active.clone()), v.active_end, v.next_offset)
-            } else {
-                (v.bases[i], Some(v.bases[i + 1]), None, 0, v.next_offset)
+            // `first <= offset`, so at least one base is <= offset.
+            let i = v.bases.partition_point(|&b| b <= offset).saturating_sub(1);
+            let base = v.bases.get(i).copied().unwrap_or(first);
+            match v.bases.get(i + 1) {
+                None => (base, None, Some(v.active.clone()), v.active_end, v.next_offset),
+                Some(&end) => (base, Some(end), None, 0, v.next_offset),
             }
         };
         let rel = offset - base;
@@ -354,7 +355,7 @@ impl Shared {
             });
             next = last;
             end = SEGMENT_HEADER_LEN as u64;
-            lock(&self.cache).forget_outside(bases[0], last);
+            lock(&self.cache).forget_outside(bases.first().copied().unwrap_or(last), last);
         }
         // Scan the active segment from the published end, over complete batches only.
         let len = active.file.len().map_err(|e| Error::io("stat", &active.path, e))?;
@@ -457,6 +458,12 @@ struct Cur {
     /// Every offset below this is readable through the cursor as it is now (the segment's end
     /// for a sealed one, the published end when the cursor's end was last set otherwise).
     readable: u64,
+}
+
+/// Each segment's (base offset, end offset) from the list of base offsets: every base but the
+/// last, with the base that follows it.
+pub(crate) fn consecutive(bases: &[u64]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    bases.iter().copied().zip(bases.iter().copied().skip(1))
 }
 
 /// A durable, segmented, checksummed append-only log in one directory.
@@ -702,8 +709,7 @@ impl Log {
             let v = s.view();
             (v.bases.clone(), v.active.clone(), v.active_end)
         };
-        for w in bases.windows(2) {
-            let (base, end_offset) = (w[0], w[1]);
+        for (base, end_offset) in consecutive(&bases) {
             if s.time_range(base, end_offset)?.is_none_or(|(_, max)| max < ts) {
                 continue;
             }
@@ -777,8 +783,8 @@ impl Log {
     pub fn sealed_segments(&self) -> Result<Vec<SegmentInfo>> {
         let bases = self.shared.view().bases.clone();
         let mut out = Vec::with_capacity(bases.len().saturating_sub(1));
-        for w in bases.windows(2) {
-            let path = self.shared.dir.join(format::segment_file_name(w[0]));
+        for (base_offset, end_offset) in consecutive(&bases) {
+            let path = self.shared.dir.join(format::segment_file_name(base_offset));
             let bytes = self
                 .shared
                 .opts
@@ -786,8 +792,8 @@ impl Log {
                 .open(&path, OpenMode::Read)
                 .and_then(|f| f.len())
                 .map_err(|e| Error::io("stat", &path, e))?;
-            let max_timestamp = self.shared.time_range(w[0], w[1])?.map(|(_, max)| max);
-            out.push(SegmentInfo { base_offset: w[0], end_offset: w[1], bytes, max_timestamp });
+            let max_timestamp = self.shared.time_range(base_offset, end_offset)?.map(|(_, max)| max);
+            out.push(SegmentInfo { base_offset, end_offset, bytes, max_timestamp });
         }
         Ok(out)
     }
@@ -800,8 +806,8 @@ impl Log {
             (v.bases.clone(), v.active.clone(), v.next_offset)
         };
         let mut out = Vec::with_capacity(bases.len());
-        for w in bases.windows(2) {
-            out.push((w[0], w[1], self.shared.time_range(w[0], w[1])?));
+        for (base, end) in consecutive(&bases) {
+            out.push((base, end, self.shared.time_range(base, end)?));
         }
         let range = lock(&active.index).as_ref().time_range();
         out.push((active.base, next, range));

@@ -383,7 +383,11 @@ impl Queue {
             let offset = record.offset();
             let token = st.next_token;
             st.next_token += 1;
-            let slot = st.slots.get_mut(&offset).expect("picked slots exist");
+            // `pick` returns only offsets it has a slot for.
+            let Some(slot) = st.slots.get_mut(&offset) else {
+                debug_assert!(false, "picked offset {offset} has no slot");
+                break;
+            };
             slot.deliveries += 1;
             slot.lease = Some((token, deadline));
             let deliveries = slot.deliveries;
@@ -797,7 +801,7 @@ impl PriorityQueue {
             }
         };
         for i in order {
-            if let Some(d) = self.lanes[i].try_lease()? {
+            if let Some(d) = self.lanes.get(i).map(Queue::try_lease).transpose()?.flatten() {
                 return Ok(Some(d));
             }
         }
@@ -807,7 +811,9 @@ impl PriorityQueue {
     /// Like [`Queue::lease`] across the lanes.
     pub fn lease(&self, timeout: Duration) -> Result<Option<Delivery>> {
         let next_due = || self.lanes.iter().map(Queue::next_due).min().unwrap_or(i64::MAX);
-        wait_for_lease(&self.lanes[0].inner, timeout, || self.try_lease(), next_due)
+        // A priority queue has at least one lane (checked when it is made).
+        let Some(first) = self.lanes.first() else { return Ok(None) };
+        wait_for_lease(&first.inner, timeout, || self.try_lease(), next_due)
     }
 
     /// Acks a delivery on its lane.

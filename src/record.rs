@@ -53,8 +53,16 @@ pub struct Record {
 }
 
 impl Record {
-    /// `frame` holds exactly the frame's bytes and `d` was decoded from them (checksum matched).
+    /// `frame` holds exactly the frame's bytes and `d` was decoded from them (checksum matched),
+    /// so every range of `d` lies inside `frame`: the accessors below never fall back.
     pub(crate) fn from_frame(frame: Bytes, d: &DecodedFrame) -> Self {
+        debug_assert!(
+            d.len == frame.len()
+                && d.payload.end <= frame.len()
+                && d.headers.end <= d.payload.start
+                && d.key.as_ref().is_none_or(|k| k.end <= d.headers.start),
+            "a decoded frame's ranges lie inside its bytes"
+        );
         Record {
             offset: d.offset,
             timestamp: d.timestamp,
@@ -79,20 +87,20 @@ impl Record {
     }
     /// The payload.
     pub fn payload(&self) -> &[u8] {
-        self.frame.get(self.payload.clone()).unwrap_or(&[])
+        self.frame.get(self.payload.clone()).unwrap_or_default()
     }
     /// The payload as an owned, zero-copy handle.
     pub fn payload_bytes(&self) -> Bytes {
-        self.frame.slice(self.payload.clone())
+        self.frame.slice(self.payload.clone()).unwrap_or_else(Bytes::empty)
     }
     /// The payload as an owned handle, consuming the record (no reference count traffic).
     pub fn into_payload(self) -> Bytes {
-        self.frame.narrow(self.payload)
+        self.frame.narrow(self.payload).unwrap_or_else(Bytes::empty)
     }
     /// The headers as `(name, value)` pairs, in the order they were appended.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         // The block was validated when the frame was decoded: names are UTF-8, lengths fit.
-        HeadersIter::new(self.frame.get(self.headers.clone()).unwrap_or(&[]))
+        HeadersIter::new(self.frame.get(self.headers.clone()).unwrap_or_default())
             .filter_map(Result::ok)
             .filter_map(|(n, v)| std::str::from_utf8(n).ok().map(|n| (n, v)))
     }

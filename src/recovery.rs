@@ -11,6 +11,10 @@
 //!   a later valid frame (the writer stamps each frame with what had been fsynced before it).
 //! - Read-only recovery changes no file: it only finds the end of what is complete.
 
+// Lengths and positions read from disk are never narrowed with `as`: `try_from` or a checked
+// helper, so an impossible value is an error, not a silently wrapped number.
+#![deny(clippy::cast_possible_truncation)]
+
 use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::format::{self, SEGMENT_HEADER_LEN};
@@ -106,7 +110,9 @@ fn scan(
 /// Also returns how many bytes at the very end are zeros (preallocated space).
 fn frames_after(file: &dyn StorageFile, path: &Path, from: u64, next: u64) -> Result<Tail> {
     let len = file.len().map_err(|e| Error::io("stat", path, e))?;
-    let tail = file.read_vec(from, (len.saturating_sub(from)) as usize).map_err(|e| Error::io("read", path, e))?;
+    let tail = file
+        .read_vec(from, byte_count(len.saturating_sub(from), path, from)?)
+        .map_err(|e| Error::io("read", path, e))?;
     let zeros = tail.iter().rev().take_while(|&&b| b == 0).count() as u64;
     let (mut count, mut proof, mut at) = (0u64, None, 0usize);
     while let Some((p, f)) = format::find_valid_frame(&tail, at) {
@@ -191,8 +197,10 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &Options, writabl
             Err(e) => return Err(e),
         }
     };
-    let last_idx = bases.len() - 1;
-    let last = bases[last_idx];
+    // The loop above left at least the active segment in `bases`.
+    let (Some(last_idx), Some(&last)) = (bases.len().checked_sub(1), bases.last()) else {
+        return Err(Error::corruption(dir, 0, None, "no segment left after recovery's checks"));
+    };
 
     // Where to start: the checkpoint, if it names a segment we have and a position inside it.
     let ckpt = checkpoint::read(storage, dir).and_then(|c| {
@@ -231,12 +239,14 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &Options, writabl
             return repair_or_fail(ctx, &bases, i, s.complete_pos, s.complete_next, e);
         }
         next = s.complete_next;
-        if next != bases[i + 1] {
+        // `i < last_idx`, so a next segment exists.
+        let next_base = bases.get(i + 1).copied().unwrap_or(last);
+        if next != next_base {
             let e = Error::corruption(
                 &path,
                 s.complete_pos,
                 Some(next),
-                format!("segment ends before offset {}, where the next one starts", bases[i + 1]),
+                format!("segment ends before offset {next_base}, where the next one starts"),
             );
             return repair_or_fail(ctx, &bases, i, s.complete_pos, s.complete_next, e);
         }
@@ -289,7 +299,7 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &Options, writabl
             if opts.recovery == RecoveryMode::Repair && len - s.complete_pos > zeros {
                 // Repair never deletes data: keep a copy of the torn bytes.
                 let torn = active
-                    .read_vec(s.complete_pos, (len - s.complete_pos - zeros) as usize)
+                    .read_vec(s.complete_pos, byte_count(len - s.complete_pos - zeros, &path, s.complete_pos)?)
                     .map_err(|e| Error::io("read", &path, e))?;
                 let saved = save_to_quarantine(storage, dir, last, s.complete_pos, &torn)?;
                 ctx.report.quarantined_files.push(saved);
@@ -366,13 +376,13 @@ fn repair_or_fail(
     let (storage, dir) = (ctx.storage, ctx.dir);
     let qdir = dir.join(format::QUARANTINE_DIR);
     crate::storage::create_dir_durable(storage, &qdir).map_err(|e| Error::io("create directory", &qdir, e))?;
-    let base = bases[idx];
+    let Some(&base) = bases.get(idx) else { return Err(err) };
     let path = seg_path(dir, base);
     let prefix = {
         let f = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
-        f.read_vec(0, cut_pos as usize).map_err(|e| Error::io("read", &path, e))?
+        f.read_vec(0, byte_count(cut_pos, &path, 0)?).map_err(|e| Error::io("read", &path, e))?
     };
-    for &b in &bases[idx..] {
+    for &b in bases.get(idx..).unwrap_or_default() {
         let from = seg_path(dir, b);
         let to = qdir.join(format!("{}.{}", format::segment_file_name(b), unique_suffix(storage, &qdir, b)));
         storage.rename(&from, &to).map_err(|e| Error::io("rename", &from, e))?;
@@ -400,13 +410,19 @@ fn repair_or_fail(
     }
     finish_writable(&ctx, &file, &path, &builder, base, cut_pos, cut_next)?;
     Ok(Recovered {
-        bases: bases[..=idx].to_vec(),
+        bases: bases.get(..=idx).unwrap_or_default().to_vec(),
         active_file: file,
         index: builder,
         position: cut_pos,
         next_offset: cut_next,
         report: ctx.report,
     })
+}
+
+/// A count of bytes at `position` of `path` to read into memory, as a `usize`.
+fn byte_count(n: u64, path: &Path, position: u64) -> Result<usize> {
+    usize::try_from(n)
+        .map_err(|_| Error::corruption(path, position, None, format!("{n} bytes do not fit in this machine's memory")))
 }
 
 /// What [`Log::repair`](crate::Log::repair) did.

@@ -465,12 +465,25 @@ impl Replay {
             }
         }
         ReplayEvent {
-            topic: self.names[usize::from(e.key.1)].clone(),
+            topic: self.topic_name(e.key.1),
             offset: e.key.2,
             timestamp: e.key.0,
             key: e.record_key.map(Vec::from),
             payload: e.payload,
             late,
+        }
+    }
+
+    /// The name of source `index` (entries only carry indexes of this replay's sources).
+    fn topic_name(&self, index: u16) -> Arc<str> {
+        self.names.get(usize::from(index)).cloned().unwrap_or_else(|| Arc::from("?"))
+    }
+
+    /// The next entry of source `i` (none past the last source).
+    fn source_next(&mut self, i: usize) -> Result<Option<Entry>> {
+        match self.sources.get_mut(i) {
+            Some(s) => s.next(&mut self.stats),
+            None => Ok(None),
         }
     }
 
@@ -484,7 +497,10 @@ impl Replay {
                 Mode::Gather => self.gather()?,
                 Mode::Merge { heap, runs, buffer } => {
                     if let Some(Reverse((e, src))) = heap.pop() {
-                        let next = if src == usize::MAX { buffer.next() } else { runs[src].next()? };
+                        let next = match runs.get_mut(src) {
+                            Some(run) => run.next()?,
+                            None => buffer.next(), // `src` is usize::MAX for the in-memory buffer
+                        };
                         if let Some(n) = next {
                             heap.push(Reverse((n, src)));
                         }
@@ -505,7 +521,7 @@ impl Replay {
         let mut bytes = 0u64;
         let mut runs = Vec::new();
         for i in 0..self.sources.len() {
-            while let Some(e) = self.sources[i].next(&mut self.stats)? {
+            while let Some(e) = self.source_next(i)? {
                 if self.already_emitted(&e) {
                     continue;
                 }
@@ -598,27 +614,28 @@ impl Replay {
                 return Ok(None);
             }
             // Read from the topic with the lowest watermark.
-            let Some(i) = (0..self.sources.len())
-                .filter(|&i| !self.sources[i].done)
-                .min_by_key(|&i| (self.sources[i].max_seen.unwrap_or(i64::MIN), i))
+            let Some(i) = (self.sources.iter().enumerate())
+                .filter(|(_, s)| !s.done)
+                .min_by_key(|&(i, s)| (s.max_seen.unwrap_or(i64::MIN), i))
+                .map(|(i, _)| i)
             else {
                 continue;
             };
             self.watermark = None;
             // Read a burst from it, until something can be emitted (the watermark only rises).
-            let others = (0..self.sources.len())
-                .filter(|&j| j != i && !self.sources[j].done)
-                .map(|j| self.sources[j].max_seen.map_or(i64::MIN, |m| m.saturating_sub(lateness)))
+            let others = (self.sources.iter().enumerate())
+                .filter(|&(j, s)| j != i && !s.done)
+                .map(|(_, s)| s.max_seen.map_or(i64::MIN, |m| m.saturating_sub(lateness)))
                 .min()
                 .unwrap_or(i64::MAX);
             for _ in 0..STREAM_BURST {
-                let Some(e) = self.sources[i].next(&mut self.stats)? else { break };
+                let Some(e) = self.source_next(i)? else { break };
                 if self.already_emitted(&e) {
                     continue;
                 }
                 if self.last.is_some_and(|l| e.key < l) {
                     return Err(Error::LatenessExceeded {
-                        topic: self.names[usize::from(e.key.1)].to_string(),
+                        topic: self.topic_name(e.key.1).to_string(),
                         offset: e.key.2,
                         timestamp: e.key.0,
                         emitted: self.last.map_or(i64::MIN, |l| l.0),
@@ -630,7 +647,8 @@ impl Replay {
                 }
                 let Mode::Streaming(pending) = &mut self.mode else { return Ok(None) };
                 pending.push(e);
-                let mine = self.sources[i].max_seen.map_or(i64::MIN, |m| m.saturating_sub(lateness));
+                let mine =
+                    self.sources.get(i).and_then(|s| s.max_seen).map_or(i64::MIN, |m| m.saturating_sub(lateness));
                 // Stop once something can go out, or once another topic holds the watermark back.
                 if mine > others || pending.min_key().is_some_and(|k| k.0 < mine) {
                     break;
@@ -766,9 +784,12 @@ fn encode_run_entry(out: &mut Vec<u8>, e: &Entry) {
         out.extend_from_slice(k);
     }
     out.extend_from_slice(&e.payload);
-    let crc = crc32fast::hash(&out[start + RUN_ENTRY_HEADER_LEN..])
-        ^ crc32fast::hash(&out[start..start + RUN_ENTRY_HEADER_LEN - 4]);
-    out[start + RUN_ENTRY_HEADER_LEN - 4..start + RUN_ENTRY_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    let entry = out.get_mut(start..).unwrap_or_default();
+    let crc = crc32fast::hash(entry.get(RUN_ENTRY_HEADER_LEN..).unwrap_or_default())
+        ^ crc32fast::hash(entry.get(..RUN_ENTRY_HEADER_LEN - 4).unwrap_or_default());
+    if let Some(slot) = entry.get_mut(RUN_ENTRY_HEADER_LEN - 4..RUN_ENTRY_HEADER_LEN) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
 }
 
 /// Reads a run file back, entry by entry, with one bounded buffer; checks every entry.
@@ -806,7 +827,9 @@ impl RunReader {
         if !self.fill(RUN_ENTRY_HEADER_LEN)? {
             return Err(bad("entry header cut short"));
         }
-        let h = &self.buf[self.at..self.at + RUN_ENTRY_HEADER_LEN];
+        let Some(h) = self.buf.get(self.at..).and_then(<[u8]>::first_chunk::<RUN_ENTRY_HEADER_LEN>) else {
+            return Err(bad("entry header cut short"));
+        };
         let ts = i64::from_le_bytes(h[0..8].try_into().unwrap_or_default());
         let topic = u16::from_le_bytes(h[8..10].try_into().unwrap_or_default());
         let offset = u64::from_le_bytes(h[10..18].try_into().unwrap_or_default());
@@ -822,12 +845,15 @@ impl RunReader {
         if !self.fill(total)? {
             return Err(bad("entry cut short"));
         }
-        let body = &self.buf[self.at + RUN_ENTRY_HEADER_LEN..self.at + total];
+        let Some(body) = self.buf.get(self.at + RUN_ENTRY_HEADER_LEN..self.at + total) else {
+            return Err(bad("entry cut short"));
+        };
         if crc32fast::hash(body) ^ head_crc != crc {
             return Err(bad("checksum mismatch"));
         }
-        let record_key = (key_len != RUN_NO_KEY).then(|| Box::from(&body[..key_bytes]));
-        let payload = Bytes::from_vec(body[key_bytes..].to_vec());
+        let Some((key, payload)) = body.split_at_checked(key_bytes) else { return Err(bad("key longer than entry")) };
+        let record_key = (key_len != RUN_NO_KEY).then(|| Box::from(key));
+        let payload = Bytes::from_vec(payload.to_vec()).ok_or_else(|| bad("payload over 4 GiB"))?;
         self.at += total;
         Ok(Some(Entry { key: (ts, topic, offset), record_key, payload }))
     }
@@ -877,7 +903,7 @@ impl Progress {
             topics.push(String::from_utf8(take(n)?.to_vec()).map_err(|_| bad())?);
             ends.push(u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad())?));
         }
-        let last = match take(1)?[0] {
+        let last = match take(1)?.first().copied().ok_or_else(bad)? {
             0 => None,
             _ => {
                 let ts = i64::from_le_bytes(take(8)?.try_into().map_err(|_| bad())?);

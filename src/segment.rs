@@ -8,6 +8,10 @@
 //! - The cursor never returns a frame whose checksum failed, nor one at an unexpected offset,
 //!   nor any byte at or past the end it was given.
 
+// Lengths and positions read from disk are never narrowed with `as`: `try_from` or a checked
+// helper, so an impossible value is an error, not a silently wrapped number.
+#![deny(clippy::cast_possible_truncation)]
+
 use crate::error::{Error, Result};
 use crate::format::{self, DecodedFrame, FRAME_HEADER_LEN, FrameError, SEGMENT_HEADER_LEN};
 use crate::storage::{Bytes, OpenMode, SharedBytes, Storage, StorageFile};
@@ -99,7 +103,7 @@ impl FrameCursor {
         let Some(rel) = self.pos.checked_sub(self.chunk_start) else { return &[] };
         let limit = (self.end - self.chunk_start).min(self.chunk.len() as u64);
         match (usize::try_from(rel), usize::try_from(limit)) {
-            (Ok(r), Ok(l)) if r <= l => &self.chunk[r..l],
+            (Ok(r), Ok(l)) => self.chunk.get(r..l).unwrap_or_default(),
             _ => &[],
         }
     }
@@ -107,7 +111,9 @@ impl FrameCursor {
     /// Reads a new chunk starting at `self.pos` of at least `want` bytes (bounded by the end).
     fn reload(&mut self, want: usize) -> Result<()> {
         let Source::File(file) = &self.source else { return Ok(()) };
-        let len = (want.max(self.chunk_bytes) as u64).min(self.end - self.pos) as usize;
+        // The smaller of a usize and a u64 fits a usize.
+        let left = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
+        let len = want.max(self.chunk_bytes).min(left);
         let buf = file.read_vec(self.pos, len).map_err(|e| Error::io("read", &self.path, e))?;
         self.chunk = SharedBytes::from_vec(buf);
         self.chunk_start = self.pos;
@@ -134,8 +140,13 @@ impl FrameCursor {
         match result {
             Ok(frame) => {
                 let position = self.pos;
-                let rel = (position - self.chunk_start) as usize;
-                let bytes = self.chunk.slice(rel..rel + frame.len);
+                // The frame decoded from `available()`, which starts `rel` bytes into the chunk.
+                let bytes = usize::try_from(position - self.chunk_start)
+                    .ok()
+                    .and_then(|rel| self.chunk.slice(rel..rel.checked_add(frame.len)?))
+                    .ok_or_else(|| {
+                        Error::corruption(&self.path, position, Some(frame.offset), "frame outside the bytes read")
+                    })?;
                 self.pos += frame.len as u64;
                 Ok(Step::Frame { position, frame, bytes })
             }

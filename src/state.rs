@@ -67,10 +67,31 @@ fn encode(c: Committed) -> [u8; 16] {
     v
 }
 
-fn decode(v: &[u8]) -> Option<Committed> {
-    let offset = u64::from_le_bytes(v.get(..8)?.try_into().ok()?);
-    let at_ms = i64::from_le_bytes(v.get(8..16)?.try_into().ok()?);
-    Some(Committed { offset, at_ms })
+/// A key as an error message shows it: UTF-8 (lossy), the 0x00 separator as `/`.
+fn printable_key(k: &[u8]) -> String {
+    String::from_utf8_lossy(k).replace('\0', "/")
+}
+
+/// Splits a `groups` key into (topic, group).
+fn split_group_key(k: &[u8]) -> Option<(String, String)> {
+    let sep = k.iter().position(|&b| b == 0)?;
+    let (topic, group) = (k.get(..sep)?, k.get(sep + 1..)?);
+    Some((String::from_utf8_lossy(topic).into_owned(), String::from_utf8_lossy(group).into_owned()))
+}
+
+impl StateDb {
+    fn corrupt(&self, key: &[u8], reason: impl Into<String>) -> Error {
+        Error::CorruptState { path: self.path.clone(), key: printable_key(key), reason: reason.into() }
+    }
+
+    /// Decodes a committed value (16 bytes: offset u64 LE, time i64 LE).
+    fn decode(&self, key: &[u8], v: &[u8]) -> Result<Committed> {
+        let Ok(b) = <[u8; 16]>::try_from(v) else {
+            return Err(self.corrupt(key, format!("committed value of {} bytes, expected 16", v.len())));
+        };
+        let [o0, o1, o2, o3, o4, o5, o6, o7, at_ms @ ..] = b;
+        Ok(Committed { offset: u64::from_le_bytes([o0, o1, o2, o3, o4, o5, o6, o7]), at_ms: i64::from_le_bytes(at_ms) })
+    }
 }
 
 fn now_ms() -> i64 {
@@ -188,36 +209,46 @@ impl StateDb {
     }
 
     pub fn committed(&self, topic: &str, group: &str) -> Result<Option<Committed>> {
-        let v = self.groups.get(group_key(topic, group)).map_err(|e| sled_err("read", &self.path, e))?;
-        Ok(v.and_then(|v| decode(&v)))
+        let key = group_key(topic, group);
+        let v = self.groups.get(&key).map_err(|e| sled_err("read", &self.path, e))?;
+        v.map(|v| self.decode(&key, &v)).transpose()
     }
 
-    /// Every group of `topic` with its committed position.
-    pub fn groups_of(&self, topic: &str) -> Result<Vec<(String, Committed)>> {
+    /// Every group of `topic` with its committed position, or the error its value gives: a
+    /// caller that must not fail for one bad group (opening the topic) leaves that group to
+    /// report it when it is used.
+    pub fn group_entries(&self, topic: &str) -> Result<Vec<(String, Result<Committed>)>> {
         let mut prefix = topic.as_bytes().to_vec();
         prefix.push(0);
         let mut out = Vec::new();
         for kv in self.groups.scan_prefix(&prefix) {
             let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
-            let group = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            if let Some(c) = decode(&v) {
-                out.push((group, c));
-            }
+            let group = String::from_utf8_lossy(k.get(prefix.len()..).unwrap_or_default()).into_owned();
+            out.push((group, self.decode(&k, &v)));
         }
         Ok(out)
     }
 
-    /// Every (topic, group, committed) in the database.
-    pub fn all_groups(&self) -> Result<Vec<(String, String, Committed)>> {
+    /// Every group of `topic` with its committed position; [`Error::CorruptState`] if one does
+    /// not decode.
+    pub fn groups_of(&self, topic: &str) -> Result<Vec<(String, Committed)>> {
+        self.group_entries(topic)?.into_iter().map(|(g, c)| Ok((g, c?))).collect()
+    }
+
+    /// Whether `topic` has a group named `group` (whatever its value holds).
+    pub fn has_group(&self, topic: &str, group: &str) -> Result<bool> {
+        self.groups.contains_key(group_key(topic, group)).map_err(|e| sled_err("read", &self.path, e))
+    }
+
+    /// Every (topic, group) in the database, from the keys alone.
+    pub fn all_group_names(&self) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
-        for kv in self.groups.iter() {
-            let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
-            let Some(sep) = k.iter().position(|&b| b == 0) else { continue };
-            if let Some(c) = decode(&v) {
-                let topic = String::from_utf8_lossy(&k[..sep]).into_owned();
-                let group = String::from_utf8_lossy(&k[sep + 1..]).into_owned();
-                out.push((topic, group, c));
-            }
+        for k in self.groups.iter().keys() {
+            let k = k.map_err(|e| sled_err("scan", &self.path, e))?;
+            let Some(names) = split_group_key(&k) else {
+                return Err(self.corrupt(&k, "group key without the 0x00 between topic and group"));
+            };
+            out.push(names);
         }
         Ok(out)
     }
@@ -291,7 +322,7 @@ impl StateDb {
 
     /// Removes every group of a topic.
     pub fn delete_topic_groups(&self, topic: &str) -> Result<()> {
-        for (g, _) in self.groups_of(topic)? {
+        for (g, _) in self.group_entries(topic)? {
             self.groups.remove(group_key(topic, &g)).map_err(|e| sled_err("write", &self.path, e))?;
         }
         self.make_durable(CommitDurability::Sync)
@@ -368,23 +399,33 @@ impl StateDb {
             .map_err(|e| sled_err("open tree", &self.path, e))
     }
 
-    /// Loads a work queue's state; entries that do not parse (never written by this code) are
-    /// skipped.
+    /// Loads a work queue's state. An entry that does not have the layout this code writes is
+    /// [`Error::CorruptState`]: skipping it would redeliver or lose a job without a word.
     pub fn queue_load(&self, topic: &str, group: &str) -> Result<QueueState> {
         let t = self.queue_tree(topic, group)?;
         let mut st = QueueState::default();
+        let tree_key = |k: &[u8]| [format!("{QUEUE_TREE_PREFIX}{topic}:{group}").as_bytes(), b"\0", k].concat();
         for kv in t.iter() {
             let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
             if &*k == QUEUE_CURSOR_KEY {
-                st.cursor = v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                let Ok(cursor) = <[u8; 8]>::try_from(&*v) else {
+                    return Err(self.corrupt(&tree_key(&k), format!("cursor of {} bytes, expected 8", v.len())));
+                };
+                st.cursor = Some(u64::from_le_bytes(cursor));
                 continue;
             }
-            let offset = k.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-            let deliveries = v.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
-            let ready_at_ms = v.get(4..12).and_then(|b| b.try_into().ok()).map(i64::from_le_bytes);
-            if let (Some(o), Some(d), Some(r), 8, 12) = (offset, deliveries, ready_at_ms, k.len(), v.len()) {
-                st.entries.push((o, QueueEntry { deliveries: d, ready_at_ms: r }));
-            }
+            let (Ok(offset), Ok(value)) = (<[u8; 8]>::try_from(&*k), <[u8; 12]>::try_from(&*v)) else {
+                return Err(self.corrupt(
+                    &tree_key(&k),
+                    format!("queue entry with a {}-byte key and a {}-byte value, expected 8 and 12", k.len(), v.len()),
+                ));
+            };
+            let [d0, d1, d2, d3, ready_at_ms @ ..] = value;
+            let entry = QueueEntry {
+                deliveries: u32::from_le_bytes([d0, d1, d2, d3]),
+                ready_at_ms: i64::from_le_bytes(ready_at_ms),
+            };
+            st.entries.push((u64::from_be_bytes(offset), entry));
         }
         Ok(st)
     }

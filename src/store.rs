@@ -261,7 +261,7 @@ impl Store {
         }
         let topics = self.topics()?;
         let mut orphans = HashSet::new();
-        for (topic, _, _) in inner.state.all_groups()? {
+        for (topic, _) in inner.state.all_group_names()? {
             if !topics.contains(&topic) {
                 orphans.insert(topic);
             }
@@ -295,7 +295,10 @@ impl Store {
         let log = Log::open(inner.topics_dir().join(name), log_opts)?;
         let end = log.next_offset();
         let mut clamped = HashMap::new();
-        for (group, c) in inner.state.groups_of(name)? {
+        // A group whose value does not decode is left alone here: it reports
+        // `Error::CorruptState` when it is used, and can still be reset or deleted.
+        for (group, c) in inner.state.group_entries(name)? {
+            let Ok(c) = c else { continue };
             if c.offset > end {
                 inner.state.commit(name, &group, end, CommitDurability::Sync)?;
                 clamped.insert(group, c.offset);
@@ -454,7 +457,7 @@ impl Store {
 
     fn existing_idle_group(&self, topic: &str, group: &str) -> Result<()> {
         validate_name(group)?;
-        if self.inner.state.committed(topic, group)?.is_none() {
+        if !self.inner.state.has_group(topic, group)? {
             return Err(Error::NotFound { kind: "group", name: format!("{topic}/{group}") });
         }
         if crate::log::lock(&self.inner.live).contains(&(topic.to_string(), group.to_string())) {

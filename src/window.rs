@@ -122,9 +122,10 @@ where
                     i
                 }
             };
-            let w = &mut self.open[idx];
-            w.count += 1;
-            (self.fold)(&mut w.value, e);
+            if let Some(w) = self.open.get_mut(idx) {
+                w.count += 1;
+                (self.fold)(&mut w.value, e);
+            }
             match end.checked_add(self.spec.slide_ms) {
                 Some(next) => end = next,
                 None => break,

@@ -193,7 +193,7 @@ impl Shared {
         let mut at = w.position;
         while at < target {
             let n = (target - at).min(ZEROS.len() as u64);
-            if w.active.file.write_all_at(&ZEROS[..n as usize], at).is_err() {
+            if w.active.file.write_all_at(ZEROS.get(..n as usize).unwrap_or(&ZEROS), at).is_err() {
                 return;
             }
             at += n;
@@ -347,10 +347,8 @@ impl Shared {
         let _w = lock(self.writer()?);
         let doomed: Vec<u64> = {
             let mut v = self.view_mut();
-            let keep_from = v.bases.windows(2).take_while(|w| w[1] <= offset).count();
-            let doomed = v.bases[..keep_from].to_vec();
-            v.bases.drain(..keep_from);
-            doomed
+            let keep_from = crate::log::consecutive(&v.bases).take_while(|&(_, end)| end <= offset).count();
+            v.bases.drain(..keep_from).collect::<Vec<u64>>()
         };
         let Some(&new_first) = self.view().bases.first() else { return Ok(0) };
         lock(&self.cache).forget_outside(new_first, u64::MAX);

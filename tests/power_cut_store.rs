@@ -257,6 +257,10 @@ fn run(stop_after: Option<u64>, mode: CrashMode) -> u64 {
     let got: Vec<Vec<u8>> =
         orders.log().iter(0).map(|r| r.unwrap_or_else(|e| panic!("{ctx}: {e}")).payload().to_vec()).collect();
     assert_eq!(got, acked.attempted[first..next], "{ctx}: the recovered topic is a prefix of what was written");
+    if stop_after.is_none() {
+        assert!(first > 0, "{ctx}: retention removed the oldest segments");
+        assert!(acked.audit_deleted && acked.queue_acked.len() == 2, "{ctx}: the whole workload ran: {acked:?}");
+    }
     let groups = store.groups("orders").unwrap_or_else(|e| panic!("{ctx}: {e}"));
     let billing = groups.iter().find(|g| g.group == "billing").map(|g| g.committed);
     if let Some(c) = acked.committed {

@@ -437,3 +437,25 @@ fn lease_many_and_ack_many_share_one_write_and_ack_what_is_still_theirs() {
     let rest = q.try_lease_many(10).expect("lease");
     assert_eq!(rest.iter().map(Delivery::offset).collect::<Vec<_>>(), vec![3, 4]);
 }
+
+#[test]
+fn a_queue_entry_that_does_not_parse_is_an_error_naming_the_key_never_skipped() {
+    // Skipping it would hand the job out again (or never) without a word.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(tmp.path());
+        fill(&store, "jobs", 2);
+        let q = store.queue("w", "jobs", QueueOptions::default()).expect("queue");
+        q.try_lease().expect("lease").expect("job");
+    }
+    {
+        let db = sled::open(tmp.path().join("consumers")).expect("sled");
+        let tree = db.open_tree("queue:jobs:w").expect("tree");
+        tree.insert(0u64.to_be_bytes(), &[9u8; 5][..]).expect("insert");
+        db.flush().expect("flush");
+    }
+    let store = open(tmp.path());
+    let err = store.queue("w", "jobs", QueueOptions::default()).expect_err("corrupt entry");
+    assert!(err.is_corruption(), "{err:?}");
+    assert!(err.to_string().contains("queue:jobs:w"), "{err}");
+}

@@ -583,3 +583,33 @@ fn metrics_report_sizes_rates_lags_and_fsyncs() {
     assert_eq!((g.lag_records, g.lag_seconds), (0, 0.0));
     assert!(g.consume_rate.is_some_and(|r| r > 0.0));
 }
+
+#[test]
+fn a_committed_offset_that_does_not_decode_is_an_error_naming_the_key_never_a_silent_restart() {
+    // Before, a committed value of the wrong size was skipped and the group restarted at its
+    // StartAt, re-reading or skipping records without a word. Write such a value into sled
+    // directly, then open the group.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(tmp.path());
+        fill(&store, "orders", 3);
+        let mut c = store.consumer("billing", "orders", ConsumerOptions::default()).expect("consumer");
+        c.poll(10, NONE).expect("poll");
+        c.commit().expect("commit");
+    }
+    {
+        let db = sled::open(tmp.path().join("consumers")).expect("sled");
+        db.open_tree("groups").expect("tree").insert(b"orders\0billing", &[1u8, 2, 3][..]).expect("insert");
+        db.flush().expect("flush");
+    }
+    let store = open(tmp.path());
+    let err = store.consumer("billing", "orders", ConsumerOptions::default()).expect_err("corrupt offset");
+    assert!(matches!(err, Error::CorruptState { .. }) && err.is_corruption(), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("orders/billing") && text.contains("3 bytes"), "{text}");
+    // The rest of the topic works, and resetting the group repairs it.
+    assert_eq!(store.topic("orders").expect("topic").next_offset(), 3);
+    store.reset_group("orders", "billing", StartAt::Offset(1)).expect("reset");
+    let mut c = store.consumer("billing", "orders", ConsumerOptions::default()).expect("consumer");
+    assert_eq!(offsets(&c.poll(10, NONE).expect("poll")), vec![1, 2]);
+}

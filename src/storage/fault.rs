@@ -153,8 +153,9 @@ impl FaultStorage {
             }
             true
         })?;
-        let fault = plan.rules[hit].fault;
-        if !plan.rules[hit].sticky {
+        let rule = plan.rules.get(hit)?;
+        let (fault, sticky) = (rule.fault, rule.sticky);
+        if !sticky {
             plan.rules.remove(hit);
         }
         plan.injected += 1;
@@ -237,7 +238,7 @@ impl StorageFile for FaultFile {
         match self.storage.check(Op::Write, &self.path) {
             None => self.inner.write_all_at(buf, pos),
             Some(Fault::TornWrite { keep_bytes }) => {
-                self.inner.write_all_at(&buf[..keep_bytes.min(buf.len())], pos)?;
+                self.inner.write_all_at(buf.get(..keep_bytes).unwrap_or(buf), pos)?;
                 Err(to_error(Fault::Eio))
             }
             Some(f) => Err(to_error(f)),

@@ -120,7 +120,7 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
             match self.read_at(buf, pos)? {
                 0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ends early")),
                 n => {
-                    buf = &mut buf[n..];
+                    buf = buf.get_mut(n..).unwrap_or_default();
                     pos += n as u64;
                 }
             }
@@ -133,7 +133,8 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         let mut buf = vec![0u8; len];
         let mut filled = 0;
         while filled < len {
-            match self.read_at(&mut buf[filled..], pos + filled as u64)? {
+            let Some(rest) = buf.get_mut(filled..) else { break };
+            match self.read_at(rest, pos + filled as u64)? {
                 0 => break,
                 n => filled += n,
             }
@@ -156,9 +157,17 @@ impl SharedBytes {
     pub(crate) fn from_owner(owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Self {
         SharedBytes(owner)
     }
-    /// The bytes `range` as an owned, zero-copy handle. The caller has checked the range.
-    pub fn slice(&self, range: Range<usize>) -> Bytes {
-        Bytes { owner: self.clone(), start: pos32(range.start), end: pos32(range.end) }
+    /// The bytes `range` as an owned, zero-copy handle; `None` when the range is not inside
+    /// these bytes (or ends past 4 GiB, which no segment reaches).
+    pub fn slice(&self, range: Range<usize>) -> Option<Bytes> {
+        if range.start > range.end || range.end > self.len() {
+            return None;
+        }
+        Some(Bytes {
+            owner: self.clone(),
+            start: u32::try_from(range.start).ok()?,
+            end: u32::try_from(range.end).ok()?,
+        })
     }
 }
 
@@ -175,14 +184,11 @@ impl fmt::Debug for SharedBytes {
     }
 }
 
-/// A position as stored in [`Bytes`]. Buffers and maps are at most one segment (< 4 GiB); an
-/// impossible position becomes `u32::MAX`, which reads as empty rather than panicking.
-fn pos32(p: usize) -> u32 {
-    u32::try_from(p).unwrap_or(u32::MAX)
-}
-
 /// A range of [`SharedBytes`]: owned, `Send`, and zero-copy when it points into a map.
 /// 32-bit positions keep it small (24 bytes): replay holds many of them.
+///
+/// Invariant: `start <= end <= owner.len()`. Every constructor checks it, so the range is never
+/// out of bounds when the bytes are read.
 #[derive(Clone)]
 pub struct Bytes {
     owner: SharedBytes,
@@ -191,29 +197,44 @@ pub struct Bytes {
 }
 
 impl Bytes {
-    /// Takes ownership of a buffer.
-    pub fn from_vec(v: Vec<u8>) -> Self {
-        let len = v.len();
-        Bytes { owner: SharedBytes::from_vec(v), start: 0, end: pos32(len) }
+    /// Takes ownership of a buffer; `None` for one of 4 GiB or more.
+    pub fn from_vec(v: Vec<u8>) -> Option<Self> {
+        let end = u32::try_from(v.len()).ok()?;
+        Some(Bytes { owner: SharedBytes::from_vec(v), start: 0, end })
     }
-    /// These bytes narrowed to a sub-range (relative to them), without a new reference.
-    pub fn narrow(mut self, range: Range<usize>) -> Bytes {
-        let base = self.start as usize;
-        self.start = pos32(base + range.start);
-        self.end = pos32(base + range.end);
-        self
+    /// No bytes.
+    pub fn empty() -> Self {
+        Bytes { owner: SharedBytes::from_vec(Vec::new()), start: 0, end: 0 }
     }
-    /// A sub-range of these bytes (relative to them). The caller has checked the range.
-    pub fn slice(&self, range: Range<usize>) -> Bytes {
-        let base = self.start as usize;
-        Bytes { owner: self.owner.clone(), start: pos32(base + range.start), end: pos32(base + range.end) }
+    /// The positions of `range` (relative to these bytes) in the owner, if it lies inside them.
+    fn inner(&self, range: &Range<usize>) -> Option<(u32, u32)> {
+        let len = (self.end - self.start) as usize;
+        if range.start > range.end || range.end > len {
+            return None;
+        }
+        // Both fit: they are at most `self.end`, a u32.
+        Some((self.start + u32::try_from(range.start).ok()?, self.start + u32::try_from(range.end).ok()?))
+    }
+    /// These bytes narrowed to a sub-range (relative to them), without a new reference; `None`
+    /// when the range is not inside them.
+    pub fn narrow(mut self, range: Range<usize>) -> Option<Bytes> {
+        (self.start, self.end) = self.inner(&range)?;
+        Some(self)
+    }
+    /// A sub-range of these bytes (relative to them); `None` when the range is not inside them.
+    pub fn slice(&self, range: Range<usize>) -> Option<Bytes> {
+        let (start, end) = self.inner(&range)?;
+        Some(Bytes { owner: self.owner.clone(), start, end })
     }
 }
 
 impl Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        self.owner.get(self.start as usize..self.end as usize).unwrap_or(&[])
+        let range = self.start as usize..self.end as usize;
+        // Never out of bounds: every constructor checked the range (see the type's invariant).
+        debug_assert!(self.owner.get(range.clone()).is_some());
+        self.owner.get(range).unwrap_or_default()
     }
 }
 
