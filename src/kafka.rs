@@ -25,6 +25,16 @@
 //! each partition, and resumes after it: no Kafka-side commit is needed, the local log is the
 //! progress.
 //!
+//! Marks of earlier hops. In a chain (evlog A forwards to Kafka X, evlog B imports X and
+//! forwards to Kafka Y, evlog C imports Y) each hop's marks must be its own, or a restarted hop
+//! resumes from another hop's offsets. So every hop keeps exactly one mark of each kind: the
+//! forwarder copies a record's headers *except* `evlog.source`, `kafka.partition` and
+//! `kafka.offset` (the marks of earlier hops, meaningful only where they were made) and puts its
+//! own `evlog.source` first; the importer copies a Kafka record's headers except
+//! `kafka.partition` and `kafka.offset` and appends its own. The `evlog.source` of the hop before
+//! an import is kept on the imported record (where the event came from), and replaced by the
+//! next forward. Provenance further back is not kept.
+//!
 //! Neither ever writes to the local log it forwards from, except the group's offsets.
 
 use crate::consumer::{ConsumerOptions, StartAt};
@@ -52,6 +62,16 @@ pub const KAFKA_PARTITION_HEADER: &str = "kafka.partition";
 pub const KAFKA_OFFSET_HEADER: &str = "kafka.offset";
 
 const STORE_ID_FILE: &str = "STORE_ID";
+
+/// Headers the forwarder does not copy to Kafka: marks of earlier hops (see the module docs).
+fn forwarded_header(name: &str) -> bool {
+    ![SOURCE_HEADER, KAFKA_PARTITION_HEADER, KAFKA_OFFSET_HEADER].contains(&name)
+}
+
+/// Headers the importer does not copy from Kafka: it appends its own.
+fn imported_header(name: &str) -> bool {
+    ![KAFKA_PARTITION_HEADER, KAFKA_OFFSET_HEADER].contains(&name)
+}
 
 fn kafka_err(what: &str, e: KafkaError) -> Error {
     Error::Kafka { reason: format!("{what}: {e}") }
@@ -423,7 +443,7 @@ impl Forwarder {
         }
         .encode();
         let mut headers = OwnedHeaders::new().insert(Header { key: SOURCE_HEADER, value: Some(&mark[..]) });
-        for (k, v) in r.headers() {
+        for (k, v) in r.headers().filter(|(k, _)| forwarded_header(k)) {
             headers = headers.insert(Header { key: k, value: Some(v) });
         }
         let mut record: BaseRecord<'_, [u8], [u8], Box<u64>> =
@@ -621,7 +641,11 @@ impl Importer {
                 }
                 let headers = m
                     .headers()
-                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+                    .map(|h| {
+                        (h.iter().filter(|h| imported_header(h.key)))
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let ts = m.timestamp().to_millis().unwrap_or(0);
                 owned.push(Fetched {

@@ -142,14 +142,46 @@ fn read_all(brokers: &str, topic: &str) -> Vec<Read> {
     out
 }
 
-fn forward_child(root: &Path, brokers: &str) -> Child {
+fn evlog_child(root: &Path, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_evlog"))
         .args(["--dir", root.to_str().expect("utf-8")])
-        .args(["forward", "orders", "--brokers", brokers, "--kafka-topic", "events", "--until-caught-up"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn evlog forward")
+        .expect("spawn evlog")
+}
+
+/// Runs `evlog --dir root ARGS` again and again, SIGKILLing it at varied moments once its first
+/// line on stderr contains `started`, for up to `rounds` rounds or until a run finishes by
+/// itself; `each_round` runs while the child is alive (e.g. to restart the broker). Then runs it
+/// once more to the end, which must succeed. Returns how many times it was killed.
+fn run_with_kills(root: &Path, args: &[&str], started: &str, rounds: u64, mut each_round: impl FnMut(u64)) -> u32 {
+    let mut kills = 0;
+    for round in 0..rounds {
+        let mut child = evlog_child(root, args);
+        // Wait until it has connected and is working, then let it run a little.
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        std::thread::spawn(move || for _ in lines {});
+        if !first.contains(started) {
+            break; // it failed or finished; the final run below reports why
+        }
+        std::thread::sleep(Duration::from_millis(5 + (round * 17) % 60));
+        each_round(round);
+        if child.try_wait().expect("try_wait").is_some() {
+            break; // it finished before the kill
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        kills += 1;
+    }
+    let mut last = evlog_child(root, args);
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut last.stderr.take().expect("stderr"), &mut log).expect("stderr");
+    let status = last.wait().expect("final run");
+    assert!(status.success(), "the last run of evlog {args:?} finishes: {log}");
+    kills
 }
 
 #[test]
@@ -184,35 +216,16 @@ fn forwarding_through_kills_and_a_broker_restart_delivers_each_record_once_and_i
     }
 
     // SIGKILL the forwarder at varied moments; restart the broker under a running forwarder once.
-    let mut kills = 0;
-    for round in 0..40u64 {
-        let mut child = forward_child(tmp.path(), &broker.brokers());
-        // Wait until it has connected and is forwarding, then let it run a little.
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let started = lines.next().and_then(Result::ok).unwrap_or_default();
-        std::thread::spawn(move || for _ in lines {});
-        if !started.contains("forwarding") {
-            break; // it failed or finished; the final run below reports why
-        }
-        std::thread::sleep(Duration::from_millis(5 + (round * 17) % 60));
+    let brokers = broker.brokers();
+    let args = ["forward", "orders", "--brokers", &brokers, "--kafka-topic", "events", "--until-caught-up"];
+    let kills = run_with_kills(tmp.path(), &args, "forwarding", 40, |round| {
         if round == 5 {
             broker.down();
             std::thread::sleep(Duration::from_millis(500));
             broker.up();
             std::thread::sleep(Duration::from_millis(500));
         }
-        if child.try_wait().expect("try_wait").is_some() {
-            break; // it finished before the kill
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        kills += 1;
-    }
-    let mut last = forward_child(tmp.path(), &broker.brokers());
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut last.stderr.take().expect("stderr"), &mut log).expect("stderr");
-    let status = last.wait().expect("final forwarder");
-    assert!(status.success(), "the last forwarder finishes: {log}");
+    });
     assert!(kills >= 10, "only {kills} kills");
 
     let all = read_all(&broker.brokers(), "events");
@@ -280,4 +293,131 @@ fn unreachable_brokers_and_a_missing_topic_are_clear_errors_and_touch_nothing_lo
     let e = f.run(&AtomicBool::new(false), true, |_| {}).expect_err("too large for Kafka");
     assert!(e.to_string().contains("larger than the broker accepts"), "{e}");
     assert!(s.groups("huge").expect("groups").iter().all(|g| g.committed == 0), "not committed past it");
+}
+
+/// The headers of a Kafka record as (name, value) pairs.
+fn kafka_headers(m: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
+    m.headers()
+        .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+        .unwrap_or_default()
+}
+
+/// Every record of every partition of `topic` with its headers: (partition, offset, headers,
+/// payload).
+fn read_with_headers(brokers: &str, topic: &str) -> Vec<(i32, i64, Vec<(String, Vec<u8>)>, Vec<u8>)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "evlog-test-chain-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut out = Vec::new();
+    for p in 0..PARTITIONS as i32 {
+        let (lo, hi) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(lo)).expect("tpl");
+        c.assign(&tpl).expect("assign");
+        let (mut next, deadline) = (lo, Instant::now() + Duration::from_secs(300));
+        while next < hi {
+            assert!(Instant::now() < deadline, "reading {topic}/{p} timed out at {next} of {hi}");
+            let Some(m) = c.poll(Duration::from_millis(500)) else { continue };
+            let m = m.expect("message");
+            next = m.offset() + 1;
+            out.push((p, m.offset(), kafka_headers(&m), m.payload().unwrap_or_default().to_vec()));
+        }
+    }
+    out
+}
+
+const CHAIN_RECORDS: u64 = 2_000;
+
+#[test]
+fn a_two_hop_chain_through_kills_keeps_each_hops_marks_its_own_and_every_record_once() {
+    // evlog A forwards to Kafka X, evlog B imports X and forwards to Kafka Y, evlog C imports Y;
+    // every hop is SIGKILLed at varied moments. Each hop must resume from its own marks, never
+    // from an earlier hop's: Y holds every A record exactly once under B's mark only, and B and
+    // C hold every record exactly once with exactly one mark of each kind.
+    let broker = Broker::start();
+    broker.create_topic("x", PARTITIONS);
+    broker.create_topic("y", PARTITIONS);
+    let (a, b, c) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"), tempfile::tempdir().expect("c"));
+    let a_id = {
+        let s = store(a.path());
+        let t = s.topic("orders").expect("topic");
+        let payloads: Vec<Vec<u8>> = (0..CHAIN_RECORDS).map(|i| i.to_le_bytes().to_vec()).collect();
+        let keys: Vec<String> = (0..KEYS).map(|k| format!("customer-{k}")).collect();
+        let batch: Vec<NewRecord<'_>> = (0..CHAIN_RECORDS as usize)
+            .map(|i| NewRecord::new(&payloads[i]).key(keys[i % KEYS as usize].as_bytes()).timestamp(i as i64))
+            .collect();
+        t.append_batch(&batch).expect("append");
+        t.sync().expect("sync");
+        s.id().expect("id")
+    };
+    let brokers = broker.brokers();
+    let hop = |root: &Path, args: &[&str], started: &str| {
+        let kills = run_with_kills(root, args, started, 12, |_| {});
+        assert!(kills >= 2, "{args:?}: only {kills} kills");
+    };
+    hop(
+        a.path(),
+        &["forward", "orders", "--brokers", &brokers, "--kafka-topic", "x", "--until-caught-up"],
+        "forwarding",
+    );
+    hop(b.path(), &["import", "orders", "--brokers", &brokers, "--kafka-topic", "x", "--until-caught-up"], "importing");
+    hop(
+        b.path(),
+        &["forward", "orders", "--brokers", &brokers, "--kafka-topic", "y", "--until-caught-up"],
+        "forwarding",
+    );
+    hop(c.path(), &["import", "orders", "--brokers", &brokers, "--kafka-topic", "y", "--until-caught-up"], "importing");
+
+    let source_of = |payload: &[u8]| u64::from_le_bytes(payload.try_into().expect("an 8-byte payload"));
+    let count = |headers: &[(&str, &[u8])], name: &str| headers.iter().filter(|(n, _)| *n == name).count();
+    // B: every A record once, with A's mark and exactly one import mark.
+    let b_id = {
+        let s = store(b.path());
+        let mut seen = vec![0u32; CHAIN_RECORDS as usize];
+        for r in s.topic("orders").expect("topic").iter(0) {
+            let r = r.expect("record");
+            seen[source_of(r.payload()) as usize] += 1;
+            let h: Vec<(&str, &[u8])> = r.headers().collect();
+            assert_eq!(
+                (count(&h, SOURCE_HEADER), count(&h, "kafka.partition"), count(&h, "kafka.offset")),
+                (1, 1, 1),
+                "{h:?}"
+            );
+            let mark = SourceMark::decode(r.header(SOURCE_HEADER).expect("mark")).expect("a source mark");
+            assert_eq!(mark.store, a_id, "B keeps A's mark: where the event came from");
+        }
+        assert!(seen.iter().all(|&n| n == 1), "B holds every A record exactly once");
+        s.id().expect("id")
+    };
+    // Y: every record once, each with exactly one header: B's mark, in B's offset order per partition.
+    let y = read_with_headers(&brokers, "y");
+    let mut seen = vec![0u32; CHAIN_RECORDS as usize];
+    let mut last: HashMap<i32, u64> = HashMap::new();
+    for (p, _, headers, payload) in &y {
+        seen[source_of(payload) as usize] += 1;
+        assert_eq!(headers.len(), 1, "only B's own mark travels on: {headers:?}");
+        let mark = SourceMark::decode(&headers[0].1).expect("a source mark");
+        assert_eq!((headers[0].0.as_str(), mark.store.as_str()), (SOURCE_HEADER, b_id.as_str()));
+        if let Some(prev) = last.insert(*p, mark.offset) {
+            assert!(mark.offset > prev, "partition {p}: B offset {} after {prev}", mark.offset);
+        }
+    }
+    assert!(seen.iter().all(|&n| n == 1), "Y holds every record exactly once");
+    // C: every record once; its import marks are Y's partition and offset, one of each.
+    let s = store(c.path());
+    let y_positions: std::collections::HashSet<(u32, i64)> = y.iter().map(|(p, o, _, _)| (*p as u32, *o)).collect();
+    let mut seen = vec![0u32; CHAIN_RECORDS as usize];
+    for r in s.topic("orders").expect("topic").iter(0) {
+        let r = r.expect("record");
+        seen[source_of(r.payload()) as usize] += 1;
+        let h: Vec<(&str, &[u8])> = r.headers().collect();
+        assert_eq!((count(&h, "kafka.partition"), count(&h, "kafka.offset")), (1, 1), "{h:?}");
+        let p = u32::from_le_bytes(r.header("kafka.partition").expect("p").try_into().expect("4"));
+        let o = i64::from_le_bytes(r.header("kafka.offset").expect("o").try_into().expect("8"));
+        assert!(y_positions.contains(&(p, o)), "C's marks name Y: ({p}, {o})");
+    }
+    assert!(seen.iter().all(|&n| n == 1), "C holds every record exactly once");
 }

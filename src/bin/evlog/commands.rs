@@ -576,6 +576,7 @@ fn import(dir: &Path, topic: &str, brokers: &str, kafka_topic: &str, until_caugh
     use evlog::kafka::{Importer, ImporterOptions};
     let store = open_store(dir, Durability::Always)?;
     let mut i = Importer::start(&store, topic, ImporterOptions::new(brokers, kafka_topic)).map_err(msg)?;
+    eprintln!("evlog: importing Kafka topic {kafka_topic:?} at {brokers} into {topic:?}");
     let stop = std::sync::atomic::AtomicBool::new(false);
     let n = i
         .run(&stop, until_caught_up, |done, lag| eprintln!("evlog: imported {done}, lag {lag} records"))
