@@ -302,9 +302,11 @@ fn kafka_headers(m: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Vec<
         .unwrap_or_default()
 }
 
-/// Every record of every partition of `topic` with its headers: (partition, offset, headers,
-/// payload).
-fn read_with_headers(brokers: &str, topic: &str) -> Vec<(i32, i64, Vec<(String, Vec<u8>)>, Vec<u8>)> {
+/// A Kafka record with its headers: (partition, offset, headers, payload).
+type WithHeaders = (i32, i64, Vec<(String, Vec<u8>)>, Vec<u8>);
+
+/// Every record of every partition of `topic` with its headers.
+fn read_with_headers(brokers: &str, topic: &str) -> Vec<WithHeaders> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "evlog-test-chain-reader")
