@@ -1,6 +1,6 @@
 //! The subcommands.
 
-use crate::text::{parse_duration, parse_time, record_json};
+use crate::text::{parse_duration, parse_time, record_json, unbase64};
 use crate::{Cli, Command, GroupsAction, OnError, Sync};
 use evlog::{ConsumerOptions, Durability, Error, Log, NewRecord, Options, StartAt, Store, StoreOptions};
 use serde_json::{Value, json};
@@ -130,9 +130,22 @@ fn append(dir: &Path, topic: &str, as_json: bool, sync: Sync, key: Option<String
         }
         o.flush().map_err(|e| format!("stdout: {e}"))
     };
-    for (n, line) in std::io::stdin().lock().lines().enumerate() {
-        let line = line.map_err(|e| format!("stdin: {e}"))?;
-        let result = if as_json { append_json(&t, &line) } else { append_plain(&t, &line, key.as_deref()) };
+    // Lines are read as bytes: one line that is not UTF-8 is that line's error, not the end of
+    // the whole input.
+    for (n, line) in std::io::stdin().lock().split(b'\n').enumerate() {
+        let mut line = line.map_err(|e| format!("stdin: {e}"))?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let result = match String::from_utf8(line) {
+            Err(e) => Err(format!(
+                "not UTF-8 (invalid byte at column {}); plain lines are text: append binary payloads with \
+                 --json and \"value_base64\"",
+                e.utf8_error().valid_up_to() + 1
+            )),
+            Ok(line) if as_json => append_json(&t, &line),
+            Ok(line) => append_plain(&t, &line, key.as_deref()),
+        };
         match result {
             Ok(offset) => {
                 pending.push(offset);
@@ -176,18 +189,25 @@ fn append_json(t: &evlog::Topic, line: &str) -> Result<u64, String> {
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err("key must be a string".into()),
     };
-    let value = match obj.get("value") {
-        None => return Err("missing \"value\"".into()),
-        Some(Value::String(s)) => s.clone().into_bytes(),
-        Some(other) => other.to_string().into_bytes(),
+    // Binary values come as `value_base64` (what `dump` prints for them).
+    let value = match (obj.get("value"), obj.get("value_base64")) {
+        (Some(_), Some(_)) => return Err("give \"value\" or \"value_base64\", not both".into()),
+        (None, None) => return Err("missing \"value\" (or \"value_base64\")".into()),
+        (None, Some(Value::String(b))) => unbase64(b)?,
+        (None, Some(_)) => return Err("value_base64 must be a base64 string".into()),
+        (Some(Value::String(s)), None) => s.clone().into_bytes(),
+        (Some(other), None) => other.to_string().into_bytes(),
     };
-    let headers: Vec<(String, String)> = match obj.get("headers") {
+    let headers: Vec<(String, Vec<u8>)> = match obj.get("headers") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Object(h)) => h
             .iter()
             .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                _ => Err(format!("header {k:?} must be a string")),
+                Value::String(s) => Ok((k.clone(), s.clone().into_bytes())),
+                Value::Object(b) if b.len() == 1 && b.get("base64").is_some_and(Value::is_string) => {
+                    Ok((k.clone(), unbase64(b.get("base64").and_then(Value::as_str).unwrap_or_default())?))
+                }
+                _ => Err(format!("header {k:?} must be a string or {{\"base64\": ...}}")),
             })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("headers must be an object of strings".into()),
@@ -195,7 +215,7 @@ fn append_json(t: &evlog::Topic, line: &str) -> Result<u64, String> {
     let mut r = NewRecord::new(&value);
     r.timestamp = timestamp;
     r.key = key.as_deref().map(str::as_bytes);
-    r.headers = headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
+    r.headers = headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
     t.append_record(&r).map_err(msg)
 }
 

@@ -98,6 +98,27 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
+/// Decodes standard base64 (padding optional, no whitespace), as `base64` writes it.
+pub fn unbase64(s: &str) -> Result<Vec<u8>, String> {
+    let digits = s.trim_end_matches('=');
+    if s.len() - digits.len() > 2 || digits.len() % 4 == 1 {
+        return Err(format!("{s:?} is not base64 (length)"));
+    }
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in digits.bytes() {
+        let v = B64.iter().position(|&b| b == c).ok_or_else(|| format!("{s:?} is not base64 ({:?})", c as char))?;
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
 /// A record as a JSON line: the value as a string when it is UTF-8, else `value_base64`;
 /// `headers` (when there are any) maps each name to a string, or to `{"base64": ..}`.
 pub fn record_json(
@@ -158,5 +179,10 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(&[0xff, 0x00, 0x10]), "/wAQ");
+        for data in [&b""[..], b"f", b"fo", b"foo", b"foob", &[0xff, 0xfe, 0x00, 0x80, 0x7f]] {
+            assert_eq!(unbase64(&base64(data)).as_deref(), Ok(data), "{data:?}");
+        }
+        assert_eq!(unbase64("Zm8").as_deref(), Ok(&b"fo"[..]), "padding is optional");
+        assert!(unbase64("Z").is_err() && unbase64("Zm9v!").is_err() && unbase64("Zg===").is_err());
     }
 }
