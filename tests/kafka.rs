@@ -423,3 +423,17 @@ fn a_two_hop_chain_through_kills_keeps_each_hops_marks_its_own_and_every_record_
     }
     assert!(seen.iter().all(|&n| n == 1), "C holds every record exactly once");
 }
+
+#[test]
+fn the_kafka_marks_are_the_ones_format_md_specifies() {
+    let spec = include_str!("../FORMAT.md");
+    let names: Vec<&str> = spec
+        .lines()
+        .skip_while(|l| !l.starts_with("The Kafka bridge"))
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|row| row.split('|').nth(1).expect("name cell").trim().trim_matches('`'))
+        .collect();
+    assert_eq!(names, [SOURCE_HEADER, evlog::kafka::KAFKA_PARTITION_HEADER, evlog::kafka::KAFKA_OFFSET_HEADER]);
+}
