@@ -14,7 +14,7 @@
 use crate::codec::{Bincode, Codec};
 use crate::consumer::ConsumerOptions;
 use crate::error::{Error, Result};
-use crate::log::lock;
+use crate::sync::lock;
 use crate::queue::DeadLetters;
 use crate::record::Record;
 use crate::store::Store;

@@ -124,14 +124,14 @@ impl Consumer {
     ) -> Result<Consumer> {
         validate_name(group)?;
         let key = (topic.name().to_string(), group.to_string());
-        if !crate::log::lock(&store.live).insert(key.clone()) {
+        if !crate::sync::lock(&store.live).insert(key.clone()) {
             return Err(Error::GroupBusy { topic: key.0, group: key.1 });
         }
         let result = Self::position_at_start(&store, &topic, group, opts);
         let (position, start) = match result {
             Ok(v) => v,
             Err(e) => {
-                crate::log::lock(&store.live).remove(&key);
+                crate::sync::lock(&store.live).remove(&key);
                 return Err(e);
             }
         };
@@ -382,6 +382,6 @@ impl Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         let _ = self.final_commit();
-        crate::log::lock(&self.store.live).remove(&(self.topic.name().to_string(), self.group.clone()));
+        crate::sync::lock(&self.store.live).remove(&(self.topic.name().to_string(), self.group.clone()));
     }
 }

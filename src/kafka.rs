@@ -93,7 +93,7 @@ impl Store {
         }
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.write_u128(crate::clock::now_nanos());
         h.write_u32(std::process::id());
         let id = format!("{:016x}", h.finish());
         let tmp = self.root().join(format!("{STORE_ID_FILE}.tmp"));
@@ -424,9 +424,7 @@ impl Forwarder {
     }
 
     fn lag_seconds(&self, committed: u64) -> Result<f64> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now = crate::clock::now_ms();
         Ok(match self.topic.read(committed)? {
             Some(r) => (now.saturating_sub(r.timestamp())).max(0) as f64 / 1e3,
             None => 0.0,

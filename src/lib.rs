@@ -52,6 +52,8 @@
 
 #[cfg(feature = "tokio")]
 mod asynchronous;
+mod clock;
+mod sync;
 mod bus;
 mod cache;
 mod checkpoint;

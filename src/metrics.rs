@@ -8,7 +8,7 @@
 use crate::error::Result;
 use crate::log::{LogCounters, lock};
 use crate::store::Store;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// Shortest interval between two samples that yields a rate.
 const RATE_INTERVAL_MIN_SECS: f64 = 1e-6;
@@ -53,9 +53,7 @@ pub struct GroupMetrics {
     pub consume_rate: Option<f64>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use crate::clock::now_ms;
 
 impl Store {
     /// Figures of `topic` and its groups; see [`TopicMetrics`].

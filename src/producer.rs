@@ -16,7 +16,7 @@
 //!   older ones count as absent even before they are pruned.
 
 use crate::error::{Error, Result};
-use crate::log::lock;
+use crate::sync::lock;
 use crate::record::NewRecord;
 use crate::store::{Store, Topic};
 use std::collections::{HashMap, VecDeque};

@@ -28,9 +28,8 @@ use crate::record::{NewRecord, Record};
 use crate::state::{CommitDurability, QueueEntry};
 use crate::store::{Store, Topic, validate_name};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Header of a dead letter: why it was dead-lettered (UTF-8).
 pub const DEAD_REASON_HEADER: &str = crate::format::reserved_headers::DEAD_REASON;
@@ -43,45 +42,7 @@ pub const DEAD_GROUP_HEADER: &str = crate::format::reserved_headers::DEAD_GROUP;
 /// Header of a dead letter: how many times it was delivered (decimal, UTF-8).
 pub const DEAD_DELIVERIES_HEADER: &str = crate::format::reserved_headers::DEAD_DELIVERIES;
 
-/// Milliseconds for leases and delays. The queue reads time only through this, so tests (and
-/// applications' tests) can move time by hand.
-pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
-    /// Now, in milliseconds since the Unix epoch.
-    fn now_ms(&self) -> i64;
-}
-
-/// The system's wall clock. A clock stepped backwards lengthens leases and delays by the step.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    }
-}
-
-/// A clock that moves only when told to.
-#[derive(Debug, Default)]
-pub struct ManualClock {
-    ms: AtomicI64,
-}
-
-impl ManualClock {
-    /// A clock showing `ms`.
-    pub fn new(ms: i64) -> Self {
-        ManualClock { ms: AtomicI64::new(ms) }
-    }
-    /// Moves the clock forward.
-    pub fn advance(&self, by: Duration) {
-        self.ms.fetch_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX), Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.ms.load(Ordering::SeqCst)
-    }
-}
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 
 /// How a work queue behaves.
 #[derive(Debug, Clone)]

@@ -556,8 +556,7 @@ impl Replay {
         let dir = match &self.spill_dir {
             Some(d) => d.clone(),
             None => {
-                let nanos =
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+                let nanos = crate::clock::now_nanos();
                 let d = self.store.root().join(REPLAY_TMP_DIR).join(format!("{}-{nanos}", std::process::id()));
                 storage.create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?;
                 self.spill_dir = Some(d.clone());

@@ -19,7 +19,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const GROUPS_TREE: &str = "groups";
 const STATE_TREE_PREFIX: &str = "state:";
@@ -94,9 +93,7 @@ impl StateDb {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use crate::clock::now_ms;
 
 /// The sled database of a store.
 #[derive(Debug)]
@@ -350,7 +347,7 @@ impl StateDb {
             CommitDurability::Sync => g.synced_upto >= ticket,
             _ => g.flushed_upto >= ticket,
         };
-        let mut gate = crate::log::lock(&self.gate);
+        let mut gate = crate::sync::lock(&self.gate);
         loop {
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(self.poisoned_error());
@@ -367,7 +364,7 @@ impl StateDb {
         drop(gate);
         let upto = self.writes.load(Ordering::SeqCst);
         let r = self.flush_once(durability);
-        let mut gate = crate::log::lock(&self.gate);
+        let mut gate = crate::sync::lock(&self.gate);
         gate.flushing = false;
         if r.is_ok() {
             gate.flushed_upto = gate.flushed_upto.max(upto);
@@ -472,13 +469,13 @@ impl StateDb {
     /// written once, when the database is created, and fsynced once.
     fn sync_dir_tree(&self, dir: &Path) -> Result<()> {
         let names = self.storage.list_dir(dir).map_err(|e| Error::io("list", dir, e))?;
-        let mut synced = crate::log::lock(&self.synced);
+        let mut synced = crate::sync::lock(&self.synced);
         for name in &names {
             let path = dir.join(name);
             if self.storage.dir_exists(&path).unwrap_or(false) {
                 drop(synced);
                 self.sync_dir_tree(&path)?;
-                synced = crate::log::lock(&self.synced);
+                synced = crate::sync::lock(&self.synced);
                 continue;
             }
             if name == "conf" && synced.once.contains(&path) {

@@ -29,7 +29,7 @@ use crate::storage::{LockGuard, RealStorage, Storage, create_dir_durable};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Longest topic or group name, in bytes.
 pub const NAME_BYTES_MAX: usize = 249;
@@ -124,12 +124,12 @@ impl Topic {
     /// Groups whose committed offset pointed past the recovered end when the topic was opened,
     /// with the offset they had; they were clamped to the end.
     pub fn clamped_groups(&self) -> Vec<(String, u64)> {
-        let mut v: Vec<_> = crate::log::lock(&self.clamped).iter().map(|(g, o)| (g.clone(), *o)).collect();
+        let mut v: Vec<_> = crate::sync::lock(&self.clamped).iter().map(|(g, o)| (g.clone(), *o)).collect();
         v.sort();
         v
     }
     pub(crate) fn take_clamp(&self, group: &str) -> Option<u64> {
-        crate::log::lock(&self.clamped).get(group).copied()
+        crate::sync::lock(&self.clamped).get(group).copied()
     }
 }
 
@@ -286,7 +286,7 @@ impl Store {
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
         validate_name(name)?;
         let inner = &self.inner;
-        let mut topics = crate::log::lock(&inner.topics);
+        let mut topics = crate::sync::lock(&inner.topics);
         if let Some(t) = topics.get(name) {
             return Ok(t.clone());
         }
@@ -330,7 +330,7 @@ impl Store {
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         validate_name(name)?;
         let inner = &self.inner;
-        let mut topics = crate::log::lock(&inner.topics);
+        let mut topics = crate::sync::lock(&inner.topics);
         if let Some(t) = topics.get(name) {
             let handles = Arc::strong_count(t) - 1;
             if handles > 0 {
@@ -346,7 +346,7 @@ impl Store {
         }
         let storage = inner.storage();
         let from = inner.topics_dir().join(name);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos = crate::clock::now_nanos();
         let to = inner.root.join("trash").join(format!("{name}.{nanos}"));
         storage.rename(&from, &to).map_err(|e| Error::io("rename", &from, e))?;
         storage.sync_dir(&inner.topics_dir()).map_err(|e| Error::io("fsync directory", inner.topics_dir(), e))?;
@@ -410,7 +410,7 @@ impl Store {
     /// Sets the retention of one topic (overrides `StoreOptions::retention`).
     pub fn set_retention(&self, topic: &str, r: RetentionOptions) -> Result<()> {
         validate_name(topic)?;
-        crate::log::lock(&self.inner.retention).insert(topic.to_string(), r);
+        crate::sync::lock(&self.inner.retention).insert(topic.to_string(), r);
         Ok(())
     }
 
@@ -419,12 +419,10 @@ impl Store {
     pub fn enforce_retention(&self, topic: &str) -> Result<RetentionReport> {
         crate::trace::span!("evlog.retention", topic);
         let t = self.existing_topic(topic)?;
-        let r = crate::log::lock(&self.inner.retention).get(topic).copied().unwrap_or(self.inner.opts.retention);
+        let r = crate::sync::lock(&self.inner.retention).get(topic).copied().unwrap_or(self.inner.opts.retention);
         let sealed = t.sealed_segments()?;
         let mut total = t.size_bytes()?;
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = crate::clock::now_ms();
         let mut cut = t.first_offset();
         for s in &sealed {
             let too_big = r.retention_bytes_max.is_some_and(|m| total > m);
@@ -460,7 +458,7 @@ impl Store {
         if !self.inner.state.has_group(topic, group)? {
             return Err(Error::NotFound { kind: "group", name: format!("{topic}/{group}") });
         }
-        if crate::log::lock(&self.inner.live).contains(&(topic.to_string(), group.to_string())) {
+        if crate::sync::lock(&self.inner.live).contains(&(topic.to_string(), group.to_string())) {
             return Err(Error::GroupBusy { topic: topic.to_string(), group: group.to_string() });
         }
         Ok(())

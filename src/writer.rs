@@ -24,7 +24,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// A block of zeros for preallocation.
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
@@ -69,9 +69,7 @@ pub(crate) struct SyncState {
     syncing: bool,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use crate::clock::now_ms;
 
 impl Shared {
     fn writer(&self) -> Result<&std::sync::Mutex<Writer>> {
