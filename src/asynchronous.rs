@@ -10,14 +10,14 @@
 //! The work done between waits (reading mapped or cached segments, and the fsync of a durable
 //! lease, ack or commit) is done inline, as the blocking API does it.
 
-use crate::codec::Codec;
-use crate::consumer::Consumer;
+use crate::consume::codec::Codec;
+use crate::consume::consumer::Consumer;
+use crate::consume::typed::{Typed, TypedConsumer};
 use crate::error::Result;
 use crate::log::AppendSignal;
+use crate::log::record::Record;
 use crate::queue::{Delivery, PriorityQueue, Queue};
-use crate::record::Record;
 use crate::replay::{Replay, ReplayEvent};
-use crate::typed::{Typed, TypedConsumer};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

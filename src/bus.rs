@@ -11,14 +11,14 @@
 //! Dead letters go through an idempotent producer (sequence = source offset), so a redelivered
 //! batch cannot dead-letter an event twice.
 
-use crate::codec::{Bincode, Codec};
-use crate::consumer::ConsumerOptions;
+use crate::consume::codec::{Bincode, Codec};
+use crate::consume::consumer::ConsumerOptions;
+use crate::consume::typed::Typed;
 use crate::error::{Error, Result};
-use crate::sync::lock;
+use crate::log::record::Record;
 use crate::queue::DeadLetters;
-use crate::record::Record;
 use crate::store::Store;
-use crate::typed::Typed;
+use crate::sync::lock;
 use std::fmt::Display;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -337,7 +337,7 @@ impl<T: 'static, U: 'static, C: Codec<T>> SubscriptionBuilder<T, U, C> {
 
 struct Worker<T, U, C, F> {
     store: Store,
-    consumer: crate::typed::TypedConsumer<T, C>,
+    consumer: crate::consume::typed::TypedConsumer<T, C>,
     pipeline: Pipeline<T, U>,
     handler: F,
     opts: SubscriptionOptions,

@@ -50,60 +50,59 @@
 #![warn(missing_debug_implementations)]
 #![warn(missing_docs)]
 
-#[cfg(feature = "tokio")]
-mod asynchronous;
+// Layers, lowest first; a module names only modules of its own layer or below (checked by
+// `tests/layers.rs`, described in ARCHITECTURE.md § Layers):
+// 0 `error`, `clock`, `sync`, `trace` · 1 `format` · 2 `storage` · 3 `log` · 4 `store` ·
+// 5 `consume` · 6 `replay`, `queue` · 7 `bus`, `kafka` · 8 `asynchronous`.
 mod clock;
-mod sync;
-mod bus;
-mod cache;
-mod checkpoint;
-pub mod codec;
-mod consumer;
 mod error;
+mod sync;
+mod trace;
+
+#[doc(hidden)] // the byte layout is FORMAT.md's; public only for the fuzz targets and tests
 pub mod format;
-mod index;
+pub mod storage;
+
+mod log;
+
+mod store;
+
+mod consume;
+pub use consume::codec;
+
+mod queue;
+mod replay;
+
+mod bus;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-mod log;
-mod metrics;
-mod options;
-mod producer;
-mod queue;
-mod record;
-mod recovery;
-mod replay;
-mod segment;
-mod state;
-pub mod storage;
-mod store;
-mod trace;
-mod typed;
-mod window;
-mod writer;
+
+#[cfg(feature = "tokio")]
+mod asynchronous;
 
 #[cfg(feature = "tokio")]
 pub use asynchronous::ReplayStream;
 pub use bus::{EventBus, Subscription, SubscriptionBuilder, SubscriptionOptions, SubscriptionStats};
-pub use codec::{Bincode, Codec};
-pub use consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, ConsumerStart, StartAt};
+pub use consume::codec::{Bincode, Codec};
+pub use consume::consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, ConsumerStart, StartAt};
+pub use consume::producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER, Sent};
+pub use consume::typed::{Typed, TypedConsumer, TypedTopic};
 pub use error::{Error, Result};
+pub use log::options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT};
+pub use log::record::{NewRecord, Record};
+pub use log::recovery::{RecoveryReport, RepairReport};
 pub use log::{Iter, Log, LogCounters, SegmentInfo, SegmentTimes};
-pub use metrics::{GroupMetrics, TopicMetrics};
-pub use options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT};
-pub use producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER, Sent};
 pub use queue::{
     Clock, DEAD_DELIVERIES_HEADER, DEAD_GROUP_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER, DEAD_TOPIC_HEADER,
     Delivery, LOW_SHARE_EVERY_DEFAULT, ManualClock, Peeked, PriorityQueue, Queue, QueueOptions, QueueStats,
     SystemClock,
 };
-pub use record::{NewRecord, Record};
-pub use recovery::{RecoveryReport, RepairReport};
+pub use replay::window::{Summary, Window, WindowSpec, Windows};
 pub use replay::{REPLAY_MEMORY_BYTES_DEFAULT, Replay, ReplayBuilder, ReplayEvent, ReplayStats};
-pub use state::{Abort, CommitDurability, StateTx};
 pub use storage::Bytes;
+pub use store::metrics::{GroupMetrics, TopicMetrics};
+pub use store::state::{Abort, CommitDurability, StateTx};
 pub use store::{
     DEDUPE_WINDOW_RECORDS_DEFAULT, GroupInfo, NAME_BYTES_MAX, RetentionOptions, RetentionReport, Store, StoreOptions,
     Topic, validate_name,
 };
-pub use typed::{Typed, TypedConsumer, TypedTopic};
-pub use window::{Summary, Window, WindowSpec, Windows};

@@ -20,12 +20,12 @@
 //! - Only the holder of the newest delivery may ack or nack; an ack after the lease moved to
 //!   another worker is [`Error::LeaseLost`].
 
-use crate::consumer::StartAt;
+use crate::consume::consumer::StartAt;
+use crate::consume::producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER};
 use crate::error::{Error, Result};
+use crate::log::record::{NewRecord, Record};
 use crate::log::{Iter, lock};
-use crate::producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER};
-use crate::record::{NewRecord, Record};
-use crate::state::{CommitDurability, QueueEntry};
+use crate::store::state::{CommitDurability, QueueEntry};
 use crate::store::{Store, Topic, validate_name};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};

@@ -10,16 +10,25 @@
 //! - Lock order: writer, then view, then cache. The sync state lock is never held while waiting
 //!   for any other lock.
 
-use crate::cache::{Sealed, SegmentCache};
+pub(crate) mod cache;
+pub(crate) mod checkpoint;
+pub(crate) mod index;
+pub(crate) mod options;
+pub(crate) mod record;
+pub(crate) mod recovery;
+pub(crate) mod segment;
+pub(crate) mod writer;
+
 use crate::error::{Error, Result};
 use crate::format::{self, SEGMENT_HEADER_LEN};
-use crate::index::IndexBuilder;
-use crate::options::{Durability, Options};
-use crate::record::{NewRecord, Record};
-use crate::recovery::{self, RecoveryReport};
-use crate::segment::{FrameCursor, Source, Step};
+use crate::log::cache::{Sealed, SegmentCache};
+use crate::log::index::IndexBuilder;
+use crate::log::options::{Durability, Options};
+use crate::log::record::{NewRecord, Record};
+use crate::log::recovery::RecoveryReport;
+use crate::log::segment::{FrameCursor, Source, Step};
+use crate::log::writer::{SyncState, Writer};
 use crate::storage::{LockGuard, OpenMode, StorageFile};
-use crate::writer::{SyncState, Writer};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -334,7 +343,7 @@ impl Shared {
             let ok = storage
                 .open(&path, OpenMode::Read)
                 .ok()
-                .is_some_and(|f| crate::segment::check_header(f.as_ref(), &path, last).is_ok());
+                .is_some_and(|f| crate::log::segment::check_header(f.as_ref(), &path, last).is_ok());
             if ok {
                 break;
             }
@@ -360,7 +369,7 @@ impl Shared {
         let mut cursor = active.cursor(end, len, self.opts.read_buffer_bytes);
         let scan = {
             let mut ix = lock(&active.index);
-            crate::segment::scan_batches(&mut cursor, active.base, next, |rel, pos, flen, ts| {
+            crate::log::segment::scan_batches(&mut cursor, active.base, next, |rel, pos, flen, ts| {
                 ix.push(rel, pos, flen, ts)
             })?
         };
@@ -506,7 +515,7 @@ impl Log {
             next_offset = rec.next_offset,
             "recovered"
         );
-        let mut checkpoint = crate::checkpoint::CheckpointFile::open(storage.as_ref(), &dir)?;
+        let mut checkpoint = crate::log::checkpoint::CheckpointFile::open(storage.as_ref(), &dir)?;
         // Recovery ended by writing a checkpoint at the end of what it kept.
         checkpoint.last = Some(format::Checkpoint {
             segment_base: *rec.bases.last().unwrap_or(&0),
@@ -515,7 +524,7 @@ impl Log {
         });
         let shared = Arc::new(Self::shared(dir, opts, false, rec, Some(guard), Some(checkpoint)));
         let flusher = match shared.opts.durability {
-            Durability::Interval(every) => Some(crate::writer::spawn_flusher(shared.clone(), every)?),
+            Durability::Interval(every) => Some(crate::log::writer::spawn_flusher(shared.clone(), every)?),
             _ => None,
         };
         Ok(Log { shared, flusher })
@@ -528,11 +537,12 @@ impl Log {
     /// opens again, which cuts that segment at the corruption (its tail goes to `quarantine/`
     /// too). Every offset before the first corrupt record is kept. Takes the directory lock, so
     /// run it while no writer has the log open.
-    pub fn repair(dir: impl AsRef<Path>, mut opts: Options) -> Result<crate::recovery::RepairReport> {
+    pub fn repair(dir: impl AsRef<Path>, mut opts: Options) -> Result<crate::log::recovery::RepairReport> {
         let dir = dir.as_ref();
-        opts.recovery = crate::options::RecoveryMode::Repair;
+        opts.recovery = crate::log::options::RecoveryMode::Repair;
         let log = Log::open(dir, opts.clone())?;
-        let mut report = crate::recovery::RepairReport { at_open: log.recovery_report().clone(), ..Default::default() };
+        let mut report =
+            crate::log::recovery::RepairReport { at_open: log.recovery_report().clone(), ..Default::default() };
         let mut corrupt = None;
         for (base, end, _) in log.segment_time_ranges()? {
             let mut it = log.iter(base);
@@ -565,7 +575,7 @@ impl Log {
                 }
                 Err(e) => return Err(Error::io("lock", &lock_path, e)),
             };
-            report.moved_files = crate::recovery::quarantine_after(storage.as_ref(), dir, base)?;
+            report.moved_files = crate::log::recovery::quarantine_after(storage.as_ref(), dir, base)?;
         }
         let log = Log::open(dir, opts)?;
         report.after_cut = Some(log.recovery_report().clone());
@@ -603,7 +613,7 @@ impl Log {
         read_only: bool,
         rec: recovery::Recovered,
         guard: Option<Box<dyn LockGuard>>,
-        checkpoint: Option<crate::checkpoint::CheckpointFile>,
+        checkpoint: Option<crate::log::checkpoint::CheckpointFile>,
     ) -> Shared {
         let base = *rec.bases.last().unwrap_or(&0);
         let active = Arc::new(Active {
@@ -877,7 +887,7 @@ impl Log {
             let _ = h.join();
         }
         if let Some(w) = &self.shared.writer {
-            crate::writer::mark_closed(&mut lock(w));
+            crate::log::writer::mark_closed(&mut lock(w));
         }
         lock(&self.shared.dir_lock).take();
     }

@@ -15,12 +15,12 @@
 // helper, so an impossible value is an error, not a silently wrapped number.
 #![deny(clippy::cast_possible_truncation)]
 
-use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::format::{self, SEGMENT_HEADER_LEN};
-use crate::index::{self, IndexBuilder, LoadedIndex};
-use crate::options::{Options, RecoveryMode};
-use crate::segment::{self, FrameCursor, Scan, Source};
+use crate::log::checkpoint;
+use crate::log::index::{self, IndexBuilder, LoadedIndex};
+use crate::log::options::{Options, RecoveryMode};
+use crate::log::segment::{self, FrameCursor, Scan, Source};
 use crate::storage::{OpenMode, Storage, StorageFile};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

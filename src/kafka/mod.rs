@@ -37,9 +37,9 @@
 //!
 //! Neither ever writes to the local log it forwards from, except the group's offsets.
 
-use crate::consumer::{ConsumerOptions, StartAt};
+use crate::consume::consumer::{ConsumerOptions, StartAt};
 use crate::error::{Error, Result};
-use crate::record::{NewRecord, Record};
+use crate::log::record::{NewRecord, Record};
 use crate::storage::OpenMode;
 use crate::store::{Store, Topic};
 use rdkafka::config::ClientConfig;

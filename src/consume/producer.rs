@@ -16,9 +16,9 @@
 //!   older ones count as absent even before they are pruned.
 
 use crate::error::{Error, Result};
-use crate::sync::lock;
-use crate::record::NewRecord;
+use crate::log::record::NewRecord;
 use crate::store::{Store, Topic};
+use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 

@@ -22,6 +22,8 @@
 //! - A named replay's progress (the last emitted key and the topics' ends) is saved in sled at each
 //!   `checkpoint()`; resuming skips every key up to it: no gap, no duplicate.
 
+pub(crate) mod window;
+
 use crate::error::{Error, Result};
 use crate::log::Iter;
 use crate::storage::{Bytes, OpenMode, Storage, StorageFile};
@@ -420,15 +422,15 @@ impl Replay {
     /// the replay has passed it.
     pub fn windows<A, F>(
         self,
-        spec: crate::window::WindowSpec,
+        spec: crate::replay::window::WindowSpec,
         init: A,
         fold: F,
-    ) -> Result<crate::window::Windows<Self, A, F>>
+    ) -> Result<crate::replay::window::Windows<Self, A, F>>
     where
         A: Clone,
         F: FnMut(&mut A, &ReplayEvent),
     {
-        crate::window::Windows::new(self, spec, init, fold)
+        crate::replay::window::Windows::new(self, spec, init, fold)
     }
 
     /// Saves progress (the last emitted record and the history ends) of a named replay,

@@ -9,8 +9,8 @@
 
 use crate::error::{Error, Result};
 use crate::log::Iter;
-use crate::record::Record;
-use crate::state::{Abort, CommitDurability, StateTx};
+use crate::log::record::Record;
+use crate::store::state::{Abort, CommitDurability, StateTx};
 use crate::store::{StoreInner, Topic, validate_name};
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -12,14 +12,14 @@
 //!   uses it to tell corruption of durable data from an unsynced torn tail.
 //! - A roll fsyncs the old segment before creating the new one, so sealed segments are whole.
 
-use crate::checkpoint::CheckpointFile;
 use crate::error::{Error, Result};
 use crate::format::{self, Checkpoint, FRAME_HEADER_LEN, FrameFields, SEGMENT_HEADER_LEN};
-use crate::index::{self, IndexBuilder};
+use crate::log::checkpoint::CheckpointFile;
+use crate::log::index::{self, IndexBuilder};
+use crate::log::options::Durability;
+use crate::log::record::NewRecord;
+use crate::log::segment;
 use crate::log::{Active, Shared, lock};
-use crate::options::Durability;
-use crate::record::NewRecord;
-use crate::segment;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -6,8 +6,8 @@
 
 use crate::error::{Error, Result};
 use crate::format::{self, SEGMENT_HEADER_LEN};
-use crate::index::{self, IndexBuilder, LoadedIndex};
-use crate::segment::{self, FrameCursor, Source};
+use crate::log::index::{self, IndexBuilder, LoadedIndex};
+use crate::log::segment::{self, FrameCursor, Source};
 use crate::storage::{OpenMode, SharedBytes, Storage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

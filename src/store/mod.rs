@@ -20,12 +20,15 @@
 //! - Retention removes only whole sealed segments, oldest first, and fsyncs the directory; a
 //!   group left below the first offset continues from it and is told how many records it missed.
 
-use crate::consumer::{Consumer, ConsumerOptions, StartAt};
+pub(crate) mod metrics;
+pub(crate) mod state;
+
+use crate::consume::consumer::{Consumer, ConsumerOptions, StartAt};
 use crate::error::{Error, Result};
 use crate::log::Log;
-use crate::options::Options;
-use crate::state::{CommitDurability, StateDb};
+use crate::log::options::Options;
 use crate::storage::{LockGuard, RealStorage, Storage, create_dir_durable};
+use crate::store::state::{CommitDurability, StateDb};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -109,7 +112,7 @@ pub struct Topic {
     /// Groups whose committed offset was beyond the recovered end: (group, committed before).
     clamped: Mutex<HashMap<String, u64>>,
     /// Idempotent producers' sequences, built from the log's tail on first use.
-    pub(crate) dedupe: Mutex<Option<Arc<crate::producer::Dedupe>>>,
+    pub(crate) dedupe: Mutex<Option<Arc<crate::consume::producer::Dedupe>>>,
 }
 
 impl Topic {

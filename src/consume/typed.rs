@@ -1,10 +1,10 @@
 //! Topics of the application's own types: values go through a [`Codec`] into the payload; key,
 //! timestamp and headers stay in evlog's frame.
 
-use crate::codec::{Bincode, Codec};
-use crate::consumer::{Consumer, ConsumerOptions};
+use crate::consume::codec::{Bincode, Codec};
+use crate::consume::consumer::{Consumer, ConsumerOptions};
 use crate::error::{Error, Result};
-use crate::record::{NewRecord, Record};
+use crate::log::record::{NewRecord, Record};
 use crate::store::{Store, Topic};
 use std::marker::PhantomData;
 use std::ops::Range;
