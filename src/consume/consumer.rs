@@ -11,36 +11,12 @@ use crate::error::{Error, Result};
 use crate::log::Iter;
 use crate::log::record::Record;
 use crate::store::state::{Abort, CommitDurability, StateTx};
-use crate::store::{StoreInner, Topic, validate_name};
+use crate::store::{Store, StoreInner, Topic, validate_name};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Where a group with no committed offset starts (and what `Store::reset_group` moves to).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StartAt {
-    /// The first record still in the topic.
-    #[default]
-    Earliest,
-    /// After the last record: only records appended from now on.
-    Latest,
-    /// The first record whose timestamp is >= this (ms since the Unix epoch), or the end.
-    Timestamp(i64),
-    /// This offset, clamped into the topic's range.
-    Offset(u64),
-}
-
-impl StartAt {
-    pub(crate) fn resolve(self, topic: &Topic) -> Result<u64> {
-        let (first, next) = (topic.first_offset(), topic.next_offset());
-        Ok(match self {
-            StartAt::Earliest => first,
-            StartAt::Latest => next,
-            StartAt::Timestamp(ts) => topic.offset_for_timestamp(ts)?.unwrap_or(next),
-            StartAt::Offset(o) => o.clamp(first, next),
-        })
-    }
-}
+pub use crate::store::StartAt;
 
 /// What `commit()` commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -113,6 +89,16 @@ pub struct Consumer {
     polled_since_commit: u64,
     last_commit: Instant,
     start: ConsumerStart,
+}
+
+impl Store {
+    /// A consumer of `topic` for `group`; see [`Consumer`]. Only one live consumer per group and
+    /// topic ([`Error::GroupBusy`]).
+    pub fn consumer(&self, group: &str, topic: &str, opts: ConsumerOptions) -> Result<Consumer> {
+        validate_name(group)?;
+        let t = self.topic(topic)?;
+        Consumer::start(self.inner_arc(), t, group, opts)
+    }
 }
 
 impl Consumer {

@@ -140,13 +140,7 @@ impl Store {
         crate::store::validate_name(producer_id)?;
         let topic = self.topic(topic)?;
         let window = self.inner().opts.dedupe_window_records;
-        let dedupe = {
-            let mut slot = lock(&topic.dedupe);
-            match &*slot {
-                Some(d) => d.clone(),
-                None => slot.insert(Arc::new(Dedupe::build(&topic, window)?)).clone(),
-            }
-        };
+        let dedupe = topic.extensions.get_or_make(|| Dedupe::build(&topic, window))?;
         let sequences = dedupe.sequences(producer_id);
         Ok(Producer { topic, id: producer_id.to_string(), sequences, window: dedupe.window })
     }

@@ -28,7 +28,7 @@ use crate::log::{Iter, lock};
 use crate::store::state::{CommitDurability, QueueEntry};
 use crate::store::{Store, Topic, validate_name};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Header of a dead letter: why it was dead-lettered (UTF-8).
@@ -172,11 +172,7 @@ pub(crate) struct QueueInner {
 
 impl Drop for QueueInner {
     fn drop(&mut self) {
-        let key = (self.topic.name().to_string(), self.group.clone());
-        let mut queues = lock(&self.store.inner().queues);
-        if queues.get(&key).is_some_and(|w| w.strong_count() == 0) {
-            queues.remove(&key);
-        }
+        self.store.inner().shared.forget_dead::<QueueInner>((self.topic.name(), &self.group));
     }
 }
 
@@ -208,16 +204,29 @@ impl Store {
     pub fn queue(&self, group: &str, topic: &str, opts: QueueOptions) -> Result<Queue> {
         validate_name(group)?;
         let t = self.topic(topic)?;
-        let key = (topic.to_string(), group.to_string());
-        let mut queues = lock(&self.inner().queues);
-        if let Some(inner) = queues.get(&key).and_then(Weak::upgrade) {
-            return Ok(Queue { inner });
+        let inner = self.inner().shared.get_or_make((topic, group), || QueueInner::open(self, t, group, opts))?;
+        Ok(Queue { inner })
+    }
+
+    /// Forgets the saved state of a work queue (its cursor and outstanding records). Fails with
+    /// [`Error::GroupBusy`] while the queue is open.
+    pub fn delete_queue(&self, group: &str, topic: &str) -> Result<()> {
+        if self.inner().shared.is_live::<QueueInner>((topic, group)) {
+            return Err(Error::GroupBusy { topic: topic.to_string(), group: group.to_string() });
         }
+        self.inner().state.queue_delete(topic, group)
+    }
+}
+
+impl QueueInner {
+    /// Loads a queue's saved state and sets it up; `Store::queue` registers it.
+    fn open(store: &Store, t: Arc<Topic>, group: &str, opts: QueueOptions) -> Result<Arc<QueueInner>> {
+        let topic = t.name();
         if opts.deliveries_max == 0 {
             return Err(Error::InvalidOptions { reason: "deliveries_max must be at least 1".into() });
         }
-        let dead = DeadLetters::new(self, "queue", group, topic, opts.dead_letter_topic.as_deref())?;
-        let saved = self.inner().state.queue_load(topic, group)?;
+        let dead = DeadLetters::new(store, "queue", group, topic, opts.dead_letter_topic.as_deref())?;
+        let saved = store.inner().state.queue_load(topic, group)?;
         let (first, next) = (t.first_offset(), t.next_offset());
         let cursor = match saved.cursor {
             Some(c) => c.clamp(first, next),
@@ -241,26 +250,14 @@ impl Store {
                 .insert(offset, Slot { deliveries: e.deliveries, due_ms: e.ready_at_ms, lease: None, dying: false });
             st.ready.insert((e.ready_at_ms, offset));
         }
-        let inner = Arc::new(QueueInner {
-            store: self.clone(),
+        Ok(Arc::new(QueueInner {
+            store: store.clone(),
             topic: t,
             group: group.to_string(),
             opts,
             dead,
             state: Mutex::new(st),
-        });
-        queues.insert(key, Arc::downgrade(&inner));
-        Ok(Queue { inner })
-    }
-
-    /// Forgets the saved state of a work queue (its cursor and outstanding records). Fails with
-    /// [`Error::GroupBusy`] while the queue is open.
-    pub fn delete_queue(&self, group: &str, topic: &str) -> Result<()> {
-        let key = (topic.to_string(), group.to_string());
-        if lock(&self.inner().queues).get(&key).is_some_and(|w| w.strong_count() > 0) {
-            return Err(Error::GroupBusy { topic: key.0, group: key.1 });
-        }
-        self.inner().state.queue_delete(topic, group)
+        }))
     }
 }
 

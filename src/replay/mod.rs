@@ -26,7 +26,7 @@ pub(crate) mod window;
 
 use crate::error::{Error, Result};
 use crate::log::Iter;
-use crate::storage::{Bytes, OpenMode, Storage, StorageFile};
+use crate::storage::{Bytes, OpenMode, StorageFile};
 use crate::store::{Store, Topic, validate_name};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -770,7 +770,7 @@ impl Drop for Replay {
 }
 
 /// Directory under the store root for replay run files.
-pub(crate) const REPLAY_TMP_DIR: &str = "replay-tmp";
+use crate::store::REPLAY_TMP_DIR;
 
 fn encode_run_entry(out: &mut Vec<u8>, e: &Entry) {
     let start = out.len();
@@ -914,14 +914,5 @@ impl Progress {
             }
         };
         Ok(Progress { topics, ends, last })
-    }
-}
-
-/// Removes run files a crash left behind (called when the store opens).
-pub(crate) fn remove_leftover_runs(storage: &dyn Storage, root: &std::path::Path) -> Result<()> {
-    let dir = root.join(REPLAY_TMP_DIR);
-    match storage.dir_exists(&dir) {
-        Ok(true) => storage.remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e)),
-        _ => Ok(()),
     }
 }

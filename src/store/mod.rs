@@ -21,9 +21,9 @@
 //!   group left below the first offset continues from it and is told how many records it missed.
 
 pub(crate) mod metrics;
+pub(crate) mod registry;
 pub(crate) mod state;
 
-use crate::consume::consumer::{Consumer, ConsumerOptions, StartAt};
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::log::options::Options;
@@ -65,6 +65,35 @@ pub struct RetentionOptions {
     /// Never delete a segment holding records that some group has not committed past.
     pub keep_uncommitted: bool,
 }
+
+/// Where a group with no committed offset starts (and what `Store::reset_group` moves to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// The first record still in the topic.
+    #[default]
+    Earliest,
+    /// After the last record: only records appended from now on.
+    Latest,
+    /// The first record whose timestamp is >= this (ms since the Unix epoch), or the end.
+    Timestamp(i64),
+    /// This offset, clamped into the topic's range.
+    Offset(u64),
+}
+
+impl StartAt {
+    pub(crate) fn resolve(self, topic: &Topic) -> Result<u64> {
+        let (first, next) = (topic.first_offset(), topic.next_offset());
+        Ok(match self {
+            StartAt::Earliest => first,
+            StartAt::Latest => next,
+            StartAt::Timestamp(ts) => topic.offset_for_timestamp(ts)?.unwrap_or(next),
+            StartAt::Offset(o) => o.clamp(first, next),
+        })
+    }
+}
+
+/// Where replays spill sorted runs (`<root>/replay-tmp`); emptied when the store opens.
+pub(crate) const REPLAY_TMP_DIR: &str = "replay-tmp";
 
 /// How a [`Store`] is opened.
 #[derive(Debug, Clone)]
@@ -111,8 +140,9 @@ pub struct Topic {
     log: Log,
     /// Groups whose committed offset was beyond the recovered end: (group, committed before).
     clamped: Mutex<HashMap<String, u64>>,
-    /// Idempotent producers' sequences, built from the log's tail on first use.
-    pub(crate) dedupe: Mutex<Option<Arc<crate::consume::producer::Dedupe>>>,
+    /// State the layers above keep per topic (the idempotent producers' table, built from the
+    /// log's tail on first use).
+    pub(crate) extensions: registry::Extensions,
 }
 
 impl Topic {
@@ -178,8 +208,8 @@ pub(crate) struct StoreInner {
     pub live: Mutex<HashSet<(String, String)>>,
     /// Bumped by an append to any topic (live replays wait on it).
     pub signal: Arc<crate::log::AppendSignal>,
-    /// Open work queues by (topic, group), so every worker shares one.
-    pub queues: Mutex<HashMap<(String, String), std::sync::Weak<crate::queue::QueueInner>>>,
+    /// What the layers above share while it is open (work queues by topic and group).
+    pub shared: registry::Live,
     /// The previous `metrics` sample (time, offset) of each topic and topic/group.
     pub metric_samples: Mutex<HashMap<String, (std::time::Instant, u64)>>,
     _lock: Box<dyn LockGuard>,
@@ -242,14 +272,23 @@ impl Store {
             retention: Mutex::new(HashMap::new()),
             live: Mutex::new(HashSet::new()),
             signal: Arc::default(),
-            queues: Mutex::new(HashMap::new()),
+            shared: registry::Live::default(),
             metric_samples: Mutex::new(HashMap::new()),
             _lock: lock,
         });
         let store = Store { inner };
         store.finish_deletions()?;
-        crate::replay::remove_leftover_runs(store.inner.storage(), &store.inner.root)?;
+        store.remove_leftover_replay_runs()?;
         Ok(store)
+    }
+
+    /// Removes the run files of replays a crash interrupted.
+    fn remove_leftover_replay_runs(&self) -> Result<()> {
+        let dir = self.inner.root.join(REPLAY_TMP_DIR);
+        match self.inner.storage().dir_exists(&dir) {
+            Ok(true) => self.inner.storage().remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e)),
+            _ => Ok(()),
+        }
     }
 
     /// Empties `trash/` and forgets groups of topics that no longer exist (a deletion that a
@@ -277,6 +316,10 @@ impl Store {
 
     pub(crate) fn inner(&self) -> &StoreInner {
         &self.inner
+    }
+
+    pub(crate) fn inner_arc(&self) -> Arc<StoreInner> {
+        self.inner.clone()
     }
 
     /// The store's root directory.
@@ -307,8 +350,12 @@ impl Store {
                 clamped.insert(group, c.offset);
             }
         }
-        let topic =
-            Arc::new(Topic { name: name.to_string(), log, clamped: Mutex::new(clamped), dedupe: Mutex::new(None) });
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            log,
+            clamped: Mutex::new(clamped),
+            extensions: registry::Extensions::default(),
+        });
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
     }
@@ -358,14 +405,6 @@ impl Store {
         inner.state.delete_topic_groups(name)?;
         storage.remove_dir_all(&to).map_err(|e| Error::io("remove", &to, e))?;
         storage.sync_dir(&trash).map_err(|e| Error::io("fsync directory", &trash, e))
-    }
-
-    /// A consumer of `topic` for `group`; see [`Consumer`]. Only one live consumer per group and
-    /// topic ([`Error::GroupBusy`]).
-    pub fn consumer(&self, group: &str, topic: &str, opts: ConsumerOptions) -> Result<Consumer> {
-        validate_name(group)?;
-        let t = self.topic(topic)?;
-        Consumer::start(self.inner.clone(), t, group, opts)
     }
 
     /// The groups of a topic with committed offset and lag.
