@@ -91,6 +91,8 @@ pub use error::{Error, Result};
 pub use log::options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT};
 pub use log::record::{NewRecord, Record};
 pub use log::recovery::{RecoveryReport, RepairReport};
+#[doc(hidden)] // recovery's pure tail classifier, public for its fuzz target
+pub use log::recovery::{TailVerdict, classify_tail};
 pub use log::{Iter, Log, LogCounters, SegmentInfo, SegmentTimes};
 pub use queue::{
     Clock, DEAD_DELIVERIES_HEADER, DEAD_GROUP_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER, DEAD_TOPIC_HEADER,
