@@ -10,11 +10,13 @@
 //! 60 kills by default; `EVLOG_CRASH_KILLS=1000 cargo test --release --test crash_loop` for a
 //! long run. Both children are this test binary, selected by an environment variable.
 
+mod common;
+
 use evlog::{ConsumerOptions, Durability, Log, NewRecord, Options, RetentionOptions, Store, StoreOptions};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,14 +114,7 @@ fn reader(dir: &Path) {
 }
 
 fn spawn(role: &str, dir: &Path) -> Child {
-    Command::new(std::env::current_exe().expect("exe"))
-        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env(DIR, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn")
+    common::spawn_child(TEST, &[(ROLE, role.as_ref()), (DIR, dir.as_os_str())])
 }
 
 /// (offset, payload) pairs the reader printed.

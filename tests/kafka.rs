@@ -103,8 +103,29 @@ fn store(root: &Path) -> Store {
 /// A record read back from Kafka: (partition, Kafka offset, source offset, key, payload).
 type Read = (i32, i64, u64, Vec<u8>, Vec<u8>);
 
-/// Every record of every partition.
+/// Every record of every partition, with its source offset (from its `evlog.source` mark).
 fn read_all(brokers: &str, topic: &str) -> Vec<Read> {
+    read_records(brokers, topic)
+        .into_iter()
+        .map(|r| {
+            let mark = r.headers.iter().find(|(k, _)| k == SOURCE_HEADER).map(|(_, v)| v.as_slice());
+            let src = mark.and_then(SourceMark::decode).expect("source header").offset;
+            (r.partition, r.offset, src, r.key, r.payload)
+        })
+        .collect()
+}
+
+/// A Kafka record as read back.
+struct Fetched {
+    partition: i32,
+    offset: i64,
+    key: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+    payload: Vec<u8>,
+}
+
+/// Every record of every partition of `topic`, in partition then offset order.
+fn read_records(brokers: &str, topic: &str) -> Vec<Fetched> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "evlog-test-reader")
@@ -117,26 +138,23 @@ fn read_all(brokers: &str, topic: &str) -> Vec<Read> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p, Offset::Offset(lo)).expect("tpl");
         c.assign(&tpl).expect("assign");
-        let mut next = lo;
-        let deadline = Instant::now() + Duration::from_secs(300);
+        let (mut next, deadline) = (lo, Instant::now() + Duration::from_secs(300));
         while next < hi {
-            assert!(Instant::now() < deadline, "reading partition {p} timed out at {next} of {hi}");
+            assert!(Instant::now() < deadline, "reading {topic}/{p} timed out at {next} of {hi}");
             let Some(m) = c.poll(Duration::from_millis(500)) else { continue };
             let m = m.expect("message");
             next = m.offset() + 1;
-            let src = m
+            let headers = m
                 .headers()
-                .and_then(|h| h.iter().find(|h| h.key == SOURCE_HEADER).and_then(|h| h.value))
-                .and_then(SourceMark::decode)
-                .expect("source header")
-                .offset;
-            out.push((
-                p,
-                m.offset(),
-                src,
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-            ));
+                .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+                .unwrap_or_default();
+            out.push(Fetched {
+                partition: p,
+                offset: m.offset(),
+                key: m.key().unwrap_or_default().to_vec(),
+                headers,
+                payload: m.payload().unwrap_or_default().to_vec(),
+            });
         }
     }
     out
@@ -295,42 +313,6 @@ fn unreachable_brokers_and_a_missing_topic_are_clear_errors_and_touch_nothing_lo
     assert!(s.groups("huge").expect("groups").iter().all(|g| g.committed == 0), "not committed past it");
 }
 
-/// The headers of a Kafka record as (name, value) pairs.
-fn kafka_headers(m: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
-    m.headers()
-        .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
-        .unwrap_or_default()
-}
-
-/// A Kafka record with its headers: (partition, offset, headers, payload).
-type WithHeaders = (i32, i64, Vec<(String, Vec<u8>)>, Vec<u8>);
-
-/// Every record of every partition of `topic` with its headers.
-fn read_with_headers(brokers: &str, topic: &str) -> Vec<WithHeaders> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "evlog-test-chain-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut out = Vec::new();
-    for p in 0..PARTITIONS as i32 {
-        let (lo, hi) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, p, Offset::Offset(lo)).expect("tpl");
-        c.assign(&tpl).expect("assign");
-        let (mut next, deadline) = (lo, Instant::now() + Duration::from_secs(300));
-        while next < hi {
-            assert!(Instant::now() < deadline, "reading {topic}/{p} timed out at {next} of {hi}");
-            let Some(m) = c.poll(Duration::from_millis(500)) else { continue };
-            let m = m.expect("message");
-            next = m.offset() + 1;
-            out.push((p, m.offset(), kafka_headers(&m), m.payload().unwrap_or_default().to_vec()));
-        }
-    }
-    out
-}
-
 const CHAIN_RECORDS: u64 = 2_000;
 
 #[test]
@@ -395,10 +377,10 @@ fn a_two_hop_chain_through_kills_keeps_each_hops_marks_its_own_and_every_record_
         s.id().expect("id")
     };
     // Y: every record once, each with exactly one header: B's mark, in B's offset order per partition.
-    let y = read_with_headers(&brokers, "y");
+    let y = read_records(&brokers, "y");
     let mut seen = vec![0u32; CHAIN_RECORDS as usize];
     let mut last: HashMap<i32, u64> = HashMap::new();
-    for (p, _, headers, payload) in &y {
+    for Fetched { partition: p, headers, payload, .. } in &y {
         seen[source_of(payload) as usize] += 1;
         assert_eq!(headers.len(), 1, "only B's own mark travels on: {headers:?}");
         let mark = SourceMark::decode(&headers[0].1).expect("a source mark");
@@ -410,7 +392,7 @@ fn a_two_hop_chain_through_kills_keeps_each_hops_marks_its_own_and_every_record_
     assert!(seen.iter().all(|&n| n == 1), "Y holds every record exactly once");
     // C: every record once; its import marks are Y's partition and offset, one of each.
     let s = store(c.path());
-    let y_positions: std::collections::HashSet<(u32, i64)> = y.iter().map(|(p, o, _, _)| (*p as u32, *o)).collect();
+    let y_positions: std::collections::HashSet<(u32, i64)> = y.iter().map(|r| (r.partition as u32, r.offset)).collect();
     let mut seen = vec![0u32; CHAIN_RECORDS as usize];
     for r in s.topic("orders").expect("topic").iter(0) {
         let r = r.expect("record");

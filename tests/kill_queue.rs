@@ -4,11 +4,12 @@
 //!
 //! The test binary re-runs itself as the child (selected by an environment variable).
 
-use evlog::{Durability, NewRecord, Options, QueueOptions, Store, StoreOptions};
+mod common;
+
+use evlog::{Durability, NewRecord, QueueOptions, Store};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const JOBS: u64 = 300;
@@ -16,10 +17,7 @@ const CHILD_DIR: &str = "EVLOG_KILL_QUEUE_DIR";
 const TEST: &str = "a_killed_worker_never_gets_an_acked_job_again_and_each_effect_lands_once";
 
 fn store(dir: &Path) -> Store {
-    let mut log = Options::with_durability(Durability::Always);
-    log.segment_bytes_max = 8192;
-    log.record_bytes_max = 1024;
-    Store::open(dir, StoreOptions::with_log(log)).expect("store")
+    common::store_with(dir, common::small_log(Durability::Always, 8192, 1024))
 }
 
 /// Works until the queue is idle; reports each delivery and each ack on stdout.
@@ -56,19 +54,12 @@ fn a_killed_worker_never_gets_an_acked_job_again_and_each_effect_lands_once() {
             t.append(format!("job {i}").as_bytes()).expect("append");
         }
     }
-    let exe = std::env::current_exe().expect("exe");
     let mut acked: HashSet<u64> = HashSet::new();
     let mut last_count: HashMap<u64, u32> = HashMap::new();
     let mut kills = 0;
     let mut idle = false;
     for round in 0..60u64 {
-        let mut child = Command::new(&exe)
-            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR, tmp.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
+        let mut child = common::spawn_child(TEST, &[(CHILD_DIR, tmp.path().as_os_str())]);
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         // Kill it after a different number of lines each round.
         let wanted = 3 + (round * 13) % 17;

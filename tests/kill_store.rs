@@ -3,10 +3,11 @@
 //!
 //! The test binary re-runs itself as the child (selected by an environment variable).
 
-use evlog::{Abort, ConsumerOptions, Durability, NewRecord, Options, StateTx, Store, StoreOptions};
+mod common;
+
+use evlog::{Abort, ConsumerOptions, Durability, NewRecord, StateTx, Store};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const RECORDS: u64 = 600;
@@ -14,10 +15,7 @@ const KEYS: u64 = 7;
 const CHILD_DIR: &str = "EVLOG_KILL_TEST_DIR";
 
 fn store(dir: &Path) -> Store {
-    let mut log = Options::with_durability(Durability::Always);
-    log.segment_bytes_max = 4096;
-    log.record_bytes_max = 1024;
-    Store::open(dir, StoreOptions::with_log(log)).expect("store")
+    common::store_with(dir, common::small_log(Durability::Always, 4096, 1024))
 }
 
 fn read_u64(v: Option<Vec<u8>>) -> u64 {
@@ -65,22 +63,13 @@ fn committed_offsets_and_state_survive_kill_9_exactly_once() {
             t.append_record(&NewRecord::new(&1u64.to_le_bytes()).key(key.as_bytes())).expect("append");
         }
     }
-    let exe = std::env::current_exe().expect("exe");
     let mut kills = 0;
     let mut last_total = 0u64;
     for round in 0..40u64 {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "committed_offsets_and_state_survive_kill_9_exactly_once",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR, tmp.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
+        let mut child = common::spawn_child(
+            "committed_offsets_and_state_survive_kill_9_exactly_once",
+            &[(CHILD_DIR, tmp.path().as_os_str())],
+        );
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         // Let it commit a few batches (a different number each round), then kill it.

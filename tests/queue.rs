@@ -1,5 +1,7 @@
 //! Work queues: leases, acks, nacks, lease timeouts, dead letters, priorities, restarts.
 
+mod common;
+
 use evlog::{
     CommitDurability, DEAD_DELIVERIES_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER, Delivery, Error, ManualClock,
     NewRecord, QueueOptions, Store, StoreOptions,
@@ -26,10 +28,7 @@ fn open(root: &Path) -> Store {
 }
 
 fn fill(store: &Store, topic: &str, n: u64) {
-    let t = store.topic(topic).expect("topic");
-    for i in 0..n {
-        t.append(format!("job {i}").as_bytes()).expect("append");
-    }
+    common::fill(store, topic, n, |i| format!("job {i}"));
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Store, topics, consumer groups, acks, exactly-once commits, group admin and retention.
 
+mod common;
+
 use evlog::storage::{CrashMode, Fault, FaultStorage, MemStorage, Op, RealStorage, Storage};
 use evlog::{
     Abort, AckMode, AutoCommit, CommitDurability, ConsumerOptions, Durability, Error, NewRecord, Options,
@@ -25,10 +27,7 @@ fn open(root: &Path) -> Store {
 }
 
 fn fill(store: &Store, topic: &str, n: u64) {
-    let t = store.topic(topic).expect("topic");
-    for i in 0..n {
-        t.append(format!("{topic}-{i}").as_bytes()).expect("append");
-    }
+    common::fill(store, topic, n, |i| format!("{topic}-{i}"));
 }
 
 fn offsets(records: &[evlog::Record]) -> Vec<u64> {

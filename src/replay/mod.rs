@@ -173,8 +173,8 @@ impl ReplayBuilder {
         self
     }
 
-    /// Checks the settings, opens the topics and starts the replay.
-    pub fn start(self) -> Result<Replay> {
+    /// Checks the settings and returns the topics' names, sorted and without duplicates.
+    fn checked_names(&self) -> Result<Vec<String>> {
         let bad = |reason: String| Err(Error::InvalidOptions { reason });
         if let (Some(f), Some(t)) = (self.from, self.to)
             && f > t
@@ -193,6 +193,16 @@ impl ReplayBuilder {
         if names.len() > usize::from(u16::MAX) {
             return bad("too many topics".into());
         }
+        if let Some(n) = &self.name {
+            validate_name(n)?;
+        }
+        Ok(names)
+    }
+
+    /// Checks the settings, opens the topics and starts the replay.
+    pub fn start(self) -> Result<Replay> {
+        let bad = |reason: String| Err(Error::InvalidOptions { reason });
+        let names = self.checked_names()?;
         let existing = self.store.topics()?;
         let mut topics = Vec::with_capacity(names.len());
         for n in &names {
@@ -201,9 +211,6 @@ impl ReplayBuilder {
                 return Err(Error::NotFound { kind: "topic", name: n.clone() });
             }
             topics.push(self.store.topic(n)?);
-        }
-        if let Some(n) = &self.name {
-            validate_name(n)?;
         }
         let saved = match &self.name {
             Some(n) => self.store.inner().state.replay_progress(n)?.map(|b| Progress::decode(&b)).transpose()?,
