@@ -376,17 +376,17 @@ fn group_admin_lists_resets_and_deletes_groups() {
     let mut c = store.consumer("g", "t", ConsumerOptions::default()).expect("consumer");
     c.poll(4, NONE).expect("poll");
     c.commit().expect("commit");
-    assert!(matches!(store.reset_group("t", "g", StartAt::Offset(0)), Err(Error::GroupBusy { .. })));
+    assert!(matches!(store.reset_group("g", "t", StartAt::Offset(0)), Err(Error::GroupBusy { .. })));
     drop(c);
     assert_eq!(store.groups("t").expect("groups")[0].lag, 6);
-    assert_eq!(store.reset_group("t", "g", StartAt::Timestamp(650)).expect("reset"), 7);
+    assert_eq!(store.reset_group("g", "t", StartAt::Timestamp(650)).expect("reset"), 7);
     assert_eq!(store.groups("t").expect("groups")[0].committed, 7);
-    assert_eq!(store.reset_group("t", "g", StartAt::Earliest).expect("reset"), 0);
-    assert!(matches!(store.reset_group("t", "nobody", StartAt::Earliest), Err(Error::NotFound { kind: "group", .. })));
+    assert_eq!(store.reset_group("g", "t", StartAt::Earliest).expect("reset"), 0);
+    assert!(matches!(store.reset_group("nobody", "t", StartAt::Earliest), Err(Error::NotFound { kind: "group", .. })));
     assert!(matches!(store.groups("missing"), Err(Error::NotFound { kind: "topic", .. })));
-    store.delete_group("t", "g").expect("delete");
+    store.delete_group("g", "t").expect("delete");
     assert!(store.groups("t").expect("groups").is_empty());
-    assert!(matches!(store.delete_group("t", "g"), Err(Error::NotFound { .. })));
+    assert!(matches!(store.delete_group("g", "t"), Err(Error::NotFound { .. })));
 }
 
 #[test]
@@ -608,7 +608,7 @@ fn a_committed_offset_that_does_not_decode_is_an_error_naming_the_key_never_a_si
     assert!(text.contains("orders/billing") && text.contains("3 bytes"), "{text}");
     // The rest of the topic works, and resetting the group repairs it.
     assert_eq!(store.topic("orders").expect("topic").next_offset(), 3);
-    store.reset_group("orders", "billing", StartAt::Offset(1)).expect("reset");
+    store.reset_group("billing", "orders", StartAt::Offset(1)).expect("reset");
     let mut c = store.consumer("billing", "orders", ConsumerOptions::default()).expect("consumer");
     assert_eq!(offsets(&c.poll(10, NONE).expect("poll")), vec![1, 2]);
 }

@@ -18,6 +18,9 @@
 
 use std::ops::Range;
 
+pub mod run;
+pub mod state;
+
 // ---------------------------------------------------------------------------------------------
 // Segment header (FORMAT.md § Segment header)
 

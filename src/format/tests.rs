@@ -74,6 +74,29 @@ fn constants_match_format_md() {
         INDEX_HEADER_LEN,
     );
     assert_layout(
+        "Committed value",
+        &[("offset", state::COMMITTED_OFFSET_AT, 8), ("at_ms", state::COMMITTED_AT_MS_AT, 8)],
+        state::COMMITTED_LEN,
+    );
+    assert_layout("Queue cursor", &[("cursor", 0, state::QUEUE_CURSOR_LEN)], state::QUEUE_CURSOR_LEN);
+    assert_layout(
+        "Queue entry",
+        &[("deliveries", state::QUEUE_DELIVERIES_AT, 4), ("ready_at_ms", state::QUEUE_READY_AT_MS_AT, 8)],
+        state::QUEUE_ENTRY_LEN,
+    );
+    assert_layout(
+        "## Replay run files",
+        &[
+            ("timestamp", run::RUN_TIMESTAMP_AT, 8),
+            ("topic", run::RUN_TOPIC_AT, 2),
+            ("offset", run::RUN_OFFSET_AT, 8),
+            ("key_len", run::RUN_KEY_LEN_AT, 4),
+            ("payload_len", run::RUN_PAYLOAD_LEN_AT, 4),
+            ("crc", run::RUN_CRC_AT, 4),
+        ],
+        run::RUN_ENTRY_HEADER_LEN,
+    );
+    assert_layout(
         "Offset index entry",
         &[("rel_offset", OFFSET_ENTRY_REL_OFFSET_AT, 4), ("position", OFFSET_ENTRY_POSITION_AT, 4)],
         OFFSET_ENTRY_LEN,
@@ -297,4 +320,41 @@ fn reserved_header_names_match_format_md() {
         .map(|row| row.split('|').nth(1).expect("name cell").trim().trim_matches('`'))
         .collect();
     assert_eq!(names, reserved_headers::ALL);
+}
+
+#[test]
+fn consumer_database_values_round_trip_and_wrong_sizes_are_refused() {
+    assert_eq!(state::decode_committed(&state::encode_committed(42, -7)), Ok((42, -7)));
+    assert!(state::decode_committed(&[0; 15]).is_err() && state::decode_committed(&[0; 17]).is_err());
+    let (k, v) = (state::encode_queue_key(9), state::encode_queue_entry(3, 1_000));
+    assert_eq!(state::decode_queue_entry(&k, &v), Ok((9, 3, 1_000)));
+    assert!(state::decode_queue_entry(&k, &v[..11]).is_err() && state::decode_queue_entry(&k[..7], &v).is_err());
+    assert_eq!(state::decode_queue_cursor(&5u64.to_le_bytes()), Ok(5));
+    let p = state::ReplayProgress { topics: vec!["a".into(), "bc".into()], ends: vec![3, 4], last: Some((-1, 1, 2)) };
+    let b = state::encode_replay_progress(&p);
+    assert_eq!(state::decode_replay_progress(&b), Ok(p));
+    for cut in 0..b.len() {
+        assert!(state::decode_replay_progress(&b[..cut]).is_err(), "cut at {cut}");
+    }
+    assert!(state::decode_replay_progress(&[b.as_slice(), &[0]].concat()).is_err(), "trailing byte");
+}
+
+#[test]
+fn run_entries_round_trip_and_a_flipped_bit_is_caught() {
+    let mut out = Vec::new();
+    run::encode_run_entry(&mut out, (5, 1, 77), Some(b"key"), b"payload");
+    run::encode_run_entry(&mut out, (6, 0, 78), None, b"");
+    let h = run::decode_run_entry_header(out.first_chunk().expect("header")).expect("valid header");
+    assert_eq!((h.key, h.key_len, h.payload_len, h.entry_len()), ((5, 1, 77), Some(3), 7, 40));
+    let body = &out[run::RUN_ENTRY_HEADER_LEN..h.entry_len()];
+    assert_eq!(h.check_body(body), Ok((Some(&b"key"[..]), &b"payload"[..])));
+    let second = &out[h.entry_len()..];
+    let h2 = run::decode_run_entry_header(second.first_chunk().expect("header")).expect("valid header");
+    assert_eq!(
+        (h2.key, h2.key_len, h2.check_body(&second[run::RUN_ENTRY_HEADER_LEN..])),
+        ((6, 0, 78), None, Ok((None, &b""[..])))
+    );
+    let mut bad = body.to_vec();
+    bad[4] ^= 1;
+    assert!(h.check_body(&bad).is_err());
 }

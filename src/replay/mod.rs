@@ -25,6 +25,8 @@
 pub(crate) mod window;
 
 use crate::error::{Error, Result};
+use crate::format::run::{self, RUN_ENTRY_HEADER_LEN};
+use crate::format::state::ReplayProgress;
 use crate::log::Iter;
 use crate::storage::{Bytes, OpenMode, StorageFile};
 use crate::store::{Store, Topic, validate_name};
@@ -38,10 +40,6 @@ use std::time::{Duration, Instant};
 pub const REPLAY_MEMORY_BYTES_DEFAULT: u64 = 64 << 20;
 /// Bytes counted per buffered record besides its key and payload.
 const ENTRY_OVERHEAD_BYTES: u64 = 64;
-/// Bytes of a run entry's header: ts, topic, offset, key length, payload length, crc.
-const RUN_ENTRY_HEADER_LEN: usize = 8 + 2 + 8 + 4 + 4 + 4;
-/// Key length meaning "no key" in a run entry.
-const RUN_NO_KEY: u32 = u32::MAX;
 /// Records the streaming merge reads from one topic before looking at the watermark again.
 const STREAM_BURST: usize = 256;
 /// Read and write buffer of one run file.
@@ -213,7 +211,7 @@ impl ReplayBuilder {
             topics.push(self.store.topic(n)?);
         }
         let saved = match &self.name {
-            Some(n) => self.store.inner().state.replay_progress(n)?.map(|b| Progress::decode(&b)).transpose()?,
+            Some(n) => self.store.inner().state.replay_progress(n)?,
             None => None,
         };
         let ends: Vec<u64> = match &saved {
@@ -446,12 +444,12 @@ impl Replay {
         let Some(name) = &self.name else {
             return Err(Error::InvalidOptions { reason: "checkpoint needs a named replay (.name(..))".into() });
         };
-        let p = Progress {
+        let p = ReplayProgress {
             topics: self.names.iter().map(|n| n.to_string()).collect(),
             ends: self.ends.clone(),
             last: self.last,
         };
-        self.store.inner().state.save_replay_progress(name, &p.encode())
+        self.store.inner().state.save_replay_progress(name, &p)
     }
 
     fn emit(&mut self, e: Entry, late: bool) -> ReplayEvent {
@@ -780,24 +778,7 @@ impl Drop for Replay {
 use crate::store::REPLAY_TMP_DIR;
 
 fn encode_run_entry(out: &mut Vec<u8>, e: &Entry) {
-    let start = out.len();
-    out.extend_from_slice(&e.key.0.to_le_bytes());
-    out.extend_from_slice(&e.key.1.to_le_bytes());
-    out.extend_from_slice(&e.key.2.to_le_bytes());
-    let key_len = e.record_key.as_ref().map_or(RUN_NO_KEY, |k| k.len() as u32);
-    out.extend_from_slice(&key_len.to_le_bytes());
-    out.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
-    if let Some(k) = &e.record_key {
-        out.extend_from_slice(k);
-    }
-    out.extend_from_slice(&e.payload);
-    let entry = out.get_mut(start..).unwrap_or_default();
-    let crc = crc32fast::hash(entry.get(RUN_ENTRY_HEADER_LEN..).unwrap_or_default())
-        ^ crc32fast::hash(entry.get(..RUN_ENTRY_HEADER_LEN - 4).unwrap_or_default());
-    if let Some(slot) = entry.get_mut(RUN_ENTRY_HEADER_LEN - 4..RUN_ENTRY_HEADER_LEN) {
-        slot.copy_from_slice(&crc.to_le_bytes());
-    }
+    run::encode_run_entry(out, e.key, e.record_key.as_deref(), &e.payload);
 }
 
 /// Reads a run file back, entry by entry, with one bounded buffer; checks every entry.
@@ -838,88 +819,19 @@ impl RunReader {
         let Some(h) = self.buf.get(self.at..).and_then(<[u8]>::first_chunk::<RUN_ENTRY_HEADER_LEN>) else {
             return Err(bad("entry header cut short"));
         };
-        let ts = i64::from_le_bytes(h[0..8].try_into().unwrap_or_default());
-        let topic = u16::from_le_bytes(h[8..10].try_into().unwrap_or_default());
-        let offset = u64::from_le_bytes(h[10..18].try_into().unwrap_or_default());
-        let key_len = u32::from_le_bytes(h[18..22].try_into().unwrap_or_default());
-        let payload_len = u32::from_le_bytes(h[22..26].try_into().unwrap_or_default()) as usize;
-        let crc = u32::from_le_bytes(h[26..30].try_into().unwrap_or_default());
-        let head_crc = crc32fast::hash(&h[..RUN_ENTRY_HEADER_LEN - 4]);
-        let key_bytes = if key_len == RUN_NO_KEY { 0 } else { key_len as usize };
-        let total = RUN_ENTRY_HEADER_LEN + key_bytes + payload_len;
-        if total as u64 > crate::format::RECORD_BYTES_LIMIT + RUN_ENTRY_HEADER_LEN as u64 {
-            return Err(bad("impossible length"));
-        }
+        let head = run::decode_run_entry_header(h).map_err(bad)?;
+        let total = head.entry_len();
         if !self.fill(total)? {
             return Err(bad("entry cut short"));
         }
         let Some(body) = self.buf.get(self.at + RUN_ENTRY_HEADER_LEN..self.at + total) else {
             return Err(bad("entry cut short"));
         };
-        if crc32fast::hash(body) ^ head_crc != crc {
-            return Err(bad("checksum mismatch"));
-        }
-        let Some((key, payload)) = body.split_at_checked(key_bytes) else { return Err(bad("key longer than entry")) };
-        let record_key = (key_len != RUN_NO_KEY).then(|| Box::from(key));
+        let (key, payload) = head.check_body(body).map_err(bad)?;
+        let record_key = key.map(Box::from);
         let payload = Bytes::from_vec(payload.to_vec()).ok_or_else(|| bad("payload over 4 GiB"))?;
         self.at += total;
-        Ok(Some(Entry { key: (ts, topic, offset), record_key, payload }))
-    }
-}
-
-/// A named replay's saved progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Progress {
-    topics: Vec<String>,
-    ends: Vec<u64>,
-    last: Option<Key>,
-}
-
-impl Progress {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&(self.topics.len() as u16).to_le_bytes());
-        for (t, e) in self.topics.iter().zip(&self.ends) {
-            out.extend_from_slice(&(t.len() as u16).to_le_bytes());
-            out.extend_from_slice(t.as_bytes());
-            out.extend_from_slice(&e.to_le_bytes());
-        }
-        match self.last {
-            None => out.push(0),
-            Some((ts, topic, offset)) => {
-                out.push(1);
-                out.extend_from_slice(&ts.to_le_bytes());
-                out.extend_from_slice(&topic.to_le_bytes());
-                out.extend_from_slice(&offset.to_le_bytes());
-            }
-        }
-        out
-    }
-
-    fn decode(b: &[u8]) -> Result<Progress> {
-        let bad = || Error::State { op: "decode replay progress", path: PathBuf::new(), cause: "malformed".into() };
-        let mut at = 0usize;
-        let mut take = |n: usize| -> Result<&[u8]> {
-            let s = b.get(at..at + n).ok_or_else(bad)?;
-            at += n;
-            Ok(s)
-        };
-        let count = u16::from_le_bytes(take(2)?.try_into().map_err(|_| bad())?);
-        let (mut topics, mut ends) = (Vec::new(), Vec::new());
-        for _ in 0..count {
-            let n = u16::from_le_bytes(take(2)?.try_into().map_err(|_| bad())?) as usize;
-            topics.push(String::from_utf8(take(n)?.to_vec()).map_err(|_| bad())?);
-            ends.push(u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad())?));
-        }
-        let last = match take(1)?.first().copied().ok_or_else(bad)? {
-            0 => None,
-            _ => {
-                let ts = i64::from_le_bytes(take(8)?.try_into().map_err(|_| bad())?);
-                let topic = u16::from_le_bytes(take(2)?.try_into().map_err(|_| bad())?);
-                let offset = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad())?);
-                Some((ts, topic, offset))
-            }
-        };
-        Ok(Progress { topics, ends, last })
+        let key = head.key;
+        Ok(Some(Entry { key, record_key, payload }))
     }
 }

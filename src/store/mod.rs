@@ -428,7 +428,8 @@ impl Store {
     }
 
     /// Moves a group's committed offset (to an offset, a timestamp, the start or the end).
-    pub fn reset_group(&self, topic: &str, group: &str, to: StartAt) -> Result<u64> {
+    /// Arguments come in the order of every group method: group, then topic.
+    pub fn reset_group(&self, group: &str, topic: &str, to: StartAt) -> Result<u64> {
         let t = self.existing_topic(topic)?;
         self.existing_idle_group(topic, group)?;
         let offset = to.resolve(&t)?;
@@ -436,8 +437,8 @@ impl Store {
         Ok(offset)
     }
 
-    /// Deletes a group.
-    pub fn delete_group(&self, topic: &str, group: &str) -> Result<()> {
+    /// Deletes a group (group, then topic, as everywhere).
+    pub fn delete_group(&self, group: &str, topic: &str) -> Result<()> {
         self.existing_topic(topic)?;
         self.existing_idle_group(topic, group)?;
         self.inner.state.delete_group(topic, group).map(|_| ())

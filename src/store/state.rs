@@ -14,6 +14,10 @@
 //! - Nothing outside this module names a sled type.
 
 use crate::error::{Error, Result};
+use crate::format::state::{
+    ReplayProgress, decode_committed, decode_queue_cursor, decode_queue_entry, decode_replay_progress,
+    encode_committed, encode_queue_entry, encode_queue_key, encode_replay_progress,
+};
 use crate::storage::{OpenMode, Storage};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -59,13 +63,6 @@ fn group_key(topic: &str, group: &str) -> Vec<u8> {
     k
 }
 
-fn encode(c: Committed) -> [u8; 16] {
-    let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&c.offset.to_le_bytes());
-    v[8..].copy_from_slice(&c.at_ms.to_le_bytes());
-    v
-}
-
 /// A key as an error message shows it: UTF-8 (lossy), the 0x00 separator as `/`.
 fn printable_key(k: &[u8]) -> String {
     String::from_utf8_lossy(k).replace('\0', "/")
@@ -83,13 +80,10 @@ impl StateDb {
         Error::CorruptState { path: self.path.clone(), key: printable_key(key), reason: reason.into() }
     }
 
-    /// Decodes a committed value (16 bytes: offset u64 LE, time i64 LE).
+    /// Decodes a committed value (FORMAT.md § Consumer database).
     fn decode(&self, key: &[u8], v: &[u8]) -> Result<Committed> {
-        let Ok(b) = <[u8; 16]>::try_from(v) else {
-            return Err(self.corrupt(key, format!("committed value of {} bytes, expected 16", v.len())));
-        };
-        let [o0, o1, o2, o3, o4, o5, o6, o7, at_ms @ ..] = b;
-        Ok(Committed { offset: u64::from_le_bytes([o0, o1, o2, o3, o4, o5, o6, o7]), at_ms: i64::from_le_bytes(at_ms) })
+        let (offset, at_ms) = decode_committed(v).map_err(|reason| self.corrupt(key, reason))?;
+        Ok(Committed { offset, at_ms })
     }
 }
 
@@ -253,7 +247,9 @@ impl StateDb {
     /// Sets a group's committed offset and makes it as durable as asked.
     pub fn commit(&self, topic: &str, group: &str, offset: u64, durability: CommitDurability) -> Result<()> {
         let c = Committed { offset, at_ms: now_ms() };
-        self.groups.insert(group_key(topic, group), &encode(c)).map_err(|e| sled_err("write", &self.path, e))?;
+        self.groups
+            .insert(group_key(topic, group), &encode_committed(c.offset, c.at_ms))
+            .map_err(|e| sled_err("write", &self.path, e))?;
         self.make_durable(durability)
     }
 
@@ -274,7 +270,7 @@ impl StateDb {
         use sled::transaction::{ConflictableTransactionError, TransactionError};
         let state = self.state_tree(state_tree)?;
         let key = group_key(topic, group);
-        let value = encode(Committed { offset, at_ms: now_ms() });
+        let value = encode_committed(offset, now_ms());
         let r = (&self.groups, &state).transaction(|(groups, st)| {
             f(&StateTx { tree: st }).map_err(ConflictableTransactionError::Abort)?;
             groups.insert(key.as_slice(), &value[..])?;
@@ -288,15 +284,20 @@ impl StateDb {
     }
 
     /// Reads a named replay's saved progress.
-    pub fn replay_progress(&self, name: &str) -> Result<Option<Vec<u8>>> {
+    pub fn replay_progress(&self, name: &str) -> Result<Option<ReplayProgress>> {
         let t = self.db.open_tree(REPLAYS_TREE).map_err(|e| sled_err("open tree", &self.path, e))?;
-        t.get(name.as_bytes()).map(|v| v.map(|v| v.to_vec())).map_err(|e| sled_err("read", &self.path, e))
+        let v = t.get(name.as_bytes()).map_err(|e| sled_err("read", &self.path, e))?;
+        v.map(|v| {
+            decode_replay_progress(&v)
+                .map_err(|reason| self.corrupt(format!("{REPLAYS_TREE}\0{name}").as_bytes(), reason))
+        })
+        .transpose()
     }
 
     /// Saves a named replay's progress durably.
-    pub fn save_replay_progress(&self, name: &str, progress: &[u8]) -> Result<()> {
+    pub fn save_replay_progress(&self, name: &str, progress: &ReplayProgress) -> Result<()> {
         let t = self.db.open_tree(REPLAYS_TREE).map_err(|e| sled_err("open tree", &self.path, e))?;
-        t.insert(name.as_bytes(), progress).map_err(|e| sled_err("write", &self.path, e))?;
+        t.insert(name.as_bytes(), encode_replay_progress(progress)).map_err(|e| sled_err("write", &self.path, e))?;
         self.make_durable(CommitDurability::Sync)
     }
 
@@ -405,24 +406,12 @@ impl StateDb {
         for kv in t.iter() {
             let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
             if &*k == QUEUE_CURSOR_KEY {
-                let Ok(cursor) = <[u8; 8]>::try_from(&*v) else {
-                    return Err(self.corrupt(&tree_key(&k), format!("cursor of {} bytes, expected 8", v.len())));
-                };
-                st.cursor = Some(u64::from_le_bytes(cursor));
+                st.cursor = Some(decode_queue_cursor(&v).map_err(|reason| self.corrupt(&tree_key(&k), reason))?);
                 continue;
             }
-            let (Ok(offset), Ok(value)) = (<[u8; 8]>::try_from(&*k), <[u8; 12]>::try_from(&*v)) else {
-                return Err(self.corrupt(
-                    &tree_key(&k),
-                    format!("queue entry with a {}-byte key and a {}-byte value, expected 8 and 12", k.len(), v.len()),
-                ));
-            };
-            let [d0, d1, d2, d3, ready_at_ms @ ..] = value;
-            let entry = QueueEntry {
-                deliveries: u32::from_le_bytes([d0, d1, d2, d3]),
-                ready_at_ms: i64::from_le_bytes(ready_at_ms),
-            };
-            st.entries.push((u64::from_be_bytes(offset), entry));
+            let (offset, deliveries, ready_at_ms) =
+                decode_queue_entry(&k, &v).map_err(|reason| self.corrupt(&tree_key(&k), reason))?;
+            st.entries.push((offset, QueueEntry { deliveries, ready_at_ms }));
         }
         Ok(st)
     }
@@ -445,13 +434,10 @@ impl StateDb {
             batch.insert(QUEUE_CURSOR_KEY, &c.to_le_bytes()[..]);
         }
         for (offset, e) in puts {
-            let mut v = [0u8; 12];
-            v[..4].copy_from_slice(&e.deliveries.to_le_bytes());
-            v[4..].copy_from_slice(&e.ready_at_ms.to_le_bytes());
-            batch.insert(&offset.to_be_bytes()[..], &v[..]);
+            batch.insert(&encode_queue_key(*offset)[..], &encode_queue_entry(e.deliveries, e.ready_at_ms)[..]);
         }
         for offset in removes {
-            batch.remove(&offset.to_be_bytes()[..]);
+            batch.remove(&encode_queue_key(*offset)[..]);
         }
         t.apply_batch(batch).map_err(|e| sled_err("write", &self.path, e))
     }

@@ -552,11 +552,11 @@ fn groups(dir: &Path, action: GroupsAction) -> CmdResult {
                 (None, None, false, true) => StartAt::Latest,
                 _ => return Err("give exactly one of --to-offset, --to-time, --earliest, --latest".into()),
             };
-            let o = store.reset_group(&topic, &group, to).map_err(msg)?;
+            let o = store.reset_group(&group, &topic, to).map_err(msg)?;
             println!("group {group:?} on {topic:?} now at offset {o}");
         }
         GroupsAction::Delete { topic, group } => {
-            store.delete_group(&topic, &group).map_err(msg)?;
+            store.delete_group(&group, &topic).map_err(msg)?;
             println!("deleted group {group:?} of {topic:?}");
         }
     }
