@@ -6,77 +6,27 @@ use std::time::Duration;
 /// Milliseconds since the Unix epoch, or an RFC 3339 date-time
 /// (`2026-11-22T07:30:00Z`, `2026-11-22T07:30:00.250+01:00`).
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(ms) = s.trim().parse::<i64>() {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
-    rfc3339_ms(s.trim())
-        .ok_or_else(|| format!("{s:?} is neither milliseconds since the epoch nor an RFC 3339 date-time"))
+    let ts: jiff::Timestamp = s
+        .parse()
+        .map_err(|e| format!("{s:?} is neither milliseconds since the epoch nor an RFC 3339 date-time ({e})"))?;
+    Ok(ts.as_millisecond())
 }
 
-fn rfc3339_ms(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut ms = 0i64;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        i = start;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        let frac = s.get(start..i)?;
-        if frac.is_empty() {
-            return None;
-        }
-        let padded: String = frac.chars().chain(std::iter::repeat('0')).take(3).collect();
-        ms = padded.parse().ok()?;
-    }
-    let offset_min = match b.get(i)? {
-        b'Z' | b'z' if i + 1 == b.len() => 0,
-        sign @ (b'+' | b'-') if b.len() == i + 6 && b[i + 3] == b':' => {
-            let v = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
-            if *sign == b'-' { -v } else { v }
-        }
-        _ => return None,
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60;
-    Some(secs * 1000 + ms)
-}
-
-/// `5s`, `200ms`, `1m`, `2h`, or plain milliseconds.
+/// `5s`, `200ms`, `1m`, `2h`, `7d`, `1h30m`, or plain milliseconds. Overflow is an error.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 5s or 200ms"))?;
-    Ok(match unit {
-        "" | "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    })
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(Duration::from_millis(ms));
+    }
+    let bad = |e: jiff::Error| format!("{s:?} is not a duration like 5s, 200ms, 2h or 7d ({e})");
+    let span: jiff::Span = s.parse().map_err(bad)?;
+    // A day is 24 hours here: retention and lateness are spans of elapsed time.
+    let d = span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()).map_err(bad)?;
+    Duration::try_from(d).map_err(|_| format!("{s:?} is negative"))
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -174,6 +124,9 @@ mod tests {
         assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
         assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert!(parse_duration("99999999999999999999h").is_err(), "overflow is an error, not a wrap");
         assert_eq!(base64(b""), "");
         assert_eq!(base64(b"f"), "Zg==");
         assert_eq!(base64(b"fo"), "Zm8=");
