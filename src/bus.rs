@@ -98,6 +98,8 @@ impl Counters {
 /// The shared part of a running subscription: stop flag, counters, worker thread.
 #[derive(Debug)]
 struct Running {
+    topic: String,
+    group: String,
     stop: AtomicBool,
     counters: Counters,
     thread: Mutex<Option<JoinHandle<Result<()>>>>,
@@ -114,7 +116,7 @@ impl Running {
             match h.join() {
                 Ok(r) => r?,
                 Err(_) => {
-                    return Err(Error::InvalidOptions { reason: "a subscription's worker thread panicked".into() });
+                    return Err(Error::WorkerPanicked { topic: self.topic.clone(), group: self.group.clone() });
                 }
             }
         }
@@ -309,6 +311,8 @@ impl<T: 'static, U: 'static, C: Codec<T>> SubscriptionBuilder<T, U, C> {
         let dead = DeadLetters::new(&store, "bus", &self.group, &self.topic, self.opts.dead_letter_topic.as_deref())?;
         let consumer = typed.consumer(&self.group, self.opts.consumer)?;
         let running = Arc::new(Running {
+            topic: self.topic.clone(),
+            group: self.group.clone(),
             stop: AtomicBool::new(false),
             counters: Counters::default(),
             thread: Mutex::new(None),
@@ -325,10 +329,9 @@ impl<T: 'static, U: 'static, C: Codec<T>> SubscriptionBuilder<T, U, C> {
             running: running.clone(),
         };
         let name = format!("evlog-bus-{}", worker.group);
-        let handle = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || worker.run())
-            .map_err(|e| Error::io("spawn a subscription thread", std::path::PathBuf::new(), e))?;
+        let handle = std::thread::Builder::new().name(name).spawn(move || worker.run()).map_err(|source| {
+            Error::Spawn { what: format!("the event bus worker of group {:?}", running.group), source }
+        })?;
         *lock(&running.thread) = Some(handle);
         lock(&self.bus.running).push(running.clone());
         Ok(Subscription { running })

@@ -162,6 +162,54 @@ pub enum Error {
         next_offset: u64,
     },
 
+    /// `Consumer::ack` of an offset the consumer has not polled yet. Nothing changed.
+    #[error(
+        "ack of offset {offset} for group {group:?} on topic {topic:?}, which was not polled yet (position {position})"
+    )]
+    AckNotPolled {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+        /// The offset acknowledged.
+        offset: u64,
+        /// The consumer's position: offsets below it were polled.
+        position: u64,
+    },
+
+    /// A priority queue was given a lane that does not exist, or a delivery from another queue.
+    #[error("{what}: this priority queue has {lanes} lanes")]
+    NoSuchLane {
+        /// What was asked, e.g. "priority 3" or "a delivery from topic \"x\"".
+        what: String,
+        /// How many lanes the queue has.
+        lanes: usize,
+    },
+
+    /// A thread evlog needed could not be started (the system is out of threads or memory).
+    #[error("could not start a thread for {what}: {source}")]
+    Spawn {
+        /// What the thread was for.
+        what: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// An event bus subscription's worker thread panicked (outside a handler: handler panics are
+    /// caught and retried). What it had committed stays committed.
+    #[error("the event bus worker of group {group:?} on topic {topic:?} panicked")]
+    WorkerPanicked {
+        /// The subscription's topic.
+        topic: String,
+        /// The subscription's group.
+        group: String,
+    },
+
+    /// `Replay::checkpoint` on a replay that has no name to save its progress under.
+    #[error("a replay's progress can only be saved under a name: build it with .name(..)")]
+    ReplayNotNamed,
+
     /// The consumer-state database (sled) failed.
     #[error("consumer state {path}: {op} failed: {cause}")]
     State {

@@ -217,7 +217,7 @@ fn bad_replay_input_gives_clear_errors() {
     assert!(matches!(store.replay(&[]).start(), Err(Error::InvalidOptions { .. })));
     assert!(matches!(store.replay(&["../x"]).start(), Err(Error::InvalidName { .. })));
     let mut r = store.replay(&["t"]).start().expect("start");
-    assert!(matches!(r.checkpoint(), Err(Error::InvalidOptions { .. })), "unnamed replays have no checkpoint");
+    assert!(matches!(r.checkpoint(), Err(Error::ReplayNotNamed)), "unnamed replays have no checkpoint");
 }
 
 #[test]

@@ -301,8 +301,11 @@ impl Consumer {
     /// moves over the contiguous acknowledged prefix only.
     pub fn ack(&mut self, offset: u64) -> Result<()> {
         if offset >= self.position {
-            return Err(Error::InvalidOptions {
-                reason: format!("ack of offset {offset}, which was not polled yet (position {})", self.position),
+            return Err(Error::AckNotPolled {
+                topic: self.topic.name().to_string(),
+                group: self.group.clone(),
+                offset,
+                position: self.position,
             });
         }
         if offset >= self.ack_floor {

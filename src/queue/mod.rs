@@ -733,14 +733,13 @@ impl PriorityQueue {
     }
 
     fn lane(&self, i: usize) -> Result<&Queue> {
-        self.lanes.get(i).ok_or_else(|| Error::InvalidOptions {
-            reason: format!("priority {i} does not exist: this queue has {} lanes", self.lanes.len()),
-        })
+        self.lanes.get(i).ok_or_else(|| Error::NoSuchLane { what: format!("priority {i}"), lanes: self.lanes.len() })
     }
 
     fn lane_of(&self, d: &Delivery) -> Result<&Queue> {
-        self.lanes.iter().find(|q| q.topic().name() == &*d.topic).ok_or_else(|| Error::InvalidOptions {
-            reason: format!("delivery from topic {:?} is not from this priority queue", d.topic),
+        self.lanes.iter().find(|q| q.topic().name() == &*d.topic).ok_or_else(|| Error::NoSuchLane {
+            what: format!("a delivery from topic {:?}", d.topic),
+            lanes: self.lanes.len(),
         })
     }
 

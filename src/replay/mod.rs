@@ -442,7 +442,7 @@ impl Replay {
     /// durably. After a crash, starting the same named replay resumes right after it.
     pub fn checkpoint(&mut self) -> Result<()> {
         let Some(name) = &self.name else {
-            return Err(Error::InvalidOptions { reason: "checkpoint needs a named replay (.name(..))".into() });
+            return Err(Error::ReplayNotNamed);
         };
         let p = ReplayProgress {
             topics: self.names.iter().map(|n| n.to_string()).collect(),
