@@ -93,7 +93,7 @@ pub use log::record::{NewRecord, Record};
 pub use log::recovery::{RecoveryReport, RepairReport};
 #[doc(hidden)] // recovery's pure tail classifier, public for its fuzz target
 pub use log::recovery::{TailVerdict, classify_tail};
-pub use log::{Iter, Log, LogCounters, SegmentInfo, SegmentTimes};
+pub use log::{Iter, Log, LogStats, SegmentInfo, SegmentTimes};
 pub use queue::{
     Clock, DEAD_DELIVERIES_HEADER, DEAD_GROUP_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER, DEAD_TOPIC_HEADER,
     Delivery, LOW_SHARE_EVERY_DEFAULT, ManualClock, Peeked, PriorityQueue, Queue, QueueOptions, QueueStats,
@@ -102,7 +102,7 @@ pub use queue::{
 pub use replay::window::{Summary, Window, WindowSpec, Windows};
 pub use replay::{REPLAY_MEMORY_BYTES_DEFAULT, Replay, ReplayBuilder, ReplayEvent, ReplayStats};
 pub use storage::Bytes;
-pub use store::metrics::{GroupMetrics, TopicMetrics};
+pub use store::metrics::{GroupStats, TopicStats};
 pub use store::state::{Abort, CommitDurability, StateTx};
 pub use store::{
     DEDUPE_WINDOW_RECORDS_DEFAULT, GroupInfo, NAME_BYTES_MAX, RetentionOptions, RetentionReport, Store, StoreOptions,

@@ -561,7 +561,7 @@ fn metrics_report_sizes_rates_lags_and_fsyncs() {
     let mut c = store.consumer("g", "m", ConsumerOptions::default()).expect("consumer");
     c.poll(4, NONE).expect("poll");
     c.commit().expect("commit");
-    let first = store.metrics("m").expect("metrics");
+    let first = store.stats("m").expect("metrics");
     assert_eq!((first.first_offset, first.next_offset), (0, 10));
     assert!(first.append_rate.is_none(), "no rate before a second sample");
     assert!(first.bytes_on_disk > 0 && first.segments >= 1);
@@ -576,7 +576,7 @@ fn metrics_report_sizes_rates_lags_and_fsyncs() {
     }
     c.poll(100, NONE).expect("poll");
     c.commit().expect("commit");
-    let second = store.metrics("m").expect("metrics");
+    let second = store.stats("m").expect("metrics");
     assert!(second.append_rate.is_some_and(|r| r > 0.0));
     let g = &second.groups[0];
     assert_eq!((g.lag_records, g.lag_seconds), (0, 0.0));

@@ -141,7 +141,7 @@ impl AppendSignal {
 /// What one `Log` handle has done since it opened the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct LogCounters {
+pub struct LogStats {
     /// Records appended through this handle (offsets gained since open).
     pub appended: u64,
     /// Time since open.
@@ -834,12 +834,12 @@ impl Log {
         self.shared.view().bases.len()
     }
 
-    /// Counters of this handle since it opened the log: see [`LogCounters`].
-    pub fn counters(&self) -> LogCounters {
+    /// Counters of this handle since it opened the log: see [`LogStats`].
+    pub fn stats(&self) -> LogStats {
         let s = &self.shared;
         let fsyncs = s.fsyncs.load(Ordering::Relaxed);
         let total = s.fsync_nanos_total.load(Ordering::Relaxed);
-        LogCounters {
+        LogStats {
             appended: self.next_offset().saturating_sub(s.opened_next_offset),
             since_open: s.opened_at.elapsed(),
             fsyncs,

@@ -1,12 +1,12 @@
 //! A snapshot of a topic and its groups for monitoring: sizes, rates, lags, fsyncs.
 //!
-//! Rates are measured between two `Store::metrics` calls for the same topic (the store keeps
+//! Rates are measured between two `Store::stats` calls for the same topic (the store keeps
 //! the previous sample of each topic and group), so a monitor that calls every N seconds gets
 //! the mean rate over those N seconds. Nothing is added to the append path: appends are counted
 //! by offsets, fsyncs by the counters the writer keeps anyway.
 
 use crate::error::Result;
-use crate::log::{LogCounters, lock};
+use crate::log::{LogStats, lock};
 use crate::store::Store;
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ const RATE_INTERVAL_MIN_SECS: f64 = 1e-6;
 /// One topic's figures at one moment.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct TopicMetrics {
+pub struct TopicStats {
     /// The topic.
     pub topic: String,
     /// First offset still stored.
@@ -31,15 +31,15 @@ pub struct TopicMetrics {
     /// first call.
     pub append_rate: Option<f64>,
     /// Appends and data fsyncs (count, mean and longest duration) of this process's handle.
-    pub counters: LogCounters,
+    pub counters: LogStats,
     /// Every consumer group of the topic.
-    pub groups: Vec<GroupMetrics>,
+    pub groups: Vec<GroupStats>,
 }
 
 /// One consumer group's figures at one moment.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct GroupMetrics {
+pub struct GroupStats {
     /// The group.
     pub group: String,
     /// Committed offset (the next record it will get).
@@ -56,8 +56,8 @@ pub struct GroupMetrics {
 use crate::clock::now_ms;
 
 impl Store {
-    /// Figures of `topic` and its groups; see [`TopicMetrics`].
-    pub fn metrics(&self, topic: &str) -> Result<TopicMetrics> {
+    /// Figures of `topic` and its groups; see [`TopicStats`].
+    pub fn stats(&self, topic: &str) -> Result<TopicStats> {
         let t = self.topic(topic)?;
         let now = Instant::now();
         let next = t.next_offset();
@@ -77,7 +77,7 @@ impl Store {
                 (_, Some(r)) => (now_ms().saturating_sub(r.timestamp())).max(0) as f64 / 1e3,
             };
             let consume_rate = rate(format!("{topic}\0{}", g.group), g.committed);
-            groups.push(GroupMetrics {
+            groups.push(GroupStats {
                 group: g.group,
                 committed: g.committed,
                 lag_records: g.lag,
@@ -85,14 +85,14 @@ impl Store {
                 consume_rate,
             });
         }
-        Ok(TopicMetrics {
+        Ok(TopicStats {
             topic: topic.to_string(),
             first_offset: t.first_offset(),
             next_offset: next,
             segments: t.segment_count(),
             bytes_on_disk: t.size_bytes()?,
             append_rate,
-            counters: t.counters(),
+            counters: t.stats(),
             groups,
         })
     }
