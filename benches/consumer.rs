@@ -49,7 +49,7 @@ fn main() {
     }
     println!("| `iter`, 1M × 100 B | {:.2} M records/s |", n as f64 / best_iter / 1e6);
     for (i, durability) in
-        [CommitDurability::Sync, CommitDurability::Flush, CommitDurability::Lazy].into_iter().enumerate()
+        [CommitDurability::Always, CommitDurability::Os, CommitDurability::Lazy].into_iter().enumerate()
     {
         let mut best = f64::MAX;
         for run in 0..3 {
@@ -114,7 +114,7 @@ fn main() {
     );
 
     // Commit latency.
-    for durability in [CommitDurability::Sync, CommitDurability::Flush, CommitDurability::Lazy] {
+    for durability in [CommitDurability::Always, CommitDurability::Os, CommitDurability::Lazy] {
         let mut o = ConsumerOptions::default();
         o.commit_durability = durability;
         let mut c = store.consumer(&format!("commit-{durability:?}"), "bench", o).expect("consumer");

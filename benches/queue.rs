@@ -22,7 +22,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|");
     for (durability, n) in
-        [(CommitDurability::Sync, 2_000u64), (CommitDurability::Flush, 20_000), (CommitDurability::Lazy, 200_000)]
+        [(CommitDurability::Always, 2_000u64), (CommitDurability::Os, 20_000), (CommitDurability::Lazy, 200_000)]
     {
         let mut best = [f64::MAX; 4];
         for _ in 0..3 {

@@ -3,7 +3,7 @@
 //!
 //! The workload creates the store, a topic, appends (rolling segments), commits a consumer group,
 //! leases and acks a work queue, creates and deletes a second topic and enforces retention, all
-//! under `Durability::Always` and `CommitDurability::Sync`. The topics live on `MemStorage`,
+//! under `Durability::Always` and `CommitDurability::Always`. The topics live on `MemStorage`,
 //! whose crash model keeps only what an fsync made durable, names included. sled writes its own
 //! files on the real file system; the storage that fsyncs them here (`Shadow`) records what each
 //! file and directory fsync made durable, and a power cut rebuilds sled's directory from that

@@ -233,7 +233,7 @@ fn four_worker_threads_finish_every_record_once_with_random_failures() {
     fill(&store, "jobs", 400);
     let mut o = QueueOptions::default();
     o.deliveries_max = 3;
-    o.durability = CommitDurability::Flush;
+    o.durability = CommitDurability::Os;
     let q = store.queue("w", "jobs", o).expect("queue");
     let acked: Vec<Vec<u64>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..4u64)

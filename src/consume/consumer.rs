@@ -154,7 +154,7 @@ impl Consumer {
                     // Only possible if the topic shrank since it was opened (not today), but
                     // never trust an offset past the end.
                     s.clamped_from = Some(p);
-                    store.state.commit(topic.name(), group, next, CommitDurability::Sync)?;
+                    store.state.commit(topic.name(), group, next, CommitDurability::Always)?;
                     s.committed = Some(next);
                     p = next;
                 }

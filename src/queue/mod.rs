@@ -11,7 +11,7 @@
 //!   new record) is written and made as durable as `QueueOptions::durability` says: after a
 //!   crash a redelivery carries a count at least as high as any delivery before it.
 //! - An ack removes the entry durably before it returns: an acked record is never delivered
-//!   again (with `CommitDurability::Sync`, not even after a power cut).
+//!   again (with `CommitDurability::Always`, not even after a power cut).
 //! - After a restart every outstanding record is ready (its worker is gone), except that a
 //!   nack's delay is kept.
 //! - A record reaches the dead-letter topic through an idempotent producer whose sequence is
@@ -70,7 +70,7 @@ impl Default for QueueOptions {
             lease_timeout: Duration::from_secs(30),
             deliveries_max: 5,
             dead_letter_topic: None,
-            durability: CommitDurability::Sync,
+            durability: CommitDurability::Always,
             clock: Arc::new(SystemClock),
         }
     }

@@ -346,7 +346,7 @@ impl Store {
         for (group, c) in inner.state.group_entries(name)? {
             let Ok(c) = c else { continue };
             if c.offset > end {
-                inner.state.commit(name, &group, end, CommitDurability::Sync)?;
+                inner.state.commit(name, &group, end, CommitDurability::Always)?;
                 clamped.insert(group, c.offset);
             }
         }
@@ -433,7 +433,7 @@ impl Store {
         let t = self.existing_topic(topic)?;
         self.existing_idle_group(topic, group)?;
         let offset = to.resolve(&t)?;
-        self.inner.state.commit(topic, group, offset, CommitDurability::Sync)?;
+        self.inner.state.commit(topic, group, offset, CommitDurability::Always)?;
         Ok(offset)
     }
 

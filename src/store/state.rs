@@ -31,14 +31,16 @@ const QUEUE_TREE_PREFIX: &str = "queue:";
 /// Key of a queue's cursor in its tree; entries use 8-byte big-endian offsets as keys.
 const QUEUE_CURSOR_KEY: &[u8] = b"cursor";
 
-/// How far a commit goes before it returns.
+/// How far a commit (of a group offset, a queue lease or ack, a replay's progress) goes before
+/// it returns. The words are [`Durability`](crate::Durability)'s: `Always` survives a power cut,
+/// `Os` a `kill -9`; a commit has no `Interval`, and a log has no `Lazy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CommitDurability {
     /// Flushed by sled and fdatasynced file by file: survives a power cut.
     #[default]
-    Sync,
+    Always,
     /// Flushed by sled to the OS: survives `kill -9`, not a power cut.
-    Flush,
+    Os,
     /// Left to sled's background flush (every 500 ms): a crash of any kind can lose the commits of
     /// the last half second; the offset then goes back, so records are delivered again.
     Lazy,
@@ -195,7 +197,7 @@ impl StateDb {
         // sled creates its files and directories without fsyncing them or their directory:
         // make them durable now, so that a power cut after the first durable commit finds the
         // database that commit went into (and not a fresh one).
-        state.make_durable(CommitDurability::Sync)?;
+        state.make_durable(CommitDurability::Always)?;
         Ok(state)
     }
 
@@ -298,7 +300,7 @@ impl StateDb {
     pub fn save_replay_progress(&self, name: &str, progress: &ReplayProgress) -> Result<()> {
         let t = self.db.open_tree(REPLAYS_TREE).map_err(|e| sled_err("open tree", &self.path, e))?;
         t.insert(name.as_bytes(), encode_replay_progress(progress)).map_err(|e| sled_err("write", &self.path, e))?;
-        self.make_durable(CommitDurability::Sync)
+        self.make_durable(CommitDurability::Always)
     }
 
     /// Reads one key of an application state tree.
@@ -314,7 +316,7 @@ impl StateDb {
     /// Removes a group's committed offset. Returns whether it existed.
     pub fn delete_group(&self, topic: &str, group: &str) -> Result<bool> {
         let old = self.groups.remove(group_key(topic, group)).map_err(|e| sled_err("write", &self.path, e))?;
-        self.make_durable(CommitDurability::Sync)?;
+        self.make_durable(CommitDurability::Always)?;
         Ok(old.is_some())
     }
 
@@ -323,14 +325,14 @@ impl StateDb {
         for (g, _) in self.group_entries(topic)? {
             self.groups.remove(group_key(topic, &g)).map_err(|e| sled_err("write", &self.path, e))?;
         }
-        self.make_durable(CommitDurability::Sync)
+        self.make_durable(CommitDurability::Always)
     }
 
     fn poisoned_error(&self) -> Error {
         Error::Poisoned { path: self.path.clone(), cause: "an earlier flush or fsync failed".into() }
     }
 
-    /// sled's flush, then (for `Sync`) a real fdatasync of every file and directory of the
+    /// sled's flush, then (for `Always`) a real fdatasync of every file and directory of the
     /// database, because sled 0.34's flush is only `sync_file_range` on Linux.
     ///
     /// Group commit: callers' writes are already in sled when they get here. Each takes a
@@ -345,7 +347,7 @@ impl StateDb {
         }
         let ticket = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
         let covered = |g: &Gate| match durability {
-            CommitDurability::Sync => g.synced_upto >= ticket,
+            CommitDurability::Always => g.synced_upto >= ticket,
             _ => g.flushed_upto >= ticket,
         };
         let mut gate = crate::sync::lock(&self.gate);
@@ -369,7 +371,7 @@ impl StateDb {
         gate.flushing = false;
         if r.is_ok() {
             gate.flushed_upto = gate.flushed_upto.max(upto);
-            if durability == CommitDurability::Sync {
+            if durability == CommitDurability::Always {
                 gate.synced_upto = gate.synced_upto.max(upto);
             }
         }
@@ -380,7 +382,7 @@ impl StateDb {
     fn flush_once(&self, durability: CommitDurability) -> Result<()> {
         let r =
             self.db.flush().map_err(|e| sled_err("flush", &self.path, e)).and_then(|_| {
-                if durability == CommitDurability::Sync { self.sync_dir_tree(&self.path) } else { Ok(()) }
+                if durability == CommitDurability::Always { self.sync_dir_tree(&self.path) } else { Ok(()) }
             });
         if r.is_err() {
             // fsyncgate: a failed flush may have dropped dirty pages; never report a later
@@ -447,7 +449,7 @@ impl StateDb {
         self.db
             .drop_tree(format!("{QUEUE_TREE_PREFIX}{topic}:{group}"))
             .map_err(|e| sled_err("drop tree", &self.path, e))?;
-        self.make_durable(CommitDurability::Sync)
+        self.make_durable(CommitDurability::Always)
     }
 
     /// fdatasyncs every file below `dir`, and each directory whose entries changed since it was
