@@ -87,7 +87,7 @@ impl<T, C: Codec<T>> TypedConsumer<T, C> {
 /// for the next lease deadline or nack delay.
 async fn lease_async_with(
     signal: Arc<AppendSignal>,
-    clock: Arc<dyn crate::queue::Clock>,
+    clock: Arc<dyn crate::clock::Clock>,
     mut attempt: impl FnMut() -> Result<Option<Delivery>>,
     next_due: impl Fn() -> i64,
 ) -> Result<Delivery> {

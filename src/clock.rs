@@ -52,6 +52,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// The system's time in nanoseconds since the Unix epoch: a suffix that makes names unique.
+#[cfg_attr(not(feature = "store"), allow(dead_code))] // used by the store and above
 pub(crate) fn now_nanos() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }

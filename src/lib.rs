@@ -65,14 +65,20 @@ pub mod storage;
 
 mod log;
 
+#[cfg(feature = "store")]
 mod store;
 
+#[cfg(feature = "store")]
 mod consume;
+#[cfg(feature = "typed")]
 pub use consume::codec;
 
+#[cfg(feature = "store")]
 mod queue;
+#[cfg(feature = "store")]
 mod replay;
 
+#[cfg(feature = "typed")]
 mod bus;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -82,10 +88,16 @@ mod asynchronous;
 
 #[cfg(feature = "tokio")]
 pub use asynchronous::ReplayStream;
+#[cfg(feature = "typed")]
 pub use bus::{EventBus, Subscription, SubscriptionBuilder, SubscriptionOptions, SubscriptionStats};
+pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "typed")]
 pub use consume::codec::{Bincode, Codec};
+#[cfg(feature = "store")]
 pub use consume::consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, ConsumerStart, StartAt};
+#[cfg(feature = "store")]
 pub use consume::producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER, Sent};
+#[cfg(feature = "typed")]
 pub use consume::typed::{Typed, TypedConsumer, TypedTopic};
 pub use error::{Error, Result};
 pub use log::options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT};
@@ -94,16 +106,21 @@ pub use log::recovery::{RecoveryReport, RepairReport};
 #[doc(hidden)] // recovery's pure tail classifier, public for its fuzz target
 pub use log::recovery::{TailVerdict, classify_tail};
 pub use log::{Iter, Log, LogStats, SegmentInfo, SegmentTimes};
+#[cfg(feature = "store")]
 pub use queue::{
-    Clock, DEAD_DELIVERIES_HEADER, DEAD_GROUP_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER, DEAD_TOPIC_HEADER,
-    Delivery, LOW_SHARE_EVERY_DEFAULT, ManualClock, Peeked, PriorityQueue, Queue, QueueOptions, QueueStats,
-    SystemClock,
+    DEAD_DELIVERIES_HEADER, DEAD_GROUP_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER, DEAD_TOPIC_HEADER, Delivery,
+    LOW_SHARE_EVERY_DEFAULT, Peeked, PriorityQueue, Queue, QueueOptions, QueueStats,
 };
+#[cfg(feature = "store")]
 pub use replay::window::{Summary, Window, WindowSpec, Windows};
+#[cfg(feature = "store")]
 pub use replay::{REPLAY_MEMORY_BYTES_DEFAULT, Replay, ReplayBuilder, ReplayEvent, ReplayStats};
 pub use storage::Bytes;
+#[cfg(feature = "store")]
 pub use store::metrics::{GroupStats, TopicStats};
+#[cfg(feature = "store")]
 pub use store::state::{Abort, CommitDurability, StateTx};
+#[cfg(feature = "store")]
 pub use store::{
     DEDUPE_WINDOW_RECORDS_DEFAULT, GroupInfo, NAME_BYTES_MAX, RetentionOptions, RetentionReport, Store, StoreOptions,
     Topic, validate_name,

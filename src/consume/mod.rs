@@ -2,7 +2,9 @@
 //! producers, typed topics and their codecs. Everything here is built on `Store` and `Topic`;
 //! nothing below (`store`, `log`) knows about it.
 
+#[cfg(feature = "typed")]
 pub mod codec;
 pub(crate) mod consumer;
 pub(crate) mod producer;
+#[cfg(feature = "typed")]
 pub(crate) mod typed;

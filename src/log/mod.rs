@@ -70,6 +70,7 @@ pub struct AppendSignal {
     next_waker_id: AtomicU64,
 }
 
+#[cfg_attr(not(feature = "store"), allow(dead_code))] // waited on by the store's consumers and replays
 impl AppendSignal {
     /// The current generation; pass it to `wait_past`.
     pub(crate) fn generation(&self) -> u64 {

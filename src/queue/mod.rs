@@ -42,7 +42,7 @@ pub const DEAD_GROUP_HEADER: &str = crate::format::reserved_headers::DEAD_GROUP;
 /// Header of a dead letter: how many times it was delivered (decimal, UTF-8).
 pub const DEAD_DELIVERIES_HEADER: &str = crate::format::reserved_headers::DEAD_DELIVERIES;
 
-pub use crate::clock::{Clock, ManualClock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 
 /// How a work queue behaves.
 #[derive(Debug, Clone)]
