@@ -1,4 +1,4 @@
-//! The one error type of the crate.
+//! The crate's errors: [`LogError`] for the log layer, [`Error`] for the store and above.
 //!
 //! Every variant's message names what a person needs to act on it: the path, the byte position,
 //! the offset and the cause. Each variant documents when it happens and whether the caller can go
@@ -324,6 +324,152 @@ pub enum Error {
     },
 }
 
+/// What can go wrong in the log layer: everything a [`Log`](crate::Log) returns. The store and
+/// the layers above return [`Error`], which has every one of these variants under the same name
+/// (`From<LogError> for Error` maps each to its namesake), so matching `Error::Corruption` works
+/// whichever layer the error came from.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// poisoned and later appends return [`LogError::Poisoned`]; reads keep working.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. "write" or "fsync".
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// the log is poisoned for appends but stays readable. Free space, then reopen.
+    #[error("no space left while {op} {path}: {source}; free space and reopen the log")]
+    StorageFull {
+        /// What was being done.
+        op: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// returned for a torn tail that recovery may legitimately truncate.
+    #[error("corruption in {path} at byte {position}{}: {reason}", fmt_offset(*.offset))]
+    Corruption {
+        /// The file that holds the bad bytes.
+        path: PathBuf,
+        /// Byte position of the bad frame or field in that file.
+        position: u64,
+        /// The log offset expected at that position, when known.
+        offset: Option<u64>,
+        /// What exactly failed.
+        reason: String,
+    },
+    /// Another `Log` (in this or another process) holds the directory's writer lock.
+    #[error("log directory {path} is locked by another writer")]
+    Locked {
+        /// The log directory.
+        path: PathBuf,
+    },
+    /// Reopen the log to run recovery.
+    #[error("log {path} is poisoned after an earlier I/O failure ({cause}); reopen it to recover")]
+    Poisoned {
+        /// The log directory.
+        path: PathBuf,
+        /// The first failure's message.
+        cause: String,
+    },
+    /// A record's key, headers and payload together exceed `Options::record_bytes_max`.
+    #[error("record of {size} bytes exceeds record_bytes_max = {max}")]
+    RecordTooLarge {
+        /// Bytes of key + headers + payload.
+        size: u64,
+        /// The configured limit.
+        max: u64,
+    },
+    /// written atomically.
+    #[error("batch of {size} framed bytes exceeds what one segment holds ({max} bytes)")]
+    BatchTooLarge {
+        /// Framed bytes of the whole batch.
+        size: u64,
+        /// What one segment can hold after its header.
+        max: u64,
+    },
+    /// A record's headers break a format limit (count, name length).
+    #[error("invalid record headers: {reason}")]
+    InvalidHeaders {
+        /// What limit was broken.
+        reason: String,
+    },
+    /// The options are inconsistent (e.g. a record limit larger than a segment).
+    #[error("invalid options: {reason}")]
+    InvalidOptions {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The path given as a log directory exists but is not a directory.
+    #[error("{path} is not a directory")]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A write was attempted through a read-only handle.
+    #[error("log {path} is open read-only")]
+    ReadOnly {
+        /// The log directory.
+        path: PathBuf,
+    },
+}
+
+/// Result of the log layer.
+pub type LogResult<T> = std::result::Result<T, LogError>;
+
+impl From<LogError> for Error {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Io { op, path, source } => Error::Io { op, path, source },
+            LogError::StorageFull { op, path, source } => Error::StorageFull { op, path, source },
+            LogError::Corruption { path, position, offset, reason } => {
+                Error::Corruption { path, position, offset, reason }
+            }
+            LogError::Locked { path } => Error::Locked { path },
+            LogError::Poisoned { path, cause } => Error::Poisoned { path, cause },
+            LogError::RecordTooLarge { size, max } => Error::RecordTooLarge { size, max },
+            LogError::BatchTooLarge { size, max } => Error::BatchTooLarge { size, max },
+            LogError::InvalidHeaders { reason } => Error::InvalidHeaders { reason },
+            LogError::InvalidOptions { reason } => Error::InvalidOptions { reason },
+            LogError::NotADirectory { path } => Error::NotADirectory { path },
+            LogError::ReadOnly { path } => Error::ReadOnly { path },
+        }
+    }
+}
+
+impl LogError {
+    /// Wraps an I/O error, turning "no space" into [`LogError::StorageFull`].
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == io::ErrorKind::StorageFull || source.kind() == io::ErrorKind::QuotaExceeded {
+            LogError::StorageFull { op, path, source }
+        } else {
+            LogError::Io { op, path, source }
+        }
+    }
+
+    pub(crate) fn corruption(
+        path: impl Into<PathBuf>,
+        position: u64,
+        offset: Option<u64>,
+        reason: impl Into<String>,
+    ) -> Self {
+        LogError::Corruption { path: path.into(), position, offset, reason: reason.into() }
+    }
+
+    /// True for [`LogError::Corruption`]: bytes evlog wrote came back different.
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, LogError::Corruption { .. })
+    }
+}
+
 fn fmt_offset(offset: Option<u64>) -> String {
     match offset {
         Some(o) => format!(" (offset {o})"),
@@ -331,6 +477,7 @@ fn fmt_offset(offset: Option<u64>) -> String {
     }
 }
 
+#[cfg_attr(not(feature = "store"), allow(dead_code))] // the constructors serve the store and above
 impl Error {
     /// Wraps an I/O error, turning "no space" into [`Error::StorageFull`].
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {

@@ -4,7 +4,7 @@
 
 use evlog::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, segment_file_name};
 use evlog::storage::{CrashMode, MemStorage, OpenMode, Storage};
-use evlog::{Durability, Error, Log, Options};
+use evlog::{Durability, Log, LogError, Options};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ fn build(mem: &MemStorage, n: u64) -> (Vec<Vec<u8>>, Vec<(usize, usize)>) {
 }
 
 /// Opens and reads everything; returns the records read (all must be right) and the first error.
-fn read_all(mem: &MemStorage, expected: &[Vec<u8>]) -> (usize, Option<Error>) {
+fn read_all(mem: &MemStorage, expected: &[Vec<u8>]) -> (usize, Option<LogError>) {
     let log = match Log::open(dir(), options(mem)) {
         Ok(l) => l,
         Err(e) => return (0, Some(e)),
@@ -83,7 +83,7 @@ fn every_byte_flip_in_a_sealed_segment_is_detected_with_its_position() {
             let (n, err) = read_all(&mem, &expected);
             let err = err.unwrap_or_else(|| panic!("flip at byte {i} went unnoticed"));
             match err {
-                Error::Corruption { path, position, .. } => {
+                LogError::Corruption { path, position, .. } => {
                     assert_eq!(path, seg);
                     let span = spans.iter().position(|&(s, e)| s <= i && i < e);
                     match span {
@@ -153,7 +153,7 @@ fn a_valid_frame_copied_to_the_wrong_place_is_rejected() {
     mem.corrupt_file(&seg, |b| b[s1..e1].copy_from_slice(&frame));
     let (n, err) = read_all(&mem, &expected);
     assert_eq!(n, 1);
-    assert!(matches!(err, Some(Error::Corruption { position, offset: Some(1), .. }) if position as usize == s1));
+    assert!(matches!(err, Some(LogError::Corruption { position, offset: Some(1), .. }) if position as usize == s1));
 }
 
 #[test]

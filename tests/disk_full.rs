@@ -1,7 +1,7 @@
 //! A real full disk: a size-limited tmpfs (skipped, with a message, where mounting is not
 //! permitted). The fault-injecting storage covers ENOSPC everywhere else (tests/log.rs).
 
-use evlog::{Durability, Error, Log, Options};
+use evlog::{Durability, Log, LogError, Options};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -39,7 +39,7 @@ fn options() -> Options {
     o
 }
 
-fn fill(log: &Log, from: u64) -> Result<u64, Error> {
+fn fill(log: &Log, from: u64) -> Result<u64, LogError> {
     let mut n = from;
     loop {
         log.append(format!("{n:06}-{}", "d".repeat(1000)).as_bytes())?;
@@ -59,14 +59,14 @@ fn a_full_real_filesystem_gives_storage_full_and_recovers_after_space_is_freed()
     let dir = fs.dir.join("log");
     let log = Log::open(&dir, options()).expect("open");
     let err = fill(&log, 0).expect_err("the disk fills up");
-    assert!(matches!(err, Error::StorageFull { .. }), "{err}");
+    assert!(matches!(err, LogError::StorageFull { .. }), "{err}");
     assert!(err.to_string().contains("no space"), "{err}");
     let acknowledged = log.next_offset();
     assert!(acknowledged > 50);
     // Readable, nothing wrong in it, and poisoned for appends.
     let readable = log.iter(0).filter(|r| r.as_ref().is_ok_and(|r| r.payload().len() == 1007)).count() as u64;
     assert_eq!(readable, acknowledged);
-    assert!(matches!(log.append(b"x"), Err(Error::Poisoned { .. })));
+    assert!(matches!(log.append(b"x"), Err(LogError::Poisoned { .. })));
     drop(log);
     std::fs::remove_file(ballast).expect("free space");
     let log = Log::open(&dir, options()).expect("reopen after freeing space");

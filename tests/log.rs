@@ -1,7 +1,7 @@
 //! Named behaviours of the core log, each asserting an outcome.
 
 use evlog::storage::{CrashMode, Fault, FaultStorage, MemStorage, Op, Storage};
-use evlog::{Durability, Error, Log, NewRecord, Options, RecoveryMode};
+use evlog::{Durability, Log, LogError, NewRecord, Options, RecoveryMode};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -168,7 +168,7 @@ fn mid_log_corruption_is_detected_and_open_fails_with_its_position() {
     mem.corrupt_file(&seg, |b| b[positions[4] as usize + 50] ^= 0xFF);
     let before = mem.read_file(&seg);
     match Log::open(dir(), mem_opts(&mem, Durability::Always)) {
-        Err(Error::Corruption { path, position, offset, .. }) => {
+        Err(LogError::Corruption { path, position, offset, .. }) => {
             assert_eq!(path, seg);
             assert_eq!((position, offset), (positions[4], Some(4)));
         }
@@ -221,7 +221,7 @@ fn repair_mode_quarantines_everything_after_the_corruption_and_keeps_the_prefix(
     assert!(errors[0].is_corruption());
     let bad = (0..log.next_offset()).find(|&o| log.read(o).is_err()).expect("a record fails to read");
     match log.read(bad) {
-        Err(Error::Corruption { path, offset, .. }) => assert_eq!((path, offset), (seg.clone(), Some(bad))),
+        Err(LogError::Corruption { path, offset, .. }) => assert_eq!((path, offset), (seg.clone(), Some(bad))),
         other => panic!("expected corruption, got {other:?}"),
     }
     // Records beyond the damaged index granule still read.
@@ -255,7 +255,7 @@ fn second_open_of_the_same_directory_fails_with_locked() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let log = Log::open(tmp.path(), Options::default()).expect("open");
     match Log::open(tmp.path(), Options::default()) {
-        Err(Error::Locked { path }) => assert_eq!(path, tmp.path()),
+        Err(LogError::Locked { path }) => assert_eq!(path, tmp.path()),
         other => panic!("expected Locked, got {other:?}"),
     }
     // Another process: flock(1) cannot take the lock either (skipped where flock is absent).
@@ -280,14 +280,14 @@ fn record_too_large_is_rejected_and_writes_nothing() {
     log.append(b"ok").expect("append");
     let before = mem.read_file(&segment_path(&dir(), 0));
     match log.append(&[0u8; 101]) {
-        Err(Error::RecordTooLarge { size: 101, max: 100 }) => {}
+        Err(LogError::RecordTooLarge { size: 101, max: 100 }) => {}
         other => panic!("expected RecordTooLarge, got {other:?}"),
     }
     // Key and headers count towards the limit too.
     let big_key = [1u8; 60];
     assert!(matches!(
         log.append_record(&NewRecord::new(&[0u8; 50]).key(&big_key)),
-        Err(Error::RecordTooLarge { size: 110, .. })
+        Err(LogError::RecordTooLarge { size: 110, .. })
     ));
     // A batch with one oversized record writes none of them.
     assert!(log.append_batch(&[NewRecord::new(b"a"), NewRecord::new(&[0u8; 200])]).is_err());
@@ -309,10 +309,10 @@ fn log_is_poisoned_after_an_injected_fsync_failure_and_never_reports_success() {
     }
     faulty.fail_once(Op::SyncData, Some(".log"), 0, Fault::Eio);
     let err = log.append(b"doomed").expect_err("fsync fails");
-    assert!(matches!(err, Error::Io { op: "fsync", .. }), "{err}");
+    assert!(matches!(err, LogError::Io { op: "fsync", .. }), "{err}");
     assert!(log.is_poisoned());
-    assert!(matches!(log.append(b"later"), Err(Error::Poisoned { .. })));
-    assert!(matches!(log.sync(), Err(Error::Poisoned { .. })));
+    assert!(matches!(log.append(b"later"), Err(LogError::Poisoned { .. })));
+    assert!(matches!(log.sync(), Err(LogError::Poisoned { .. })));
     assert_eq!(log.read(4).expect("read").expect("present").payload(), &payload(4)[..]);
     assert!(log.read(5).expect("read").is_none(), "the unsynced record was never published");
     drop(log);
@@ -335,7 +335,7 @@ fn failed_write_poisons_and_a_torn_write_is_cut_on_reopen() {
     log.append(b"first").expect("append");
     faulty.fail_once(Op::Write, Some(".log"), 0, Fault::TornWrite { keep_bytes: 20 });
     assert!(log.append(b"second, torn").is_err());
-    assert!(matches!(log.append(b"third"), Err(Error::Poisoned { .. })));
+    assert!(matches!(log.append(b"third"), Err(LogError::Poisoned { .. })));
     drop(log);
     let log = Log::open(dir(), o).expect("reopen");
     // The torn frame's trailing zero bytes are reported with the zero tail.
@@ -357,11 +357,11 @@ fn disk_full_returns_storage_full_and_the_log_stays_readable_and_recovers() {
     log.append(b"kept").expect("append");
     faulty.fail_always(Op::Write, None, 0, Fault::NoSpace);
     match log.append(b"no room") {
-        Err(Error::StorageFull { path, .. }) => assert_eq!(path, segment_path(&dir(), 0)),
+        Err(LogError::StorageFull { path, .. }) => assert_eq!(path, segment_path(&dir(), 0)),
         other => panic!("expected StorageFull, got {other:?}"),
     }
     assert!(
-        Error::StorageFull { op: "write", path: "p".into(), source: std::io::Error::other("x") }
+        LogError::StorageFull { op: "write", path: "p".into(), source: std::io::Error::other("x") }
             .to_string()
             .contains("free space")
     );
@@ -484,7 +484,7 @@ fn batch_larger_than_a_segment_is_rejected() {
     let log = Log::open(dir(), small(mem_opts(&mem, Durability::Os))).expect("open");
     let p = vec![0u8; 1000];
     let records: Vec<NewRecord<'_>> = (0..5).map(|_| NewRecord::new(&p)).collect();
-    assert!(matches!(log.append_batch(&records), Err(Error::BatchTooLarge { .. })));
+    assert!(matches!(log.append_batch(&records), Err(LogError::BatchTooLarge { .. })));
     assert_eq!(log.next_offset(), 0);
 }
 
@@ -582,7 +582,7 @@ fn read_only_log_follows_a_writer_and_never_modifies_files() {
     assert_eq!(rest, (10..200).map(payload).collect::<Vec<_>>());
     assert_eq!(reader.next_offset(), 200);
     assert_eq!(reader.read(150).expect("read").expect("present").payload(), &payload(150)[..]);
-    assert!(matches!(reader.append(b"no"), Err(Error::ReadOnly { .. })));
+    assert!(matches!(reader.append(b"no"), Err(LogError::ReadOnly { .. })));
     let snapshot = |p: &Path| {
         let mut v: Vec<_> = std::fs::read_dir(p)
             .expect("dir")
@@ -660,7 +660,7 @@ fn bad_paths_and_options_give_errors_that_name_them() {
     let file = tmp.path().join("plain-file");
     std::fs::write(&file, b"x").expect("write");
     match Log::open(&file, Options::default()) {
-        Err(Error::NotADirectory { path }) => assert_eq!(path, file),
+        Err(LogError::NotADirectory { path }) => assert_eq!(path, file),
         other => panic!("expected NotADirectory, got {other:?}"),
     }
     let missing = tmp.path().join("missing");
@@ -668,10 +668,10 @@ fn bad_paths_and_options_give_errors_that_name_them() {
     assert!(err.to_string().contains("missing"), "{err}");
     let mut o = Options::default();
     o.record_bytes_max = o.segment_bytes_max;
-    assert!(matches!(Log::open(tmp.path().join("a"), o), Err(Error::InvalidOptions { .. })));
+    assert!(matches!(Log::open(tmp.path().join("a"), o), Err(LogError::InvalidOptions { .. })));
     let mut o = Options::default();
     o.durability = Durability::Interval(std::time::Duration::ZERO);
-    assert!(matches!(Log::open(tmp.path().join("b"), o), Err(Error::InvalidOptions { .. })));
+    assert!(matches!(Log::open(tmp.path().join("b"), o), Err(LogError::InvalidOptions { .. })));
 }
 
 #[test]

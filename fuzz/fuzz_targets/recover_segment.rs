@@ -4,7 +4,7 @@
 
 use evlog::format::{decode_frame, encode_segment_header, segment_file_name};
 use evlog::storage::{MemStorage, OpenMode, Storage};
-use evlog::{Durability, Error, Log, Options};
+use evlog::{Durability, Log, LogError, Options};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     o.read_buffer_bytes = 64;
     let log = match Log::open(dir, o) {
         Ok(log) => log,
-        Err(Error::Corruption { .. }) => return,
+        Err(LogError::Corruption { .. }) => return,
         Err(e) => panic!("open failed with something other than corruption: {e}"),
     };
     let kept = mem.read_file(&dir.join(segment_file_name(0))).expect("segment");

@@ -125,14 +125,14 @@ impl<T, C: Codec<T>> TypedTopic<T, C> {
     /// Appends `value` with the timestamp, key and headers of `meta` (its payload is ignored).
     pub fn append_record(&self, value: &T, meta: NewRecord<'_>) -> Result<u64> {
         let payload = self.encode(value)?;
-        self.topic.append_record(&NewRecord { payload: &payload, ..meta })
+        Ok(self.topic.append_record(&NewRecord { payload: &payload, ..meta })?)
     }
 
     /// Appends all `values` as one atomic batch (one write, at most one fsync).
     pub fn append_batch(&self, values: &[T]) -> Result<Range<u64>> {
         let payloads = values.iter().map(|v| self.encode(v)).collect::<Result<Vec<_>>>()?;
         let records: Vec<NewRecord<'_>> = payloads.iter().map(|p| NewRecord::new(p)).collect();
-        self.topic.append_batch(&records)
+        Ok(self.topic.append_batch(&records)?)
     }
 
     /// The value at `offset`, `Ok(None)` if there is no record there.
@@ -143,7 +143,7 @@ impl<T, C: Codec<T>> TypedTopic<T, C> {
     /// Values from `from_offset` to the current end. A record that fails to decode yields
     /// [`Error::Decode`] and iteration goes on with the next one.
     pub fn iter(&self, from_offset: u64) -> impl Iterator<Item = Result<Typed<T>>> + '_ {
-        self.topic.iter(from_offset).map(move |r| r.and_then(|r| self.decode(r)))
+        self.topic.iter(from_offset).map(move |r| r.map_err(Error::from).and_then(|r| self.decode(r)))
     }
 
     /// A consumer of this topic for `group` that decodes what it polls.

@@ -4,7 +4,7 @@
 //! it; a log of 10,000 segments therefore holds at most `open_segments_max` maps and no file
 //! descriptors for sealed segments.
 
-use crate::error::{Error, Result};
+use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::log::index::{self, IndexBuilder, LoadedIndex};
 use crate::log::segment::{self, FrameCursor, Source};

@@ -6,7 +6,7 @@
 //! - It is overwritten in place and fsynced; a torn or lost one fails its checksum and recovery
 //!   falls back to scanning the whole last segment. It is a cache, never the only copy of a fact.
 
-use crate::error::{Error, Result};
+use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, CHECKPOINT_LEN, Checkpoint};
 use crate::storage::{OpenMode, Storage, StorageFile};
 use std::path::{Path, PathBuf};

@@ -19,7 +19,7 @@ pub(crate) mod recovery;
 pub(crate) mod segment;
 pub(crate) mod writer;
 
-use crate::error::{Error, Result};
+use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::log::cache::{Sealed, SegmentCache};
 use crate::log::index::IndexBuilder;

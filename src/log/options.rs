@@ -1,6 +1,6 @@
 //! Options, durability modes and limits.
 
-use crate::error::{Error, Result};
+use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{FRAME_HEADER_LEN, RECORD_BYTES_LIMIT, SEGMENT_HEADER_LEN};
 use crate::storage::{RealStorage, Storage};
 use std::sync::Arc;

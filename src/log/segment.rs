@@ -12,7 +12,7 @@
 // helper, so an impossible value is an error, not a silently wrapped number.
 #![deny(clippy::cast_possible_truncation)]
 
-use crate::error::{Error, Result};
+use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, DecodedFrame, FRAME_HEADER_LEN, FrameError, SEGMENT_HEADER_LEN};
 use crate::storage::{Bytes, OpenMode, SharedBytes, Storage, StorageFile};
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@
 //!   uses it to tell corruption of durable data from an unsynced torn tail.
 //! - A roll fsyncs the old segment before creating the new one, so sealed segments are whole.
 
-use crate::error::{Error, Result};
+use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, Checkpoint, FRAME_HEADER_LEN, FrameFields, SEGMENT_HEADER_LEN};
 use crate::log::checkpoint::CheckpointFile;
 use crate::log::index::{self, IndexBuilder};

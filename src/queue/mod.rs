@@ -274,7 +274,7 @@ impl Queue {
 
     /// Appends a record to the queue's topic (a convenience: any append to the topic enqueues).
     pub fn push(&self, record: &NewRecord<'_>) -> Result<u64> {
-        self.inner.topic.append_record(record)
+        Ok(self.inner.topic.append_record(record)?)
     }
 
     fn now(&self) -> i64 {

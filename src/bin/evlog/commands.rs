@@ -12,8 +12,8 @@ use std::time::Duration;
 pub type CmdResult = Result<ExitCode, String>;
 
 /// Turns a library error into one line, saying plainly when the store is in use and by whom.
-fn msg(e: Error) -> String {
-    match e {
+fn msg(e: impl Into<Error>) -> String {
+    match e.into() {
         Error::Locked { path } => format!(
             "{} is in use by another process{} (it holds the lock); stop it, or use dump, tail, info or verify, which work beside a writer",
             path.display(),
@@ -438,7 +438,7 @@ fn scan_topic(dir: &Path, topic: &str, bar: &indicatif::ProgressBar) -> Result<(
                     bar.inc(1);
                 }
                 Some(Err(error)) => {
-                    findings.push(Finding { topic: topic.to_string(), segment_base: base, error });
+                    findings.push(Finding { topic: topic.to_string(), segment_base: base, error: error.into() });
                     bar.inc(end.saturating_sub(it.next_offset()));
                     break;
                 }

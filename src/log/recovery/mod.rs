@@ -23,7 +23,7 @@ pub use repair::RepairReport;
 pub(crate) use repair::quarantine_after;
 use repair::save_to_quarantine;
 
-use crate::error::{Error, Result};
+use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::log::checkpoint;
 use crate::log::index::{self, IndexBuilder, LoadedIndex};

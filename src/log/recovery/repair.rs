@@ -4,7 +4,7 @@
 //! place or both, never in neither.
 
 use super::{Ctx, Recovered, RecoveryReport, byte_count, seg_path};
-use crate::error::{Error, Result};
+use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::log::index::{self, IndexBuilder};
 use crate::log::options::RecoveryMode;
