@@ -481,12 +481,7 @@ fn fmt_offset(offset: Option<u64>) -> String {
 impl Error {
     /// Wraps an I/O error, turning "no space" into [`Error::StorageFull`].
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        let path = path.into();
-        if source.kind() == io::ErrorKind::StorageFull || source.kind() == io::ErrorKind::QuotaExceeded {
-            Error::StorageFull { op, path, source }
-        } else {
-            Error::Io { op, path, source }
-        }
+        LogError::io(op, path, source).into()
     }
 
     pub(crate) fn corruption(
@@ -495,7 +490,7 @@ impl Error {
         offset: Option<u64>,
         reason: impl Into<String>,
     ) -> Self {
-        Error::Corruption { path: path.into(), position, offset, reason: reason.into() }
+        LogError::corruption(path, position, offset, reason).into()
     }
 
     /// True for [`Error::Corruption`] and [`Error::CorruptState`]: bytes evlog wrote came back
