@@ -27,7 +27,7 @@ use crate::log::options::{Durability, Options};
 use crate::log::record::{NewRecord, Record};
 use crate::log::recovery::RecoveryReport;
 use crate::log::segment::{FrameCursor, Source, Step};
-use crate::log::writer::{SyncState, Writer};
+use crate::log::writer::Writer;
 use crate::storage::{LockGuard, OpenMode, StorageFile};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -180,8 +180,8 @@ pub(crate) struct Shared {
     /// Smallest and largest timestamp per sealed segment, filled lazily.
     pub time_ranges: Mutex<HashMap<u64, Option<(i64, i64)>>>,
     pub writer: Option<Mutex<Writer>>,
-    pub sync: Mutex<SyncState>,
-    pub sync_cv: Condvar,
+    /// Durable appends share fsyncs through it.
+    pub group_commit: crate::sync::GroupCommit,
     /// Every offset below this is on stable storage.
     pub synced_offset: AtomicU64,
     pub poisoned: AtomicBool,
@@ -320,8 +320,7 @@ impl Shared {
             }
         }
         self.poisoned.store(true, Ordering::Release);
-        let _g = lock(&self.sync);
-        self.sync_cv.notify_all();
+        self.group_commit.wake_all();
     }
 
     /// Read-only logs: looks at the directory again for new frames and segments. Returns whether
@@ -637,8 +636,7 @@ impl Log {
             cache: Mutex::new(SegmentCache::default()),
             time_ranges: Mutex::new(HashMap::new()),
             writer,
-            sync: Mutex::new(SyncState::default()),
-            sync_cv: Condvar::new(),
+            group_commit: crate::sync::GroupCommit::default(),
             synced_offset: AtomicU64::new(if read_only { 0 } else { rec.next_offset }),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),

@@ -62,13 +62,6 @@ impl Writer {
     }
 }
 
-/// Group commit state.
-#[derive(Debug, Default)]
-pub(crate) struct SyncState {
-    /// A leader is fsyncing now.
-    syncing: bool,
-}
-
 use crate::clock::now_ms;
 
 impl Shared {
@@ -210,29 +203,11 @@ impl Shared {
 
     /// Returns once every offset below `target` is durable; shares fsyncs with other callers.
     pub fn sync_to(&self, target: u64) -> Result<()> {
-        loop {
-            self.check_poison()?;
-            if self.synced_offset.load(Ordering::Acquire) >= target {
-                return Ok(());
-            }
-            let mut st = lock(&self.sync);
-            if self.synced_offset.load(Ordering::Acquire) >= target {
-                return Ok(());
-            }
-            if st.syncing {
-                // Someone is syncing; it may not cover our write, so look again after it.
-                let _st = self.sync_cv.wait(st).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            st.syncing = true;
-            drop(st);
-            let result = self.lead_sync();
-            let mut st = lock(&self.sync);
-            st.syncing = false;
-            self.sync_cv.notify_all();
-            drop(st);
-            result?;
-        }
+        self.group_commit.wait_until(
+            || self.synced_offset.load(Ordering::Acquire) >= target,
+            || self.lead_sync(),
+            || self.check_poison(),
+        )
     }
 
     /// One group commit: fsync everything written so far, then publish and maybe checkpoint.

@@ -22,7 +22,7 @@ use crate::storage::{OpenMode, Storage};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 const GROUPS_TREE: &str = "groups";
 const STATE_TREE_PREFIX: &str = "state:";
@@ -102,21 +102,13 @@ pub(crate) struct StateDb {
     poisoned: AtomicBool,
     /// What `sync_dir_tree` already made durable.
     synced: Mutex<Synced>,
-    /// Group commit of durable commits: see `make_durable`.
+    /// Group commit of durable commits (see `make_durable`): each call takes a ticket; a flush
+    /// that began after ticket `t` was taken covers the write that preceded it. Highest ticket
+    /// covered by a sled flush / by a flush plus fsyncs.
     writes: AtomicU64,
-    gate: Mutex<Gate>,
-    gate_cv: Condvar,
-}
-
-/// Who is flushing the database and how far the last flush reached.
-#[derive(Debug, Default)]
-struct Gate {
-    /// Each `make_durable` call takes a ticket; a flush started after ticket `t` was taken
-    /// covers the write that preceded it. Highest ticket covered by a sled flush / by a flush
-    /// plus fsyncs.
-    flushed_upto: u64,
-    synced_upto: u64,
-    flushing: bool,
+    flushed_upto: AtomicU64,
+    synced_upto: AtomicU64,
+    group_commit: crate::sync::GroupCommit,
 }
 
 /// A work queue's outstanding record, as stored: delivered `deliveries` times so far; not to be
@@ -191,8 +183,9 @@ impl StateDb {
             poisoned: AtomicBool::new(false),
             synced: Mutex::default(),
             writes: AtomicU64::new(0),
-            gate: Mutex::default(),
-            gate_cv: Condvar::new(),
+            flushed_upto: AtomicU64::new(0),
+            synced_upto: AtomicU64::new(0),
+            group_commit: crate::sync::GroupCommit::default(),
         };
         // sled creates its files and directories without fsyncing them or their directory:
         // make them durable now, so that a power cut after the first durable commit finds the
@@ -346,37 +339,21 @@ impl StateDb {
             return Ok(());
         }
         let ticket = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
-        let covered = |g: &Gate| match durability {
-            CommitDurability::Always => g.synced_upto >= ticket,
-            _ => g.flushed_upto >= ticket,
-        };
-        let mut gate = crate::sync::lock(&self.gate);
-        loop {
-            if self.poisoned.load(Ordering::Acquire) {
-                return Err(self.poisoned_error());
-            }
-            if covered(&gate) {
-                return Ok(());
-            }
-            if !gate.flushing {
-                break;
-            }
-            gate = self.gate_cv.wait(gate).unwrap_or_else(|e| e.into_inner());
-        }
-        gate.flushing = true;
-        drop(gate);
-        let upto = self.writes.load(Ordering::SeqCst);
-        let r = self.flush_once(durability);
-        let mut gate = crate::sync::lock(&self.gate);
-        gate.flushing = false;
-        if r.is_ok() {
-            gate.flushed_upto = gate.flushed_upto.max(upto);
-            if durability == CommitDurability::Always {
-                gate.synced_upto = gate.synced_upto.max(upto);
-            }
-        }
-        self.gate_cv.notify_all();
-        r
+        let mark = if durability == CommitDurability::Always { &self.synced_upto } else { &self.flushed_upto };
+        self.group_commit.wait_until(
+            || mark.load(Ordering::Acquire) >= ticket,
+            || {
+                // Every ticket taken so far belongs to a write that is already in sled.
+                let upto = self.writes.load(Ordering::SeqCst);
+                self.flush_once(durability)?;
+                self.flushed_upto.fetch_max(upto, Ordering::AcqRel);
+                if durability == CommitDurability::Always {
+                    self.synced_upto.fetch_max(upto, Ordering::AcqRel);
+                }
+                Ok(())
+            },
+            || if self.poisoned.load(Ordering::Acquire) { Err(self.poisoned_error()) } else { Ok(()) },
+        )
     }
 
     fn flush_once(&self, durability: CommitDurability) -> Result<()> {
