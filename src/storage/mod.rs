@@ -11,8 +11,9 @@
 //!
 //! Invariants:
 //! - Nothing above this module opens, syncs or maps a file by itself.
-//! - Every directory evlog creates is created by [`create_dir_durable`], which fsyncs each new
-//!   directory into its parent before returning.
+//! - Every directory an acknowledgement depends on is created by [`create_dir_durable`], which
+//!   fsyncs each new directory into its parent before returning. (Replay spill directories are
+//!   made with plain `create_dir_all`: nothing durable depends on them, and open removes them.)
 //! - [`StorageFile::map`] is only called on files that no writer will change again (sealed
 //!   segments and index files, which are replaced by rename, never rewritten in place).
 
