@@ -565,6 +565,7 @@ impl Replay {
             None => {
                 let nanos = crate::clock::now_nanos();
                 let d = self.store.root().join(REPLAY_TMP_DIR).join(format!("{}-{nanos}", std::process::id()));
+                // Not made durable: runs live only as long as this replay, and open removes them.
                 storage.create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?;
                 self.spill_dir = Some(d.clone());
                 d
