@@ -1,4 +1,11 @@
-//! The crate's errors: [`LogError`] for the log layer, [`Error`] for the store and above.
+//! The crate's errors, one enum per layer under one umbrella:
+//!
+//! - [`LogError`]: everything a [`Log`](crate::Log) returns. [`Error`] has each of its variants
+//!   under the same name, so `Error::Corruption` matches whichever layer met the bad bytes.
+//! - [`Error`]'s own variants: the store's and its consumers' (names, groups, the consumer
+//!   database, codecs) — every layer above the store can meet them.
+//! - [`ReplayError`], [`QueueError`], [`KafkaError`]: what only that layer refuses, nested as
+//!   `Error::Replay(..)`, `Error::Queue(..)`, `Error::Kafka(..)` with `From` conversions.
 //!
 //! Every variant's message names what a person needs to act on it: the path, the byte position,
 //! the offset and the cause. Each variant documents when it happens and whether the caller can go
@@ -177,15 +184,6 @@ pub enum Error {
         position: u64,
     },
 
-    /// A priority queue was given a lane that does not exist, or a delivery from another queue.
-    #[error("{what}: this priority queue has {lanes} lanes")]
-    NoSuchLane {
-        /// What was asked, e.g. "priority 3" or "a delivery from topic \"x\"".
-        what: String,
-        /// How many lanes the queue has.
-        lanes: usize,
-    },
-
     /// A thread evlog needed could not be started (the system is out of threads or memory).
     #[error("could not start a thread for {what}: {source}")]
     Spawn {
@@ -205,10 +203,6 @@ pub enum Error {
         /// The subscription's group.
         group: String,
     },
-
-    /// `Replay::checkpoint` on a replay that has no name to save its progress under.
-    #[error("a replay's progress can only be saved under a name: build it with .name(..)")]
-    ReplayNotNamed,
 
     /// The consumer-state database (sled) failed.
     #[error("consumer state {path}: {op} failed: {cause}")]
@@ -243,34 +237,6 @@ pub enum Error {
         reason: String,
     },
 
-    /// A streaming replay met a record later than its declared `max_lateness` allows, after
-    /// records that sort after it were already emitted. Replay without `max_lateness` (the exact
-    /// path) for such data.
-    #[error(
-        "topic {topic:?} offset {offset} (timestamp {timestamp}) arrived after records up to timestamp {emitted} were replayed: later than max_lateness; replay without max_lateness to sort it exactly"
-    )]
-    LatenessExceeded {
-        /// The topic of the late record.
-        topic: String,
-        /// Its offset.
-        offset: u64,
-        /// Its timestamp.
-        timestamp: i64,
-        /// The timestamp of the last record already emitted.
-        emitted: i64,
-    },
-
-    /// A streaming replay's lateness window needs more memory than `memory_bytes_max`.
-    #[error(
-        "replay holds {held} bytes waiting for the watermark, over memory_bytes_max = {max}; raise it or replay without max_lateness"
-    )]
-    ReplayMemoryExceeded {
-        /// Bytes held.
-        held: u64,
-        /// The budget.
-        max: u64,
-    },
-
     /// A value could not be encoded by a typed topic's codec. Nothing was appended.
     #[error("cannot encode a value for topic {topic:?}: {reason}")]
     Encode {
@@ -292,6 +258,70 @@ pub enum Error {
         reason: String,
     },
 
+    /// A replay refused to go on (see [`ReplayError`]).
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+
+    /// A work queue refused an operation (see [`QueueError`]).
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+
+    /// Kafka could not be reached or refused something (feature `kafka`; see [`KafkaError`]).
+    /// The local log is unchanged.
+    #[cfg(feature = "kafka")]
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+
+    /// A write was attempted through a read-only handle.
+    #[error("log {path} is open read-only")]
+    ReadOnly {
+        /// The log directory.
+        path: PathBuf,
+    },
+}
+
+/// What the replay layer refuses. Everything else a replay can return (I/O, corruption) belongs
+/// to the log or the store and keeps its own variant of [`Error`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// A streaming replay met a record later than its declared `max_lateness` allows, after
+    /// records that sort after it were already emitted. Replay without `max_lateness` (the exact
+    /// path) for such data.
+    #[error(
+        "topic {topic:?} offset {offset} (timestamp {timestamp}) arrived after records up to timestamp {emitted} were replayed: later than max_lateness; replay without max_lateness to sort it exactly"
+    )]
+    LatenessExceeded {
+        /// The topic of the late record.
+        topic: String,
+        /// Its offset.
+        offset: u64,
+        /// Its timestamp.
+        timestamp: i64,
+        /// The timestamp of the last record already emitted.
+        emitted: i64,
+    },
+
+    /// A streaming replay's lateness window needs more memory than `memory_bytes_max`.
+    #[error(
+        "replay holds {held} bytes waiting for the watermark, over memory_bytes_max = {max}; raise it or replay without max_lateness"
+    )]
+    MemoryExceeded {
+        /// Bytes held.
+        held: u64,
+        /// The budget.
+        max: u64,
+    },
+
+    /// `Replay::checkpoint` on a replay that has no name to save its progress under.
+    #[error("a replay's progress can only be saved under a name: build it with .name(..)")]
+    NotNamed,
+}
+
+/// What the work-queue layer refuses. Nothing changed when one of these is returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
     /// A work queue's ack, nack or dead-letter came from a delivery that is no longer the
     /// newest one of its record: its lease ran out and it was delivered again, or it was
     /// already acked or dead-lettered. Nothing changed.
@@ -307,20 +337,73 @@ pub enum Error {
         reason: String,
     },
 
-    /// Kafka could not be reached or refused something (feature `kafka`): unreachable brokers,
-    /// a missing topic, a record larger than the broker accepts, a failed delivery. The local
-    /// log is unchanged.
-    #[error("kafka: {reason}")]
-    Kafka {
-        /// What went wrong, naming brokers, topic, partition or offset.
+    /// A priority queue was given a lane that does not exist, or a delivery from another queue.
+    #[error("{what}: this priority queue has {lanes} lanes")]
+    NoSuchLane {
+        /// What was asked, e.g. "priority 3" or "a delivery from topic \"x\"".
+        what: String,
+        /// How many lanes the queue has.
+        lanes: usize,
+    },
+}
+
+/// What went wrong talking to Kafka (feature `kafka`). The local log is unchanged.
+#[cfg(feature = "kafka")]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KafkaError {
+    /// The cluster did not answer a metadata request in time.
+    #[error("cannot reach the Kafka cluster at {brokers} within {timeout:?}: {reason}")]
+    Unreachable {
+        /// The bootstrap servers.
+        brokers: String,
+        /// How long evlog waited.
+        timeout: std::time::Duration,
+        /// The client's message.
         reason: String,
     },
 
-    /// A write was attempted through a read-only handle.
-    #[error("log {path} is open read-only")]
-    ReadOnly {
-        /// The log directory.
-        path: PathBuf,
+    /// The Kafka topic does not exist (evlog never creates Kafka topics).
+    #[error("Kafka topic {topic:?} does not exist at {brokers}")]
+    NoSuchTopic {
+        /// The bootstrap servers.
+        brokers: String,
+        /// The Kafka topic.
+        topic: String,
+    },
+
+    /// A record is larger than the broker (or client) accepts; it was not forwarded.
+    #[error("record at offset {offset} ({bytes} bytes) is larger than the broker accepts")]
+    RecordTooLarge {
+        /// The record's offset in the local topic.
+        offset: u64,
+        /// Its payload size.
+        bytes: u64,
+    },
+
+    /// The broker did not acknowledge a forwarded record.
+    #[error("delivery failed: {reason}")]
+    Delivery {
+        /// The client's message.
+        reason: String,
+    },
+
+    /// Reading a partition's tail took longer than allowed.
+    #[error("timed out reading partition {partition} of {topic:?}")]
+    Timeout {
+        /// The Kafka topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
+
+    /// Any other call of the Kafka client failed.
+    #[error("{op}: {reason}")]
+    Client {
+        /// What was being done, e.g. "assign" or "create a producer".
+        op: String,
+        /// The client's message.
+        reason: String,
     },
 }
 

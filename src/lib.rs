@@ -99,7 +99,9 @@ pub use consume::consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, Cons
 pub use consume::producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER, Sent};
 #[cfg(feature = "typed")]
 pub use consume::typed::{Typed, TypedConsumer, TypedTopic};
-pub use error::{Error, LogError, LogResult, Result};
+#[cfg(feature = "kafka")]
+pub use error::KafkaError;
+pub use error::{Error, LogError, LogResult, QueueError, ReplayError, Result};
 pub use log::options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT};
 pub use log::record::{NewRecord, Record};
 pub use log::recovery::{RecoveryReport, RepairReport};

@@ -4,7 +4,7 @@ mod common;
 
 use evlog::{
     CommitDurability, DEAD_DELIVERIES_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER, Delivery, Error, ManualClock,
-    NewRecord, QueueOptions, Store, StoreOptions,
+    NewRecord, QueueError, QueueOptions, Store, StoreOptions,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -44,7 +44,7 @@ fn each_record_is_leased_to_one_worker_and_an_acked_one_never_comes_back() {
     assert_eq!((a.offset(), b.offset(), a.deliveries), (0, 1, 1));
     assert_eq!(q.stats().leased, 2);
     q.ack(&a).expect("ack");
-    assert!(matches!(q.ack(&a), Err(Error::LeaseLost { offset: 0, .. })), "a second ack is refused");
+    assert!(matches!(q.ack(&a), Err(Error::Queue(QueueError::LeaseLost { offset: 0, .. }))), "a second ack is refused");
     worker2.ack(&b).expect("ack");
     let c = q.try_lease().expect("lease").expect("job");
     assert_eq!(c.offset(), 2);
@@ -90,7 +90,7 @@ fn a_lease_that_runs_out_goes_to_another_worker_and_the_first_loses_its_ack() {
     let fast = q.try_lease().expect("lease").expect("redelivered");
     assert_eq!((fast.offset(), fast.deliveries), (0, 2));
     let lost = q.ack(&slow);
-    assert!(matches!(&lost, Err(Error::LeaseLost { .. })), "{lost:?}");
+    assert!(matches!(&lost, Err(Error::Queue(QueueError::LeaseLost { .. }))), "{lost:?}");
     assert!(lost.unwrap_err().to_string().contains("offset 0"));
     q.ack(&fast).expect("the newest delivery acks");
 }
@@ -354,7 +354,7 @@ proptest! {
                             *acks.entry(d.offset()).or_default() += 1;
                             fate.insert(d.offset(), Fate::Acked);
                         }
-                        Err(Error::LeaseLost { .. }) => {}
+                        Err(Error::Queue(QueueError::LeaseLost { .. })) => {}
                         Err(e) => return Err(TestCaseError::fail(format!("ack: {e}"))),
                     }
                 }
@@ -366,7 +366,7 @@ proptest! {
                                 fate.insert(d.offset(), Fate::Dead);
                             }
                         }
-                        Err(Error::LeaseLost { .. }) => {}
+                        Err(Error::Queue(QueueError::LeaseLost { .. })) => {}
                         Err(e) => return Err(TestCaseError::fail(format!("nack: {e}"))),
                     }
                 }
@@ -431,7 +431,7 @@ fn lease_many_and_ack_many_share_one_write_and_ack_what_is_still_theirs() {
     let second = q.try_lease_many(3).expect("lease");
     assert_eq!(second.iter().map(Delivery::offset).collect::<Vec<_>>(), vec![0, 1, 2]);
     let r = q.ack_many(&first);
-    assert!(matches!(r, Err(Error::LeaseLost { offset: 0, .. })), "{r:?}");
+    assert!(matches!(r, Err(Error::Queue(QueueError::LeaseLost { offset: 0, .. }))), "{r:?}");
     q.ack_many(&second).expect("the newest deliveries ack");
     let rest = q.try_lease_many(10).expect("lease");
     assert_eq!(rest.iter().map(Delivery::offset).collect::<Vec<_>>(), vec![3, 4]);

@@ -1,6 +1,6 @@
 //! Timestamp-ordered replay against a sorted model, spills, resume, streaming, live tail.
 
-use evlog::{Durability, Error, NewRecord, Options, ReplayEvent, Store, StoreOptions};
+use evlog::{Durability, Error, NewRecord, Options, ReplayError, ReplayEvent, Store, StoreOptions};
 use proptest::prelude::*;
 use std::path::Path;
 use std::time::Duration;
@@ -104,7 +104,7 @@ proptest! {
         for e in store.replay(&refs).max_lateness(Duration::from_millis(lateness)).start().expect("start") {
             match e {
                 Ok(e) => got.push(e),
-                Err(Error::LatenessExceeded { timestamp, emitted, .. }) => {
+                Err(Error::Replay(ReplayError::LatenessExceeded { timestamp, emitted, .. })) => {
                     // Refused rather than emit out of order: what was emitted is in order, every
                     // record of it is real, and the refused record belonged before the last one.
                     let k = keys(&got);
@@ -217,7 +217,7 @@ fn bad_replay_input_gives_clear_errors() {
     assert!(matches!(store.replay(&[]).start(), Err(Error::InvalidOptions { .. })));
     assert!(matches!(store.replay(&["../x"]).start(), Err(Error::InvalidName { .. })));
     let mut r = store.replay(&["t"]).start().expect("start");
-    assert!(matches!(r.checkpoint(), Err(Error::ReplayNotNamed)), "unnamed replays have no checkpoint");
+    assert!(matches!(r.checkpoint(), Err(Error::Replay(ReplayError::NotNamed))), "unnamed replays have no checkpoint");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 #![no_main]
 
 use evlog::storage::MemStorage;
-use evlog::{Durability, Error, NewRecord, Options, Store, StoreOptions};
+use evlog::{Durability, Error, NewRecord, ReplayError, Options, Store, StoreOptions};
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,12 +55,12 @@ fuzz_target!(|data: &[u8]| {
         for e in b.start().expect("start") {
             match e {
                 Ok(e) => got.push((e.timestamp, e.topic.to_string(), e.offset)),
-                Err(Error::LatenessExceeded { .. }) if streaming => {
+                Err(Error::Replay(ReplayError::LatenessExceeded { .. })) if streaming => {
                     assert!(got.windows(2).all(|w| w[0] < w[1]), "emitted out of order");
                     refused = true;
                     break;
                 }
-                Err(Error::ReplayMemoryExceeded { .. }) if streaming => {
+                Err(Error::Replay(ReplayError::MemoryExceeded { .. })) if streaming => {
                     refused = true;
                     break;
                 }

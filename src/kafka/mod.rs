@@ -38,13 +38,13 @@
 //! Neither ever writes to the local log it forwards from, except the group's offsets.
 
 use crate::consume::consumer::{ConsumerOptions, StartAt};
-use crate::error::{Error, Result};
+use crate::error::{Error, KafkaError, Result};
 use crate::log::record::{NewRecord, Record};
 use crate::storage::OpenMode;
 use crate::store::{Store, Topic};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError as ClientError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -73,8 +73,8 @@ fn imported_header(name: &str) -> bool {
     ![KAFKA_PARTITION_HEADER, KAFKA_OFFSET_HEADER].contains(&name)
 }
 
-fn kafka_err(what: &str, e: KafkaError) -> Error {
-    Error::Kafka { reason: format!("{what}: {e}") }
+fn kafka_err(what: &str, e: ClientError) -> Error {
+    KafkaError::Client { op: what.to_string(), reason: e.to_string() }.into()
 }
 
 impl Store {
@@ -246,13 +246,15 @@ fn client_config(brokers: &str, extra: &[(String, String)]) -> ClientConfig {
 /// The number of partitions of `topic`, or a clear error when the cluster cannot be reached or
 /// the topic does not exist.
 fn partitions_of(consumer: &BaseConsumer, brokers: &str, topic: &str, timeout: Duration) -> Result<u32> {
-    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| Error::Kafka {
-        reason: format!("cannot reach the Kafka cluster at {brokers} within {timeout:?}: {e}"),
+    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| KafkaError::Unreachable {
+        brokers: brokers.to_string(),
+        timeout,
+        reason: e.to_string(),
     })?;
     let t = md.topics().iter().find(|t| t.name() == topic);
     match t {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as u32),
-        _ => Err(Error::Kafka { reason: format!("Kafka topic {topic:?} does not exist at {brokers}") }),
+        _ => Err(KafkaError::NoSuchTopic { brokers: brokers.to_string(), topic: topic.to_string() }.into()),
     }
 }
 
@@ -321,9 +323,7 @@ impl Forwarder {
             let deadline = Instant::now() + opts.connect_timeout.max(Duration::from_secs(10));
             while next < end {
                 if Instant::now() > deadline {
-                    return Err(Error::Kafka {
-                        reason: format!("timed out reading partition {p} of {:?}", opts.kafka_topic),
-                    });
+                    return Err(KafkaError::Timeout { topic: opts.kafka_topic.clone(), partition: p }.into());
                 }
                 let Some(m) = consumer.poll(Duration::from_millis(500)) else { continue };
                 let m = m.map_err(|e| kafka_err("read the partition tail", e))?;
@@ -408,7 +408,7 @@ impl Forwarder {
     /// unacknowledged (or the position, when none is). Returns the committed offset.
     fn settle(&mut self, c: &mut crate::Consumer, unacked: &mut BTreeSet<u64>, committed: u64) -> Result<u64> {
         while let Ok(ack) = self.acks.try_recv() {
-            let offset = ack.map_err(|reason| Error::Kafka { reason: format!("delivery failed: {reason}") })?;
+            let offset = ack.map_err(|reason| KafkaError::Delivery { reason })?;
             unacked.remove(&offset);
             self.stats.forwarded += 1;
         }
@@ -456,18 +456,14 @@ impl Forwarder {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                    return Err(Error::Kafka {
-                        reason: format!(
-                            "record at offset {} ({} bytes) is larger than the broker accepts",
-                            r.offset(),
-                            r.payload().len()
-                        ),
-                    });
+                Err((ClientError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    return Err(
+                        KafkaError::RecordTooLarge { offset: r.offset(), bytes: r.payload().len() as u64 }.into()
+                    );
                 }
                 Err((e, _)) => return Err(kafka_err(&format!("produce offset {}", r.offset()), e)),
             }

@@ -18,11 +18,11 @@
 //!   the source offset, so a crash between the dead-letter append and the removal of the entry
 //!   cannot put it there twice.
 //! - Only the holder of the newest delivery may ack or nack; an ack after the lease moved to
-//!   another worker is [`Error::LeaseLost`].
+//!   another worker is [`QueueError::LeaseLost`](crate::QueueError::LeaseLost).
 
 use crate::consume::consumer::StartAt;
 use crate::consume::producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER};
-use crate::error::{Error, Result};
+use crate::error::{Error, QueueError, Result};
 use crate::log::record::{NewRecord, Record};
 use crate::log::{Iter, lock};
 use crate::store::state::{CommitDurability, QueueEntry};
@@ -282,12 +282,12 @@ impl Queue {
     }
 
     fn lease_lost(&self, offset: u64, reason: &str) -> Error {
-        Error::LeaseLost {
+        Error::Queue(QueueError::LeaseLost {
             topic: self.inner.topic.name().to_string(),
             group: self.inner.group.clone(),
             offset,
             reason: reason.to_string(),
-        }
+        })
     }
 
     /// Leases the next record if one is due now: redeliveries first (oldest due first), then
@@ -446,7 +446,7 @@ impl Queue {
 
     /// Acknowledges several deliveries with one durable write. Each that is still the newest
     /// delivery of its record is acked; if some were not, the others are still acked and the
-    /// first such one is returned as [`Error::LeaseLost`].
+    /// first such one is returned as [`QueueError::LeaseLost`](crate::QueueError::LeaseLost).
     pub fn ack_many(&self, deliveries: &[Delivery]) -> Result<()> {
         let inner = &*self.inner;
         let mut lost = None;
@@ -733,13 +733,17 @@ impl PriorityQueue {
     }
 
     fn lane(&self, i: usize) -> Result<&Queue> {
-        self.lanes.get(i).ok_or_else(|| Error::NoSuchLane { what: format!("priority {i}"), lanes: self.lanes.len() })
+        self.lanes.get(i).ok_or_else(|| {
+            Error::Queue(QueueError::NoSuchLane { what: format!("priority {i}"), lanes: self.lanes.len() })
+        })
     }
 
     fn lane_of(&self, d: &Delivery) -> Result<&Queue> {
-        self.lanes.iter().find(|q| q.topic().name() == &*d.topic).ok_or_else(|| Error::NoSuchLane {
-            what: format!("a delivery from topic {:?}", d.topic),
-            lanes: self.lanes.len(),
+        self.lanes.iter().find(|q| q.topic().name() == &*d.topic).ok_or_else(|| {
+            Error::Queue(QueueError::NoSuchLane {
+                what: format!("a delivery from topic {:?}", d.topic),
+                lanes: self.lanes.len(),
+            })
         })
     }
 

@@ -9,9 +9,9 @@
 //! - **Streaming** (`max_lateness(L)` declared): topics are read in offset order and merged behind
 //!   a watermark `min over topics (largest timestamp seen - L)`; a record is emitted once its
 //!   timestamp is below the watermark. A record later than declared is still placed exactly if
-//!   nothing after it was emitted yet; otherwise the replay returns `Error::LatenessExceeded` (it
+//!   nothing after it was emitted yet; otherwise the replay returns `ReplayError::LatenessExceeded` (it
 //!   never emits out of order). Memory is about the lateness window; past `memory_bytes_max` the
-//!   replay fails with `Error::ReplayMemoryExceeded` rather than grow.
+//!   replay fails with `ReplayError::MemoryExceeded` rather than grow.
 //!
 //! Invariants:
 //! - Segments whose time range cannot meet `[from, to)` are not read (time index).
@@ -24,7 +24,7 @@
 
 pub(crate) mod window;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ReplayError, Result};
 use crate::format::run::{self, RUN_ENTRY_HEADER_LEN};
 use crate::format::state::ReplayProgress;
 use crate::log::Iter;
@@ -442,7 +442,7 @@ impl Replay {
     /// durably. After a crash, starting the same named replay resumes right after it.
     pub fn checkpoint(&mut self) -> Result<()> {
         let Some(name) = &self.name else {
-            return Err(Error::ReplayNotNamed);
+            return Err(ReplayError::NotNamed.into());
         };
         let p = ReplayProgress {
             topics: self.names.iter().map(|n| n.to_string()).collect(),
@@ -641,16 +641,18 @@ impl Replay {
                     continue;
                 }
                 if self.last.is_some_and(|l| e.key < l) {
-                    return Err(Error::LatenessExceeded {
+                    return Err(Error::Replay(ReplayError::LatenessExceeded {
                         topic: self.topic_name(e.key.1).to_string(),
                         offset: e.key.2,
                         timestamp: e.key.0,
                         emitted: self.last.map_or(i64::MIN, |l| l.0),
-                    });
+                    }));
                 }
                 self.held_bytes += e.bytes();
                 if self.held_bytes > self.memory_bytes_max {
-                    return Err(Error::ReplayMemoryExceeded { held: self.held_bytes, max: self.memory_bytes_max });
+                    return Err(
+                        ReplayError::MemoryExceeded { held: self.held_bytes, max: self.memory_bytes_max }.into()
+                    );
                 }
                 let Mode::Streaming(pending) = &mut self.mode else { return Ok(None) };
                 pending.push(e);
