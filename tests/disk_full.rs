@@ -1,7 +1,7 @@
 //! A real full disk: a size-limited tmpfs (skipped, with a message, where mounting is not
 //! permitted). The fault-injecting storage covers ENOSPC everywhere else (tests/log.rs).
 
-use evlog::{Durability, Log, LogError, Options};
+use evlog::{Durability, Log, LogError, Options, WritePath};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -49,6 +49,8 @@ fn fill(log: &Log, from: u64) -> Result<u64, LogError> {
 
 #[test]
 fn a_full_real_filesystem_gives_storage_full_and_recovers_after_space_is_freed() {
+    // The pwrite path: a failed write may have stored part of a frame, so the log is poisoned
+    // until it is reopened.
     let Some(fs) = SmallFs::mount("512k") else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)");
         return;
@@ -57,24 +59,64 @@ fn a_full_real_filesystem_gives_storage_full_and_recovers_after_space_is_freed()
     let ballast: &Path = &fs.dir.join("ballast");
     std::fs::write(ballast, vec![0u8; 128 << 10]).expect("ballast");
     let dir = fs.dir.join("log");
-    let log = Log::open(&dir, options()).expect("open");
+    let mut o = options();
+    o.write_path = WritePath::Pwrite;
+    let log = Log::open(&dir, o.clone()).expect("open");
     let err = fill(&log, 0).expect_err("the disk fills up");
     assert!(matches!(err, LogError::StorageFull { .. }), "{err}");
     assert!(err.to_string().contains("no space"), "{err}");
     let acknowledged = log.next_offset();
     assert!(acknowledged > 50);
     // Readable, nothing wrong in it, and poisoned for appends.
-    let readable = log.iter(0).filter(|r| r.as_ref().is_ok_and(|r| r.payload().len() == 1007)).count() as u64;
-    assert_eq!(readable, acknowledged);
+    assert_eq!(readable(&log), acknowledged);
     assert!(matches!(log.append(b"x"), Err(LogError::Poisoned { .. })));
     drop(log);
     std::fs::remove_file(ballast).expect("free space");
-    let log = Log::open(&dir, options()).expect("reopen after freeing space");
+    let log = Log::open(&dir, o).expect("reopen after freeing space");
     assert!(log.next_offset() >= acknowledged);
     let next = log.next_offset();
+    assert_in_order(&log);
+    assert_eq!(log.append(b"room again").expect("append"), next);
+}
+
+#[test]
+fn a_full_disk_refuses_mapped_appends_before_writing_and_the_same_handle_appends_once_space_is_freed() {
+    // The map path: space is allocated (fallocate) before a byte of a record is copied, so a
+    // full disk is StorageFull with nothing written and nothing poisoned.
+    let Some(fs) = SmallFs::mount("512k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)");
+        return;
+    };
+    let ballast: &Path = &fs.dir.join("ballast");
+    std::fs::write(ballast, vec![0u8; 128 << 10]).expect("ballast");
+    let dir = fs.dir.join("log");
+    let log = Log::open(&dir, options()).expect("open");
+    let err = fill(&log, 0).expect_err("the disk fills up");
+    assert!(log.stats().mapped_writes, "tmpfs can fallocate, so appends go through the map");
+    assert!(matches!(err, LogError::StorageFull { .. }), "{err}");
+    let acknowledged = log.next_offset();
+    assert!(acknowledged > 50);
+    assert_eq!(readable(&log), acknowledged);
+    assert!(!log.is_poisoned());
+    assert!(matches!(fill(&log, acknowledged), Err(LogError::StorageFull { .. })), "still full");
+    let acknowledged = log.next_offset();
+    std::fs::remove_file(ballast).expect("free space");
+    assert_eq!(log.append(format!("{acknowledged:06}-room again").as_bytes()).expect("append"), acknowledged);
+    drop(log);
+    let log = Log::open(&dir, options()).expect("reopen");
+    assert_eq!(log.next_offset(), acknowledged + 1);
+    assert_in_order(&log);
+}
+
+/// Records in the log with a payload of the size `fill` writes.
+fn readable(log: &Log) -> u64 {
+    log.iter(0).filter(|r| r.as_ref().is_ok_and(|r| r.payload().len() == 1007)).count() as u64
+}
+
+/// Every record starts with its own offset, as `fill` wrote it.
+fn assert_in_order(log: &Log) {
     for (i, r) in log.iter(0).enumerate() {
         let r = r.expect("record");
         assert!(r.payload().starts_with(format!("{i:06}-").as_bytes()));
     }
-    assert_eq!(log.append(b"room again").expect("append"), next);
 }

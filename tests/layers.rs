@@ -88,3 +88,24 @@ fn every_top_level_module_is_in_a_layer() {
         }
     }
 }
+
+#[test]
+fn unsafe_code_lives_only_in_the_map_module_and_each_block_says_why_it_is_sound() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    let allowed = root.join("storage").join("map.rs");
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read source");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if !code.contains("unsafe {") && !code.contains("unsafe fn") && !code.contains("unsafe impl") {
+                continue;
+            }
+            assert_eq!(file, &allowed, "{}:{}: unsafe outside src/storage/map.rs", file.display(), i + 1);
+            let said = lines[..i].iter().rev().take(8).any(|l| l.trim_start().starts_with("// SAFETY:"));
+            assert!(said, "{}:{}: unsafe without a // SAFETY: comment above it", file.display(), i + 1);
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Named behaviours of the core log, each asserting an outcome.
 
 use evlog::storage::{CrashMode, Fault, FaultStorage, MemStorage, Op, Storage};
-use evlog::{Durability, Log, LogError, NewRecord, Options, RecoveryMode};
+use evlog::{Durability, Log, LogError, NewRecord, Options, RecoveryMode, WritePath};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -325,24 +325,36 @@ fn log_is_poisoned_after_an_injected_fsync_failure_and_never_reports_success() {
 
 #[test]
 fn failed_write_poisons_and_a_torn_write_is_cut_on_reopen() {
-    // A write that stores half its bytes then fails with EIO: poisoned; reopen truncates it.
-    let mem = MemStorage::new();
-    let faulty = FaultStorage::new(Arc::new(mem.clone()));
-    let mut o = Options::with_durability(Durability::Os);
-    o.storage = Arc::new(faulty.clone());
-    o.preallocate_bytes = 0;
-    let log = Log::open(dir(), o.clone()).expect("open");
-    log.append(b"first").expect("append");
-    faulty.fail_once(Op::Write, Some(".log"), 0, Fault::TornWrite { keep_bytes: 20 });
-    assert!(log.append(b"second, torn").is_err());
-    assert!(matches!(log.append(b"third"), Err(LogError::Poisoned { .. })));
-    drop(log);
-    let log = Log::open(dir(), o).expect("reopen");
-    // The torn frame's trailing zero bytes are reported with the zero tail.
-    let rep = log.recovery_report();
-    assert_eq!(rep.truncated_bytes + rep.zero_tail_bytes, 20);
-    assert!(rep.truncated_bytes > 0);
-    assert_eq!(all_payloads(&log), vec![b"first".to_vec()]);
+    // A write that stores 20 bytes of its frame then fails with EIO: poisoned; reopen truncates
+    // it. On both write paths: a pwrite that stores part of its buffer, and a copy into the
+    // map that stops part way.
+    for path in [WritePath::Pwrite, WritePath::Auto] {
+        let mem = MemStorage::new();
+        let faulty = FaultStorage::new(Arc::new(mem.clone()));
+        let mut o = Options::with_durability(Durability::Os);
+        o.storage = Arc::new(faulty.clone());
+        o.preallocate_bytes = 0;
+        o.write_path = path;
+        let log = Log::open(dir(), o.clone()).expect("open");
+        log.append(b"first").expect("append");
+        assert_eq!(log.stats().mapped_writes, path == WritePath::Auto);
+        faulty.fail_once(Op::Write, Some(".log"), 0, Fault::TornWrite { keep_bytes: 20 });
+        assert!(log.append(b"second, torn").is_err());
+        assert!(matches!(log.append(b"third"), Err(LogError::Poisoned { .. })));
+        drop(log);
+        let log = Log::open(dir(), o).expect("reopen");
+        let rep = log.recovery_report();
+        assert!(rep.truncated_bytes > 0, "{path:?}");
+        if path == WritePath::Pwrite {
+            // The torn frame's trailing zero bytes are reported with the zero tail.
+            assert_eq!(rep.truncated_bytes + rep.zero_tail_bytes, 20);
+        } else {
+            // The map had blocks (zeros) for the whole frame: all of it is cut.
+            let frame = (evlog::format::FRAME_HEADER_LEN + b"second, torn".len()) as u64;
+            assert_eq!(rep.truncated_bytes + rep.zero_tail_bytes, frame);
+        }
+        assert_eq!(all_payloads(&log), vec![b"first".to_vec()], "{path:?}");
+    }
 }
 
 #[test]

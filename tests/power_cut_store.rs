@@ -11,7 +11,7 @@
 //! n-th change" is one point of one sequence. After every cut the store must open and hold every
 //! acknowledged record, commit, ack and deletion.
 
-use evlog::storage::{CrashMode, FaultStorage, MemStorage, OpenMode, RealStorage, SharedBytes, Storage, StorageFile};
+use evlog::storage::{CrashMode, FaultStorage, MemStorage, OpenMode, RealStorage, Storage, StorageFile};
 use evlog::{
     CommitDurability, ConsumerOptions, Durability, Options, QueueOptions, RetentionOptions, StartAt, Store,
     StoreOptions,
@@ -130,9 +130,6 @@ impl StorageFile for ShadowFile {
         let bytes = std::fs::read(&self.path)?;
         self.images.lock().expect("images").files.insert(self.path.clone(), bytes);
         Ok(())
-    }
-    fn map(&self) -> io::Result<SharedBytes> {
-        self.inner.map()
     }
 }
 

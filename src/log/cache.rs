@@ -83,7 +83,7 @@ fn load(storage: &dyn Storage, dir: &Path, base: u64, end_offset: u64, write_ind
     let path = dir.join(format::segment_file_name(base));
     let file = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
     segment::check_header(file.as_ref(), &path, base)?;
-    let data = file.map().map_err(|e| Error::io("map", &path, e))?;
+    let data = file.map(crate::storage::INTERNAL).map_err(|e| Error::io("map", &path, e))?;
     drop(file);
     let len = data.len() as u64;
     let expected_records = end_offset - base;

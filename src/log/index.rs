@@ -204,7 +204,7 @@ impl LoadedIndex {
         let read = |name: String| -> Option<SharedBytes> {
             let f = storage.open(&dir.join(name), OpenMode::Read).ok()?;
             if map {
-                f.map().ok()
+                f.map(crate::storage::INTERNAL).ok()
             } else {
                 let len = usize::try_from(f.len().ok()?).ok()?;
                 f.read_vec(0, len).ok().map(SharedBytes::from_vec)

@@ -153,6 +153,20 @@ pub struct LogStats {
     pub fsync_mean: Duration,
     /// Longest of those fsyncs.
     pub fsync_max: Duration,
+    /// Records those fsyncs made durable (each counted once): `synced_records / fsyncs` is the
+    /// records per fsync that group commit achieved.
+    pub synced_records: u64,
+    /// Whether appends currently go through a writable map of the active segment
+    /// ([`WritePath::Auto`](crate::WritePath::Auto) where the storage allows) rather than
+    /// `pwrite`.
+    pub mapped_writes: bool,
+}
+
+impl LogStats {
+    /// Records made durable per append-path fsync (0 before the first).
+    pub fn records_per_fsync(&self) -> f64 {
+        if self.fsyncs == 0 { 0.0 } else { self.synced_records as f64 / self.fsyncs as f64 }
+    }
 }
 
 /// What readers may see.
@@ -197,6 +211,10 @@ pub(crate) struct Shared {
     pub report: RecoveryReport,
     /// fsyncs of data files on the append path (group commit leaders and rolls).
     pub fsyncs: AtomicU64,
+    /// Records those fsyncs made durable.
+    pub synced_records: AtomicU64,
+    /// Whether the writer currently appends through a writable map.
+    pub mapped_writes: AtomicBool,
     /// Threads inside `append` (group commit: how many records a leader may wait for).
     pub appenders: AtomicUsize,
     /// Offset after the last record written (not necessarily synced or published).
@@ -523,6 +541,9 @@ impl Log {
             next_offset: rec.next_offset,
         });
         let shared = Arc::new(Self::shared(dir, opts, false, rec, Some(guard), Some(checkpoint)));
+        if let Some(w) = &shared.writer {
+            shared.open_write_map(&mut lock(w));
+        }
         let flusher = match shared.opts.durability {
             Durability::Interval(every) => Some(crate::log::writer::spawn_flusher(shared.clone(), every)?),
             _ => None,
@@ -649,6 +670,8 @@ impl Log {
             refresh_lock: Mutex::new(()),
             report: rec.report,
             fsyncs: AtomicU64::new(0),
+            synced_records: AtomicU64::new(0),
+            mapped_writes: AtomicBool::new(false),
             appenders: AtomicUsize::new(0),
             written_offset: AtomicU64::new(rec.next_offset),
             last_fsync_nanos: AtomicU64::new(0),
@@ -844,6 +867,8 @@ impl Log {
             fsyncs,
             fsync_mean: Duration::from_nanos(total.checked_div(fsyncs).unwrap_or(0)),
             fsync_max: Duration::from_nanos(s.fsync_nanos_max.load(Ordering::Relaxed)),
+            synced_records: s.synced_records.load(Ordering::Relaxed),
+            mapped_writes: s.mapped_writes.load(Ordering::Relaxed),
         }
     }
 

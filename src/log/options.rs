@@ -21,6 +21,17 @@ pub enum Durability {
     Os,
 }
 
+/// How appends reach the active segment's file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritePath {
+    /// Through a writable shared map of the preallocated active segment when the storage
+    /// offers one and the file system can `fallocate`: an append is a copy into the page cache,
+    /// no system call. Otherwise (and after any sign the map cannot be used) as `Pwrite`.
+    Auto,
+    /// One `pwrite` per append (or batch), ahead of which zeros are written as preallocation.
+    Pwrite,
+}
+
 /// What `open` does about corruption found in the middle of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryMode {
@@ -47,10 +58,15 @@ pub struct Options {
     /// many bytes were synced since the last one; open scans at most about this much (plus any
     /// unsynced tail). Rolls always write a checkpoint.
     pub checkpoint_interval_bytes: u64,
-    /// Zero-filled space written ahead of the active segment's end, so that most appends
-    /// overwrite allocated blocks and their fdatasync commits no file-size change (about 1.6×
-    /// faster durable appends here). Trimmed at rolls and clean closes. 0 turns it off.
+    /// Space allocated ahead of the active segment's end, so that most appends write into
+    /// allocated blocks and their fdatasync commits no file-size change (about 1.6× faster
+    /// durable appends here). Through a map it is `fallocate`d; on the pwrite path zeros are
+    /// written. Trimmed at rolls and clean closes. 0 allocates exactly what each append needs
+    /// (one `fallocate` per append on the map path).
     pub preallocate_bytes: u64,
+    /// How appends reach the file: [`WritePath::Auto`] (a writable map when possible) or
+    /// [`WritePath::Pwrite`].
+    pub write_path: WritePath,
     /// Most sealed segments kept mapped (with their indexes) at once.
     pub open_segments_max: usize,
     /// Size of one read from the active segment (pread), and of the scan buffer at recovery.
@@ -73,6 +89,7 @@ impl Default for Options {
             index_interval_bytes: 4096,
             checkpoint_interval_bytes: 8 << 20,
             preallocate_bytes: 1 << 20,
+            write_path: WritePath::Auto,
             open_segments_max: 32,
             read_buffer_bytes: 256 << 10,
             recovery: RecoveryMode::Strict,

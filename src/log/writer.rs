@@ -16,10 +16,11 @@ use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, Checkpoint, FRAME_HEADER_LEN, FrameFields, SEGMENT_HEADER_LEN};
 use crate::log::checkpoint::CheckpointFile;
 use crate::log::index::{self, IndexBuilder};
-use crate::log::options::Durability;
+use crate::log::options::{Durability, WritePath};
 use crate::log::record::NewRecord;
 use crate::log::segment;
 use crate::log::{Active, Shared, lock};
+use crate::storage::{INTERNAL, WriteMap};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -44,8 +45,10 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     checkpoint: CheckpointFile,
     closed: bool,
-    /// Length of the active segment file: `position` plus zero-filled preallocated space.
+    /// Length of the active segment file: `position` plus preallocated space (zeros).
     allocated: u64,
+    /// The active segment's writable map, when appends go through one (see `WritePath`).
+    map: Option<Box<dyn WriteMap>>,
 }
 
 impl Writer {
@@ -58,6 +61,7 @@ impl Writer {
             checkpoint,
             closed: false,
             allocated: position,
+            map: None,
         }
     }
 }
@@ -65,6 +69,44 @@ impl Writer {
 use crate::clock::now_ms;
 
 impl Shared {
+    /// Makes the active segment's write map when the options and the storage allow one;
+    /// otherwise (or when making it fails) appends use pwrite.
+    pub(crate) fn open_write_map(&self, w: &mut Writer) {
+        w.map = None;
+        if self.opts.write_path == WritePath::Auto {
+            w.map = w.active.file.map_write(self.opts.segment_bytes_max, INTERNAL).ok();
+        }
+        if let Some(m) = &w.map {
+            w.allocated = w.allocated.max(m.allocated());
+        }
+        self.mapped_writes.store(w.map.is_some(), Ordering::Relaxed);
+    }
+
+    /// Makes sure the map has blocks for `[position, position + total)`, allocating
+    /// `preallocate_bytes` ahead. Nothing is written, so a failure (a full disk) does not poison
+    /// the log: the append fails with `StorageFull` and the next one tries again. A file system
+    /// that cannot allocate sends this and later appends to the pwrite path.
+    fn reserve(&self, w: &mut Writer, total: u64) -> Result<()> {
+        let need = w.position + total;
+        let Some(map) = &mut w.map else { return Ok(()) };
+        if need <= map.allocated() {
+            return Ok(());
+        }
+        let target = (need + self.opts.preallocate_bytes).min(self.opts.segment_bytes_max).max(need);
+        match map.allocate(target) {
+            Ok(()) => {
+                w.allocated = w.allocated.max(map.allocated());
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                w.map = None;
+                self.mapped_writes.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(Error::io("allocate", &w.active.path, e)),
+        }
+    }
+
     fn writer(&self) -> Result<&std::sync::Mutex<Writer>> {
         self.writer.as_ref().ok_or_else(|| Error::ReadOnly { path: self.dir.clone() })
     }
@@ -124,6 +166,7 @@ impl Shared {
         if w.position + total > self.opts.segment_bytes_max && w.position > SEGMENT_HEADER_LEN as u64 {
             self.roll(&mut w)?;
         }
+        self.reserve(&mut w, total)?;
         let durable = self.synced_offset.load(Ordering::Acquire);
         let first = w.next_offset;
         let start = w.position;
@@ -149,7 +192,10 @@ impl Shared {
                 ix.push(offset - w.active.base, start + at, len as u64, timestamp);
             }
         }
-        let written = w.active.file.write_all_at(&buf, start);
+        let written = match &mut w.map {
+            Some(map) => map.write(start, &buf),
+            None => w.active.file.write_all_at(&buf, start),
+        };
         w.buf = buf;
         // On failure the index may name frames that are not on disk; nobody reads it again
         // (poisoned), and reopening rebuilds it.
@@ -157,7 +203,7 @@ impl Shared {
         w.position += total;
         w.next_offset += records.len() as u64;
         self.written_offset.store(w.next_offset, Ordering::Release);
-        if w.position > w.allocated {
+        if w.map.is_none() && w.position > w.allocated {
             self.preallocate(&mut w);
         }
         if self.opts.durability != Durability::Always {
@@ -192,8 +238,10 @@ impl Shared {
         }
     }
 
-    /// Cuts preallocated zeros off the active segment (before it is sealed or closed).
+    /// Cuts preallocated zeros off the active segment (before it is sealed or closed). The
+    /// write map goes first: a map must never outlive its file's end.
     fn trim(&self, w: &mut Writer) -> Result<()> {
+        w.map = None;
         if w.allocated > w.position {
             w.active.file.set_len(w.position).map_err(|e| Error::io("truncate", &w.active.path, e))?;
             w.allocated = w.position;
@@ -232,7 +280,7 @@ impl Shared {
         };
         let took = self.timed_data_sync(&active)?;
         self.last_fsync_nanos.store(took, Ordering::Relaxed);
-        self.synced_offset.fetch_max(upto, Ordering::AcqRel);
+        self.mark_synced(upto);
         self.publish(&active, upto, end);
         self.maybe_checkpoint(&active, upto, end);
         Ok(())
@@ -270,6 +318,12 @@ impl Shared {
         Ok(took)
     }
 
+    /// Records that every offset below `upto` is durable, counting the records that became so.
+    fn mark_synced(&self, upto: u64) {
+        let before = self.synced_offset.fetch_max(upto, Ordering::AcqRel);
+        self.synced_records.fetch_add(upto.saturating_sub(before), Ordering::Relaxed);
+    }
+
     /// fsyncs everything appended so far.
     pub fn sync_all(&self) -> Result<()> {
         let target = lock(self.writer()?).next_offset;
@@ -282,14 +336,26 @@ impl Shared {
         let old = w.active.clone();
         self.poisoning(self.trim(w))?;
         self.timed_data_sync(&old)?;
-        self.synced_offset.fetch_max(w.next_offset, Ordering::AcqRel);
+        self.mark_synced(w.next_offset);
         {
             let ix = lock(&old.index);
             index::write_index_files(self.opts.storage.as_ref(), &self.dir, &ix);
             lock(&self.time_ranges).insert(old.base, ix.as_ref().time_range());
         }
         let base = w.next_offset;
-        let file = self.poisoning(segment::create_segment(self.opts.storage.as_ref(), &self.dir, base))?;
+        let file = match segment::create_segment(self.opts.storage.as_ref(), &self.dir, base) {
+            Ok(file) => file,
+            Err(e @ Error::StorageFull { .. }) => {
+                // No room for the new segment's header: nothing of a record was written and the
+                // old segment is whole and synced, so the log stays usable. Forget the
+                // half-made file (a later roll creates it again) and let the append fail.
+                let path = self.dir.join(format::segment_file_name(base));
+                let _ = self.opts.storage.remove_file(&path);
+                lock(&self.time_ranges).remove(&old.base);
+                return Err(e);
+            }
+            Err(e) => return self.poisoning(Err(e)),
+        };
         let _ = w.checkpoint.write(Checkpoint {
             segment_base: base,
             position: SEGMENT_HEADER_LEN as u64,
@@ -304,6 +370,7 @@ impl Shared {
         w.active = active.clone();
         w.position = SEGMENT_HEADER_LEN as u64;
         w.allocated = w.position;
+        self.open_write_map(w);
         {
             let mut v = self.view_mut();
             v.bases.push(base);

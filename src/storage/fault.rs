@@ -1,6 +1,6 @@
 //! Fault injection: wraps any storage and fails chosen operations deterministically.
 
-use super::{LockGuard, OpenMode, SharedBytes, Storage, StorageFile};
+use super::{Internal, LockGuard, OpenMode, SharedBytes, Storage, StorageFile, WriteMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +26,10 @@ pub enum Op {
     SyncDir,
     /// Creating directories.
     CreateDir,
+    /// Making a writable map of a file (the active segment's).
+    MapWrite,
+    /// Allocating blocks for a writable map (`fallocate`).
+    Allocate,
 }
 
 /// What happens to a targeted operation.
@@ -259,10 +263,47 @@ impl StorageFile for FaultFile {
         }
         self.inner.sync_data()
     }
-    fn map(&self) -> io::Result<SharedBytes> {
+    fn map(&self, token: Internal) -> io::Result<SharedBytes> {
         if let Some(f) = self.storage.check(Op::Read, &self.path) {
             return Err(to_error(f));
         }
-        self.inner.map()
+        self.inner.map(token)
+    }
+    fn map_write(&self, len_max: u64, token: Internal) -> io::Result<Box<dyn WriteMap>> {
+        if let Some(f) = self.storage.check(Op::MapWrite, &self.path) {
+            return Err(to_error(f));
+        }
+        let inner = self.inner.map_write(len_max, token)?;
+        Ok(Box::new(FaultWriteMap { storage: self.storage.clone(), path: self.path.clone(), inner }))
+    }
+}
+
+/// A write map whose allocations and writes count as changes and can be failed like any other.
+#[derive(Debug)]
+struct FaultWriteMap {
+    storage: FaultStorage,
+    path: PathBuf,
+    inner: Box<dyn WriteMap>,
+}
+
+impl WriteMap for FaultWriteMap {
+    fn allocated(&self) -> u64 {
+        self.inner.allocated()
+    }
+    fn allocate(&mut self, upto: u64) -> io::Result<()> {
+        if let Some(f) = self.storage.check(Op::Allocate, &self.path) {
+            return Err(to_error(f));
+        }
+        self.inner.allocate(upto)
+    }
+    fn write(&mut self, pos: u64, data: &[u8]) -> io::Result<()> {
+        match self.storage.check(Op::Write, &self.path) {
+            None => self.inner.write(pos, data),
+            Some(Fault::TornWrite { keep_bytes }) => {
+                self.inner.write(pos, data.get(..keep_bytes).unwrap_or(data))?;
+                Err(to_error(Fault::Eio))
+            }
+            Some(f) => Err(to_error(f)),
+        }
     }
 }

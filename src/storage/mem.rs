@@ -13,7 +13,7 @@
 //! [`CrashMode`]. Handles opened before a crash belong to the dead process: every operation on them
 //! fails afterwards, so a `Log` dropped after a crash cannot write anything.
 
-use super::{LockGuard, OpenMode, SharedBytes, Storage, StorageFile};
+use super::{Internal, LockGuard, OpenMode, SharedBytes, Storage, StorageFile, WriteMap};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -325,7 +325,7 @@ impl MemStorage {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct MemFile {
     storage: MemStorage,
     id: u64,
@@ -547,7 +547,61 @@ impl StorageFile for MemFile {
         })
     }
 
-    fn map(&self) -> io::Result<SharedBytes> {
+    fn map(&self, _: Internal) -> io::Result<SharedBytes> {
         self.with(|f| Ok(SharedBytes::from_vec(f.live.clone())))
+    }
+
+    fn map_write(&self, len_max: u64, _: Internal) -> io::Result<Box<dyn WriteMap>> {
+        self.writable()?;
+        let allocated = self.len()?.min(len_max);
+        Ok(Box::new(MemWriteMap { file: self.clone(), len_max, allocated }))
+    }
+}
+
+/// Size of the pages a write map is written back in: a power cut keeps or drops (or tears)
+/// each page's unsynced bytes on its own, as the kernel's writeback of a shared map may.
+const PAGE_BYTES: u64 = 4096;
+
+/// A modelled writable map: allocation is a length change and each write is recorded page by
+/// page as an unsynced write, so the crash modes treat mapped bytes like any other unsynced
+/// data, page by page.
+#[derive(Debug)]
+struct MemWriteMap {
+    file: MemFile,
+    len_max: u64,
+    allocated: u64,
+}
+
+impl WriteMap for MemWriteMap {
+    fn allocated(&self) -> u64 {
+        self.allocated
+    }
+
+    fn allocate(&mut self, upto: u64) -> io::Result<()> {
+        let upto = upto.min(self.len_max);
+        if upto <= self.allocated {
+            return Ok(());
+        }
+        if self.file.len()? < upto {
+            self.file.set_len(upto)?;
+        }
+        self.allocated = upto;
+        Ok(())
+    }
+
+    fn write(&mut self, pos: u64, data: &[u8]) -> io::Result<()> {
+        if pos.saturating_add(data.len() as u64) > self.allocated {
+            return Err(super::past_allocation(pos, data.len(), self.allocated));
+        }
+        let mut at = pos;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let in_page = usize::try_from(PAGE_BYTES - at % PAGE_BYTES).unwrap_or(usize::MAX).min(rest.len());
+            let (page, tail) = rest.split_at(in_page);
+            self.file.write_all_at(page, at)?;
+            at += in_page as u64;
+            rest = tail;
+        }
+        Ok(())
     }
 }

@@ -1,8 +1,9 @@
 //! The storage trait: every byte evlog reads or writes goes through it.
 //!
 //! Three implementations:
-//! - [`RealStorage`]: the operating system's files (`pread`/`pwrite`, `fdatasync`, `flock`), and
-//!   read-only maps of sealed files.
+//! - [`RealStorage`]: the operating system's files (`pread`/`pwrite`, `fdatasync`, `flock`),
+//!   read-only maps of sealed files and a writable map of the active segment (`storage/map.rs`,
+//!   the crate's only `unsafe`).
 //! - [`MemStorage`]: in memory, with a separate "durable" image per file and a durable table of
 //!   entries per directory, so a test can simulate a power cut ([`CrashMode`]) that drops or tears
 //!   whatever was not synced, names included.
@@ -16,8 +17,13 @@
 //!   made with plain `create_dir_all`: nothing durable depends on them, and open removes them.)
 //! - [`StorageFile::map`] is only called on files that no writer will change again (sealed
 //!   segments and index files, which are replaced by rename, never rewritten in place).
+//! - A [`WriteMap`] (the active segment's, one at a time, owned by the writer lock) is never
+//!   written past the blocks it allocated, and is dropped before its file is truncated.
+//! - Both map methods take an [`Internal`] token that only evlog can make, so no safe code
+//!   outside evlog can make a map.
 
 mod fault;
+mod map;
 mod mem;
 mod real;
 
@@ -111,9 +117,21 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes written data (and the length) durable: `fdatasync`.
     fn sync_data(&self) -> io::Result<()>;
-    /// A read-only view of the whole file as it is now. Real files are mapped; only call this
-    /// for files no one will modify again.
-    fn map(&self) -> io::Result<SharedBytes>;
+    /// A read-only view of the whole file as it is now: real files are mapped, the default reads
+    /// the file into memory. Callable inside evlog only (the [`Internal`] token cannot be made
+    /// elsewhere): a map of a file that changes under it is undefined behaviour, and only evlog
+    /// knows which of its files never change again.
+    fn map(&self, _: Internal) -> io::Result<SharedBytes> {
+        let len = usize::try_from(self.len()?).map_err(|_| io::Error::other("file too large to map"))?;
+        Ok(SharedBytes::from_vec(self.read_vec(0, len)?))
+    }
+
+    /// A writable shared map of the file's first `len_max` bytes, for the active segment's
+    /// appends (see [`WriteMap`]). Callable inside evlog only, for the same reason as `map`;
+    /// `Unsupported` by default, and then evlog writes with `write_all_at`.
+    fn map_write(&self, _len_max: u64, _: Internal) -> io::Result<Box<dyn WriteMap>> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "this storage has no writable maps"))
+    }
 
     /// Reads exactly `buf.len()` bytes at `pos`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
@@ -143,6 +161,38 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         buf.truncate(filled);
         Ok(buf)
     }
+}
+
+/// Proof that a call comes from inside evlog: its field is private to this module, so code
+/// outside evlog can neither make one nor call the methods that take one. Implementors outside
+/// evlog cannot name it either, so they keep the default methods.
+#[derive(Debug, Clone, Copy)]
+pub struct Internal(());
+
+/// The token for evlog's own calls of [`StorageFile::map`] and [`StorageFile::map_write`].
+pub(crate) const INTERNAL: Internal = Internal(());
+
+/// A writable shared map of a file that is being appended to. Bytes copied into it are in the
+/// kernel's page cache the moment the copy ends (a killed process loses nothing); they are on
+/// the disk after the file's `sync_data`. Only bytes below [`WriteMap::allocated`] are ever
+/// touched: a page of a map past the file's allocated blocks would raise `SIGBUS`.
+pub trait WriteMap: Send + Sync + fmt::Debug {
+    /// Bytes from the start of the file that have disk blocks (and may be written).
+    fn allocated(&self) -> u64;
+    /// Allocates disk blocks up to `upto` (at most the map's length), growing the file. Fails
+    /// with `StorageFull` when the disk is full, `Unsupported` when the file system cannot
+    /// allocate; either way nothing that was written changes.
+    fn allocate(&mut self, upto: u64) -> io::Result<()>;
+    /// Copies `data` into the file at `pos`. Fails, touching nothing, unless `pos + data.len()`
+    /// is within [`WriteMap::allocated`].
+    fn write(&mut self, pos: u64, data: &[u8]) -> io::Result<()>;
+}
+
+/// The error a [`WriteMap`] returns for a write past its allocated bytes.
+pub(crate) fn past_allocation(pos: u64, len: usize, allocated: u64) -> io::Error {
+    io::Error::other(format!(
+        "write of {len} bytes at {pos} past the {allocated} allocated bytes of a map (refused: it would fault)"
+    ))
 }
 
 /// Shared, immutable bytes: a read-only map or a heap buffer. Cheap to clone; slices of it are

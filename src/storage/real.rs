@@ -1,6 +1,6 @@
 //! The operating system's files.
 
-use super::{LockGuard, OpenMode, SharedBytes, Storage, StorageFile};
+use super::{Internal, LockGuard, OpenMode, SharedBytes, Storage, StorageFile, WriteMap};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Real files through std: positional reads and writes, `fdatasync`, `flock` via
-/// `File::try_lock`, and read-only maps.
+/// `File::try_lock`, read-only maps of sealed files and a writable map of the active segment.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealStorage;
 
@@ -110,26 +110,11 @@ impl StorageFile for RealFile {
         self.0.sync_data()
     }
 
-    #[allow(unsafe_code)]
-    fn map(&self) -> io::Result<SharedBytes> {
-        if self.len()? == 0 {
-            // Mapping an empty file fails on Linux; there is nothing to map.
-            return Ok(SharedBytes::from_vec(Vec::new()));
-        }
-        // SAFETY: a map is undefined behaviour if the file changes under it. `map` is only called
-        // on files that no writer changes again: sealed segments (never written or truncated
-        // after the roll that sealed them; retention and repair unlink or rename them, which
-        // leaves an existing map intact) and index files (replaced by rename, never rewritten in
-        // place). The writer lock keeps other evlog writers away; a foreign process that
-        // truncates our files is outside what we can defend against and is documented as such.
-        let map = unsafe { memmap2::Mmap::map(&self.0)? };
-        Ok(SharedBytes::from_owner(Arc::new(MapOwner(map))))
+    fn map(&self, _: Internal) -> io::Result<SharedBytes> {
+        super::map::map_read(&self.0)
     }
-}
 
-struct MapOwner(memmap2::Mmap);
-impl AsRef<[u8]> for MapOwner {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
+    fn map_write(&self, len_max: u64, _: Internal) -> io::Result<Box<dyn WriteMap>> {
+        super::map::map_write(&self.0, len_max)
     }
 }
