@@ -2,7 +2,7 @@
 //!
 //! - poll + durable commit every 1,000 records vs plain `Log::iter` over the same 1M records;
 //! - tail latency: from `append` returning (`Durability::Os`) to `poll` returning in another
-//!   thread that was blocked waiting;
+//!   thread that was waiting (blocked at once, or busy-waiting 1 ms first: `spin_before_block`);
 //! - commit latency per `CommitDurability`.
 //!
 //! `cargo bench --bench consumer`
@@ -72,9 +72,38 @@ fn main() {
         );
     }
 
-    // Tail latency: a consumer blocked in poll, woken by an append in another thread.
-    let tail = store.topic("tail").expect("topic");
-    let mut c = store.consumer("tail", "tail", ConsumerOptions::default()).expect("consumer");
+    // Tail latency: a consumer waiting in poll (blocked at once, or busy-waiting first), woken
+    // by an append in another thread.
+    for (topic, spin) in [("tail", Duration::ZERO), ("tail-spin", Duration::from_millis(1))] {
+        tail_latency(&store, topic, spin);
+    }
+
+    // Commit latency.
+    for durability in [CommitDurability::Always, CommitDurability::Os, CommitDurability::Lazy] {
+        let mut o = ConsumerOptions::default();
+        o.commit_durability = durability;
+        let mut c = store.consumer(&format!("commit-{durability:?}"), "bench", o).expect("consumer");
+        let mut lat = Vec::with_capacity(2000);
+        for i in 0..2000u64 {
+            let t = Instant::now();
+            c.commit_offset(i).expect("commit");
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        println!(
+            "| `commit` latency ({durability:?}) | p50 {}, p99 {} |",
+            micros(percentile(&lat, 0.5)),
+            micros(percentile(&lat, 0.99))
+        );
+    }
+}
+
+/// Append → poll latency percentiles for a consumer that spins `spin` before it blocks.
+fn tail_latency(store: &Store, topic: &str, spin: Duration) {
+    let tail = store.topic(topic).expect("topic");
+    let mut opts = ConsumerOptions::default();
+    opts.spin_before_block = spin;
+    let mut c = store.consumer("tail", topic, opts).expect("consumer");
     let samples = 5_000;
     let ready = Arc::new(AtomicBool::new(false));
     let producer = {
@@ -107,28 +136,10 @@ fn main() {
     let mut lat: Vec<Duration> = sent.iter().zip(&received).map(|(s, r)| r.saturating_duration_since(*s)).collect();
     lat.sort();
     println!(
-        "| tail latency, `append` (Os) called → blocked `poll` returns in another thread | p50 {}, p99 {}, max {} |",
+        "| tail latency, `append` (Os) called → waiting `poll` (spin_before_block {spin:?}) returns in another thread | p50 {}, p99 {}, p99.9 {}, max {} |",
         micros(percentile(&lat, 0.5)),
         micros(percentile(&lat, 0.99)),
+        micros(percentile(&lat, 0.999)),
         micros(*lat.last().expect("samples"))
     );
-
-    // Commit latency.
-    for durability in [CommitDurability::Always, CommitDurability::Os, CommitDurability::Lazy] {
-        let mut o = ConsumerOptions::default();
-        o.commit_durability = durability;
-        let mut c = store.consumer(&format!("commit-{durability:?}"), "bench", o).expect("consumer");
-        let mut lat = Vec::with_capacity(2000);
-        for i in 0..2000u64 {
-            let t = Instant::now();
-            c.commit_offset(i).expect("commit");
-            lat.push(t.elapsed());
-        }
-        lat.sort();
-        println!(
-            "| `commit` latency ({durability:?}) | p50 {}, p99 {} |",
-            micros(percentile(&lat, 0.5)),
-            micros(percentile(&lat, 0.99))
-        );
-    }
 }

@@ -8,11 +8,12 @@
 //! read-only reader process tails the log; nothing it ever shows may differ from the log.
 //!
 //! 60 kills by default; `EVLOG_CRASH_KILLS=1000 cargo test --release --test crash_loop` for a
-//! long run. Both children are this test binary, selected by an environment variable.
+//! long run. Both children are this test binary, selected by an environment variable. Writers
+//! alternate between the mapped write path and the pwrite fallback (by pid parity).
 
 mod common;
 
-use evlog::{ConsumerOptions, Durability, Log, NewRecord, Options, RetentionOptions, Store, StoreOptions};
+use evlog::{ConsumerOptions, Durability, Log, NewRecord, Options, RetentionOptions, Store, StoreOptions, WritePath};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -26,6 +27,9 @@ const TEST: &str = "writer_kill_loop_never_loses_or_changes_an_acknowledged_reco
 
 fn log_options() -> Options {
     let mut o = Options::with_durability(Durability::Always);
+    // Writer processes alternate (by pid parity) between the mapped write path and the pwrite
+    // fallback, so the loop covers both and a log written by one and continued by the other.
+    o.write_path = if std::process::id() % 2 == 0 { WritePath::Auto } else { WritePath::Pwrite };
     o.segment_bytes_max = 8 << 10;
     o.record_bytes_max = 1024;
     o.index_interval_bytes = 512;

@@ -6,7 +6,7 @@
 //! durable, and recovery must never mistake a crash for corruption.
 
 use evlog::storage::{CrashMode, MemStorage};
-use evlog::{Durability, Log, NewRecord, Options};
+use evlog::{Durability, Log, NewRecord, Options, WritePath};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,8 +60,14 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
-fn options(mem: &MemStorage, durability: Durability) -> Options {
+/// Both write paths: the map (the default where the storage has one) and the pwrite fallback.
+fn write_path() -> impl Strategy<Value = WritePath> {
+    prop_oneof![Just(WritePath::Auto), Just(WritePath::Pwrite)]
+}
+
+fn options(mem: &MemStorage, durability: Durability, path: WritePath) -> Options {
     let mut o = Options::with_durability(durability);
+    o.write_path = path;
     o.storage = Arc::new(mem.clone());
     o.segment_bytes_max = 1024;
     o.record_bytes_max = 256;
@@ -74,6 +80,7 @@ fn options(mem: &MemStorage, durability: Durability) -> Options {
 
 struct Harness {
     mem: MemStorage,
+    path: WritePath,
     durability: Durability,
     dir: PathBuf,
     log: Option<Log>,
@@ -91,8 +98,10 @@ impl Harness {
 
     fn reopen(&mut self) {
         self.log = None;
-        self.log =
-            Some(Log::open(&self.dir, options(&self.mem, self.durability)).unwrap_or_else(|e| panic!("reopen: {e}")));
+        self.log = Some(
+            Log::open(&self.dir, options(&self.mem, self.durability, self.path))
+                .unwrap_or_else(|e| panic!("reopen: {e}")),
+        );
     }
 
     fn check(&self) {
@@ -206,11 +215,11 @@ impl Harness {
     }
 }
 
-fn run(durability: Durability, actions: &[Action]) {
+fn run(durability: Durability, path: WritePath, actions: &[Action]) {
     let mem = MemStorage::new();
     let dir = Path::new("/model").to_path_buf();
-    let log = Log::open(&dir, options(&mem, durability)).expect("open");
-    let mut h = Harness { mem, durability, dir, log: Some(log), model: Vec::new(), first: 0, durable: 0 };
+    let log = Log::open(&dir, options(&mem, durability, path)).expect("open");
+    let mut h = Harness { mem, durability, path, dir, log: Some(log), model: Vec::new(), first: 0, durable: 0 };
     for a in actions {
         h.apply(a);
     }
@@ -224,12 +233,12 @@ proptest! {
     })]
 
     #[test]
-    fn log_matches_the_model_under_always_durability(actions in proptest::collection::vec(action(), 1..60)) {
-        run(Durability::Always, &actions);
+    fn log_matches_the_model_under_always_durability(actions in proptest::collection::vec(action(), 1..60), path in write_path()) {
+        run(Durability::Always, path, &actions);
     }
 
     #[test]
-    fn log_matches_the_model_under_os_durability(actions in proptest::collection::vec(action(), 1..60)) {
-        run(Durability::Os, &actions);
+    fn log_matches_the_model_under_os_durability(actions in proptest::collection::vec(action(), 1..60), path in write_path()) {
+        run(Durability::Os, path, &actions);
     }
 }

@@ -50,6 +50,11 @@ pub struct ConsumerOptions {
     pub commit_durability: CommitDurability,
     /// What `commit()` commits.
     pub ack_mode: AckMode,
+    /// How long a `poll` that finds nothing busy-waits for a record before it blocks (default
+    /// zero: block at once). A spinning poll sees an append within a microsecond instead of
+    /// after a futex wake-up (tens of microseconds on a loaded VM), at the price of a busy core
+    /// while it spins.
+    pub spin_before_block: Duration,
 }
 
 impl ConsumerOptions {
@@ -213,7 +218,7 @@ impl Consumer {
             if now >= deadline || max_records == 0 {
                 return Ok(out);
             }
-            self.topic.wait_for(self.position, deadline - now)?;
+            self.topic.wait_for_spinning(self.position, self.opts.spin_before_block, deadline - now)?;
         }
     }
 

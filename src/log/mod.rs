@@ -202,6 +202,8 @@ pub(crate) struct Shared {
     pub poison_cause: Mutex<Option<String>>,
     pub appended: Mutex<()>,
     pub appended_cv: Condvar,
+    /// `view.next_offset`, readable without the lock: what a spinning `wait_for` watches.
+    pub published: AtomicU64,
     /// Threads blocked in `wait_for`; publishing skips the wake-up (a futex syscall) when zero.
     pub waiters: AtomicUsize,
     pub shutdown: Mutex<bool>,
@@ -304,6 +306,7 @@ impl Shared {
             }
             v.next_offset = next_offset;
             v.active_end = end;
+            self.published.store(next_offset, Ordering::Release);
         }
         self.wake_waiters();
     }
@@ -400,6 +403,7 @@ impl Shared {
                 v.active = active;
                 v.next_offset = new_next;
                 v.active_end = new_end;
+                self.published.store(new_next, Ordering::Release);
             }
             self.wake_waiters();
         }
@@ -664,6 +668,7 @@ impl Log {
             appended: Mutex::new(()),
             appended_cv: Condvar::new(),
             waiters: AtomicUsize::new(0),
+            published: AtomicU64::new(rec.next_offset),
             shutdown: Mutex::new(false),
             shutdown_cv: Condvar::new(),
             dir_lock: Mutex::new(guard),
@@ -772,6 +777,28 @@ impl Log {
     /// Makes every record appended so far durable (fdatasync), whatever the durability mode.
     pub fn sync(&self) -> Result<()> {
         self.shared.sync_all()
+    }
+
+    /// Like [`Log::wait_for`], but first busy-waits up to `spin` for the record (a spinning
+    /// core sees an append within a microsecond; a blocked thread needs a futex wake-up, tens
+    /// of microseconds on a busy VM). Spinning costs a core for as long as it lasts.
+    pub fn wait_for_spinning(&self, offset: u64, spin: Duration, timeout: Duration) -> Result<bool> {
+        let started = Instant::now();
+        if !self.shared.read_only && !spin.is_zero() {
+            let spin = spin.min(timeout);
+            while started.elapsed() < spin {
+                for _ in 0..64 {
+                    if self.shared.published.load(Ordering::Acquire) > offset {
+                        return Ok(true);
+                    }
+                    std::hint::spin_loop();
+                }
+                if self.shared.poisoned.load(Ordering::Acquire) {
+                    return Ok(false);
+                }
+            }
+        }
+        self.wait_for(offset, timeout.saturating_sub(started.elapsed()))
     }
 
     /// Blocks until a record at `offset` is readable or `timeout` passes; returns whether it is.

@@ -138,11 +138,13 @@ impl Shared {
         }
         let now = if needs_now { now_ms() } else { 0 };
 
+        if self.opts.durability != Durability::Always {
+            return self.write_records(writer, records, total, now).map(|(first, end)| first..end);
+        }
+        // Counted for group commit: a leader gathers about as many records as threads append.
         self.appenders.fetch_add(1, Ordering::AcqRel);
         let result = self.write_records(writer, records, total, now).and_then(|(first, end)| {
-            if self.opts.durability == Durability::Always {
-                self.sync_to(end)?;
-            }
+            self.sync_to(end)?;
             Ok(first..end)
         });
         self.appenders.fetch_sub(1, Ordering::AcqRel);
