@@ -29,7 +29,7 @@ fn log_options() -> Options {
     let mut o = Options::with_durability(Durability::Always);
     // Writer processes alternate (by pid parity) between the mapped write path and the pwrite
     // fallback, so the loop covers both and a log written by one and continued by the other.
-    o.write_path = if std::process::id() % 2 == 0 { WritePath::Auto } else { WritePath::Pwrite };
+    o.write_path = if std::process::id().is_multiple_of(2) { WritePath::Auto } else { WritePath::Pwrite };
     o.segment_bytes_max = 8 << 10;
     o.record_bytes_max = 1024;
     o.index_interval_bytes = 512;
