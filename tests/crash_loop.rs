@@ -1,6 +1,6 @@
 //! Crash loop with real processes.
 //!
-//! A writer process appends with `Durability::Always` (single records and atomic batches), rolls
+//! A writer process appends (single records and atomic batches; `Always` or `Interval`), rolls
 //! small segments, commits a consumer group and runs retention, and reports every acknowledged
 //! record on its stdout. The parent SIGKILLs it at pseudo-random moments, then reopens the store
 //! and checks: every acknowledged record still in the log is there, byte-identical, once; offsets
@@ -9,7 +9,7 @@
 //!
 //! 60 kills by default; `EVLOG_CRASH_KILLS=1000 cargo test --release --test crash_loop` for a
 //! long run. Both children are this test binary, selected by an environment variable. Writers
-//! alternate between the mapped write path and the pwrite fallback (by pid parity).
+//! alternate between the mapped write path and pwrite (by pid parity).
 
 mod common;
 
@@ -26,10 +26,16 @@ const DIR: &str = "EVLOG_CRASH_DIR";
 const TEST: &str = "writer_kill_loop_never_loses_or_changes_an_acknowledged_record";
 
 fn log_options() -> Options {
-    let mut o = Options::with_durability(Durability::Always);
-    // Writer processes alternate (by pid parity) between the mapped write path and the pwrite
-    // fallback, so the loop covers both and a log written by one and continued by the other.
-    o.write_path = if std::process::id().is_multiple_of(2) { WritePath::Auto } else { WritePath::Pwrite };
+    // Writer processes alternate (by pid parity) between the mapped write path (`Interval`:
+    // maps serve `Os` and `Interval`) and `pwrite` (`Always`), so the loop covers both and logs
+    // written by one and continued by the other. A kill keeps the page cache, so every
+    // acknowledged record must survive either way.
+    let mut o = if std::process::id().is_multiple_of(2) {
+        Options::with_durability(Durability::Interval(Duration::from_millis(20)))
+    } else {
+        Options::with_durability(Durability::Always)
+    };
+    o.write_path = WritePath::Auto;
     o.segment_bytes_max = 8 << 10;
     o.record_bytes_max = 1024;
     o.index_interval_bytes = 512;

@@ -146,8 +146,8 @@ fn sweep_on(durability: Durability, path: WritePath) {
 
 #[test]
 fn a_power_cut_at_any_point_of_the_pwrite_fallback_loses_nothing_acknowledged_or_only_what_os_allows() {
-    // The default sweeps above run on the map path (MemStorage models mapped writes page by
-    // page); this one covers the fallback that file systems without fallocate get.
+    // The Os and Interval sweeps above run on the map path (MemStorage models mapped writes
+    // page by page); this one covers the fallback that file systems without fallocate get.
     sweep_on(Durability::Always, WritePath::Pwrite);
     sweep_on(Durability::Os, WritePath::Pwrite);
 }

@@ -24,9 +24,12 @@ pub enum Durability {
 /// How appends reach the active segment's file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WritePath {
-    /// Through a writable shared map of the preallocated active segment when the storage
-    /// offers one and the file system can `fallocate`: an append is a copy into the page cache,
-    /// no system call. Otherwise (and after any sign the map cannot be used) as `Pwrite`.
+    /// Under `Os` and `Interval`: through a writable shared map of the preallocated active
+    /// segment when the storage offers one and the file system can `fallocate`, so an append is
+    /// a copy into the page cache, no system call (2.7× the appends per second of `Pwrite` for
+    /// 100 B records here). Otherwise, and under `Always`, as `Pwrite`: there every append waits
+    /// for an fdatasync anyway, and each fdatasync write-protects the mapped page that the next
+    /// append then faults on (measured 3–8% slower than `pwrite`).
     Auto,
     /// One `pwrite` per append (or batch), ahead of which zeros are written as preallocation.
     Pwrite,

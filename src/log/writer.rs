@@ -73,7 +73,7 @@ impl Shared {
     /// otherwise (or when making it fails) appends use pwrite.
     pub(crate) fn open_write_map(&self, w: &mut Writer) {
         w.map = None;
-        if self.opts.write_path == WritePath::Auto {
+        if self.opts.write_path == WritePath::Auto && self.opts.durability != Durability::Always {
             w.map = w.active.file.map_write(self.opts.segment_bytes_max, INTERNAL).ok();
         }
         if let Some(m) = &w.map {
