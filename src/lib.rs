@@ -103,7 +103,7 @@ pub use consume::typed::{Typed, TypedConsumer, TypedTopic};
 pub use error::KafkaError;
 pub use error::{Error, LogError, LogResult, QueueError, ReplayError, Result};
 pub use log::options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT, WritePath};
-pub use log::record::{NewRecord, Record};
+pub use log::record::{NewRecord, Record, RecordRef};
 pub use log::recovery::{RecoveryReport, RepairReport};
 #[doc(hidden)] // recovery's pure tail classifier, public for its fuzz target
 pub use log::recovery::{TailVerdict, classify_tail};

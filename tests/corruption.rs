@@ -50,6 +50,13 @@ fn read_all(mem: &MemStorage, expected: &[Vec<u8>]) -> (usize, Option<LogError>)
         Ok(l) => l,
         Err(e) => return (0, Some(e)),
     };
+    // The borrowing scan must agree with the iterator: the same records, the same error.
+    let mut scanned = 0;
+    let scan = log.scan(0, |r| {
+        assert_eq!(r.payload(), &expected[r.offset() as usize][..], "scan returned a wrong record at {}", r.offset());
+        scanned += 1;
+        std::ops::ControlFlow::Continue(())
+    });
     let mut n = 0;
     for r in log.iter(0) {
         match r {
@@ -62,9 +69,14 @@ fn read_all(mem: &MemStorage, expected: &[Vec<u8>]) -> (usize, Option<LogError>)
                 );
                 n += 1;
             }
-            Err(e) => return (n, Some(e)),
+            Err(e) => {
+                assert_eq!(scanned, n, "scan and iter stop at the same record");
+                assert_eq!(scan.err().map(|e| e.to_string()), Some(e.to_string()), "scan and iter report the same");
+                return (n, Some(e));
+            }
         }
     }
+    assert_eq!((scanned, scan.ok()), (n, Some(n as u64)), "scan saw what iter saw");
     (n, None)
 }
 

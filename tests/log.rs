@@ -712,3 +712,84 @@ fn preallocated_space_is_trimmed_at_close_and_cut_without_loss_after_a_crash() {
     log.close().expect("close");
     assert_eq!(mem.read_file(&seg).expect("segment").len(), data_end + evlog::format::FRAME_HEADER_LEN + 4);
 }
+
+#[test]
+fn scan_lends_every_record_iter_returns_stops_when_told_and_says_where_to_go_on() {
+    let mem = MemStorage::new();
+    let mut o = Options::with_durability(Durability::Os);
+    o.storage = Arc::new(mem.clone());
+    o.segment_bytes_max = 1024; // several sealed segments and the active one
+    o.record_bytes_max = 256;
+    let log = Log::open(dir(), o).expect("open");
+    for i in 0..100u64 {
+        let key = format!("k{}", i % 7);
+        log.append_record(&NewRecord::new(&payload(i)).key(key.as_bytes()).header("n", &i.to_le_bytes()))
+            .expect("append");
+    }
+    let mut seen = Vec::new();
+    let next = log
+        .scan(10, |r| {
+            assert_eq!(r.key(), Some(format!("k{}", r.offset() % 7).as_bytes()));
+            assert_eq!(r.header("n"), Some(&r.offset().to_le_bytes()[..]));
+            seen.push((r.offset(), r.payload().to_vec()));
+            std::ops::ControlFlow::Continue(())
+        })
+        .expect("scan");
+    assert_eq!(next, 100);
+    let iterated: Vec<(u64, Vec<u8>)> =
+        log.iter(10).map(|r| r.expect("record")).map(|r| (r.offset(), r.payload().to_vec())).collect();
+    assert_eq!(seen, iterated);
+    let mut count = 0;
+    let next = log
+        .scan(0, |r| {
+            count += 1;
+            if r.offset() == 41 { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
+        })
+        .expect("scan");
+    assert_eq!((count, next), (42, 42), "stops after the record that said stop, and goes on after it");
+    assert_eq!(log.scan(100, |_| panic!("nothing after the end")).expect("scan"), 100);
+}
+
+/// This process's resident file-backed pages (`RssFile` in /proc/self/status), in bytes.
+fn rss_file_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssFile:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssFile");
+    kib << 10
+}
+
+#[test]
+fn a_sequential_scan_of_a_large_log_leaves_no_trail_in_resident_memory() {
+    // 256 MiB of sealed segments, mapped one after the other: the pages a scan has passed are
+    // released behind it, so resident file pages grow by a few MiB, not by the log's size.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut o = Options::with_durability(Durability::Os);
+    o.segment_bytes_max = 32 << 20;
+    let payload = vec![0x5Au8; 1000];
+    {
+        let log = Log::open(tmp.path(), o.clone()).expect("open");
+        let batch: Vec<NewRecord<'_>> = (0..1000).map(|_| NewRecord::new(&payload)).collect();
+        for _ in 0..256 {
+            log.append_batch(&batch).expect("batch");
+        }
+        log.close().expect("close");
+    }
+    let log = Log::open(tmp.path(), o).expect("reopen");
+    let before = rss_file_bytes();
+    let (mut records, mut peak) = (0u64, 0u64);
+    log.scan(0, |r| {
+        assert_eq!(r.payload().len(), 1000);
+        records += 1;
+        if records.is_multiple_of(20_000) {
+            peak = peak.max(rss_file_bytes());
+        }
+        std::ops::ControlFlow::Continue(())
+    })
+    .expect("scan");
+    assert_eq!(records, 256_000);
+    let grown = peak.saturating_sub(before);
+    assert!(grown < 48 << 20, "resident file pages grew by {} MiB during a 256 MiB scan", grown >> 20);
+}

@@ -1,4 +1,5 @@
-//! Sealed segments kept mapped, at most `open_segments_max` at once (least recently used out).
+//! Sealed segments kept mapped, at most `open_segments_max` of them and `mapped_bytes_max` bytes
+//! at once (least recently used out).
 //!
 //! A sealed segment is mapped once, its file handle closed, and its index files mapped beside
 //! it; a log of 10,000 segments therefore holds at most `open_segments_max` maps and no file
@@ -29,6 +30,13 @@ impl Sealed {
     }
 }
 
+/// How much the cache may hold: `open_segments_max` and `mapped_bytes_max`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CacheLimits {
+    pub segments: usize,
+    pub bytes: u64,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct SegmentCache {
     entries: Vec<(u64, Arc<Sealed>, u64)>,
@@ -46,7 +54,7 @@ impl SegmentCache {
         dir: &Path,
         base: u64,
         end_offset: u64,
-        cap: usize,
+        limits: CacheLimits,
         write_index: bool,
     ) -> Result<Arc<Sealed>> {
         self.tick += 1;
@@ -58,7 +66,12 @@ impl SegmentCache {
         let sealed = Arc::new(sealed);
         self.rebuilds += u64::from(rebuilt);
         self.entries.retain(|e| e.0 != base);
-        if self.entries.len() >= cap
+        // Least recently used out, until both limits hold with the new one in (which is kept
+        // even when it alone is over the byte limit: a reader needs it).
+        let mapped = |entries: &[(u64, Arc<Sealed>, u64)]| entries.iter().map(|e| e.1.data.len() as u64).sum::<u64>();
+        while !self.entries.is_empty()
+            && (self.entries.len() >= limits.segments
+                || mapped(&self.entries) + sealed.data.len() as u64 > limits.bytes)
             && let Some(i) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.2).map(|(i, _)| i)
         {
             self.entries.swap_remove(i);

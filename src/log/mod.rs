@@ -20,13 +20,13 @@ pub(crate) mod segment;
 pub(crate) mod writer;
 
 use crate::error::{LogError as Error, LogResult as Result};
-use crate::format::{self, SEGMENT_HEADER_LEN};
-use crate::log::cache::{Sealed, SegmentCache};
+use crate::format::{self, DecodedFrame, SEGMENT_HEADER_LEN};
+use crate::log::cache::{CacheLimits, Sealed, SegmentCache};
 use crate::log::index::IndexBuilder;
 use crate::log::options::{Durability, Options};
-use crate::log::record::{NewRecord, Record};
+use crate::log::record::{NewRecord, Record, RecordRef};
 use crate::log::recovery::RecoveryReport;
-use crate::log::segment::{FrameCursor, Source, Step};
+use crate::log::segment::{FrameCursor, RawStep, Source, Step};
 use crate::log::writer::Writer;
 use crate::storage::{LockGuard, OpenMode, StorageFile};
 use std::collections::HashMap;
@@ -245,7 +245,7 @@ impl Shared {
             &self.dir,
             base,
             end_offset,
-            self.opts.open_segments_max,
+            CacheLimits { segments: self.opts.open_segments_max, bytes: self.opts.mapped_bytes_max },
             !self.read_only,
         )
     }
@@ -733,6 +733,23 @@ impl Log {
         Iter { shared: self.shared.clone(), next: from_offset, cur: None, failed: false }
     }
 
+    /// Hands `f` every record from `from_offset` (or the first offset, if that is later) up to
+    /// the last published one, in order, each borrowed from the log's bytes: no allocation and
+    /// no reference count per record, checksums verified as always. `f` returns
+    /// `ControlFlow::Break(())` to stop early. Returns the offset after the last record `f` was
+    /// given (where a later scan goes on). A corrupt record is an error and is never given to
+    /// `f`. The hot path for consumers that only look at each record once; [`Log::iter`] hands
+    /// out owned records instead.
+    pub fn scan(&self, from_offset: u64, mut f: impl FnMut(RecordRef<'_>) -> std::ops::ControlFlow<()>) -> Result<u64> {
+        let mut it = self.iter(from_offset);
+        while let Some(r) = it.next_ref()? {
+            if f(r).is_break() {
+                break;
+            }
+        }
+        Ok(it.next_offset())
+    }
+
     /// The earliest offset whose timestamp is >= `ts`, exact even when timestamps are not
     /// monotonic (Kafka's `offsetsForTimes`). `None` if no record has such a timestamp.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
@@ -986,19 +1003,39 @@ impl Iter {
     }
 
     fn next_record(&mut self) -> Result<Option<Record>> {
+        let Some((frame, rel)) = self.advance()? else { return Ok(None) };
+        let Some(c) = &self.cur else { return Ok(None) };
+        let bytes =
+            c.cursor.frame_bytes(rel, frame.len).ok_or_else(|| c.cursor.outside(c.cursor.position(), &frame))?;
+        Ok(Some(Record::from_frame(bytes, &frame)))
+    }
+
+    /// The next record, borrowed from the bytes the iterator holds: no allocation and no
+    /// reference count (what [`Log::scan`] uses). It lives until the next call.
+    pub fn next_ref(&mut self) -> Result<Option<RecordRef<'_>>> {
+        let Some((frame, rel)) = self.advance()? else { return Ok(None) };
+        let Some(c) = &self.cur else { return Ok(None) };
+        let bytes =
+            c.cursor.frame_slice(rel, frame.len).ok_or_else(|| c.cursor.outside(c.cursor.position(), &frame))?;
+        Ok(Some(RecordRef::from_frame(bytes, &frame)))
+    }
+
+    /// Moves to the next record; returns its decoded frame and where its bytes are in the
+    /// current cursor's chunk.
+    fn advance(&mut self) -> Result<Option<(DecodedFrame, usize)>> {
         // Fast path: below what the cursor already knows to be readable (a sealed segment's end,
         // or the published end last seen), no look at the shared view is needed.
         if let Some(c) = &mut self.cur
             && self.next < c.readable
             && c.next == self.next
         {
-            match c.cursor.step(Some(self.next))? {
-                Step::Frame { frame, bytes, .. } => {
+            match c.cursor.step_raw(Some(self.next))? {
+                RawStep::Frame { frame, rel, .. } => {
                     self.next += 1;
                     c.next += 1;
-                    return Ok(Some(Record::from_frame(bytes, &frame)));
+                    return Ok(Some((frame, rel)));
                 }
-                Step::End | Step::Bad { .. } => {} // handled (and reported) by the slow path
+                RawStep::End | RawStep::Bad { .. } => {} // handled (and reported) by the slow path
             }
         }
         for _ in 0..4 {
@@ -1035,13 +1072,13 @@ impl Iter {
                 self.cur = self.shared.locate(self.next)?;
             }
             let Some(c) = &mut self.cur else { continue };
-            match c.cursor.step(Some(self.next))? {
-                Step::Frame { frame, bytes, .. } => {
+            match c.cursor.step_raw(Some(self.next))? {
+                RawStep::Frame { frame, rel, .. } => {
                     self.next += 1;
                     c.next += 1;
-                    return Ok(Some(Record::from_frame(bytes, &frame)));
+                    return Ok(Some((frame, rel)));
                 }
-                Step::End => {
+                RawStep::End => {
                     if let Some(end) = c.end_offset
                         && self.next < end
                     {
@@ -1050,7 +1087,7 @@ impl Iter {
                     }
                     self.cur = None;
                 }
-                Step::Bad { position, error } => {
+                RawStep::Bad { position, error } => {
                     return Err(c.corruption(position, error));
                 }
             }

@@ -72,6 +72,10 @@ pub struct Options {
     pub write_path: WritePath,
     /// Most sealed segments kept mapped (with their indexes) at once.
     pub open_segments_max: usize,
+    /// Most bytes of sealed segments kept mapped at once (address space, not memory: pages a
+    /// sequential scan has passed leave the resident set behind it). At least one segment is
+    /// mapped whatever this says.
+    pub mapped_bytes_max: u64,
     /// Size of one read from the active segment (pread), and of the scan buffer at recovery.
     pub read_buffer_bytes: usize,
     /// What to do about corruption in the middle of the log.
@@ -94,6 +98,7 @@ impl Default for Options {
             preallocate_bytes: 1 << 20,
             write_path: WritePath::Auto,
             open_segments_max: 32,
+            mapped_bytes_max: 1 << 30,
             read_buffer_bytes: 256 << 10,
             recovery: RecoveryMode::Strict,
             storage: Arc::new(RealStorage),

@@ -110,6 +110,72 @@ impl Record {
     }
 }
 
+/// A record borrowed from the log's bytes: what [`Log::scan`](crate::Log::scan) and
+/// [`Iter::next_ref`](crate::Iter::next_ref) hand out. The same accessors as [`Record`],
+/// without an allocation or a reference count per record; it lives until the next record is
+/// read. Its checksum was verified like any record's.
+#[derive(Clone, Copy)]
+pub struct RecordRef<'a> {
+    offset: u64,
+    timestamp: i64,
+    key: Option<&'a [u8]>,
+    headers: &'a [u8],
+    payload: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    /// `frame` holds exactly the frame's bytes and `d` was decoded from them (checksum matched).
+    pub(crate) fn from_frame(frame: &'a [u8], d: &DecodedFrame) -> Self {
+        RecordRef {
+            offset: d.offset,
+            timestamp: d.timestamp,
+            key: d.key.clone().and_then(|r| frame.get(r)),
+            headers: frame.get(d.headers.clone()).unwrap_or_default(),
+            payload: frame.get(d.payload.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// The record's offset in the log.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// Event time, milliseconds since the Unix epoch, as appended.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+    /// The key, if the record has one.
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.key
+    }
+    /// The payload.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+    /// The headers as `(name, value)` pairs, in the order they were appended.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + use<'a> {
+        // The block was validated when the frame was decoded: names are UTF-8, lengths fit.
+        HeadersIter::new(self.headers)
+            .filter_map(Result::ok)
+            .filter_map(|(n, v)| std::str::from_utf8(n).ok().map(|n| (n, v)))
+    }
+    /// The value of the first header with this name.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+impl std::fmt::Debug for RecordRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordRef")
+            .field("offset", &self.offset)
+            .field("timestamp", &self.timestamp)
+            .field("key", &self.key)
+            .field("headers", &self.headers().count())
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for Record {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Record")

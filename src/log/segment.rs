@@ -65,6 +65,17 @@ pub(crate) enum Step {
     Bad { position: u64, error: FrameError },
 }
 
+/// One step of a cursor whose frame stays in the cursor's chunk.
+#[derive(Debug)]
+pub(crate) enum RawStep {
+    /// A valid frame at `position`, `rel` bytes into the cursor's chunk.
+    Frame { position: u64, frame: DecodedFrame, rel: usize },
+    /// The cursor reached its end exactly on a frame boundary.
+    End,
+    /// The bytes at `position` are not a valid frame at the expected offset.
+    Bad { position: u64, error: FrameError },
+}
+
 /// Walks frames from a position up to an end, with one bounded buffer.
 #[derive(Debug)]
 pub(crate) struct FrameCursor {
@@ -75,7 +86,16 @@ pub(crate) struct FrameCursor {
     chunk_start: u64,
     chunk: SharedBytes,
     chunk_bytes: usize,
+    /// Mapped bytes before this were released behind the cursor (see `release_behind`).
+    released_to: u64,
 }
+
+/// How far a sequential scan of a mapped segment runs ahead of the last release of the pages
+/// behind it.
+const RELEASE_BEHIND_BYTES: u64 = 4 << 20;
+
+/// Page size assumed for whole-page releases (a multiple of the real one everywhere evlog runs).
+const PAGE_BYTES: u64 = 4096;
 
 impl FrameCursor {
     pub fn new(source: Source, path: PathBuf, pos: u64, end: u64, chunk_bytes: usize) -> Self {
@@ -83,11 +103,32 @@ impl FrameCursor {
             Source::Mapped(m) => (m.clone(), end.min(m.len() as u64)),
             Source::File(_) => (SharedBytes::from_vec(Vec::new()), end),
         };
-        FrameCursor { source, path, pos, end, chunk_start: 0, chunk, chunk_bytes: chunk_bytes.max(FRAME_HEADER_LEN) }
+        FrameCursor {
+            source,
+            path,
+            pos,
+            end,
+            chunk_start: 0,
+            chunk,
+            chunk_bytes: chunk_bytes.max(FRAME_HEADER_LEN),
+            released_to: pos,
+        }
     }
 
     pub fn position(&self) -> u64 {
         self.pos
+    }
+
+    /// A sequential scan of a mapped segment lets go of the pages it has passed (whole pages
+    /// only), so RSS stays about `RELEASE_BEHIND_BYTES` per cursor whatever the log's size.
+    fn release_behind(&mut self) {
+        let to = self.pos - self.pos % PAGE_BYTES;
+        if let Source::Mapped(m) = &self.source
+            && let (Ok(from), Ok(to)) = (usize::try_from(self.released_to), usize::try_from(to))
+        {
+            m.release(from..to);
+        }
+        self.released_to = to;
     }
 
     /// Moves the end (the active segment's visible end grows).
@@ -122,8 +163,37 @@ impl FrameCursor {
 
     /// Decodes the next frame, which must hold `expected` (when given).
     pub fn step(&mut self, expected: Option<u64>) -> Result<Step> {
+        Ok(match self.step_raw(expected)? {
+            RawStep::Frame { position, frame, rel } => {
+                let bytes = self.frame_bytes(rel, frame.len).ok_or_else(|| self.outside(position, &frame))?;
+                Step::Frame { position, frame, bytes }
+            }
+            RawStep::End => Step::End,
+            RawStep::Bad { position, error } => Step::Bad { position, error },
+        })
+    }
+
+    /// The frame `step_raw` just returned, as an owned handle (a reference on the chunk).
+    pub fn frame_bytes(&self, rel: usize, len: usize) -> Option<Bytes> {
+        self.chunk.slice(rel..rel.checked_add(len)?)
+    }
+
+    /// The frame `step_raw` just returned, borrowed from the chunk.
+    pub fn frame_slice(&self, rel: usize, len: usize) -> Option<&[u8]> {
+        self.chunk.get(rel..rel.checked_add(len)?)
+    }
+
+    /// The error for a frame that decoded but does not lie in the bytes read (never expected:
+    /// it decoded from them).
+    pub fn outside(&self, position: u64, frame: &DecodedFrame) -> Error {
+        Error::corruption(&self.path, position, Some(frame.offset), "frame outside the bytes read")
+    }
+
+    /// Decodes the next frame like `step`, leaving its bytes in the cursor's chunk at `rel`
+    /// (valid until the next step), so a caller can borrow them instead of taking a reference.
+    pub fn step_raw(&mut self, expected: Option<u64>) -> Result<RawStep> {
         if self.pos >= self.end {
-            return Ok(Step::End);
+            return Ok(RawStep::End);
         }
         let remaining = self.end - self.pos;
         if (self.available().len() as u64) < remaining.min(FRAME_HEADER_LEN as u64) {
@@ -141,16 +211,14 @@ impl FrameCursor {
             Ok(frame) => {
                 let position = self.pos;
                 // The frame decoded from `available()`, which starts `rel` bytes into the chunk.
-                let bytes = usize::try_from(position - self.chunk_start)
-                    .ok()
-                    .and_then(|rel| self.chunk.slice(rel..rel.checked_add(frame.len)?))
-                    .ok_or_else(|| {
-                        Error::corruption(&self.path, position, Some(frame.offset), "frame outside the bytes read")
-                    })?;
+                let rel = usize::try_from(position - self.chunk_start).map_err(|_| self.outside(position, &frame))?;
                 self.pos += frame.len as u64;
-                Ok(Step::Frame { position, frame, bytes })
+                if self.pos - self.released_to >= RELEASE_BEHIND_BYTES {
+                    self.release_behind();
+                }
+                Ok(RawStep::Frame { position, frame, rel })
             }
-            Err(error) => Ok(Step::Bad { position: self.pos, error }),
+            Err(error) => Ok(RawStep::Bad { position: self.pos, error }),
         }
     }
 }

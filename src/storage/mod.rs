@@ -198,16 +198,36 @@ pub(crate) fn past_allocation(pos: u64, len: usize, allocated: u64) -> io::Error
 /// Shared, immutable bytes: a read-only map or a heap buffer. Cheap to clone; slices of it are
 /// handed out as zero-copy [`Bytes`].
 #[derive(Clone)]
-pub struct SharedBytes(Arc<dyn AsRef<[u8]> + Send + Sync>);
+pub struct SharedBytes(Owner);
+
+/// What holds the bytes. An enum rather than a trait object: reading a record's bytes is on
+/// every scan's hot path, and a match is cheaper than a virtual call.
+#[derive(Clone)]
+enum Owner {
+    Heap(Arc<Vec<u8>>),
+    Map(Arc<map::ReadMap>),
+}
 
 impl SharedBytes {
     /// Takes ownership of a buffer.
     pub fn from_vec(v: Vec<u8>) -> Self {
-        SharedBytes(Arc::new(v))
+        SharedBytes(Owner::Heap(Arc::new(v)))
     }
-    pub(crate) fn from_owner(owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Self {
-        SharedBytes(owner)
+    fn from_map(map: map::ReadMap) -> Self {
+        SharedBytes(Owner::Map(Arc::new(map)))
     }
+    /// Tells the system the bytes `range` will not be read again soon: for a map, its pages
+    /// leave the process's resident set (they stay in the page cache and come back on the next
+    /// touch); for a heap buffer, nothing. What a sequential scan calls behind its cursor.
+    pub(crate) fn release(&self, range: Range<usize>) {
+        if let Owner::Map(m) = &self.0
+            && range.start < range.end
+            && range.end <= m.bytes().len()
+        {
+            m.release(range.start, range.end - range.start);
+        }
+    }
+
     /// The bytes `range` as an owned, zero-copy handle; `None` when the range is not inside
     /// these bytes (or ends past 4 GiB, which no segment reaches).
     pub fn slice(&self, range: Range<usize>) -> Option<Bytes> {
@@ -225,7 +245,10 @@ impl SharedBytes {
 impl Deref for SharedBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        (*self.0).as_ref()
+        match &self.0 {
+            Owner::Heap(v) => v,
+            Owner::Map(m) => m.bytes(),
+        }
     }
 }
 
