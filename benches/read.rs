@@ -1,8 +1,9 @@
 //! Read and recovery benchmarks over real files.
 //!
 //! - `iter_1gib/<record size>`: `Log::iter` over a 1 GiB log (every frame's CRC checked, a
-//!   `Record` built per frame), beside `crc32fast_1gib`: a bare `crc32fast::hash` over the same
-//!   segment files, mapped. Throughput in bytes.
+//!   `Record` built per frame) and `Log::scan` (records lent, no reference count), beside
+//!   `crc32fast_bare`: a bare `crc32fast::hash` over the same segment files, read into memory.
+//!   Throughput in bytes.
 //! - `open_unclean/<size>`: `Log::open` after an unclean shutdown (`Durability::Always`, the
 //!   process "dies" without closing) of a 10 MiB and a 1 GiB log. Each sample restores the files
 //!   recovery rewrites (checkpoint, active index), so every open starts from the same crash.
@@ -55,6 +56,17 @@ fn iter_1gib(c: &mut Criterion) {
                 for r in log.iter(0) {
                     n += r.expect("record").payload().len() as u64;
                 }
+                n
+            });
+        });
+        g.bench_function(BenchmarkId::new("evlog_scan", size), |b| {
+            b.iter(|| {
+                let mut n = 0u64;
+                log.scan(0, |r| {
+                    n += r.payload().len() as u64;
+                    std::ops::ControlFlow::Continue(())
+                })
+                .expect("scan");
                 n
             });
         });

@@ -169,16 +169,14 @@ impl LogStats {
     }
 }
 
-/// What readers may see.
+/// Which segments readers may see. How far into the active one they may read is not here but in
+/// two atomics of `Shared` (`published`, `published_end`), so that publishing an append takes
+/// no lock: read them with `Shared::visible` while holding the view.
 #[derive(Debug)]
 pub(crate) struct View {
     /// Base offsets of all segments; the last is the active one.
     pub bases: Vec<u64>,
     pub active: Arc<Active>,
-    /// Offset after the last published record.
-    pub next_offset: u64,
-    /// Byte end of the last published record in the active segment.
-    pub active_end: u64,
 }
 
 pub(crate) use crate::sync::lock;
@@ -202,8 +200,12 @@ pub(crate) struct Shared {
     pub poison_cause: Mutex<Option<String>>,
     pub appended: Mutex<()>,
     pub appended_cv: Condvar,
-    /// `view.next_offset`, readable without the lock: what a spinning `wait_for` watches.
+    /// Offset after the last published record (what readers may read up to). Stored after
+    /// `published_end`, so a reader that loads it first and then the end finds every record
+    /// below it inside the end.
     pub published: AtomicU64,
+    /// Byte end of the last published record in the active segment.
+    pub published_end: AtomicU64,
     /// Threads blocked in `wait_for`; publishing skips the wake-up (a futex syscall) when zero.
     pub waiters: AtomicUsize,
     pub shutdown: Mutex<bool>,
@@ -232,6 +234,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// `(published, published_end)`: how far readers may read. Call it while holding the view,
+    /// so that no roll moves both to a new segment in between.
+    pub fn visible(&self) -> (u64, u64) {
+        let next = self.published.load(Ordering::Acquire);
+        (next, self.published_end.load(Ordering::Acquire))
+    }
+
+    /// Sets what readers may read, under the view's write lock (a roll, a refresh) or the
+    /// writer lock (an append in `Os`/`Interval` mode): the end first, then the offset.
+    pub fn set_visible(&self, next_offset: u64, end: u64) {
+        self.published_end.store(end, Ordering::Release);
+        self.published.store(next_offset, Ordering::Release);
+    }
+
     pub fn view(&self) -> RwLockReadGuard<'_, View> {
         self.view.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -254,16 +270,17 @@ impl Shared {
     fn locate(&self, offset: u64) -> Result<Option<Cur>> {
         let (base, next_base, active, end, visible) = {
             let v = self.view();
+            let (visible, active_end) = self.visible();
             let first = v.bases.first().copied().unwrap_or(0);
-            if offset < first || offset >= v.next_offset {
+            if offset < first || offset >= visible {
                 return Ok(None);
             }
             // `first <= offset`, so at least one base is <= offset.
             let i = v.bases.partition_point(|&b| b <= offset).saturating_sub(1);
             let base = v.bases.get(i).copied().unwrap_or(first);
             match v.bases.get(i + 1) {
-                None => (base, None, Some(v.active.clone()), v.active_end, v.next_offset),
-                Some(&end) => (base, Some(end), None, 0, v.next_offset),
+                None => (base, None, Some(v.active.clone()), active_end, visible),
+                Some(&end) => (base, Some(end), None, 0, visible),
             }
         };
         let rel = offset - base;
@@ -297,27 +314,46 @@ impl Shared {
         }
     }
 
-    /// Publishes records up to `next_offset` ending at byte `end` of `active`, if that is news.
+    /// Publishes records up to `next_offset` ending at byte `end` of `active`, if that is news
+    /// and `active` is still the active segment (a group commit leader that synced before a
+    /// roll must not publish into the new segment): the view's read lock keeps rolls out while
+    /// it checks and stores.
     pub fn publish(&self, active: &Arc<Active>, next_offset: u64, end: u64) {
         {
-            let mut v = self.view_mut();
-            if !Arc::ptr_eq(&v.active, active) || next_offset <= v.next_offset {
+            let v = self.view();
+            if !Arc::ptr_eq(&v.active, active) || next_offset <= self.published.load(Ordering::Acquire) {
                 return;
             }
-            v.next_offset = next_offset;
-            v.active_end = end;
-            self.published.store(next_offset, Ordering::Release);
+            self.published_end.fetch_max(end, Ordering::AcqRel);
+            self.published.fetch_max(next_offset, Ordering::AcqRel);
         }
         self.wake_waiters();
+    }
+
+    /// Publishes what the holder of the writer lock just wrote (`Os`/`Interval` appends): no
+    /// roll can happen meanwhile (rolls take the writer lock), and nothing publishes further, so
+    /// two plain stores do, no view lock.
+    pub fn publish_written(&self, next_offset: u64, end: u64) {
+        self.published_end.store(end, Ordering::Release);
+        // A SeqCst swap, not a store and a fence: the locked instruction is the full barrier
+        // that the waiter handshake needs (see `wake_waiters`), at half the cost of a fence.
+        self.published.swap(next_offset, Ordering::SeqCst);
+        self.notify_waiters();
     }
 
     /// Wakes `wait_for` callers. Pairs with the fence in `wait_for`: either the waiter sees the
     /// new view, or this sees the waiter's count and wakes it under the mutex it waits with.
     pub fn wake_waiters(&self) {
+        fence(Ordering::SeqCst);
+        self.notify_waiters();
+    }
+
+    /// The second half of `wake_waiters`, for a caller whose last write to `published` was
+    /// itself SeqCst (a full barrier already).
+    fn notify_waiters(&self) {
         if let Some(s) = &self.opts.append_signal {
             s.notify();
         }
-        fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
             let _g = lock(&self.appended);
             self.appended_cv.notify_all();
@@ -355,7 +391,8 @@ impl Shared {
         bases.sort_unstable();
         let (old_bases, active, mut next, mut end) = {
             let v = self.view();
-            (v.bases.clone(), v.active.clone(), v.next_offset, v.active_end)
+            let (next, end) = self.visible();
+            (v.bases.clone(), v.active.clone(), next, end)
         };
         // A newest segment still without a complete header is a roll in progress: not yet there.
         while bases.len() > 1 {
@@ -401,9 +438,7 @@ impl Shared {
                 let mut v = self.view_mut();
                 v.bases = bases;
                 v.active = active;
-                v.next_offset = new_next;
-                v.active_end = new_end;
-                self.published.store(new_next, Ordering::Release);
+                self.set_visible(new_next, new_end);
             }
             self.wake_waiters();
         }
@@ -652,12 +687,7 @@ impl Log {
         Shared {
             dir,
             read_only,
-            view: RwLock::new(View {
-                bases: rec.bases,
-                active,
-                next_offset: rec.next_offset,
-                active_end: rec.position,
-            }),
+            view: RwLock::new(View { bases: rec.bases, active }),
             cache: Mutex::new(SegmentCache::default()),
             time_ranges: Mutex::new(HashMap::new()),
             writer,
@@ -669,6 +699,7 @@ impl Log {
             appended_cv: Condvar::new(),
             waiters: AtomicUsize::new(0),
             published: AtomicU64::new(rec.next_offset),
+            published_end: AtomicU64::new(rec.position),
             shutdown: Mutex::new(false),
             shutdown_cv: Condvar::new(),
             dir_lock: Mutex::new(guard),
@@ -759,7 +790,7 @@ impl Log {
         }
         let (bases, active, end) = {
             let v = s.view();
-            (v.bases.clone(), v.active.clone(), v.active_end)
+            (v.bases.clone(), v.active.clone(), s.visible().1)
         };
         for (base, end_offset) in consecutive(&bases) {
             if s.time_range(base, end_offset)?.is_none_or(|(_, max)| max < ts) {
@@ -788,7 +819,7 @@ impl Log {
         if self.shared.read_only {
             let _ = self.shared.refresh();
         }
-        self.shared.view().next_offset
+        self.shared.published.load(Ordering::Acquire)
     }
 
     /// Makes every record appended so far durable (fdatasync), whatever the durability mode.
@@ -826,13 +857,13 @@ impl Log {
         let deadline = Instant::now() + timeout;
         if s.read_only {
             s.refresh()?;
-            return Ok(s.view().next_offset > offset);
+            return Ok(s.published.load(Ordering::Acquire) > offset);
         }
         let mut g = lock(&s.appended);
         s.waiters.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let ready = loop {
-            if s.view().next_offset > offset {
+            if s.published.load(Ordering::Acquire) > offset {
                 break true;
             }
             let now = Instant::now();
@@ -877,7 +908,7 @@ impl Log {
     pub fn segment_time_ranges(&self) -> Result<Vec<SegmentTimes>> {
         let (bases, active, next) = {
             let v = self.shared.view();
-            (v.bases.clone(), v.active.clone(), v.next_offset)
+            (v.bases.clone(), v.active.clone(), self.shared.visible().0)
         };
         let mut out = Vec::with_capacity(bases.len());
         for (base, end) in consecutive(&bases) {
@@ -974,7 +1005,7 @@ impl Log {
     }
 
     fn refresh_if_read_only(&self, offset: u64) -> Result<()> {
-        if self.shared.read_only && offset >= self.shared.view().next_offset {
+        if self.shared.read_only && offset >= self.shared.published.load(Ordering::Acquire) {
             self.shared.refresh()?;
         }
         Ok(())
@@ -1041,7 +1072,8 @@ impl Iter {
         for _ in 0..4 {
             let (first, visible, active_base, active_end) = {
                 let v = self.shared.view();
-                (v.bases.first().copied().unwrap_or(0), v.next_offset, v.active.base, v.active_end)
+                let (visible, active_end) = self.shared.visible();
+                (v.bases.first().copied().unwrap_or(0), visible, v.active.base, active_end)
             };
             if self.next < first {
                 self.next = first;

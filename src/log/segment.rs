@@ -120,13 +120,16 @@ impl FrameCursor {
     }
 
     /// A sequential scan of a mapped segment lets go of the pages it has passed (whole pages
-    /// only), so RSS stays about `RELEASE_BEHIND_BYTES` per cursor whatever the log's size.
+    /// only), so RSS stays about twice `RELEASE_BEHIND_BYTES` per cursor whatever the log's
+    /// size, and maps the next stretch ahead of it in one call.
     fn release_behind(&mut self) {
         let to = self.pos - self.pos % PAGE_BYTES;
         if let Source::Mapped(m) = &self.source
             && let (Ok(from), Ok(to)) = (usize::try_from(self.released_to), usize::try_from(to))
         {
             m.release(from..to);
+            let ahead = usize::try_from(RELEASE_BEHIND_BYTES).unwrap_or(usize::MAX);
+            m.prefetch(to..to.saturating_add(ahead));
         }
         self.released_to = to;
     }

@@ -209,7 +209,7 @@ impl Shared {
             self.preallocate(&mut w);
         }
         if self.opts.durability != Durability::Always {
-            self.publish(&w.active, w.next_offset, w.position);
+            self.publish_written(w.next_offset, w.position);
         }
         Ok((first, w.next_offset))
     }
@@ -283,7 +283,10 @@ impl Shared {
         let took = self.timed_data_sync(&active)?;
         self.last_fsync_nanos.store(took, Ordering::Relaxed);
         self.mark_synced(upto);
-        self.publish(&active, upto, end);
+        if self.opts.durability == Durability::Always {
+            // Under `Os`/`Interval` every write was published as it was made.
+            self.publish(&active, upto, end);
+        }
         self.maybe_checkpoint(&active, upto, end);
         Ok(())
     }
@@ -377,8 +380,7 @@ impl Shared {
             let mut v = self.view_mut();
             v.bases.push(base);
             v.active = active;
-            v.next_offset = base;
-            v.active_end = SEGMENT_HEADER_LEN as u64;
+            self.set_visible(base, SEGMENT_HEADER_LEN as u64);
         }
         self.wake_waiters();
         Ok(())

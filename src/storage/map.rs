@@ -6,7 +6,7 @@
 //! - [`map_write`]: a writable shared map of the active segment, written by the writer lock's
 //!   holder only, and only below the blocks `fallocate` gave it.
 //!
-//! and one advice: [`ReadMap::release`] (`MADV_DONTNEED` behind a sequential scan).
+//! and one unsafe advice: [`ReadMap::release`] (`MADV_DONTNEED` behind a sequential scan).
 //!
 //! What could still go wrong, and why it does not: a map of a file that shrinks under it raises
 //! `SIGBUS` on the next touch of a page past the new end. evlog never truncates a file it has
@@ -56,6 +56,13 @@ impl ReadMap {
         // zeroes memory only for private or anonymous mappings, which this is not). No reference
         // into the map is invalidated and no byte it reads changes.
         let _ = unsafe { self.0.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
+    }
+
+    /// Maps the pages of `[offset, offset + len)` into the process in one call (reading them
+    /// into the page cache if needed), so a scan that is about to read them takes no page fault
+    /// per page. Best effort: kernels before 5.14 do not know the advice.
+    pub(super) fn prefetch(&self, offset: usize, len: usize) {
+        let _ = self.0.advise_range(memmap2::Advice::PopulateRead, offset, len);
     }
 }
 

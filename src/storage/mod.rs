@@ -228,6 +228,17 @@ impl SharedBytes {
         }
     }
 
+    /// Tells the system the bytes `range` are about to be read in order: for a map, its pages
+    /// are mapped in one call instead of one fault each; for a heap buffer, nothing.
+    pub(crate) fn prefetch(&self, range: Range<usize>) {
+        if let Owner::Map(m) = &self.0 {
+            let end = range.end.min(m.bytes().len());
+            if range.start < end {
+                m.prefetch(range.start, end - range.start);
+            }
+        }
+    }
+
     /// The bytes `range` as an owned, zero-copy handle; `None` when the range is not inside
     /// these bytes (or ends past 4 GiB, which no segment reaches).
     pub fn slice(&self, range: Range<usize>) -> Option<Bytes> {
