@@ -229,9 +229,15 @@ impl QueueInner {
         let saved = store.inner().state.queue_load(topic, group)?;
         let (first, next) = (t.first_offset(), t.next_offset());
         let cursor = match saved.cursor {
-            Some(c) => c.clamp(first, next),
+            Some(c) => c,
             None => opts.start.resolve(&t)?,
         };
+        // A crash between a lease's entries and its cursor (`queue_apply` writes them one by
+        // one) leaves entries at or past the saved cursor: those records were delivered, so the
+        // cursor goes past them. Entries past the topic's end (a tail lost in a power cut) are
+        // not; they are dropped below.
+        let past_entries = saved.entries.iter().map(|(o, _)| *o).filter(|&o| o < next).max().map_or(0, |o| o + 1);
+        let cursor = cursor.max(past_entries).clamp(first, next);
         let mut st = State {
             cursor,
             iter: t.iter(cursor),
@@ -790,5 +796,34 @@ impl PriorityQueue {
     /// Dead-letters a delivery from its lane.
     pub fn dead_letter(&self, d: &Delivery, reason: &str) -> Result<()> {
         self.lane_of(d)?.dead_letter(d, reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreOptions;
+
+    #[test]
+    fn entries_written_without_their_cursor_count_as_delivered_after_a_crash() {
+        // `queue_apply` writes a lease's entries before its cursor, one sled write each; a
+        // crash in between leaves entries at or past the saved cursor. Those records were
+        // delivered: the reopened queue must redeliver them with a higher count, not deliver
+        // them as new, and must not skip the record after them.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+        let topic = store.topic("jobs").expect("topic");
+        for p in [b"a", b"b", b"c"] {
+            topic.append(p).expect("append");
+        }
+        let entry = QueueEntry { deliveries: 1, ready_at_ms: 0 };
+        store.inner().state.queue_apply("jobs", "workers", None, &[(0, entry), (1, entry)], &[]).expect("apply");
+        let q = store.queue("workers", "jobs", QueueOptions::default()).expect("queue");
+        let got: Vec<(u64, u32)> = (0..3)
+            .map(|_| q.try_lease().expect("lease").expect("a record"))
+            .map(|d| (d.offset(), d.deliveries))
+            .collect();
+        assert_eq!(got, vec![(0, 2), (1, 2), (2, 1)]);
+        assert!(q.try_lease().expect("lease").is_none());
     }
 }
