@@ -2,7 +2,7 @@
 //! permitted). The fault-injecting storage covers ENOSPC everywhere else (tests/log.rs).
 
 use evlog::{Durability, Log, LogError, Options, WritePath};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// A mounted tmpfs of a few hundred KiB, unmounted on drop.
@@ -47,28 +47,45 @@ fn fill(log: &Log, from: u64) -> Result<u64, LogError> {
     }
 }
 
-#[test]
-fn a_full_real_filesystem_gives_storage_full_and_recovers_after_space_is_freed() {
-    // The pwrite path: a failed write may have stored part of a frame, so the log is poisoned
-    // until it is reopened.
+/// A log on a 512 KiB tmpfs, filled until an append failed.
+struct Filled {
+    /// Keeps the file system mounted.
+    _fs: SmallFs,
+    /// A file taking 128 KiB; removing it frees room.
+    ballast: PathBuf,
+    dir: PathBuf,
+    log: Log,
+    /// What the failed append returned.
+    err: LogError,
+}
+
+/// Fills a log opened with `o` on a small tmpfs; `None` (with a message) where mounting is not
+/// permitted.
+fn fill_a_small_disk(o: &Options) -> Option<Filled> {
     let Some(fs) = SmallFs::mount("512k") else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)");
-        return;
+        return None;
     };
-    // Take some space with a file we can delete later.
-    let ballast: &Path = &fs.dir.join("ballast");
-    std::fs::write(ballast, vec![0u8; 128 << 10]).expect("ballast");
+    let ballast = fs.dir.join("ballast");
+    std::fs::write(&ballast, vec![0u8; 128 << 10]).expect("ballast");
     let dir = fs.dir.join("log");
-    let mut o = options();
-    o.write_path = WritePath::Pwrite;
     let log = Log::open(&dir, o.clone()).expect("open");
     let err = fill(&log, 0).expect_err("the disk fills up");
     assert!(matches!(err, LogError::StorageFull { .. }), "{err}");
     assert!(err.to_string().contains("no space"), "{err}");
+    assert!(log.next_offset() > 50);
+    assert_eq!(readable(&log), log.next_offset(), "everything acknowledged is readable");
+    Some(Filled { _fs: fs, ballast, dir, log, err })
+}
+
+#[test]
+fn a_full_real_filesystem_gives_storage_full_and_recovers_after_space_is_freed() {
+    // The pwrite path: a failed write may have stored part of a frame, so the log is poisoned
+    // until it is reopened.
+    let mut o = options();
+    o.write_path = WritePath::Pwrite;
+    let Some(Filled { _fs, ballast, dir, log, .. }) = fill_a_small_disk(&o) else { return };
     let acknowledged = log.next_offset();
-    assert!(acknowledged > 50);
-    // Readable, nothing wrong in it, and poisoned for appends.
-    assert_eq!(readable(&log), acknowledged);
     assert!(matches!(log.append(b"x"), Err(LogError::Poisoned { .. })));
     drop(log);
     std::fs::remove_file(ballast).expect("free space");
@@ -83,23 +100,12 @@ fn a_full_real_filesystem_gives_storage_full_and_recovers_after_space_is_freed()
 fn a_full_disk_refuses_mapped_appends_before_writing_and_the_same_handle_appends_once_space_is_freed() {
     // The map path: space is allocated (fallocate) before a byte of a record is copied, so a
     // full disk is StorageFull with nothing written and nothing poisoned.
-    let Some(fs) = SmallFs::mount("512k") else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)");
-        return;
-    };
-    let ballast: &Path = &fs.dir.join("ballast");
-    std::fs::write(ballast, vec![0u8; 128 << 10]).expect("ballast");
-    let dir = fs.dir.join("log");
     let mut o = options();
     o.durability = Durability::Interval(std::time::Duration::from_millis(5)); // maps are for Os/Interval
-    let log = Log::open(&dir, o.clone()).expect("open");
-    let err = fill(&log, 0).expect_err("the disk fills up");
-    assert!(log.stats().mapped_writes, "tmpfs can fallocate, so appends go through the map");
-    assert!(matches!(err, LogError::StorageFull { .. }), "{err}");
-    let acknowledged = log.next_offset();
-    assert!(acknowledged > 50);
-    assert_eq!(readable(&log), acknowledged);
+    let Some(Filled { _fs, ballast, dir, log, err }) = fill_a_small_disk(&o) else { return };
+    assert!(log.stats().mapped_writes, "tmpfs can fallocate, so appends go through the map: {err}");
     assert!(!log.is_poisoned());
+    let acknowledged = log.next_offset();
     assert!(matches!(fill(&log, acknowledged), Err(LogError::StorageFull { .. })), "still full");
     let acknowledged = log.next_offset();
     std::fs::remove_file(ballast).expect("free space");
