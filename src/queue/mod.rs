@@ -306,6 +306,7 @@ impl Queue {
     /// durable write for all of them.
     pub fn try_lease_many(&self, max: usize) -> Result<Vec<Delivery>> {
         let inner = &*self.inner;
+        let _committing = inner.store.inner().state.committing();
         let now = self.now();
         let mut dying = Vec::new();
         let leased = self.lease_locked(now, max, &mut dying);
@@ -455,6 +456,7 @@ impl Queue {
     /// first such one is returned as [`QueueError::LeaseLost`](crate::QueueError::LeaseLost).
     pub fn ack_many(&self, deliveries: &[Delivery]) -> Result<()> {
         let inner = &*self.inner;
+        let _committing = inner.store.inner().state.committing();
         let mut lost = None;
         let mut removes = Vec::with_capacity(deliveries.len());
         {
@@ -485,6 +487,7 @@ impl Queue {
     /// has had `deliveries_max` deliveries. The delay survives a restart.
     pub fn nack(&self, d: &Delivery, delay: Duration) -> Result<()> {
         let inner = &*self.inner;
+        let _committing = inner.store.inner().state.committing();
         let offset = d.offset();
         let bury = {
             let mut st = lock(&inner.state);

@@ -21,8 +21,9 @@ use crate::format::state::{
 use crate::storage::{OpenMode, Storage};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const GROUPS_TREE: &str = "groups";
 const STATE_TREE_PREFIX: &str = "state:";
@@ -109,6 +110,24 @@ pub(crate) struct StateDb {
     flushed_upto: AtomicU64,
     synced_upto: AtomicU64,
     group_commit: crate::sync::GroupCommit,
+    /// Threads between the start of a queue operation and the end of its durable commit (see
+    /// `committing`): how many tickets a group commit leader may wait for.
+    committers: AtomicUsize,
+    /// How long the last flush took, in nanoseconds (bounds a leader's wait for followers).
+    last_flush_nanos: AtomicU64,
+}
+
+/// Longest a group commit leader waits for other committers to join its flush.
+const GATHER_MAX: Duration = Duration::from_millis(2);
+
+/// Held by a thread from the start of an operation that will commit durably to the end of its
+/// commit (see [`StateDb::committing`]).
+pub(crate) struct Committing<'a>(&'a AtomicUsize);
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A work queue's outstanding record, as stored: delivered `deliveries` times so far; not to be
@@ -186,6 +205,8 @@ impl StateDb {
             flushed_upto: AtomicU64::new(0),
             synced_upto: AtomicU64::new(0),
             group_commit: crate::sync::GroupCommit::default(),
+            committers: AtomicUsize::new(0),
+            last_flush_nanos: AtomicU64::new(0),
         };
         // sled creates its files and directories without fsyncing them or their directory:
         // make them durable now, so that a power cut after the first durable commit finds the
@@ -343,9 +364,13 @@ impl StateDb {
         self.group_commit.wait_until(
             || mark.load(Ordering::Acquire) >= ticket,
             || {
+                self.gather(mark);
                 // Every ticket taken so far belongs to a write that is already in sled.
                 let upto = self.writes.load(Ordering::SeqCst);
+                let started = Instant::now();
                 self.flush_once(durability)?;
+                let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.last_flush_nanos.store(took, Ordering::Relaxed);
                 self.flushed_upto.fetch_max(upto, Ordering::AcqRel);
                 if durability == CommitDurability::Always {
                     self.synced_upto.fetch_max(upto, Ordering::AcqRel);
@@ -354,6 +379,29 @@ impl StateDb {
             },
             || if self.poisoned.load(Ordering::Acquire) { Err(self.poisoned_error()) } else { Ok(()) },
         )
+    }
+
+    /// Marks the calling thread as one that is about to write and commit durably (a queue's
+    /// lease, ack or nack), until the guard drops: a group commit leader waits briefly for such
+    /// threads, so that several workers' commits share one flush instead of alternating.
+    pub fn committing(&self) -> Committing<'_> {
+        self.committers.fetch_add(1, Ordering::AcqRel);
+        Committing(&self.committers)
+    }
+
+    /// A leader's gather: while fewer commits wait than threads are committing (typically the
+    /// workers the last flush just released, about to write again), yield so they join this
+    /// flush. Bounded by a quarter of the last flush's time; a lone committer never waits.
+    fn gather(&self, covered: &AtomicU64) {
+        let budget = Duration::from_nanos(self.last_flush_nanos.load(Ordering::Relaxed) / 4).min(GATHER_MAX);
+        let start = Instant::now();
+        loop {
+            let waiting = self.writes.load(Ordering::SeqCst).saturating_sub(covered.load(Ordering::Acquire));
+            if waiting >= self.committers.load(Ordering::Acquire) as u64 || start.elapsed() >= budget {
+                return;
+            }
+            std::thread::yield_now();
+        }
     }
 
     fn flush_once(&self, durability: CommitDurability) -> Result<()> {
