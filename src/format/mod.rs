@@ -388,7 +388,62 @@ pub fn record_body_len(key: Option<&[u8]>, headers_len: usize, payload: &[u8]) -
 /// `RECORD_BYTES_LIMIT` and the header limits (`headers_block_len`). Returns the frame length.
 pub fn encode_frame(out: &mut Vec<u8>, f: &FrameFields<'_>, headers_len: usize) -> usize {
     let start = out.len();
-    let key_len = f.key.map_or(0, <[u8]>::len);
+    let len = frame_len(f, headers_len);
+    out.reserve(len);
+    out.extend_from_slice(&[0u8; 4]); // CRC, filled in below
+    put_fields(out, f, headers_len);
+    debug_assert_eq!(out.len() - start, len, "frame_len agrees with what was written");
+    seal_crc(out.get_mut(start..).unwrap_or_default());
+    len
+}
+
+/// Length of the frame `f` encodes to (`headers_len` from `headers_block_len`).
+pub fn frame_len(f: &FrameFields<'_>, headers_len: usize) -> usize {
+    FRAME_HEADER_LEN + f.key.map_or(0, <[u8]>::len) + headers_len + f.payload.len()
+}
+
+/// Writes one encoded frame at the start of `dst` (the writer encodes a single record straight
+/// into the mapped active segment with it); returns its length, or `None` when `dst` is
+/// shorter than [`frame_len`]. Same preconditions as [`encode_frame`].
+pub fn encode_frame_into(dst: &mut [u8], f: &FrameFields<'_>, headers_len: usize) -> Option<usize> {
+    let len = frame_len(f, headers_len);
+    let frame = dst.get_mut(..len)?;
+    let mut w = SliceWriter { buf: frame, at: FRAME_CRC_FROM }; // the CRC is filled in below
+    put_fields(&mut w, f, headers_len);
+    debug_assert_eq!(w.at, len, "frame_len agrees with what was written");
+    seal_crc(frame);
+    Some(len)
+}
+
+/// Where a frame's bytes go: a growing buffer or a slice sized for them.
+trait FrameSink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl FrameSink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Writes consecutive fields into a slice that was sized for them.
+struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl FrameSink for SliceWriter<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        if let Some(dst) = self.buf.get_mut(self.at..self.at + bytes.len()) {
+            dst.copy_from_slice(bytes);
+        }
+        self.at += bytes.len();
+    }
+}
+
+/// Every field of a frame after the CRC, in FORMAT.md's order: the one place that lays a
+/// frame out.
+fn put_fields(sink: &mut impl FrameSink, f: &FrameFields<'_>, headers_len: usize) {
     let mut flags = 0u16;
     if f.key.is_some() {
         flags |= FLAG_HAS_KEY;
@@ -396,36 +451,35 @@ pub fn encode_frame(out: &mut Vec<u8>, f: &FrameFields<'_>, headers_len: usize) 
     if f.batch_continues {
         flags |= FLAG_BATCH_CONTINUES;
     }
-    out.reserve(FRAME_HEADER_LEN + key_len + headers_len + f.payload.len());
-    out.extend_from_slice(&[0u8; 4]); // CRC, filled in below
-    out.push(FRAME_MAGIC);
-    out.push(FRAME_VERSION);
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&f.offset.to_le_bytes());
-    out.extend_from_slice(&f.durable_offset.to_le_bytes());
-    out.extend_from_slice(&f.timestamp.to_le_bytes());
-    out.extend_from_slice(&checked_u32(key_len).to_le_bytes());
-    out.extend_from_slice(&checked_u32(headers_len).to_le_bytes());
-    out.extend_from_slice(&checked_u32(f.payload.len()).to_le_bytes());
+    sink.put(&[FRAME_MAGIC, FRAME_VERSION]);
+    sink.put(&flags.to_le_bytes());
+    sink.put(&f.offset.to_le_bytes());
+    sink.put(&f.durable_offset.to_le_bytes());
+    sink.put(&f.timestamp.to_le_bytes());
+    sink.put(&checked_u32(f.key.map_or(0, <[u8]>::len)).to_le_bytes());
+    sink.put(&checked_u32(headers_len).to_le_bytes());
+    sink.put(&checked_u32(f.payload.len()).to_le_bytes());
     if let Some(k) = f.key {
-        out.extend_from_slice(k);
+        sink.put(k);
     }
     if !f.headers.is_empty() {
-        out.extend_from_slice(&checked_u16(f.headers.len()).to_le_bytes());
+        sink.put(&checked_u16(f.headers.len()).to_le_bytes());
         for (name, value) in f.headers {
-            out.extend_from_slice(&checked_u16(name.len()).to_le_bytes());
-            out.extend_from_slice(&checked_u32(value.len()).to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(value);
+            sink.put(&checked_u16(name.len()).to_le_bytes());
+            sink.put(&checked_u32(value.len()).to_le_bytes());
+            sink.put(name.as_bytes());
+            sink.put(value);
         }
     }
-    out.extend_from_slice(f.payload);
-    let frame = out.get_mut(start..).unwrap_or_default();
+    sink.put(f.payload);
+}
+
+/// Computes the CRC over an encoded frame's bytes after the CRC field and stores it there.
+fn seal_crc(frame: &mut [u8]) {
     let crc = crc32fast::hash(frame.get(FRAME_CRC_FROM..).unwrap_or_default());
     if let Some(slot) = frame.get_mut(FRAME_CRC_AT..FRAME_CRC_AT + 4) {
         slot.copy_from_slice(&crc.to_le_bytes());
     }
-    out.len() - start
 }
 
 /// A frame that decoded and whose checksum matched. Ranges index the buffer it came from.

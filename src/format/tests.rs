@@ -147,6 +147,12 @@ fn frame(offset: u64, key: Option<&[u8]>, headers: &[(&str, &[u8])], payload: &[
     };
     let n = encode_frame(&mut out, &f, hl);
     assert_eq!(n, out.len());
+    // Encoding in place (what the writer does into the mapped segment) gives the same bytes,
+    // and refuses a slice one byte short.
+    let mut slot = vec![0xEEu8; n + 3];
+    assert_eq!(encode_frame_into(&mut slot, &f, hl), Some(n));
+    assert_eq!(&slot[..n], &out[..], "in place and appended frames agree");
+    assert_eq!(encode_frame_into(&mut vec![0u8; n - 1], &f, hl), None);
     out
 }
 

@@ -145,19 +145,23 @@ impl WriteMap for RealWriteMap {
     }
 
     fn write(&mut self, pos: u64, data: &[u8]) -> io::Result<()> {
-        let end = pos.saturating_add(data.len() as u64);
+        self.write_with(pos, data.len(), &mut |target| target.copy_from_slice(data))
+    }
+
+    fn write_with(&mut self, pos: u64, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+        let end = pos.saturating_add(len as u64);
         if end > self.allocated {
-            return Err(past_allocation(pos, data.len(), self.allocated));
+            return Err(past_allocation(pos, len, self.allocated));
         }
         let (Ok(start), Ok(end)) = (usize::try_from(pos), usize::try_from(end)) else {
-            return Err(past_allocation(pos, data.len(), self.allocated));
+            return Err(past_allocation(pos, len, self.allocated));
         };
         match self.map.get_mut(start..end) {
             Some(target) => {
-                target.copy_from_slice(data);
+                fill(target);
                 Ok(())
             }
-            None => Err(past_allocation(pos, data.len(), self.allocated)),
+            None => Err(past_allocation(pos, len, self.allocated)),
         }
     }
 }

@@ -186,6 +186,14 @@ pub trait WriteMap: Send + Sync + fmt::Debug {
     /// Copies `data` into the file at `pos`. Fails, touching nothing, unless `pos + data.len()`
     /// is within [`WriteMap::allocated`].
     fn write(&mut self, pos: u64, data: &[u8]) -> io::Result<()>;
+    /// Lets `fill` write `len` bytes at `pos` in place (a real map hands it the mapped bytes, so
+    /// a frame is encoded straight into the page cache with no copy in between); the same
+    /// bounds as `write`. By default `fill` writes into a buffer that `write` then copies.
+    fn write_with(&mut self, pos: u64, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        self.write(pos, &buf)
+    }
 }
 
 /// The error a [`WriteMap`] returns for a write past its allocated bytes.
