@@ -28,7 +28,7 @@ use crate::log::record::{NewRecord, Record, RecordRef};
 use crate::log::recovery::RecoveryReport;
 use crate::log::segment::{FrameCursor, RawStep, Source, Step};
 use crate::log::writer::Writer;
-use crate::storage::{LockGuard, OpenMode, StorageFile};
+use crate::storage::{LockGuard, OpenMode, PublishedMap, StorageFile};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -44,12 +44,35 @@ pub(crate) struct Active {
     pub path: PathBuf,
     pub file: Arc<dyn StorageFile>,
     pub index: Mutex<IndexBuilder>,
+    /// For a writable log on real files: the segment mapped read-only, which its in-process
+    /// readers read below the published end instead of calling `pread`.
+    pub published_map: Option<PublishedMap>,
 }
 
 impl Active {
+    /// The active segment of a log: mapped for in-process readers when `writable` and the
+    /// storage offers it (a read-only log's file may be truncated by the writer's recovery, so
+    /// it keeps using `pread`).
+    pub fn new(
+        base: u64,
+        path: PathBuf,
+        file: Arc<dyn StorageFile>,
+        index: IndexBuilder,
+        opts: &Options,
+        writable: bool,
+    ) -> Self {
+        let published_map = if writable {
+            file.map_published(opts.segment_bytes_max, crate::storage::INTERNAL).ok().flatten()
+        } else {
+            None
+        };
+        Active { base, path, file, index: Mutex::new(index), published_map }
+    }
+
     /// A cursor over this segment's frames from `pos` up to `end` (the published end).
     pub fn cursor(&self, pos: u64, end: u64, chunk_bytes: usize) -> FrameCursor {
-        FrameCursor::new(Source::File(self.file.clone()), self.path.clone(), pos, end, chunk_bytes)
+        let source = Source::File(self.file.clone(), self.published_map.clone());
+        FrameCursor::new(source, self.path.clone(), pos, end, chunk_bytes)
     }
 }
 
@@ -412,12 +435,8 @@ impl Shared {
         if last != active.base {
             let path = self.dir.join(format::segment_file_name(last));
             let file = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
-            active = Arc::new(Active {
-                base: last,
-                path,
-                file,
-                index: Mutex::new(IndexBuilder::new(last, self.opts.index_interval_bytes)),
-            });
+            let index = IndexBuilder::new(last, self.opts.index_interval_bytes);
+            active = Arc::new(Active::new(last, path, file, index, &self.opts, false));
             next = last;
             end = SEGMENT_HEADER_LEN as u64;
             lock(&self.cache).forget_outside(bases.first().copied().unwrap_or(last), last);
@@ -676,12 +695,8 @@ impl Log {
         checkpoint: Option<crate::log::checkpoint::CheckpointFile>,
     ) -> Shared {
         let base = *rec.bases.last().unwrap_or(&0);
-        let active = Arc::new(Active {
-            base,
-            path: dir.join(format::segment_file_name(base)),
-            file: rec.active_file,
-            index: Mutex::new(rec.index),
-        });
+        let path = dir.join(format::segment_file_name(base));
+        let active = Arc::new(Active::new(base, path, rec.active_file, rec.index, &opts, !read_only));
         let writer = checkpoint
             .map(|checkpoint| Mutex::new(Writer::new(active.clone(), rec.position, rec.next_offset, checkpoint)));
         Shared {

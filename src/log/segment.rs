@@ -14,7 +14,7 @@
 
 use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, DecodedFrame, FRAME_HEADER_LEN, FrameError, SEGMENT_HEADER_LEN};
-use crate::storage::{Bytes, OpenMode, SharedBytes, Storage, StorageFile};
+use crate::storage::{Bytes, OpenMode, PublishedMap, SharedBytes, Storage, StorageFile};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,8 +50,10 @@ pub(crate) fn check_header(file: &dyn StorageFile, path: &Path, base_offset: u64
 pub(crate) enum Source {
     /// A sealed segment's bytes, mapped (or held in memory).
     Mapped(SharedBytes),
-    /// A file read in chunks with pread: the active segment, whose end moves.
-    File(Arc<dyn StorageFile>),
+    /// A file read in chunks with pread: the active segment, whose end moves. With a
+    /// published map (a writable log on real files), the published part is read from it
+    /// instead: no system call per chunk.
+    File(Arc<dyn StorageFile>, Option<PublishedMap>),
 }
 
 /// One step of a cursor.
@@ -101,7 +103,7 @@ impl FrameCursor {
     pub fn new(source: Source, path: PathBuf, pos: u64, end: u64, chunk_bytes: usize) -> Self {
         let (chunk, end) = match &source {
             Source::Mapped(m) => (m.clone(), end.min(m.len() as u64)),
-            Source::File(_) => (SharedBytes::from_vec(Vec::new()), end),
+            Source::File(..) => (SharedBytes::from_vec(Vec::new()), end),
         };
         FrameCursor {
             source,
@@ -138,7 +140,7 @@ impl FrameCursor {
     pub fn set_end(&mut self, end: u64) {
         self.end = match &self.source {
             Source::Mapped(m) => end.min(m.len() as u64),
-            Source::File(_) => end,
+            Source::File(..) => end,
         };
     }
 
@@ -154,7 +156,14 @@ impl FrameCursor {
 
     /// Reads a new chunk starting at `self.pos` of at least `want` bytes (bounded by the end).
     fn reload(&mut self, want: usize) -> Result<()> {
-        let Source::File(file) = &self.source else { return Ok(()) };
+        let Source::File(file, published) = &self.source else { return Ok(()) };
+        // `end` is the published end (cursors over the active segment are made and moved with
+        // it), the bound the published map's contract asks for.
+        if let Some(chunk) = published.as_ref().and_then(|m| m.prefix(self.end)) {
+            self.chunk = chunk;
+            self.chunk_start = 0;
+            return Ok(());
+        }
         // The smaller of a usize and a u64 fits a usize.
         let left = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
         let len = want.max(self.chunk_bytes).min(left);

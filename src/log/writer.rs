@@ -372,12 +372,9 @@ impl Shared {
             position: SEGMENT_HEADER_LEN as u64,
             next_offset: base,
         });
-        let active = Arc::new(Active {
-            base,
-            path: self.dir.join(format::segment_file_name(base)),
-            file,
-            index: std::sync::Mutex::new(IndexBuilder::new(base, self.opts.index_interval_bytes)),
-        });
+        let path = self.dir.join(format::segment_file_name(base));
+        let index = IndexBuilder::new(base, self.opts.index_interval_bytes);
+        let active = Arc::new(Active::new(base, path, file, index, &self.opts, true));
         w.active = active.clone();
         w.position = SEGMENT_HEADER_LEN as u64;
         w.allocated = w.position;

@@ -1,6 +1,6 @@
 //! Fault injection: wraps any storage and fails chosen operations deterministically.
 
-use super::{Internal, LockGuard, OpenMode, SharedBytes, Storage, StorageFile, WriteMap};
+use super::{Internal, LockGuard, OpenMode, PublishedMap, SharedBytes, Storage, StorageFile, WriteMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -268,6 +268,12 @@ impl StorageFile for FaultFile {
             return Err(to_error(f));
         }
         self.inner.map(token)
+    }
+    fn map_published(&self, len_max: u64, token: Internal) -> io::Result<Option<PublishedMap>> {
+        if let Some(f) = self.storage.check(Op::Read, &self.path) {
+            return Err(to_error(f));
+        }
+        self.inner.map_published(len_max, token)
     }
     fn map_write(&self, len_max: u64, token: Internal) -> io::Result<Box<dyn WriteMap>> {
         if let Some(f) = self.storage.check(Op::MapWrite, &self.path) {

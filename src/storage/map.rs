@@ -6,6 +6,9 @@
 //! - [`map_write`]: a writable shared map of the active segment, written by the writer lock's
 //!   holder only, and only below the blocks `fallocate` gave it.
 //!
+//! - [`map_published`]: a read-only map of the active segment for in-process readers, read
+//!   only below the published end (bytes that never change while the log is open);
+//!
 //! and one unsafe advice: [`ReadMap::release`] (`MADV_DONTNEED` behind a sequential scan).
 //!
 //! What could still go wrong, and why it does not: a map of a file that shrinks under it raises
@@ -63,6 +66,39 @@ impl ReadMap {
     /// per page. Best effort: kernels before 5.14 do not know the advice.
     pub(super) fn prefetch(&self, offset: usize, len: usize) {
         let _ = self.0.advise_range(memmap2::Advice::PopulateRead, offset, len);
+    }
+}
+
+/// A read-only map of `file`'s first `len_max` bytes (which may reach past its end) that is read
+/// only through [`PublishedMap::prefix`]: the active segment as its in-process readers see it,
+/// without a `pread` per read.
+pub(super) fn map_published(file: &File, len_max: u64) -> io::Result<PublishedMap> {
+    let len = usize::try_from(len_max).map_err(|_| io::Error::other("map longer than the address space"))?;
+    // SAFETY: making the map reads nothing. Its bytes are only ever read through `prefix`, whose
+    // contract keeps every read below the log's published end (see there).
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
+    Ok(PublishedMap(map))
+}
+
+/// See [`map_published`].
+pub(super) struct PublishedMap(memmap2::Mmap);
+
+impl PublishedMap {
+    /// The map's first `len` bytes, or `None` past its length.
+    ///
+    /// Contract (the caller's, `SharedBytes::published_prefix`): `len` is at most the log's
+    /// published end in this segment, read under the view that says so.
+    pub(super) fn prefix(&self, len: usize) -> Option<&[u8]> {
+        if len > self.0.len() {
+            return None;
+        }
+        // SAFETY: the map is `self.0.len()` bytes long, so the range is inside it. Bytes below
+        // the published end exist in the file (published ≤ written ≤ the file's length) and are
+        // never written again while the log is open: appends go past the end, a trim cuts only
+        // preallocated space past the last frame, and recovery truncates only at open, before
+        // any map of the segment exists. So the slice neither faults nor changes while borrowed.
+        // `as_ptr` points at the start of the map, which lives as long as `self`.
+        Some(unsafe { std::slice::from_raw_parts(self.0.as_ptr(), len) })
     }
 }
 

@@ -133,6 +133,13 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         Err(io::Error::new(io::ErrorKind::Unsupported, "this storage has no writable maps"))
     }
 
+    /// A read-only map of the file's first `len_max` bytes for the active segment's in-process
+    /// readers, read only below the published end (see [`PublishedMap`]); `None` (the default)
+    /// makes them read with `read_at`. Callable inside evlog only.
+    fn map_published(&self, _len_max: u64, _: Internal) -> io::Result<Option<PublishedMap>> {
+        Ok(None)
+    }
+
     /// Reads exactly `buf.len()` bytes at `pos`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
         while !buf.is_empty() {
@@ -214,6 +221,30 @@ pub struct SharedBytes(Owner);
 enum Owner {
     Heap(Arc<Vec<u8>>),
     Map(Arc<map::ReadMap>),
+    /// The first `.1` bytes of the active segment's published map.
+    Published(Arc<map::PublishedMap>, usize),
+}
+
+/// A read-only map of the active segment for readers in the writing process: reading the
+/// published part of the segment costs no system call. Only its published prefix is ever read.
+#[derive(Clone)]
+pub struct PublishedMap(Arc<map::PublishedMap>);
+
+impl PublishedMap {
+    /// The segment's first `end` bytes. `end` must be at most the log's published end in this
+    /// segment (read under the view that says so): those bytes never change while the log is
+    /// open. `None` past the map.
+    pub(crate) fn prefix(&self, end: u64) -> Option<SharedBytes> {
+        let len = usize::try_from(end).ok()?;
+        self.0.prefix(len)?;
+        Some(SharedBytes(Owner::Published(self.0.clone(), len)))
+    }
+}
+
+impl fmt::Debug for PublishedMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PublishedMap")
+    }
 }
 
 impl SharedBytes {
@@ -267,6 +298,8 @@ impl Deref for SharedBytes {
         match &self.0 {
             Owner::Heap(v) => v,
             Owner::Map(m) => m.bytes(),
+            // Checked against the map's length when the prefix was made.
+            Owner::Published(m, len) => m.prefix(*len).unwrap_or_default(),
         }
     }
 }

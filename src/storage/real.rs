@@ -1,6 +1,6 @@
 //! The operating system's files.
 
-use super::{Internal, LockGuard, OpenMode, SharedBytes, Storage, StorageFile, WriteMap};
+use super::{Internal, LockGuard, OpenMode, PublishedMap, SharedBytes, Storage, StorageFile, WriteMap};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -116,5 +116,9 @@ impl StorageFile for RealFile {
 
     fn map_write(&self, len_max: u64, _: Internal) -> io::Result<Box<dyn WriteMap>> {
         super::map::map_write(&self.0, len_max)
+    }
+
+    fn map_published(&self, len_max: u64, _: Internal) -> io::Result<Option<PublishedMap>> {
+        Ok(Some(PublishedMap(Arc::new(super::map::map_published(&self.0, len_max)?))))
     }
 }

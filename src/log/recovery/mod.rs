@@ -330,8 +330,13 @@ impl Ctx<'_> {
         mut index: Option<&mut IndexBuilder>,
     ) -> Result<Scan> {
         let len = file.len().map_err(|e| Error::io("stat", path, e))?;
-        let mut cursor =
-            FrameCursor::new(Source::File(file.clone()), path.to_path_buf(), from, len, self.opts.read_buffer_bytes);
+        let mut cursor = FrameCursor::new(
+            Source::File(file.clone(), None),
+            path.to_path_buf(),
+            from,
+            len,
+            self.opts.read_buffer_bytes,
+        );
         let s = segment::scan_batches(&mut cursor, base, next, |rel, pos, flen, ts| {
             if let Some(ix) = index.as_deref_mut() {
                 ix.push(rel, pos, flen, ts);
