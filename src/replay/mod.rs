@@ -28,10 +28,11 @@ use crate::error::{Error, ReplayError, Result};
 use crate::format::run::{self, RUN_ENTRY_HEADER_LEN};
 use crate::format::state::ReplayProgress;
 use crate::log::Iter;
-use crate::storage::{Bytes, OpenMode, StorageFile};
+use crate::storage::{Bytes, OpenMode, SharedBytes, StorageFile};
 use crate::store::{Store, Topic, validate_name};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -233,7 +234,8 @@ impl ReplayBuilder {
         let mut stats = ReplayStats::default();
         let mut sources = Vec::with_capacity(topics.len());
         for (rank, (t, &end)) in topics.iter().zip(&ends).enumerate() {
-            sources.push(Source::new(t.clone(), rank as u16, end, from, to, &mut stats)?);
+            let exact = self.max_lateness.is_none();
+            sources.push(Source::new(t.clone(), rank as u16, end, (from, to), exact, &mut stats)?);
         }
         let names: Vec<Arc<str>> = names.into_iter().map(Arc::from).collect();
         let mode = if self.max_lateness.is_some() { Mode::Streaming(Pending::default()) } else { Mode::Gather };
@@ -262,6 +264,21 @@ impl ReplayBuilder {
     }
 }
 
+/// Payload bytes a source copies out of the log per batch. Records are copied into a private
+/// buffer rather than held as references into the mapped segments: a scan releases the pages
+/// behind its cursor, and a replay that touched them again later (sorting, spilling, emitting
+/// from the lateness window) would map the whole log back into its resident set.
+const COPY_BATCH_BYTES: usize = 1 << 20;
+
+/// A record read into a copy batch: its payload is `range` of the batch's buffer.
+struct Copied {
+    key: Key,
+    record_key: Option<Box<[u8]>>,
+    range: Range<usize>,
+    /// The source's `max_seen` as of reading it.
+    seen: Option<i64>,
+}
+
 /// A topic's records in `[from, to)` below its history end, in offset order, skipping segments
 /// whose time range misses the interval.
 #[derive(Debug)]
@@ -273,13 +290,34 @@ struct Source {
     topic: Arc<Topic>,
     from: i64,
     to: i64,
-    /// Largest timestamp read so far (streaming watermark).
+    /// Largest timestamp of the records handed out so far, and of those skipped (outside
+    /// `[from, to)`) before them: the streaming watermark, which must not run ahead of what
+    /// the merge has seen.
     max_seen: Option<i64>,
+    /// Records read and copied (exact path), not handed out yet, each with `max_seen` as of
+    /// reading it.
+    ready: std::collections::VecDeque<(Entry, Option<i64>)>,
+    /// `max_seen` after the last record read (skipped ones included).
+    read_seen: Option<i64>,
+    /// Every range was read; `done` once `ready` is empty too.
+    exhausted: bool,
     done: bool,
+    /// Copy payloads out of the log (the exact path, which holds records long: sorting and
+    /// spilling) rather than hold references into the mapped segments (streaming, which emits
+    /// them within its lateness window).
+    copy: bool,
 }
 
 impl Source {
-    fn new(topic: Arc<Topic>, rank: u16, end: u64, from: i64, to: i64, stats: &mut ReplayStats) -> Result<Self> {
+    fn new(
+        topic: Arc<Topic>,
+        rank: u16,
+        end: u64,
+        range: (i64, i64),
+        copy: bool,
+        stats: &mut ReplayStats,
+    ) -> Result<Self> {
+        let (from, to) = range;
         let mut ranges = Vec::new();
         for (start, stop, range) in topic.segment_time_ranges()? {
             let stop = stop.min(end);
@@ -292,15 +330,105 @@ impl Source {
             }
         }
         ranges.reverse();
-        Ok(Source { rank, ranges, iter: None, topic, from, to, max_seen: None, done: false })
+        Ok(Source {
+            rank,
+            ranges,
+            iter: None,
+            topic,
+            from,
+            to,
+            max_seen: None,
+            ready: std::collections::VecDeque::new(),
+            read_seen: None,
+            exhausted: false,
+            done: false,
+            copy,
+        })
     }
 
     /// The next record of this topic in `[from, to)`, or `None` at its history end.
     fn next(&mut self, stats: &mut ReplayStats) -> Result<Option<Entry>> {
+        if !self.copy {
+            // Streaming: one record at a time, a reference into the log (no copy, no queue).
+            let r = self.read_one(stats)?;
+            self.max_seen = self.max_seen.max(self.read_seen);
+            let Some(r) = r else {
+                self.done = true;
+                return Ok(None);
+            };
+            let key = (r.timestamp(), self.rank, r.offset());
+            let record_key = r.key().map(Box::from);
+            return Ok(Some(Entry { key, record_key, payload: r.into_payload() }));
+        }
+        if self.ready.is_empty() {
+            // Records skipped after the last one handed out count as seen before what follows.
+            self.max_seen = self.max_seen.max(self.read_seen);
+            if !self.exhausted {
+                self.read_batch(stats)?;
+            }
+        }
+        match self.ready.pop_front() {
+            Some((e, seen)) => {
+                self.max_seen = self.max_seen.max(seen);
+                Ok(Some(e))
+            }
+            None => {
+                self.max_seen = self.max_seen.max(self.read_seen);
+                self.done = true;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Reads records (borrowed from the log) until about `COPY_BATCH_BYTES` of payload were
+    /// copied into one private buffer, or the history ends.
+    fn read_batch(&mut self, stats: &mut ReplayStats) -> Result<()> {
+        let mut copied = Vec::with_capacity(COPY_BATCH_BYTES);
+        let mut read: Vec<Copied> = Vec::new();
+        while copied.len() < COPY_BATCH_BYTES {
+            if self.iter.is_none() {
+                let Some((start, stop)) = self.ranges.pop() else {
+                    self.exhausted = true;
+                    break;
+                };
+                self.iter = Some((self.topic.iter(start), stop));
+            }
+            let Some((iter, stop)) = &mut self.iter else { continue };
+            if iter.next_offset() >= *stop {
+                self.iter = None;
+                continue;
+            }
+            let Some(r) = iter.next_ref()? else {
+                self.iter = None;
+                continue;
+            };
+            stats.records_read += 1;
+            stats.bytes_read +=
+                (crate::format::FRAME_HEADER_LEN + r.payload().len() + r.key().map_or(0, <[u8]>::len)) as u64;
+            let ts = r.timestamp();
+            self.read_seen = Some(self.read_seen.map_or(ts, |m| m.max(ts)));
+            if ts < self.from || ts >= self.to {
+                continue;
+            }
+            let at = copied.len();
+            copied.extend_from_slice(r.payload());
+            let (key, record_key) = ((ts, self.rank, r.offset()), r.key().map(Box::from));
+            read.push(Copied { key, record_key, range: at..copied.len(), seen: self.read_seen });
+        }
+        let shared = SharedBytes::from_vec(copied);
+        for Copied { key, record_key, range, seen } in read {
+            let payload = shared.slice(range).unwrap_or_else(Bytes::empty);
+            self.ready.push_back((Entry { key, record_key, payload }, seen));
+        }
+        Ok(())
+    }
+
+    /// The next record in `[from, to)` as an owned `Record`, or `None` at the history end.
+    fn read_one(&mut self, stats: &mut ReplayStats) -> Result<Option<crate::log::record::Record>> {
         loop {
             if self.iter.is_none() {
                 let Some((start, stop)) = self.ranges.pop() else {
-                    self.done = true;
+                    self.exhausted = true;
                     return Ok(None);
                 };
                 self.iter = Some((self.topic.iter(start), stop));
@@ -318,13 +446,10 @@ impl Source {
             stats.bytes_read +=
                 (crate::format::FRAME_HEADER_LEN + r.payload().len() + r.key().map_or(0, <[u8]>::len)) as u64;
             let ts = r.timestamp();
-            self.max_seen = Some(self.max_seen.map_or(ts, |m| m.max(ts)));
-            if ts < self.from || ts >= self.to {
-                continue;
+            self.read_seen = Some(self.read_seen.map_or(ts, |m| m.max(ts)));
+            if ts >= self.from && ts < self.to {
+                return Ok(Some(r));
             }
-            let key = (ts, self.rank, r.offset());
-            let record_key = r.key().map(Box::from);
-            return Ok(Some(Entry { key, record_key, payload: r.into_payload() }));
         }
     }
 }
