@@ -483,7 +483,7 @@ fn seal_crc(frame: &mut [u8]) {
 }
 
 /// A frame that decoded and whose checksum matched. Ranges index the buffer it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecodedFrame {
     /// The record's offset.
     pub offset: u64,

@@ -20,7 +20,7 @@ pub(crate) mod segment;
 pub(crate) mod writer;
 
 use crate::error::{LogError as Error, LogResult as Result};
-use crate::format::{self, DecodedFrame, SEGMENT_HEADER_LEN};
+use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::log::cache::{CacheLimits, Sealed, SegmentCache};
 use crate::log::index::IndexBuilder;
 use crate::log::options::{Durability, Options};
@@ -1049,26 +1049,26 @@ impl Iter {
     }
 
     fn next_record(&mut self) -> Result<Option<Record>> {
-        let Some((frame, rel)) = self.advance()? else { return Ok(None) };
+        let Some(rel) = self.advance()? else { return Ok(None) };
         let Some(c) = &self.cur else { return Ok(None) };
-        let bytes =
-            c.cursor.frame_bytes(rel, frame.len).ok_or_else(|| c.cursor.outside(c.cursor.position(), &frame))?;
-        Ok(Some(Record::from_frame(bytes, &frame)))
+        let frame = &c.cursor.last;
+        let bytes = c.cursor.frame_bytes(rel, frame.len).ok_or_else(|| c.cursor.outside(c.cursor.position(), frame))?;
+        Ok(Some(Record::from_frame(bytes, frame)))
     }
 
     /// The next record, borrowed from the bytes the iterator holds: no allocation and no
     /// reference count (what [`Log::scan`] uses). It lives until the next call.
     pub fn next_ref(&mut self) -> Result<Option<RecordRef<'_>>> {
-        let Some((frame, rel)) = self.advance()? else { return Ok(None) };
+        let Some(rel) = self.advance()? else { return Ok(None) };
         let Some(c) = &self.cur else { return Ok(None) };
-        let bytes =
-            c.cursor.frame_slice(rel, frame.len).ok_or_else(|| c.cursor.outside(c.cursor.position(), &frame))?;
-        Ok(Some(RecordRef::from_frame(bytes, &frame)))
+        let frame = &c.cursor.last;
+        let bytes = c.cursor.frame_slice(rel, frame.len).ok_or_else(|| c.cursor.outside(c.cursor.position(), frame))?;
+        Ok(Some(RecordRef::from_frame(bytes, frame)))
     }
 
-    /// Moves to the next record; returns its decoded frame and where its bytes are in the
-    /// current cursor's chunk.
-    fn advance(&mut self) -> Result<Option<(DecodedFrame, usize)>> {
+    /// Moves to the next record; returns where its bytes are in the current cursor's chunk
+    /// (its decoded frame is the cursor's `last`).
+    fn advance(&mut self) -> Result<Option<usize>> {
         // Fast path: below what the cursor already knows to be readable (a sealed segment's end,
         // or the published end last seen), no look at the shared view is needed.
         if let Some(c) = &mut self.cur
@@ -1076,10 +1076,10 @@ impl Iter {
             && c.next == self.next
         {
             match c.cursor.step_raw(Some(self.next))? {
-                RawStep::Frame { frame, rel, .. } => {
+                RawStep::Frame { rel, .. } => {
                     self.next += 1;
                     c.next += 1;
-                    return Ok(Some((frame, rel)));
+                    return Ok(Some(rel));
                 }
                 RawStep::End | RawStep::Bad { .. } => {} // handled (and reported) by the slow path
             }
@@ -1120,10 +1120,10 @@ impl Iter {
             }
             let Some(c) = &mut self.cur else { continue };
             match c.cursor.step_raw(Some(self.next))? {
-                RawStep::Frame { frame, rel, .. } => {
+                RawStep::Frame { rel, .. } => {
                     self.next += 1;
                     c.next += 1;
-                    return Ok(Some((frame, rel)));
+                    return Ok(Some(rel));
                 }
                 RawStep::End => {
                     if let Some(end) = c.end_offset

@@ -67,11 +67,12 @@ pub(crate) enum Step {
     Bad { position: u64, error: FrameError },
 }
 
-/// One step of a cursor whose frame stays in the cursor's chunk.
+/// One step of a cursor whose frame stays in the cursor: its bytes in the chunk, its decoded
+/// fields in `FrameCursor::last` (not moved through the return: a scan's hot path).
 #[derive(Debug)]
 pub(crate) enum RawStep {
-    /// A valid frame at `position`, `rel` bytes into the cursor's chunk.
-    Frame { position: u64, frame: DecodedFrame, rel: usize },
+    /// A valid frame at `position`, `rel` bytes into the cursor's chunk; decoded in `last`.
+    Frame { position: u64, rel: usize },
     /// The cursor reached its end exactly on a frame boundary.
     End,
     /// The bytes at `position` are not a valid frame at the expected offset.
@@ -90,6 +91,8 @@ pub(crate) struct FrameCursor {
     chunk_bytes: usize,
     /// Mapped bytes before this were released behind the cursor (see `release_behind`).
     released_to: u64,
+    /// The frame the last `step_raw` decoded.
+    pub last: DecodedFrame,
 }
 
 /// How far a sequential scan of a mapped segment runs ahead of the last release of the pages
@@ -114,6 +117,7 @@ impl FrameCursor {
             chunk,
             chunk_bytes: chunk_bytes.max(FRAME_HEADER_LEN),
             released_to: pos,
+            last: DecodedFrame::default(),
         }
     }
 
@@ -176,7 +180,8 @@ impl FrameCursor {
     /// Decodes the next frame, which must hold `expected` (when given).
     pub fn step(&mut self, expected: Option<u64>) -> Result<Step> {
         Ok(match self.step_raw(expected)? {
-            RawStep::Frame { position, frame, rel } => {
+            RawStep::Frame { position, rel } => {
+                let frame = std::mem::take(&mut self.last);
                 let bytes = self.frame_bytes(rel, frame.len).ok_or_else(|| self.outside(position, &frame))?;
                 Step::Frame { position, frame, bytes }
             }
@@ -225,10 +230,11 @@ impl FrameCursor {
                 // The frame decoded from `available()`, which starts `rel` bytes into the chunk.
                 let rel = usize::try_from(position - self.chunk_start).map_err(|_| self.outside(position, &frame))?;
                 self.pos += frame.len as u64;
+                self.last = frame;
                 if self.pos - self.released_to >= RELEASE_BEHIND_BYTES {
                     self.release_behind();
                 }
-                Ok(RawStep::Frame { position, frame, rel })
+                Ok(RawStep::Frame { position, rel })
             }
             Err(error) => Ok(RawStep::Bad { position: self.pos, error }),
         }
