@@ -59,6 +59,11 @@ struct Filled {
     err: LogError,
 }
 
+/// One test at a time: each spawns `mount` and `umount`, and a child forked while another
+/// test's log is open holds a copy of that log's lock descriptor until it execs, which can make
+/// that test's reopen find the directory locked.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Fills a log opened with `o` on a small tmpfs; `None` (with a message) where mounting is not
 /// permitted.
 fn fill_a_small_disk(o: &Options) -> Option<Filled> {
@@ -80,6 +85,7 @@ fn fill_a_small_disk(o: &Options) -> Option<Filled> {
 
 #[test]
 fn a_full_real_filesystem_gives_storage_full_and_recovers_after_space_is_freed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // The pwrite path: a failed write may have stored part of a frame, so the log is poisoned
     // until it is reopened.
     let mut o = options();
@@ -98,6 +104,7 @@ fn a_full_real_filesystem_gives_storage_full_and_recovers_after_space_is_freed()
 
 #[test]
 fn a_full_disk_refuses_mapped_appends_before_writing_and_the_same_handle_appends_once_space_is_freed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // The map path: space is allocated (fallocate) before a byte of a record is copied, so a
     // full disk is StorageFull with nothing written and nothing poisoned.
     let mut o = options();
