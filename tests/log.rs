@@ -1,5 +1,7 @@
 //! Named behaviours of the core log, each asserting an outcome.
 
+mod common;
+
 use evlog::storage::{CrashMode, Fault, FaultStorage, MemStorage, Op, Storage};
 use evlog::{Durability, Log, LogError, NewRecord, Options, RecoveryMode, WritePath};
 use std::path::{Path, PathBuf};
@@ -750,17 +752,6 @@ fn scan_lends_every_record_iter_returns_stops_when_told_and_says_where_to_go_on(
     assert_eq!(log.scan(100, |_| panic!("nothing after the end")).expect("scan"), 100);
 }
 
-/// This process's resident file-backed pages (`RssFile` in /proc/self/status), in bytes.
-fn rss_file_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssFile:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssFile");
-    kib << 10
-}
-
 #[test]
 fn a_sequential_scan_of_a_large_log_leaves_no_trail_in_resident_memory() {
     // 256 MiB of sealed segments, mapped one after the other: the pages a scan has passed are
@@ -778,13 +769,13 @@ fn a_sequential_scan_of_a_large_log_leaves_no_trail_in_resident_memory() {
         log.close().expect("close");
     }
     let log = Log::open(tmp.path(), o).expect("reopen");
-    let before = rss_file_bytes();
+    let before = common::rss_file_bytes();
     let (mut records, mut peak) = (0u64, 0u64);
     log.scan(0, |r| {
         assert_eq!(r.payload().len(), 1000);
         records += 1;
         if records.is_multiple_of(20_000) {
-            peak = peak.max(rss_file_bytes());
+            peak = peak.max(common::rss_file_bytes());
         }
         std::ops::ControlFlow::Continue(())
     })

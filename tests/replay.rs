@@ -1,5 +1,7 @@
 //! Timestamp-ordered replay against a sorted model, spills, resume, streaming, live tail.
 
+mod common;
+
 use evlog::{Durability, Error, NewRecord, Options, ReplayError, ReplayEvent, Store, StoreOptions};
 use proptest::prelude::*;
 use std::path::Path;
@@ -304,17 +306,6 @@ fn then_live_over_several_topics_wakes_on_an_append_to_any_of_them() {
     drop(a);
 }
 
-/// This process's resident file-backed pages (`RssFile` in /proc/self/status), in bytes.
-fn rss_file_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssFile:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssFile");
-    kib << 10
-}
-
 #[test]
 fn an_exact_replay_of_a_log_far_larger_than_its_budget_leaves_no_trail_in_resident_memory() {
     // 200,000 shuffled records of 1 KiB (≈ 200 MiB of segments) through a 16 MiB budget: the
@@ -344,7 +335,7 @@ fn an_exact_replay_of_a_log_far_larger_than_its_budget_leaves_no_trail_in_reside
     let mut log = Options::with_durability(Durability::Os);
     log.segment_bytes_max = 32 << 20;
     let store = Store::open(tmp.path(), StoreOptions::with_log(log)).expect("reopen");
-    let before = rss_file_bytes();
+    let before = common::rss_file_bytes();
     let mut replay = store.replay(&["big"]).memory_bytes_max(16 << 20).start().expect("replay");
     let (mut n, mut last, mut peak) = (0u64, i64::MIN, 0u64);
     for e in &mut replay {
@@ -353,7 +344,7 @@ fn an_exact_replay_of_a_log_far_larger_than_its_budget_leaves_no_trail_in_reside
         last = e.timestamp;
         n += 1;
         if n.is_multiple_of(10_000) {
-            peak = peak.max(rss_file_bytes());
+            peak = peak.max(common::rss_file_bytes());
         }
     }
     assert_eq!(n, 200_000);

@@ -288,8 +288,7 @@ struct Source {
     ranges: Vec<(u64, u64)>,
     iter: Option<(Iter, u64)>,
     topic: Arc<Topic>,
-    from: i64,
-    to: i64,
+    window: Window,
     /// Largest timestamp of the records handed out so far, and of those skipped (outside
     /// `[from, to)`) before them: the streaming watermark, which must not run ahead of what
     /// the merge has seen.
@@ -297,8 +296,6 @@ struct Source {
     /// Records read and copied (exact path), not handed out yet, each with `max_seen` as of
     /// reading it.
     ready: std::collections::VecDeque<(Entry, Option<i64>)>,
-    /// `max_seen` after the last record read (skipped ones included).
-    read_seen: Option<i64>,
     /// Every range was read; `done` once `ready` is empty too.
     exhausted: bool,
     done: bool,
@@ -335,11 +332,9 @@ impl Source {
             ranges,
             iter: None,
             topic,
-            from,
-            to,
+            window: Window { from, to, read_seen: None },
             max_seen: None,
             ready: std::collections::VecDeque::new(),
-            read_seen: None,
             exhausted: false,
             done: false,
             copy,
@@ -351,7 +346,7 @@ impl Source {
         if !self.copy {
             // Streaming: one record at a time, a reference into the log (no copy, no queue).
             let r = self.read_one(stats)?;
-            self.max_seen = self.max_seen.max(self.read_seen);
+            self.max_seen = self.max_seen.max(self.window.read_seen);
             let Some(r) = r else {
                 self.done = true;
                 return Ok(None);
@@ -362,7 +357,7 @@ impl Source {
         }
         if self.ready.is_empty() {
             // Records skipped after the last one handed out count as seen before what follows.
-            self.max_seen = self.max_seen.max(self.read_seen);
+            self.max_seen = self.max_seen.max(self.window.read_seen);
             if !self.exhausted {
                 self.read_batch(stats)?;
             }
@@ -373,7 +368,7 @@ impl Source {
                 Ok(Some(e))
             }
             None => {
-                self.max_seen = self.max_seen.max(self.read_seen);
+                self.max_seen = self.max_seen.max(self.window.read_seen);
                 self.done = true;
                 Ok(None)
             }
@@ -386,34 +381,21 @@ impl Source {
         let mut copied = Vec::with_capacity(COPY_BATCH_BYTES);
         let mut read: Vec<Copied> = Vec::new();
         while copied.len() < COPY_BATCH_BYTES {
-            if self.iter.is_none() {
-                let Some((start, stop)) = self.ranges.pop() else {
-                    self.exhausted = true;
-                    break;
-                };
-                self.iter = Some((self.topic.iter(start), stop));
-            }
-            let Some((iter, stop)) = &mut self.iter else { continue };
-            if iter.next_offset() >= *stop {
-                self.iter = None;
-                continue;
-            }
+            let Some(iter) = current_iter(&mut self.iter, &mut self.ranges, &self.topic, &mut self.exhausted) else {
+                break;
+            };
             let Some(r) = iter.next_ref()? else {
                 self.iter = None;
                 continue;
             };
-            stats.records_read += 1;
-            stats.bytes_read +=
-                (crate::format::FRAME_HEADER_LEN + r.payload().len() + r.key().map_or(0, <[u8]>::len)) as u64;
             let ts = r.timestamp();
-            self.read_seen = Some(self.read_seen.map_or(ts, |m| m.max(ts)));
-            if ts < self.from || ts >= self.to {
+            if !self.window.admits(stats, ts, r.payload().len() + r.key().map_or(0, <[u8]>::len)) {
                 continue;
             }
             let at = copied.len();
             copied.extend_from_slice(r.payload());
             let (key, record_key) = ((ts, self.rank, r.offset()), r.key().map(Box::from));
-            read.push(Copied { key, record_key, range: at..copied.len(), seen: self.read_seen });
+            read.push(Copied { key, record_key, range: at..copied.len(), seen: self.window.read_seen });
         }
         let shared = SharedBytes::from_vec(copied);
         for Copied { key, record_key, range, seen } in read {
@@ -426,31 +408,62 @@ impl Source {
     /// The next record in `[from, to)` as an owned `Record`, or `None` at the history end.
     fn read_one(&mut self, stats: &mut ReplayStats) -> Result<Option<crate::log::record::Record>> {
         loop {
-            if self.iter.is_none() {
-                let Some((start, stop)) = self.ranges.pop() else {
-                    self.exhausted = true;
-                    return Ok(None);
-                };
-                self.iter = Some((self.topic.iter(start), stop));
-            }
-            let Some((iter, stop)) = &mut self.iter else { continue };
-            if iter.next_offset() >= *stop {
-                self.iter = None;
-                continue;
-            }
+            let Some(iter) = current_iter(&mut self.iter, &mut self.ranges, &self.topic, &mut self.exhausted) else {
+                return Ok(None);
+            };
             let Some(r) = iter.next().transpose()? else {
                 self.iter = None;
                 continue;
             };
-            stats.records_read += 1;
-            stats.bytes_read +=
-                (crate::format::FRAME_HEADER_LEN + r.payload().len() + r.key().map_or(0, <[u8]>::len)) as u64;
-            let ts = r.timestamp();
-            self.read_seen = Some(self.read_seen.map_or(ts, |m| m.max(ts)));
-            if ts >= self.from && ts < self.to {
+            if self.window.admits(stats, r.timestamp(), r.payload().len() + r.key().map_or(0, <[u8]>::len)) {
                 return Ok(Some(r));
             }
         }
+    }
+}
+
+/// The iterator over a source's current offset range, moving to the next range when one is used
+/// up; `None` (and `exhausted` set) once every range was read. Takes the source's fields apart
+/// so that a record borrowed from the iterator can live beside the source's other fields.
+fn current_iter<'a>(
+    iter: &'a mut Option<(Iter, u64)>,
+    ranges: &mut Vec<(u64, u64)>,
+    topic: &Topic,
+    exhausted: &mut bool,
+) -> Option<&'a mut Iter> {
+    loop {
+        match iter {
+            Some((it, stop)) if it.next_offset() < *stop => break,
+            Some(_) => *iter = None,
+            None => {
+                let Some((start, stop)) = ranges.pop() else {
+                    *exhausted = true;
+                    return None;
+                };
+                *iter = Some((topic.iter(start), stop));
+            }
+        }
+    }
+    iter.as_mut().map(|(it, _)| it)
+}
+
+/// A source's time window and what it has seen of the topic.
+#[derive(Debug)]
+struct Window {
+    from: i64,
+    to: i64,
+    /// Largest timestamp read so far (skipped records included).
+    read_seen: Option<i64>,
+}
+
+impl Window {
+    /// Counts a record read (`body` bytes of key and payload) and notes its timestamp; whether
+    /// it lies in `[from, to)`.
+    fn admits(&mut self, stats: &mut ReplayStats, ts: i64, body: usize) -> bool {
+        stats.records_read += 1;
+        stats.bytes_read += (crate::format::FRAME_HEADER_LEN + body) as u64;
+        self.read_seen = Some(self.read_seen.map_or(ts, |m| m.max(ts)));
+        ts >= self.from && ts < self.to
     }
 }
 

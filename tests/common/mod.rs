@@ -38,3 +38,14 @@ pub fn spawn_child(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> Child {
     }
     c.spawn().expect("spawn the child")
 }
+
+/// This process's resident file-backed pages (`RssFile` in /proc/self/status), in bytes.
+pub fn rss_file_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssFile:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssFile");
+    kib << 10
+}
