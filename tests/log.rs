@@ -823,3 +823,44 @@ fn an_in_process_reader_follows_appends_on_real_files_across_rolls() {
     assert_eq!(reader.join().expect("reader"), n);
     assert!(log.segment_count() > 10, "the reader crossed rolls");
 }
+
+#[test]
+fn a_roll_that_finds_no_room_for_its_new_segment_fails_cleanly_and_loses_nothing() {
+    // ENOSPC while the roll writes the new segment's header: StorageFull, nothing of the record
+    // written, the half-made file removed, the log not poisoned; once there is room the same
+    // handle rolls and appends, and a power cut right after keeps every acknowledged record.
+    let mem = MemStorage::new();
+    let faulty = FaultStorage::new(Arc::new(mem.clone()));
+    let mut o = small(Options::with_durability(Durability::Always));
+    o.storage = Arc::new(faulty.clone());
+    let log = Log::open(dir(), o.clone()).expect("open");
+    // The first record goes into segment 0 itself; from then on the next offset names a
+    // segment that only a roll creates.
+    let mut acknowledged = vec![payload(log.append(&payload(0)).expect("append"))];
+    let refused = loop {
+        let next = log.next_offset();
+        let name = evlog::format::segment_file_name(next);
+        faulty.fail_once(Op::Write, Some(&name), 0, Fault::NoSpace);
+        let r = log.append(&payload(next));
+        faulty.clear();
+        match r {
+            Ok(offset) => acknowledged.push(payload(offset)),
+            Err(e) => break (next, e),
+        }
+        assert!(acknowledged.len() < 1000, "no roll happened");
+    };
+    let (next, err) = refused;
+    assert!(matches!(err, LogError::StorageFull { .. }), "{err:?}");
+    assert!(!log.is_poisoned(), "{err}");
+    let names = mem.list_dir(&dir()).expect("list");
+    assert!(!names.contains(&evlog::format::segment_file_name(next)), "the half-made segment is gone: {names:?}");
+    assert_eq!(all_payloads(&log), acknowledged);
+    assert_eq!(log.append(&payload(next)).expect("append once there is room"), next);
+    acknowledged.push(payload(next));
+    mem.crash(CrashMode::DropUnsynced);
+    drop(log);
+    let mut o = small(Options::with_durability(Durability::Always));
+    o.storage = Arc::new(mem.clone());
+    let log = Log::open(dir(), o).expect("reopen after a power cut");
+    assert_eq!(all_payloads(&log), acknowledged);
+}

@@ -359,7 +359,10 @@ impl Shared {
             Err(e @ Error::StorageFull { .. }) => {
                 // No room for the new segment's header: nothing of a record was written and the
                 // old segment is whole and synced, so the log stays usable. Forget the
-                // half-made file (a later roll creates it again) and let the append fail.
+                // half-made file (a later roll creates it again) and let the append fail. No
+                // directory fsync: nothing acknowledged depends on the removal, and if a power
+                // cut undoes it, recovery drops a header-less segment and keeps a header-only
+                // one as an empty active segment.
                 let path = self.dir.join(format::segment_file_name(base));
                 let _ = self.opts.storage.remove_file(&path);
                 lock(&self.time_ranges).remove(&old.base);
