@@ -19,7 +19,25 @@ pub const QUEUE_READY_AT_MS_AT: usize = QUEUE_DELIVERIES_AT + 4;
 /// Length of a queue entry's value.
 pub const QUEUE_ENTRY_LEN: usize = QUEUE_READY_AT_MS_AT + 8;
 
-const _: () = assert!(COMMITTED_LEN == 16 && QUEUE_ENTRY_LEN == 12);
+/// A work queue's head value: its floor (every offset below it is finished) (u64)...
+pub const QUEUE_FLOOR_AT: usize = 0;
+/// ...then its cursor, the first offset never delivered (u64).
+pub const QUEUE_HEAD_CURSOR_AT: usize = QUEUE_FLOOR_AT + 8;
+/// Length of a queue head value.
+pub const QUEUE_HEAD_LEN: usize = QUEUE_HEAD_CURSOR_AT + 8;
+/// An ack chunk's key: this tag byte...
+pub const QUEUE_ACK_CHUNK_TAG: u8 = b'a';
+/// ...then the chunk's number, u64 **big-endian** (chunk `n` covers offsets
+/// `n × QUEUE_ACK_CHUNK_OFFSETS ..` the next chunk).
+pub const QUEUE_ACK_CHUNK_KEY_LEN: usize = 1 + 8;
+/// Offsets one ack chunk covers.
+pub const QUEUE_ACK_CHUNK_OFFSETS: u64 = 1024;
+/// An ack chunk's value: one bit per offset, bit `i % 8` of byte `i / 8` for the chunk's `i`-th
+/// offset; set = finished (acked or dead-lettered).
+pub const QUEUE_ACK_CHUNK_LEN: usize = (QUEUE_ACK_CHUNK_OFFSETS / 8) as usize;
+
+const _: () = assert!(COMMITTED_LEN == 16 && QUEUE_ENTRY_LEN == 12 && QUEUE_HEAD_LEN == 16);
+const _: () = assert!(QUEUE_ACK_CHUNK_LEN == 128 && QUEUE_ACK_CHUNK_KEY_LEN != QUEUE_ENTRY_KEY_LEN);
 
 /// Encodes a committed value.
 pub fn encode_committed(offset: u64, at_ms: i64) -> [u8; COMMITTED_LEN] {
@@ -44,6 +62,48 @@ pub fn decode_queue_cursor(v: &[u8]) -> Result<u64, String> {
     <[u8; QUEUE_CURSOR_LEN]>::try_from(v)
         .map(u64::from_le_bytes)
         .map_err(|_| format!("cursor of {} bytes, expected {QUEUE_CURSOR_LEN}", v.len()))
+}
+
+/// Encodes a queue head value (floor, cursor).
+pub fn encode_queue_head(floor: u64, cursor: u64) -> [u8; QUEUE_HEAD_LEN] {
+    let mut v = [0u8; QUEUE_HEAD_LEN];
+    let (f, c) = v.split_at_mut(QUEUE_HEAD_CURSOR_AT);
+    f.copy_from_slice(&floor.to_le_bytes());
+    c.copy_from_slice(&cursor.to_le_bytes());
+    v
+}
+
+/// Decodes a queue head value into (floor, cursor); a floor above the cursor is refused.
+pub fn decode_queue_head(v: &[u8]) -> Result<(u64, u64), String> {
+    let Ok(b) = <[u8; QUEUE_HEAD_LEN]>::try_from(v) else {
+        return Err(format!("queue head of {} bytes, expected {QUEUE_HEAD_LEN}", v.len()));
+    };
+    let [f0, f1, f2, f3, f4, f5, f6, f7, cursor @ ..] = b;
+    let (floor, cursor) = (u64::from_le_bytes([f0, f1, f2, f3, f4, f5, f6, f7]), u64::from_le_bytes(cursor));
+    if floor > cursor {
+        return Err(format!("queue head with floor {floor} above its cursor {cursor}"));
+    }
+    Ok((floor, cursor))
+}
+
+/// Encodes the key of ack chunk `chunk`.
+pub fn encode_ack_chunk_key(chunk: u64) -> [u8; QUEUE_ACK_CHUNK_KEY_LEN] {
+    let [n0, n1, n2, n3, n4, n5, n6, n7] = chunk.to_be_bytes();
+    [QUEUE_ACK_CHUNK_TAG, n0, n1, n2, n3, n4, n5, n6, n7]
+}
+
+/// Whether `k` is an ack chunk's key (tag and length), and if so its chunk number.
+pub fn decode_ack_chunk_key(k: &[u8]) -> Option<u64> {
+    match <[u8; QUEUE_ACK_CHUNK_KEY_LEN]>::try_from(k).ok()? {
+        [QUEUE_ACK_CHUNK_TAG, n @ ..] => Some(u64::from_be_bytes(n)),
+        _ => None,
+    }
+}
+
+/// Decodes an ack chunk's value.
+pub fn decode_ack_chunk(v: &[u8]) -> Result<[u8; QUEUE_ACK_CHUNK_LEN], String> {
+    <[u8; QUEUE_ACK_CHUNK_LEN]>::try_from(v)
+        .map_err(|_| format!("ack chunk of {} bytes, expected {QUEUE_ACK_CHUNK_LEN}", v.len()))
 }
 
 /// Encodes a queue entry's key.

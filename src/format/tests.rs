@@ -80,6 +80,11 @@ fn constants_match_format_md() {
     );
     assert_layout("Queue cursor", &[("cursor", 0, state::QUEUE_CURSOR_LEN)], state::QUEUE_CURSOR_LEN);
     assert_layout(
+        "Queue head",
+        &[("floor", state::QUEUE_FLOOR_AT, 8), ("cursor", state::QUEUE_HEAD_CURSOR_AT, 8)],
+        state::QUEUE_HEAD_LEN,
+    );
+    assert_layout(
         "Queue entry",
         &[("deliveries", state::QUEUE_DELIVERIES_AT, 4), ("ready_at_ms", state::QUEUE_READY_AT_MS_AT, 8)],
         state::QUEUE_ENTRY_LEN,
@@ -335,6 +340,13 @@ fn consumer_database_values_round_trip_and_wrong_sizes_are_refused() {
     let (k, v) = (state::encode_queue_key(9), state::encode_queue_entry(3, 1_000));
     assert_eq!(state::decode_queue_entry(&k, &v), Ok((9, 3, 1_000)));
     assert!(state::decode_queue_entry(&k, &v[..11]).is_err() && state::decode_queue_entry(&k[..7], &v).is_err());
+    assert_eq!(state::decode_queue_head(&state::encode_queue_head(3, 9)), Ok((3, 9)));
+    assert!(state::decode_queue_head(&state::encode_queue_head(10, 9)).is_err());
+    assert!(state::decode_queue_head(&[0; 15]).is_err());
+    assert_eq!(state::decode_ack_chunk_key(&state::encode_ack_chunk_key(77)), Some(77));
+    assert_eq!(state::decode_ack_chunk_key(&state::encode_queue_key(77)), None);
+    assert_eq!(state::decode_ack_chunk_key(b"cursor"), None);
+    assert!(state::decode_ack_chunk(&[0; 127]).is_err() && state::decode_ack_chunk(&[0xff; 128]).is_ok());
     assert_eq!(state::decode_queue_cursor(&5u64.to_le_bytes()), Ok(5));
     let p = state::ReplayProgress { topics: vec!["a".into(), "bc".into()], ends: vec![3, 4], last: Some((-1, 1, 2)) };
     let b = state::encode_replay_progress(&p);

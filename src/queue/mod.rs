@@ -2,9 +2,12 @@
 //! dead-letter topic. State lives in the store's sled database (`state.rs`).
 //!
 //! Model. The queue's `cursor` is the first offset never delivered. Every offset below it is
-//! either finished (acked or dead-lettered: no entry) or outstanding (an entry with its
-//! delivery count). An outstanding record is leased to one worker until its lease deadline, or
-//! ready (at once, or after a nack's delay).
+//! either finished (acked or dead-lettered) or outstanding (a slot with its delivery count); the
+//! `floor` is the lowest outstanding offset (the cursor if none is). An outstanding record is
+//! leased to one worker until its lease deadline, or ready (at once, or after a nack's delay).
+//! Stored compactly (FORMAT.md § Consumer database): the head (floor, cursor), a bit per
+//! finished record above the floor, and an entry only for a record delivered more than once or
+//! nacked, so a lease of new records and an ack of the oldest one each write one small value.
 //!
 //! Invariants:
 //! - A record is handed to a worker only after its new delivery count (and the cursor, for a
@@ -23,9 +26,10 @@
 use crate::consume::consumer::StartAt;
 use crate::consume::producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER};
 use crate::error::{Error, QueueError, Result};
+use crate::format::state::QUEUE_ACK_CHUNK_OFFSETS;
 use crate::log::record::{NewRecord, Record};
 use crate::log::{Iter, lock};
-use crate::store::state::{CommitDurability, QueueEntry};
+use crate::store::state::{AckChunk, CommitDurability, QueueEntry, QueueState, QueueTree, QueueWrites};
 use crate::store::{Store, Topic, validate_name};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -132,6 +136,14 @@ struct Slot {
     lease: Option<(u64, i64)>,
     /// On its way to the dead-letter topic: not deliverable.
     dying: bool,
+    /// Has a queue entry in the database (else it is stored as "delivered once, due at once").
+    stored: bool,
+}
+
+impl Slot {
+    fn new(deliveries: u32, due_ms: i64, stored: bool) -> Slot {
+        Slot { deliveries, due_ms, lease: None, dying: false, stored }
+    }
 }
 
 #[derive(Debug)]
@@ -146,9 +158,78 @@ struct State {
     leased: BTreeSet<(i64, u64)>,
     next_token: u64,
     stats: QueueStats,
+    /// The (floor, cursor) the database holds, once it holds one.
+    stored_head: Option<(u64, u64)>,
+    /// The database's ack chunks that are not wholly below the floor, by number.
+    chunks: BTreeMap<u64, AckChunk>,
+}
+
+/// The ack chunk that covers `offset`, and the byte and bit in it.
+fn ack_bit(offset: u64) -> (u64, usize, u8) {
+    let i = offset % QUEUE_ACK_CHUNK_OFFSETS;
+    (offset / QUEUE_ACK_CHUNK_OFFSETS, (i / 8) as usize, 1 << (i % 8))
 }
 
 impl State {
+    /// The lowest outstanding offset, or the cursor if none is.
+    fn floor(&self) -> u64 {
+        self.slots.first_key_value().map_or(self.cursor, |(&o, _)| o.min(self.cursor))
+    }
+
+    fn is_acked(&self, offset: u64) -> bool {
+        let (chunk, byte, bit) = ack_bit(offset);
+        self.chunks.get(&chunk).and_then(|c| c.get(byte)).is_some_and(|b| b & bit != 0)
+    }
+
+    /// Sets `offset`'s ack bit, noting its chunk in `touched`.
+    fn set_acked(&mut self, offset: u64, touched: &mut BTreeSet<u64>) {
+        let (chunk, byte, bit) = ack_bit(offset);
+        if let Some(b) =
+            self.chunks.entry(chunk).or_insert([0; crate::format::state::QUEUE_ACK_CHUNK_LEN]).get_mut(byte)
+        {
+            *b |= bit;
+        }
+        touched.insert(chunk);
+    }
+
+    /// Marks records finished (acked, dead-lettered, or removed by retention): their slots go,
+    /// their entries are removed, and those left above the new floor get their ack bit. The
+    /// slots must already be out of `ready`/`leased`.
+    fn finish(&mut self, offsets: &[u64], w: &mut QueueWrites) {
+        let mut gone = Vec::with_capacity(offsets.len());
+        for &offset in offsets {
+            if let Some(slot) = self.slots.remove(&offset) {
+                if slot.stored {
+                    w.remove_entries.push(offset);
+                }
+                gone.push(offset);
+            }
+        }
+        let floor = self.floor();
+        let mut touched = BTreeSet::new();
+        for offset in gone.into_iter().filter(|&o| o >= floor) {
+            self.set_acked(offset, &mut touched);
+        }
+        w.ack_chunks.extend(touched.into_iter().filter_map(|c| self.chunks.get(&c).map(|bits| (c, *bits))));
+    }
+
+    /// Adds the head to `w` if it moved since it was stored, and removes the chunks wholly
+    /// below the floor.
+    fn stage_head(&mut self, w: &mut QueueWrites) {
+        let head = (self.floor(), self.cursor);
+        if self.stored_head != Some(head) {
+            w.head = Some(head);
+            self.stored_head = Some(head);
+        }
+        while let Some((&chunk, _)) = self.chunks.first_key_value() {
+            if chunk.saturating_add(1).saturating_mul(QUEUE_ACK_CHUNK_OFFSETS) > head.0 {
+                break;
+            }
+            self.chunks.pop_first();
+            w.remove_chunks.push(chunk);
+        }
+    }
+
     /// Takes a slot out of `ready`/`leased`, whichever holds it.
     fn unlink(&mut self, offset: u64) {
         if let Some(s) = self.slots.get(&offset) {
@@ -167,6 +248,7 @@ pub(crate) struct QueueInner {
     group: String,
     opts: QueueOptions,
     dead: DeadLetters,
+    tree: QueueTree,
     state: Mutex<State>,
 }
 
@@ -226,35 +308,15 @@ impl QueueInner {
             return Err(Error::InvalidOptions { reason: "deliveries_max must be at least 1".into() });
         }
         let dead = DeadLetters::new(store, "queue", group, topic, opts.dead_letter_topic.as_deref())?;
-        let saved = store.inner().state.queue_load(topic, group)?;
+        let db = &store.inner().state;
+        let tree = db.queue_tree(topic, group)?;
+        let saved = db.queue_load(&tree)?;
         let (first, next) = (t.first_offset(), t.next_offset());
-        let cursor = match saved.cursor {
-            Some(c) => c,
-            None => opts.start.resolve(&t)?,
-        };
-        // A crash between a lease's entries and its cursor (`queue_apply` writes them one by
-        // one) leaves entries at or past the saved cursor: those records were delivered, so the
-        // cursor goes past them. Entries past the topic's end (a tail lost in a power cut) are
-        // not; they are dropped below.
-        let past_entries = saved.entries.iter().map(|(o, _)| *o).filter(|&o| o < next).max().map_or(0, |o| o + 1);
-        let cursor = cursor.max(past_entries).clamp(first, next);
-        let mut st = State {
-            cursor,
-            iter: t.iter(cursor),
-            slots: BTreeMap::new(),
-            ready: BTreeSet::new(),
-            leased: BTreeSet::new(),
-            next_token: 1,
-            stats: QueueStats::default(),
-        };
-        for (offset, e) in saved.entries {
-            if offset >= cursor {
-                continue; // never delivered after all (the cursor was clamped back)
-            }
-            // Its worker is gone: ready at once, or when its nack delay ends.
-            st.slots
-                .insert(offset, Slot { deliveries: e.deliveries, due_ms: e.ready_at_ms, lease: None, dying: false });
-            st.ready.insert((e.ready_at_ms, offset));
+        let mut writes = QueueWrites::default();
+        let st = load_state(saved, &opts, &t, (first, next), &mut writes)?;
+        db.queue_apply(&tree, &writes)?;
+        if !writes.is_empty() {
+            db.make_durable(opts.durability)?;
         }
         Ok(Arc::new(QueueInner {
             store: store.clone(),
@@ -262,9 +324,78 @@ impl QueueInner {
             group: group.to_string(),
             opts,
             dead,
+            tree,
             state: Mutex::new(st),
         }))
     }
+}
+
+/// Builds a queue's state from what the database holds (`first..next` are the topic's
+/// offsets), adding to `w` what tidies it: the conversion of the older per-entry layout, the
+/// removal of entries of finished records, a head that moved.
+fn load_state(
+    saved: QueueState,
+    opts: &QueueOptions,
+    t: &Arc<Topic>,
+    (first, next): (u64, u64),
+    w: &mut QueueWrites,
+) -> Result<State> {
+    let legacy = saved.head.is_none();
+    let had_state = !legacy || saved.legacy_cursor.is_some() || !saved.entries.is_empty();
+    let entries: BTreeMap<u64, QueueEntry> = saved.entries.into_iter().collect();
+    let (floor, cursor) = match saved.head {
+        Some(head) => head,
+        None => {
+            // The older layout: every record below the cursor without an entry is finished.
+            let cursor = match saved.legacy_cursor {
+                Some(c) => c,
+                None => opts.start.resolve(t)?,
+            };
+            (entries.keys().next().map_or(cursor, |&o| o.min(cursor)), cursor)
+        }
+    };
+    // A crash between a lease's entries and the head that covers them leaves entries at or
+    // past the stored cursor: those records were delivered, so the cursor goes past them.
+    // Entries past the topic's end (a tail lost in a power cut) are not; they are dropped.
+    let past_entries = entries.range(..next).next_back().map_or(0, |(&o, _)| o + 1);
+    let cursor = cursor.max(past_entries).clamp(first, next);
+    // Below the topic's first offset, retention removed the records: nothing to deliver.
+    let floor = floor.clamp(first, cursor);
+    let mut st = State {
+        cursor,
+        iter: t.iter(cursor),
+        slots: BTreeMap::new(),
+        ready: BTreeSet::new(),
+        leased: BTreeSet::new(),
+        next_token: 1,
+        stats: QueueStats::default(),
+        stored_head: saved.head,
+        chunks: saved.ack_chunks.into_iter().collect(),
+    };
+    let mut touched = BTreeSet::new();
+    for offset in floor..cursor {
+        if st.is_acked(offset) {
+            continue;
+        }
+        // Its worker is gone: ready at once, or when its nack delay ends.
+        let slot = match entries.get(&offset) {
+            Some(e) => Slot::new(e.deliveries, e.ready_at_ms, true),
+            None if legacy => {
+                st.set_acked(offset, &mut touched);
+                continue;
+            }
+            None => Slot::new(1, 0, false),
+        };
+        st.slots.insert(offset, slot);
+        st.ready.insert((slot.due_ms, offset));
+    }
+    w.ack_chunks.extend(touched.into_iter().filter_map(|c| st.chunks.get(&c).map(|bits| (c, *bits))));
+    w.remove_entries.extend(entries.keys().filter(|o| !st.slots.get(o).is_some_and(|s| s.stored)));
+    w.remove_legacy_cursor = saved.legacy_cursor.is_some();
+    if had_state {
+        st.stage_head(w);
+    }
+    Ok(st)
 }
 
 impl Queue {
@@ -342,9 +473,9 @@ impl Queue {
             }
         }
         let deadline = now.saturating_add(duration_ms(inner.opts.lease_timeout));
-        let (mut out, mut puts, mut cursor) = (Vec::new(), Vec::new(), None);
+        let (mut out, mut w) = (Vec::new(), QueueWrites::default());
         while out.len() < max {
-            let Some((record, is_new)) = self.pick(&mut st, now, dying)? else { break };
+            let Some((record, is_new)) = self.pick(&mut st, now, dying, &mut w)? else { break };
             let offset = record.offset();
             let token = st.next_token;
             st.next_token += 1;
@@ -356,23 +487,37 @@ impl Queue {
             slot.deliveries += 1;
             slot.lease = Some((token, deadline));
             let deliveries = slot.deliveries;
+            if !is_new {
+                // A first delivery is stored by the head; later ones need an entry.
+                slot.stored = true;
+                w.entries.push((offset, QueueEntry { deliveries, ready_at_ms: 0 }));
+            }
             st.leased.insert((deadline, offset));
             st.stats.delivered += 1;
-            if is_new {
-                cursor = Some(st.cursor);
-            }
-            puts.push((offset, QueueEntry { deliveries, ready_at_ms: 0 }));
             out.push(Delivery { record, deliveries, topic: inner.topic.name().into(), token });
         }
-        if !puts.is_empty() {
-            // Written under the lock so sled sees the queue's changes in memory order.
-            inner.store.inner().state.queue_apply(inner.topic.name(), &inner.group, cursor, &puts, &[])?;
-        }
+        st.stage_head(&mut w);
+        // Written under the lock so sled sees the queue's changes in memory order.
+        self.write(&w)?;
         Ok(out)
     }
 
+    /// Applies one operation's writes to the database (not yet durable).
+    fn write(&self, w: &QueueWrites) -> Result<()> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        self.inner.store.inner().state.queue_apply(&self.inner.tree, w)
+    }
+
     /// The next deliverable record, with whether it is new (the cursor moved).
-    fn pick(&self, st: &mut State, now: i64, dying: &mut Vec<(u64, String)>) -> Result<Option<(Record, bool)>> {
+    fn pick(
+        &self,
+        st: &mut State,
+        now: i64,
+        dying: &mut Vec<(u64, String)>,
+        w: &mut QueueWrites,
+    ) -> Result<Option<(Record, bool)>> {
         let inner = &*self.inner;
         while let Some(&(due, offset)) = st.ready.first() {
             if due > now {
@@ -390,8 +535,7 @@ impl Queue {
                 Some(record) => return Ok(Some((record, false))),
                 None => {
                     // Removed by retention: nothing left to deliver.
-                    st.slots.remove(&offset);
-                    inner.store.inner().state.queue_apply(inner.topic.name(), &inner.group, None, &[], &[offset])?;
+                    st.finish(&[offset], w);
                 }
             }
         }
@@ -405,7 +549,7 @@ impl Queue {
             Some(r) => {
                 let record = r?;
                 st.cursor = record.offset() + 1;
-                st.slots.insert(record.offset(), Slot { deliveries: 0, due_ms: 0, lease: None, dying: false });
+                st.slots.insert(record.offset(), Slot::new(0, 0, false));
                 Ok(Some((record, true)))
             }
         }
@@ -458,26 +602,26 @@ impl Queue {
         let inner = &*self.inner;
         let _committing = inner.store.inner().state.committing();
         let mut lost = None;
-        let mut removes = Vec::with_capacity(deliveries.len());
+        let mut done = Vec::with_capacity(deliveries.len());
         {
             let mut st = lock(&inner.state);
             for d in deliveries {
                 match self.claim(&mut st, d) {
                     Ok(_) => {
-                        st.slots.remove(&d.offset());
                         st.stats.acked += 1;
-                        removes.push(d.offset());
+                        done.push(d.offset());
                     }
                     Err(e) => {
                         lost.get_or_insert(e);
                     }
                 }
             }
-            if !removes.is_empty() {
-                inner.store.inner().state.queue_apply(inner.topic.name(), &inner.group, None, &[], &removes)?;
-            }
+            let mut w = QueueWrites::default();
+            st.finish(&done, &mut w);
+            st.stage_head(&mut w);
+            self.write(&w)?;
         }
-        if !removes.is_empty() {
+        if !done.is_empty() {
             inner.store.inner().state.make_durable(inner.opts.durability)?;
         }
         lost.map_or(Ok(()), Err)
@@ -499,16 +643,11 @@ impl Queue {
                 true
             } else {
                 slot.due_ms = self.now().saturating_add(duration_ms(delay));
+                slot.stored = true;
                 st.slots.insert(offset, slot);
                 st.ready.insert((slot.due_ms, offset));
                 let entry = QueueEntry { deliveries: slot.deliveries, ready_at_ms: slot.due_ms };
-                inner.store.inner().state.queue_apply(
-                    inner.topic.name(),
-                    &inner.group,
-                    None,
-                    &[(offset, entry)],
-                    &[],
-                )?;
+                self.write(&QueueWrites { entries: vec![(offset, entry)], ..QueueWrites::default() })?;
                 false
             }
         };
@@ -542,9 +681,11 @@ impl Queue {
         }
         {
             let mut st = lock(&inner.state);
-            st.slots.remove(&offset);
+            let mut w = QueueWrites::default();
+            st.finish(&[offset], &mut w);
+            st.stage_head(&mut w);
             st.stats.dead_lettered += 1;
-            inner.store.inner().state.queue_apply(inner.topic.name(), &inner.group, None, &[], &[offset])?;
+            self.write(&w)?;
         }
         inner.store.inner().state.make_durable(inner.opts.durability)
     }
@@ -806,6 +947,7 @@ impl PriorityQueue {
 mod tests {
     use super::*;
     use crate::StoreOptions;
+    use std::path::Path;
 
     #[test]
     fn entries_written_without_their_cursor_count_as_delivered_after_a_crash() {
@@ -820,7 +962,8 @@ mod tests {
             topic.append(p).expect("append");
         }
         let entry = QueueEntry { deliveries: 1, ready_at_ms: 0 };
-        store.inner().state.queue_apply("jobs", "workers", None, &[(0, entry), (1, entry)], &[]).expect("apply");
+        let db = &store.inner().state;
+        db.queue_write_legacy(&db.queue_tree("jobs", "workers").expect("tree"), None, &[(0, entry), (1, entry)]);
         let q = store.queue("workers", "jobs", QueueOptions::default()).expect("queue");
         let got: Vec<(u64, u32)> = (0..3)
             .map(|_| q.try_lease().expect("lease").expect("a record"))
@@ -828,5 +971,112 @@ mod tests {
             .collect();
         assert_eq!(got, vec![(0, 2), (1, 2), (2, 1)]);
         assert!(q.try_lease().expect("lease").is_none());
+    }
+
+    fn jobs(tmp: &Path, n: usize) -> Store {
+        let store = Store::open(tmp, StoreOptions::default()).expect("store");
+        let topic = store.topic("jobs").expect("topic");
+        for i in 0..n {
+            topic.append(format!("job {i}").as_bytes()).expect("append");
+        }
+        store
+    }
+
+    fn lazy() -> QueueOptions {
+        QueueOptions { durability: CommitDurability::Lazy, ..QueueOptions::default() }
+    }
+
+    #[test]
+    fn thousands_of_leases_and_out_of_order_acks_leave_a_handful_of_keys() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = jobs(tmp.path(), 5_000);
+        let q = store.queue("workers", "jobs", lazy()).expect("queue");
+        // Acks in batches of 100 taken out of order, one record held back until the end.
+        let held = q.try_lease().expect("lease").expect("a job");
+        loop {
+            let mut got = q.try_lease_many(100).expect("lease");
+            if got.is_empty() {
+                break;
+            }
+            got.reverse();
+            q.ack_many(&got).expect("ack");
+        }
+        let db = &store.inner().state;
+        let tree = db.queue_tree("jobs", "workers").expect("tree");
+        // The head, and the ack chunks above the held record (5,000 bits in 5 chunks).
+        assert!(db.queue_key_count(&tree) <= 6, "{} keys", db.queue_key_count(&tree));
+        q.ack(&held).expect("ack");
+        // The head, and the chunk the floor (5,000) is in.
+        assert_eq!(
+            db.queue_key_count(&tree),
+            2,
+            "only the head and the floor's chunk are left once every job is acked"
+        );
+        drop(q);
+        let q = store.queue("workers", "jobs", lazy()).expect("reopen");
+        assert!(q.try_lease().expect("lease").is_none(), "no acked job comes back");
+    }
+
+    #[test]
+    fn a_queue_in_the_older_per_entry_layout_opens_with_its_jobs_and_is_rewritten_compactly() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = jobs(tmp.path(), 12);
+        let db = &store.inner().state;
+        let tree = db.queue_tree("jobs", "workers").expect("tree");
+        // Delivered up to 10; 3 was delivered twice and nacked far into the future, 7 once.
+        let later = QueueEntry { deliveries: 2, ready_at_ms: i64::MAX / 2 };
+        let once = QueueEntry { deliveries: 1, ready_at_ms: 0 };
+        db.queue_write_legacy(&tree, Some(10), &[(3, later), (7, once)]);
+        for expected in [[(7, 2), (10, 1), (11, 1)], [(7, 3), (10, 2), (11, 2)]] {
+            let q = store.queue("workers", "jobs", QueueOptions::default()).expect("queue");
+            let got: Vec<(u64, u32)> =
+                std::iter::from_fn(|| q.try_lease().expect("lease")).map(|d| (d.offset(), d.deliveries)).collect();
+            assert_eq!(got, expected);
+            assert_eq!(q.stats().ready, 1, "3 waits for its delay");
+            // Closed without acking: the next open sees the compact layout with the same jobs.
+            drop(q);
+            let saved = db.queue_load(&tree).expect("load");
+            assert_eq!((saved.head, saved.legacy_cursor), (Some((3, 12)), None));
+        }
+    }
+
+    #[test]
+    fn a_crash_after_an_acks_head_and_before_its_entry_removal_redelivers_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = jobs(tmp.path(), 3);
+        let db = &store.inner().state;
+        let tree = db.queue_tree("jobs", "workers").expect("tree");
+        // As an ack of 0 (delivered twice, so with an entry) leaves things when it is cut after
+        // the head: floor 1, and 0's entry still there.
+        let twice = QueueEntry { deliveries: 2, ready_at_ms: 0 };
+        let w = QueueWrites { entries: vec![(0, twice)], head: Some((1, 2)), ..QueueWrites::default() };
+        db.queue_apply(&tree, &w).expect("apply");
+        let q = store.queue("workers", "jobs", QueueOptions::default()).expect("queue");
+        let got: Vec<(u64, u32)> =
+            std::iter::from_fn(|| q.try_lease().expect("lease")).map(|d| (d.offset(), d.deliveries)).collect();
+        assert_eq!(got, vec![(1, 2), (2, 1)], "1 was delivered once before; 0 is finished");
+        assert!(db.queue_load(&tree).expect("load").entries.iter().all(|(o, _)| *o != 0), "0's entry removed");
+    }
+
+    #[test]
+    fn a_set_ack_bit_above_the_floor_outweighs_the_entry_it_was_to_remove() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = jobs(tmp.path(), 3);
+        let db = &store.inner().state;
+        let tree = db.queue_tree("jobs", "workers").expect("tree");
+        // 0 and 1 delivered; 1 (with an entry) acked, cut before its entry was removed.
+        let mut bits = [0u8; crate::format::state::QUEUE_ACK_CHUNK_LEN];
+        bits[0] = 0b10;
+        let w = QueueWrites {
+            entries: vec![(1, QueueEntry { deliveries: 3, ready_at_ms: 0 })],
+            ack_chunks: vec![(0, bits)],
+            head: Some((0, 2)),
+            ..QueueWrites::default()
+        };
+        db.queue_apply(&tree, &w).expect("apply");
+        let q = store.queue("workers", "jobs", QueueOptions::default()).expect("queue");
+        let got: Vec<(u64, u32)> =
+            std::iter::from_fn(|| q.try_lease().expect("lease")).map(|d| (d.offset(), d.deliveries)).collect();
+        assert_eq!(got, vec![(0, 2), (2, 1)]);
     }
 }

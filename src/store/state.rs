@@ -15,8 +15,9 @@
 
 use crate::error::{Error, Result};
 use crate::format::state::{
-    ReplayProgress, decode_committed, decode_queue_cursor, decode_queue_entry, decode_replay_progress,
-    encode_committed, encode_queue_entry, encode_queue_key, encode_replay_progress,
+    QUEUE_ACK_CHUNK_LEN, ReplayProgress, decode_ack_chunk, decode_ack_chunk_key, decode_committed, decode_queue_cursor,
+    decode_queue_entry, decode_queue_head, decode_replay_progress, encode_ack_chunk_key, encode_committed,
+    encode_queue_entry, encode_queue_head, encode_queue_key, encode_replay_progress,
 };
 use crate::storage::{OpenMode, Storage};
 use std::collections::{HashMap, HashSet};
@@ -29,7 +30,10 @@ const GROUPS_TREE: &str = "groups";
 const STATE_TREE_PREFIX: &str = "state:";
 const REPLAYS_TREE: &str = "replays";
 const QUEUE_TREE_PREFIX: &str = "queue:";
-/// Key of a queue's cursor in its tree; entries use 8-byte big-endian offsets as keys.
+/// Key of a queue's head (floor and cursor) in its tree; entries use 8-byte big-endian offsets
+/// as keys, ack chunks 9-byte keys (FORMAT.md § Consumer database).
+const QUEUE_HEAD_KEY: &[u8] = b"head";
+/// Key of a queue's cursor in the older per-entry layout (read, never written).
 const QUEUE_CURSOR_KEY: &[u8] = b"cursor";
 
 /// How far a commit (of a group offset, a queue lease or ack, a replay's progress) goes before
@@ -138,11 +142,47 @@ pub(crate) struct QueueEntry {
     pub ready_at_ms: i64,
 }
 
-/// A work queue's durable state: the first offset never delivered, and the outstanding records.
+/// A work queue's durable state as stored (FORMAT.md § Consumer database): the head (floor,
+/// cursor) of the compact layout, or the cursor of the older per-entry one; the entries; the
+/// ack chunks.
 #[derive(Debug, Default)]
 pub(crate) struct QueueState {
-    pub cursor: Option<u64>,
+    pub head: Option<(u64, u64)>,
+    pub legacy_cursor: Option<u64>,
     pub entries: Vec<(u64, QueueEntry)>,
+    pub ack_chunks: Vec<(u64, AckChunk)>,
+}
+
+/// One ack chunk's bits (FORMAT.md § Consumer database, "Ack chunk").
+pub(crate) type AckChunk = [u8; QUEUE_ACK_CHUNK_LEN];
+
+/// One queue operation's writes, applied by [`StateDb::queue_apply`] in the order of its fields.
+#[derive(Debug, Default)]
+pub(crate) struct QueueWrites {
+    pub entries: Vec<(u64, QueueEntry)>,
+    pub ack_chunks: Vec<(u64, AckChunk)>,
+    pub head: Option<(u64, u64)>,
+    pub remove_entries: Vec<u64>,
+    pub remove_chunks: Vec<u64>,
+    pub remove_legacy_cursor: bool,
+}
+
+impl QueueWrites {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+            && self.ack_chunks.is_empty()
+            && self.head.is_none()
+            && self.remove_entries.is_empty()
+            && self.remove_chunks.is_empty()
+            && !self.remove_legacy_cursor
+    }
+}
+
+/// A work queue's tree in the database, opened once per open queue.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueTree {
+    tree: sled::Tree,
+    name: String,
 }
 
 #[derive(Debug, Default)]
@@ -417,63 +457,86 @@ impl StateDb {
         r
     }
 
-    fn queue_tree(&self, topic: &str, group: &str) -> Result<sled::Tree> {
+    /// Opens a work queue's tree (made on first write).
+    pub fn queue_tree(&self, topic: &str, group: &str) -> Result<QueueTree> {
         // Names never contain ':' (validate_name), so the tree name is unambiguous.
-        self.db
-            .open_tree(format!("{QUEUE_TREE_PREFIX}{topic}:{group}"))
-            .map_err(|e| sled_err("open tree", &self.path, e))
+        let name = format!("{QUEUE_TREE_PREFIX}{topic}:{group}");
+        let tree = self.db.open_tree(&name).map_err(|e| sled_err("open tree", &self.path, e))?;
+        Ok(QueueTree { tree, name })
     }
 
-    /// Loads a work queue's state. An entry that does not have the layout this code writes is
+    /// Loads a work queue's state. A key or value that does not have a layout this code knows is
     /// [`Error::CorruptState`]: skipping it would redeliver or lose a job without a word.
-    pub fn queue_load(&self, topic: &str, group: &str) -> Result<QueueState> {
-        let t = self.queue_tree(topic, group)?;
+    pub fn queue_load(&self, t: &QueueTree) -> Result<QueueState> {
         let mut st = QueueState::default();
-        let tree_key = |k: &[u8]| [format!("{QUEUE_TREE_PREFIX}{topic}:{group}").as_bytes(), b"\0", k].concat();
-        for kv in t.iter() {
+        let tree_key = |k: &[u8]| [t.name.as_bytes(), b"\0", k].concat();
+        for kv in t.tree.iter() {
             let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
-            if &*k == QUEUE_CURSOR_KEY {
-                st.cursor = Some(decode_queue_cursor(&v).map_err(|reason| self.corrupt(&tree_key(&k), reason))?);
-                continue;
+            let corrupt = |reason| self.corrupt(&tree_key(&k), reason);
+            if &*k == QUEUE_HEAD_KEY {
+                st.head = Some(decode_queue_head(&v).map_err(corrupt)?);
+            } else if &*k == QUEUE_CURSOR_KEY {
+                st.legacy_cursor = Some(decode_queue_cursor(&v).map_err(corrupt)?);
+            } else if let Some(chunk) = decode_ack_chunk_key(&k) {
+                st.ack_chunks.push((chunk, decode_ack_chunk(&v).map_err(corrupt)?));
+            } else {
+                let (offset, deliveries, ready_at_ms) = decode_queue_entry(&k, &v).map_err(corrupt)?;
+                st.entries.push((offset, QueueEntry { deliveries, ready_at_ms }));
             }
-            let (offset, deliveries, ready_at_ms) =
-                decode_queue_entry(&k, &v).map_err(|reason| self.corrupt(&tree_key(&k), reason))?;
-            st.entries.push((offset, QueueEntry { deliveries, ready_at_ms }));
         }
         Ok(st)
     }
 
-    /// Applies a work queue's changes, without waiting for durability: entries first (in the
-    /// order given), then the cursor, then removals, each its own sled write. Not one atomic
-    /// `sled::Batch`: sled 0.34 seals an I/O buffer per batch, which made each lease and ack
-    /// cost ~30 µs (8× slower under `Lazy`). sled recovers a prefix of the writes, so a crash
-    /// in between leaves entries written without the cursor that covers them; the queue's open
-    /// moves the cursor past every entry (a record with an entry was delivered), so no job is
-    /// lost and no count goes back.
-    pub fn queue_apply(
-        &self,
-        topic: &str,
-        group: &str,
-        cursor: Option<u64>,
-        puts: &[(u64, QueueEntry)],
-        removes: &[u64],
-    ) -> Result<()> {
+    /// Applies a work queue's writes, without waiting for durability, each its own sled write
+    /// in the order of [`QueueWrites`]' fields. Not one atomic `sled::Batch`: sled 0.34 seals an
+    /// I/O buffer per batch, which made each lease and ack cost ~30 µs (8× slower under
+    /// `Lazy`). sled recovers a prefix of the writes; FORMAT.md § Consumer database says why
+    /// every prefix of this order opens as a correct queue.
+    pub fn queue_apply(&self, t: &QueueTree, w: &QueueWrites) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(self.poisoned_error());
         }
-        let t = self.queue_tree(topic, group)?;
         let err = |e| sled_err("write", &self.path, e);
-        for (offset, e) in puts {
-            t.insert(&encode_queue_key(*offset)[..], &encode_queue_entry(e.deliveries, e.ready_at_ms)[..])
+        for (offset, e) in &w.entries {
+            t.tree
+                .insert(&encode_queue_key(*offset)[..], &encode_queue_entry(e.deliveries, e.ready_at_ms)[..])
                 .map_err(err)?;
         }
-        if let Some(c) = cursor {
-            t.insert(QUEUE_CURSOR_KEY, &c.to_le_bytes()[..]).map_err(err)?;
+        for (chunk, bits) in &w.ack_chunks {
+            t.tree.insert(&encode_ack_chunk_key(*chunk)[..], &bits[..]).map_err(err)?;
         }
-        for offset in removes {
-            t.remove(&encode_queue_key(*offset)[..]).map_err(err)?;
+        if let Some((floor, cursor)) = w.head {
+            t.tree.insert(QUEUE_HEAD_KEY, &encode_queue_head(floor, cursor)[..]).map_err(err)?;
+        }
+        if w.remove_legacy_cursor {
+            t.tree.remove(QUEUE_CURSOR_KEY).map_err(err)?;
+        }
+        for offset in &w.remove_entries {
+            t.tree.remove(&encode_queue_key(*offset)[..]).map_err(err)?;
+        }
+        for chunk in &w.remove_chunks {
+            t.tree.remove(&encode_ack_chunk_key(*chunk)[..]).map_err(err)?;
         }
         Ok(())
+    }
+
+    /// Writes a queue in the older per-entry layout (a cursor, an entry per outstanding record),
+    /// to test that it still opens.
+    #[cfg(test)]
+    pub fn queue_write_legacy(&self, t: &QueueTree, cursor: Option<u64>, entries: &[(u64, QueueEntry)]) {
+        for (offset, e) in entries {
+            let v = encode_queue_entry(e.deliveries, e.ready_at_ms);
+            t.tree.insert(&encode_queue_key(*offset)[..], &v[..]).expect("insert");
+        }
+        if let Some(c) = cursor {
+            t.tree.insert(QUEUE_CURSOR_KEY, &c.to_le_bytes()[..]).expect("insert");
+        }
+    }
+
+    /// How many keys a queue's tree holds (tests check that it stays compact).
+    #[cfg(test)]
+    pub fn queue_key_count(&self, t: &QueueTree) -> usize {
+        t.tree.len()
     }
 
     /// Forgets a work queue's state.
