@@ -754,8 +754,9 @@ fn scan_lends_every_record_iter_returns_stops_when_told_and_says_where_to_go_on(
 
 #[test]
 fn a_sequential_scan_of_a_large_log_leaves_no_trail_in_resident_memory() {
-    // 256 MiB of sealed segments, mapped one after the other: the pages a scan has passed are
-    // released behind it, so resident file pages grow by a few MiB, not by the log's size.
+    // 256 MiB of sealed segments: a scan reads them with pread into one reused buffer (the
+    // active segment from its map, releasing pages behind), so resident file pages grow by a
+    // few MiB, not by the log's size.
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut o = Options::with_durability(Durability::Os);
     o.segment_bytes_max = 32 << 20;
@@ -783,6 +784,36 @@ fn a_sequential_scan_of_a_large_log_leaves_no_trail_in_resident_memory() {
     assert_eq!(records, 256_000);
     let grown = peak.saturating_sub(before);
     assert!(grown < 48 << 20, "resident file pages grew by {} MiB during a 256 MiB scan", grown >> 20);
+}
+
+#[test]
+fn a_sealed_segment_cut_short_by_another_program_is_a_corruption_error_for_scans_never_sigbus() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut o = Options::with_durability(Durability::Os);
+    o.segment_bytes_max = 64 << 10;
+    o.record_bytes_max = 1024;
+    let log = Log::open(tmp.path(), o.clone()).expect("open");
+    for i in 0..3_000 {
+        log.append(&payload(i)).expect("append");
+    }
+    // Read once, so the segments are loaded (mapped, indexed) before the file shrinks under them.
+    assert_eq!(log.iter(0).count(), 3_000);
+    let bases: Vec<u64> = log.sealed_segments().expect("segments").iter().map(|s| s.base_offset).collect();
+    let victim = *bases.get(1).expect("three sealed segments or more");
+    let path = segment_path(tmp.path(), victim);
+    let len = std::fs::metadata(&path).expect("stat").len();
+    std::fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(len / 2).expect("truncate");
+    // `iter`, `scan` and a scan from inside the cut segment each stop with an error at the cut.
+    let mut seen = 0u64;
+    let err = log.iter(0).map(|r| r.map(|_| seen += 1)).find_map(Result::err).expect("an error");
+    assert!(matches!(err, LogError::Corruption { .. }), "{err}");
+    assert!(seen >= victim && seen < victim + 3_000, "records before the cut are served ({seen})");
+    let err = log.scan(victim, |_| std::ops::ControlFlow::Continue(())).expect_err("scan stops at the cut");
+    assert!(matches!(err, LogError::Corruption { .. }), "{err}");
+    // A new handle meets it when it loads the segment (its index no longer matches the file).
+    drop(log);
+    let log = Log::open(tmp.path(), o).expect("reopen");
+    assert!(log.iter(0).any(|r| r.is_err()), "the cut is found, not skipped");
 }
 
 #[test]

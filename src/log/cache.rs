@@ -9,7 +9,10 @@ use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::log::index::{self, IndexBuilder, LoadedIndex};
 use crate::log::segment::{self, FrameCursor, Source};
-use crate::storage::{OpenMode, SharedBytes, Storage};
+use crate::storage::{OpenMode, SharedBytes, Storage, StorageFile};
+
+/// Read size of an index rebuild's scan.
+const REBUILD_CHUNK_BYTES: usize = 1 << 20;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,9 +27,20 @@ pub(crate) struct Sealed {
 }
 
 impl Sealed {
-    /// A cursor over the mapped frames from `pos` to the end of the segment.
+    /// A cursor over the mapped frames from `pos` to the end of the segment, for reads of a
+    /// few records (random access).
     pub fn cursor(&self, pos: u64) -> FrameCursor {
         FrameCursor::new(Source::Mapped(self.data.clone()), self.path.clone(), pos, u64::MAX, 0)
+    }
+
+    /// A cursor that reads the segment from `pos` to its end with `pread`, `chunk_bytes` at a
+    /// time into one reused buffer, for sequential scans: nothing of the file stays in the
+    /// process's resident set, and a file truncated or unreadable under it is an error, never
+    /// `SIGBUS`.
+    pub fn scan_cursor(&self, storage: &dyn Storage, pos: u64, chunk_bytes: usize) -> Result<FrameCursor> {
+        let file = storage.open(&self.path, OpenMode::Read).map_err(|e| Error::io("open", &self.path, e))?;
+        let end = self.data.len() as u64;
+        Ok(FrameCursor::new(Source::File(file, None), self.path.clone(), pos, end, chunk_bytes))
     }
 }
 
@@ -97,13 +111,12 @@ fn load(storage: &dyn Storage, dir: &Path, base: u64, end_offset: u64, write_ind
     let file = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
     segment::check_header(file.as_ref(), &path, base)?;
     let data = file.map(crate::storage::INTERNAL).map_err(|e| Error::io("map", &path, e))?;
-    drop(file);
     let len = data.len() as u64;
     let expected_records = end_offset - base;
     let (index, rebuilt) = match LoadedIndex::load(storage, dir, base, true) {
         Some(ix) if ix.header.covered_bytes == len && ix.header.record_count == expected_records => (ix, false),
         _ => {
-            let b = rebuild(&data, &path, base, end_offset)?;
+            let b = rebuild(file.clone(), len, &path, base, end_offset)?;
             if write_index {
                 index::write_index_files(storage, dir, &b);
             }
@@ -113,16 +126,17 @@ fn load(storage: &dyn Storage, dir: &Path, base: u64, end_offset: u64, write_ind
     Ok((Sealed { end_offset, path, data, index }, rebuilt))
 }
 
-/// Scans a whole sealed segment, verifying every frame, and builds its index.
-fn rebuild(data: &SharedBytes, path: &Path, base: u64, end_offset: u64) -> Result<IndexBuilder> {
+/// Scans a whole sealed segment of `len` bytes with `pread` (not its map: a file cut short
+/// under it is then an error, never `SIGBUS`), verifying every frame, and builds its index.
+fn rebuild(file: Arc<dyn StorageFile>, len: u64, path: &Path, base: u64, end_offset: u64) -> Result<IndexBuilder> {
     // Interval of the rebuilt index: the default granule; sealed indexes need not match options.
     let mut b = IndexBuilder::new(base, 4096);
     let mut cursor = FrameCursor::new(
-        Source::Mapped(data.clone()),
+        Source::File(file, None),
         path.to_path_buf(),
         SEGMENT_HEADER_LEN as u64,
-        data.len() as u64,
-        0,
+        len,
+        REBUILD_CHUNK_BYTES,
     );
     let scan = segment::scan_batches(&mut cursor, base, base, |rel, pos, len, ts| b.push(rel, pos, len, ts))?;
     // The offset expected where scanning stopped: after the complete batches and any pending frames.

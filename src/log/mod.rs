@@ -289,8 +289,9 @@ impl Shared {
         )
     }
 
-    /// Positions a cursor on `offset`, or `None` if it is not published.
-    fn locate(&self, offset: u64) -> Result<Option<Cur>> {
+    /// Positions a cursor on `offset`, or `None` if it is not published. In a sealed segment,
+    /// `Access::Scan` reads on with `pread`, `Access::Random` from the segment's map.
+    fn locate(&self, offset: u64, access: Access) -> Result<Option<Cur>> {
         let (base, next_base, active, end, visible) = {
             let v = self.view();
             let (visible, active_end) = self.visible();
@@ -311,7 +312,10 @@ impl Shared {
             (Some(end_offset), _) => {
                 let s = self.sealed(base, end_offset)?;
                 let (r, pos) = s.index.as_ref().lookup(rel).unwrap_or((0, SEGMENT_HEADER_LEN as u64));
-                let cursor = s.cursor(pos);
+                let cursor = match access {
+                    Access::Random => s.cursor(pos),
+                    Access::Scan => s.scan_cursor(self.opts.storage.as_ref(), pos, self.opts.read_buffer_bytes)?,
+                };
                 Cur { end_offset: Some(end_offset), active: None, cursor, next: base + r, readable: end_offset }
             }
             (None, Some(a)) => {
@@ -530,6 +534,15 @@ pub struct SegmentInfo {
 pub type SegmentTimes = (u64, u64, Option<(i64, i64)>);
 
 /// Where an iterator or a read stands in one segment.
+/// How a cursor will be used: decides how it reads a sealed segment.
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    /// A read of one record (`Log::read`): from the segment's map, no system call.
+    Random,
+    /// A sequential scan (`Iter`, `Log::scan`): with `pread` into a reused buffer.
+    Scan,
+}
+
 #[derive(Debug)]
 struct Cur {
     /// `None` while the segment is the active one.
@@ -766,7 +779,7 @@ impl Log {
     /// retention). A record whose bytes fail their checksum returns [`Error::Corruption`].
     pub fn read(&self, offset: u64) -> Result<Option<Record>> {
         self.refresh_if_read_only(offset)?;
-        match self.shared.locate(offset)? {
+        match self.shared.locate(offset, Access::Random)? {
             Some(mut cur) => self.shared.read_in(&mut cur),
             None => Ok(None),
         }
@@ -1116,7 +1129,7 @@ impl Iter {
                 }
             }
             if self.cur.is_none() {
-                self.cur = self.shared.locate(self.next)?;
+                self.cur = self.shared.locate(self.next, Access::Scan)?;
             }
             let Some(c) = &mut self.cur else { continue };
             match c.cursor.step_raw(Some(self.next))? {

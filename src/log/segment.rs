@@ -50,9 +50,10 @@ pub(crate) fn check_header(file: &dyn StorageFile, path: &Path, base_offset: u64
 pub(crate) enum Source {
     /// A sealed segment's bytes, mapped (or held in memory).
     Mapped(SharedBytes),
-    /// A file read in chunks with pread: the active segment, whose end moves. With a
-    /// published map (a writable log on real files), the published part is read from it
-    /// instead: no system call per chunk.
+    /// A file read in chunks with pread into one reused buffer: a sequential scan of a sealed
+    /// segment (a truncated file or a disk error is then an error, never `SIGBUS`), or the
+    /// active segment, whose end moves. With a published map (the active segment of a writable
+    /// log on real files), the published part is read from it instead: no system call per chunk.
     File(Arc<dyn StorageFile>, Option<PublishedMap>),
 }
 
@@ -171,7 +172,10 @@ impl FrameCursor {
         // The smaller of a usize and a u64 fits a usize.
         let left = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
         let len = want.max(self.chunk_bytes).min(left);
-        let buf = file.read_vec(self.pos, len).map_err(|e| Error::io("read", &self.path, e))?;
+        // The last chunk's buffer is reused unless a record read from it is still held.
+        let old = std::mem::replace(&mut self.chunk, SharedBytes::from_vec(Vec::new()));
+        let mut buf = old.into_unshared_vec().unwrap_or_default();
+        file.read_into(self.pos, len, &mut buf).map_err(|e| Error::io("read", &self.path, e))?;
         self.chunk = SharedBytes::from_vec(buf);
         self.chunk_start = self.pos;
         Ok(())

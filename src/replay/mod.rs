@@ -492,7 +492,10 @@ impl Pending {
         if self.in_order.back().is_none_or(|b| b.key <= e.key) {
             self.in_order.push_back(e);
         } else {
-            self.late.push(Reverse(e));
+            // Held until the watermark passes it, maybe long after its neighbours: a copy, so it
+            // does not keep the whole read buffer it came in alive.
+            let payload = Bytes::from_vec(e.payload.to_vec()).unwrap_or(e.payload);
+            self.late.push(Reverse(Entry { payload, ..e }));
         }
     }
     fn min_key(&self) -> Option<Key> {

@@ -156,7 +156,15 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
 
     /// Reads `[pos, pos + len)` into a new buffer, or fewer bytes if the file ends first.
     fn read_vec(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
+        let mut buf = Vec::new();
+        self.read_into(pos, len, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Reads `[pos, pos + len)` into `buf`, replacing what it held (its allocation is reused),
+    /// or fewer bytes if the file ends first.
+    fn read_into(&self, pos: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.resize(len, 0);
         let mut filled = 0;
         while filled < len {
             let Some(rest) = buf.get_mut(filled..) else { break };
@@ -166,7 +174,7 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
             }
         }
         buf.truncate(filled);
-        Ok(buf)
+        Ok(())
     }
 }
 
@@ -251,6 +259,14 @@ impl SharedBytes {
     /// Takes ownership of a buffer.
     pub fn from_vec(v: Vec<u8>) -> Self {
         SharedBytes(Owner::Heap(Arc::new(v)))
+    }
+    /// The heap buffer back, if these bytes are one and nothing else shares them (a reader
+    /// reuses its chunk buffer once no record of the last chunk is held).
+    pub(crate) fn into_unshared_vec(self) -> Option<Vec<u8>> {
+        match self.0 {
+            Owner::Heap(v) => Arc::try_unwrap(v).ok(),
+            Owner::Map(_) | Owner::Published(..) => None,
+        }
     }
     fn from_map(map: map::ReadMap) -> Self {
         SharedBytes(Owner::Map(Arc::new(map)))
