@@ -272,6 +272,19 @@ pub enum Error {
     #[error(transparent)]
     Kafka(#[from] KafkaError),
 
+    /// An append would take the topic past its disk budget (`bytes_max`) and its policy is
+    /// `error`, or `block` and no space was freed in time. Nothing of it was written; the log is
+    /// not poisoned: the same handle appends again once retention or a consumer frees space.
+    #[error("topic {topic:?} is full: its budget is {bytes_max} bytes ({path}); nothing of this append was written")]
+    TopicFull {
+        /// The topic (the log directory's name).
+        topic: String,
+        /// The log directory.
+        path: PathBuf,
+        /// The topic's budget.
+        bytes_max: u64,
+    },
+
     /// A write was attempted through a read-only handle.
     #[error("log {path} is open read-only")]
     ReadOnly {
@@ -496,6 +509,19 @@ pub enum LogError {
         /// The path given.
         path: PathBuf,
     },
+    /// An append would take the topic past its disk budget (`bytes_max`) and its policy is
+    /// `error`, or `block` and no space was freed in time. Nothing of it was written; the log is
+    /// not poisoned: the same handle appends again once retention or a consumer frees space.
+    #[error("topic {topic:?} is full: its budget is {bytes_max} bytes ({path}); nothing of this append was written")]
+    TopicFull {
+        /// The topic (the log directory's name).
+        topic: String,
+        /// The log directory.
+        path: PathBuf,
+        /// The topic's budget.
+        bytes_max: u64,
+    },
+
     /// A write was attempted through a read-only handle.
     #[error("log {path} is open read-only")]
     ReadOnly {
@@ -523,6 +549,7 @@ impl From<LogError> for Error {
             LogError::InvalidOptions { reason } => Error::InvalidOptions { reason },
             LogError::NotADirectory { path } => Error::NotADirectory { path },
             LogError::ReadOnly { path } => Error::ReadOnly { path },
+            LogError::TopicFull { topic, path, bytes_max } => Error::TopicFull { topic, path, bytes_max },
         }
     }
 }

@@ -102,6 +102,7 @@ pub use consume::typed::{Typed, TypedConsumer, TypedTopic};
 #[cfg(feature = "kafka")]
 pub use error::KafkaError;
 pub use error::{Error, LogError, LogResult, QueueError, ReplayError, Result};
+pub use log::budget::{BLOCK_TIMEOUT_DEFAULT, BUDGET_BYTES_MIN, Budget, WhenFull};
 pub use log::options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT, WritePath};
 pub use log::record::{NewRecord, Record, RecordRef};
 pub use log::recovery::{RecoveryReport, RepairReport};
@@ -118,6 +119,8 @@ pub use replay::window::{Summary, Window, WindowSpec, Windows};
 #[cfg(feature = "store")]
 pub use replay::{REPLAY_MEMORY_BYTES_DEFAULT, Replay, ReplayBuilder, ReplayEvent, ReplayStats};
 pub use storage::Bytes;
+#[cfg(feature = "store")]
+pub use store::config::TopicConfig;
 #[cfg(feature = "store")]
 pub use store::metrics::{GroupStats, TopicStats};
 #[cfg(feature = "store")]

@@ -18,7 +18,10 @@ fn evlog_bytes(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn evlog");
-    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    // A command that stops reading early (a full topic) closes its stdin: not a failure here.
+    if let Err(e) = child.stdin.take().expect("stdin").write_all(stdin) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+    }
     child.wait_with_output().expect("evlog output")
 }
 
@@ -194,4 +197,67 @@ fn a_line_that_is_not_utf8_is_named_and_points_to_value_base64_and_binary_round_
     assert!(again.status.success(), "{}", stderr(&again));
     let dumped = json_lines(&evlog(tmp.path(), &["dump", "t"], ""));
     assert_eq!(dumped[3]["value_base64"], dumped[2]["value_base64"]);
+}
+
+#[test]
+fn config_shows_and_changes_a_topics_budget_and_info_reports_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    assert!(evlog(tmp.path(), &["append", "metrics"], "one\n").status.success());
+    let c = json_lines(&evlog(tmp.path(), &["config", "metrics"], ""));
+    assert_eq!((c[0]["bytes_max"].is_null(), c[0]["when_full"].as_str()), (true, Some("error")));
+    let args = ["config", "metrics", "--bytes-max", "10MiB", "--when-full", "drop-oldest", "--retention-age", "7d"];
+    let o = evlog(tmp.path(), &args, "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    for o in [o, evlog(tmp.path(), &["config", "metrics"], "")] {
+        let c = json_lines(&o);
+        assert_eq!(c[0]["bytes_max"].as_u64(), Some(10 << 20));
+        assert_eq!(c[0]["when_full"].as_str(), Some("drop-oldest"));
+        assert_eq!(c[0]["retention_age_ms"].as_u64(), Some(7 * 86_400_000));
+    }
+    let info = json_lines(&evlog(tmp.path(), &["info", "--json"], ""));
+    assert_eq!(info[0][0]["config"]["bytes_max"].as_u64(), Some(10 << 20));
+    let o = evlog(tmp.path(), &["config", "metrics", "--no-bytes-max"], "");
+    assert!(json_lines(&o)[0]["bytes_max"].is_null(), "{}", stderr(&o));
+}
+
+#[test]
+fn config_refuses_bad_values_naming_the_flag() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    assert!(evlog(tmp.path(), &["append", "t"], "one\n").status.success());
+    for (args, flag) in [
+        (&["config", "t", "--bytes-max", "0"][..], "--bytes-max"),
+        (&["config", "t", "--bytes-max=-5MiB"][..], "--bytes-max"),
+        (&["config", "t", "--bytes-max", "100KiB"][..], "--bytes-max"),
+        (&["config", "t", "--when-full", "sometimes"][..], "--when-full"),
+        (&["config", "t", "--retention-age", "forever"][..], "--retention-age"),
+        (&["config", "t", "--block-timeout", "soon"][..], "--block-timeout"),
+    ] {
+        let o = evlog(tmp.path(), args, "");
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let err = stderr(&o);
+        assert!(err.contains(flag) && err.trim().lines().count() == 1, "{args:?}: {err}");
+    }
+    let c = json_lines(&evlog(tmp.path(), &["config", "t"], ""));
+    assert!(c[0]["bytes_max"].is_null(), "nothing was changed");
+}
+
+#[test]
+fn append_to_a_full_topic_stops_with_topic_full_and_every_printed_offset_is_readable() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let o = evlog(tmp.path(), &["config", "t", "--bytes-max", "1MiB"], "");
+    assert!(o.status.success(), "configuring a new topic creates it: {}", stderr(&o));
+    let line = "x".repeat(1000);
+    let input: String = (0..2_000).map(|_| format!("{line}\n")).collect();
+    let o = evlog(tmp.path(), &["append", "t", "--sync", "os", "--on-error", "skip"], &input);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("is full") && err.contains("1048576"), "{err}");
+    let printed: Vec<u64> = stdout(&o).lines().map(|l| l.parse().expect("an offset")).collect();
+    assert!(printed.len() > 500 && printed.len() < 1100, "{} appended", printed.len());
+    let dumped: Vec<u64> = json_lines(&evlog(tmp.path(), &["dump", "t"], ""))
+        .iter()
+        .map(|v| v["offset"].as_u64().expect("offset"))
+        .collect();
+    assert!(printed.iter().all(|o| dumped.contains(o)), "every printed offset reads back");
 }

@@ -20,6 +20,7 @@ use std::ops::Range;
 
 pub mod run;
 pub mod state;
+pub mod topic_config;
 
 // ---------------------------------------------------------------------------------------------
 // Segment header (FORMAT.md § Segment header)

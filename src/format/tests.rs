@@ -84,6 +84,23 @@ fn constants_match_format_md() {
         &[("floor", state::QUEUE_FLOOR_AT, 8), ("cursor", state::QUEUE_HEAD_CURSOR_AT, 8)],
         state::QUEUE_HEAD_LEN,
     );
+    {
+        use crate::format::topic_config::*;
+        assert_layout(
+            "## Topic configuration",
+            &[
+                ("magic", TOPIC_CONFIG_MAGIC_AT, 8),
+                ("version", TOPIC_CONFIG_VERSION_AT, 2),
+                ("flags", TOPIC_CONFIG_FLAGS_AT, 2),
+                ("when_full", TOPIC_CONFIG_WHEN_FULL_AT, 4),
+                ("bytes_max", TOPIC_CONFIG_BYTES_MAX_AT, 8),
+                ("block_timeout_ms", TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT, 8),
+                ("retention_age_ms", TOPIC_CONFIG_RETENTION_AGE_MS_AT, 8),
+                ("crc", TOPIC_CONFIG_CRC_AT, 4),
+            ],
+            TOPIC_CONFIG_LEN,
+        );
+    }
     assert_layout(
         "Queue entry",
         &[("deliveries", state::QUEUE_DELIVERIES_AT, 4), ("ready_at_ms", state::QUEUE_READY_AT_MS_AT, 8)],
@@ -341,6 +358,20 @@ fn consumer_database_values_round_trip_and_wrong_sizes_are_refused() {
     assert_eq!(state::decode_queue_entry(&k, &v), Ok((9, 3, 1_000)));
     assert!(state::decode_queue_entry(&k, &v[..11]).is_err() && state::decode_queue_entry(&k[..7], &v).is_err());
     assert_eq!(state::decode_queue_head(&state::encode_queue_head(3, 9)), Ok((3, 9)));
+    {
+        use crate::format::topic_config::*;
+        let c = TopicConfigFields { when_full: 2, bytes_max: 10 << 20, block_timeout_ms: 30_000, retention_age_ms: 0 };
+        let b = encode_topic_config(&c);
+        assert_eq!(decode_topic_config(&b), Ok(c));
+        assert!(decode_topic_config(&b[..43]).is_err(), "short");
+        let mut bad = b;
+        bad[12] = 3;
+        assert!(decode_topic_config(&bad).is_err(), "checksum");
+        let mut policy = TopicConfigFields { when_full: 3, ..c };
+        assert!(decode_topic_config(&encode_topic_config(&policy)).is_err(), "unknown policy");
+        policy.when_full = 0;
+        assert_eq!(decode_topic_config(&encode_topic_config(&policy)), Ok(policy));
+    }
     assert!(state::decode_queue_head(&state::encode_queue_head(10, 9)).is_err());
     assert!(state::decode_queue_head(&[0; 15]).is_err());
     assert_eq!(state::decode_ack_chunk_key(&state::encode_ack_chunk_key(77)), Some(77));

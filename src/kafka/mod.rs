@@ -96,12 +96,8 @@ impl Store {
         h.write_u128(crate::clock::now_nanos());
         h.write_u32(std::process::id());
         let id = format!("{:016x}", h.finish());
-        let tmp = self.root().join(format!("{STORE_ID_FILE}.tmp"));
-        let f = storage.open(&tmp, OpenMode::CreateTruncate).map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all_at(id.as_bytes(), 0).map_err(|e| Error::io("write", &tmp, e))?;
-        f.sync_data().map_err(|e| Error::io("fsync", &tmp, e))?;
-        storage.rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-        storage.sync_dir(self.root()).map_err(|e| Error::io("fsync directory", self.root(), e))?;
+        crate::storage::replace_file_durable(storage.as_ref(), &path, id.as_bytes())
+            .map_err(|(op, e)| Error::io(op, &path, e))?;
         Ok(id)
     }
 }

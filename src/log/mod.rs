@@ -4,12 +4,15 @@
 //! - Readers see a record only once it is published: after its write in `Os`/`Interval` mode,
 //!   after its fsync in `Always` mode; so a reader never sees a record that a power cut could
 //!   take back under `Always`, and never a partial frame or a partial atomic batch.
-//! - The active (last) segment is never mapped: it is read with `pread`, because recovery may
-//!   truncate its tail. Only sealed segments are mapped, and no writer changes a sealed segment.
+//! - Readers of the active (last) segment in another process read it with `pread` (the
+//!   writer's recovery may truncate its tail); in the writing process they read its published
+//!   part from a map. Sealed segments are mapped for random access only; scans `pread` them.
+//!   No writer changes a sealed segment.
 //! - Offsets are contiguous: segment `i + 1` starts where segment `i` ends.
 //! - Lock order: writer, then view, then cache. The sync state lock is never held while waiting
 //!   for any other lock.
 
+pub(crate) mod budget;
 pub(crate) mod cache;
 pub(crate) mod checkpoint;
 pub(crate) mod index;
@@ -254,9 +257,20 @@ pub(crate) struct Shared {
     /// `next_offset` when this handle opened the log (appends since = now - this).
     pub opened_next_offset: u64,
     pub opened_at: Instant,
+    /// Size at which the active segment rolls: `segment_bytes_max`, or less under a budget.
+    pub segment_bytes_limit: AtomicU64,
+    /// Signalled (with the writer lock) when segments are removed: appends blocked by a full
+    /// budget look again.
+    pub space_freed: Condvar,
 }
 
 impl Shared {
+    /// The size of segment `base`'s file.
+    pub fn segment_file_bytes(&self, base: u64) -> Result<u64> {
+        let path = self.dir.join(format::segment_file_name(base));
+        self.opts.storage.open(&path, OpenMode::Read).and_then(|f| f.len()).map_err(|e| Error::io("stat", &path, e))
+    }
+
     /// `(published, published_end)`: how far readers may read. Call it while holding the view,
     /// so that no roll moves both to a new segment in between.
     pub fn visible(&self) -> (u64, u64) {
@@ -743,6 +757,8 @@ impl Log {
             fsync_nanos_max: AtomicU64::new(0),
             opened_next_offset: rec.next_offset,
             opened_at: Instant::now(),
+            segment_bytes_limit: AtomicU64::new(opts.segment_bytes_max),
+            space_freed: Condvar::new(),
             opts,
         }
     }
@@ -911,20 +927,26 @@ impl Log {
         self.shared.remove_before(offset)
     }
 
+    /// Sets (or with `None` lifts) the log's disk budget; see [`Budget`](crate::Budget). From
+    /// the next append on, the log's segments hold at most `bytes_max` bytes (its active
+    /// segment's preallocated zeros aside), and its segments roll at a quarter of it. Not
+    /// persisted: a [`Store`](crate::Store) keeps it in the topic's configuration.
+    pub fn set_budget(&self, budget: Option<crate::Budget>) -> Result<()> {
+        self.shared.set_budget(budget)
+    }
+
+    /// The log's disk budget, if it has one.
+    pub fn budget(&self) -> Option<crate::Budget> {
+        self.shared.budget()
+    }
+
     /// The sealed segments, oldest first, with their size and newest event timestamp (for
     /// retention). The active segment is not listed: it is never removed.
     pub fn sealed_segments(&self) -> Result<Vec<SegmentInfo>> {
         let bases = self.shared.view().bases.clone();
         let mut out = Vec::with_capacity(bases.len().saturating_sub(1));
         for (base_offset, end_offset) in consecutive(&bases) {
-            let path = self.shared.dir.join(format::segment_file_name(base_offset));
-            let bytes = self
-                .shared
-                .opts
-                .storage
-                .open(&path, OpenMode::Read)
-                .and_then(|f| f.len())
-                .map_err(|e| Error::io("stat", &path, e))?;
+            let bytes = self.shared.segment_file_bytes(base_offset)?;
             let max_timestamp = self.shared.time_range(base_offset, end_offset)?.map(|(_, max)| max);
             out.push(SegmentInfo { base_offset, end_offset, bytes, max_timestamp });
         }

@@ -14,6 +14,7 @@
 
 use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, Checkpoint, FRAME_HEADER_LEN, FrameFields, SEGMENT_HEADER_LEN};
+use crate::log::budget::{Budget, WhenFull};
 use crate::log::checkpoint::CheckpointFile;
 use crate::log::index::{self, IndexBuilder};
 use crate::log::options::{Durability, WritePath};
@@ -22,8 +23,8 @@ use crate::log::segment;
 use crate::log::{Active, Shared, lock};
 use crate::storage::{INTERNAL, WriteMap};
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,16 @@ pub(crate) struct Writer {
     allocated: u64,
     /// The active segment's writable map, when appends go through one (see `WritePath`).
     map: Option<Box<dyn WriteMap>>,
+    /// The disk budget, with the bytes of the sealed segments it counts.
+    budget: Option<BudgetState>,
+}
+
+#[derive(Debug)]
+struct BudgetState {
+    budget: Budget,
+    /// Sum of the sealed segments' file sizes: counted when the budget is set, then kept up by
+    /// rolls and removals.
+    sealed_bytes: u64,
 }
 
 impl Writer {
@@ -62,6 +73,7 @@ impl Writer {
             closed: false,
             allocated: position,
             map: None,
+            budget: None,
         }
     }
 }
@@ -92,7 +104,7 @@ impl Shared {
         if need <= map.allocated() {
             return Ok(());
         }
-        let target = (need + self.opts.preallocate_bytes).min(self.opts.segment_bytes_max).max(need);
+        let target = (need + self.opts.preallocate_bytes).min(self.segment_limit()).max(need);
         match map.allocate(target) {
             Ok(()) => {
                 w.allocated = w.allocated.max(map.allocated());
@@ -120,19 +132,21 @@ impl Shared {
             return Ok(w.next_offset..w.next_offset);
         }
         // Validate everything before touching the file: a rejected batch writes nothing.
+        let capacity = self.segment_limit() - SEGMENT_HEADER_LEN as u64;
+        // A budget's smaller segments may hold less than `record_bytes_max`.
+        let body_max = self.opts.record_bytes_max.min(capacity - FRAME_HEADER_LEN as u64);
         let mut total = 0u64;
         let mut needs_now = false;
         for r in records {
             let headers_len =
                 format::headers_block_len(&r.headers).map_err(|reason| Error::InvalidHeaders { reason })?;
             let body = format::record_body_len(r.key, headers_len, r.payload);
-            if body > self.opts.record_bytes_max {
-                return Err(Error::RecordTooLarge { size: body, max: self.opts.record_bytes_max });
+            if body > body_max {
+                return Err(Error::RecordTooLarge { size: body, max: body_max });
             }
             total += FRAME_HEADER_LEN as u64 + body;
             needs_now |= r.timestamp.is_none();
         }
-        let capacity = self.opts.segment_bytes_max - SEGMENT_HEADER_LEN as u64;
         if total > capacity {
             return Err(Error::BatchTooLarge { size: total, max: capacity });
         }
@@ -160,14 +174,7 @@ impl Shared {
         total: u64,
         now: i64,
     ) -> Result<(u64, u64)> {
-        let mut w = lock(writer);
-        if w.closed {
-            return Err(Error::Poisoned { path: self.dir.clone(), cause: "log closed".into() });
-        }
-        self.check_poison()?;
-        if w.position + total > self.opts.segment_bytes_max && w.position > SEGMENT_HEADER_LEN as u64 {
-            self.roll(&mut w)?;
-        }
+        let mut w = self.make_room(lock(writer), total)?;
         self.reserve(&mut w, total)?;
         let durable = self.synced_offset.load(Ordering::Acquire);
         let first = w.next_offset;
@@ -220,6 +227,84 @@ impl Shared {
         Ok((first, w.next_offset))
     }
 
+    /// The size at which the active segment rolls.
+    fn segment_limit(&self) -> u64 {
+        self.segment_bytes_limit.load(Ordering::Relaxed)
+    }
+
+    /// Makes room for `total` bytes under the writer lock: rolls when the active segment is
+    /// full, then holds the budget (if any) by its policy. Nothing is written if it fails.
+    fn make_room<'a>(&self, mut w: MutexGuard<'a, Writer>, total: u64) -> Result<MutexGuard<'a, Writer>> {
+        let mut deadline = None;
+        loop {
+            if w.closed {
+                return Err(Error::Poisoned { path: self.dir.clone(), cause: "log closed".into() });
+            }
+            self.check_poison()?;
+            if w.position + total > self.segment_limit() && w.position > SEGMENT_HEADER_LEN as u64 {
+                self.roll(&mut w)?;
+            }
+            let Some(b) = &w.budget else { return Ok(w) };
+            let budget = b.budget;
+            if b.sealed_bytes + w.position + total <= budget.bytes_max {
+                return Ok(w);
+            }
+            match budget.when_full {
+                WhenFull::Error => return Err(self.topic_full(&budget)),
+                WhenFull::DropOldest => {
+                    let second = self.view().bases.get(1).copied();
+                    let Some(end) = second else { return Err(self.topic_full(&budget)) };
+                    crate::trace::span!("evlog.budget.drop_oldest", dir = %self.dir.display(), end);
+                    self.remove_segments_below(&mut w, end)?;
+                }
+                WhenFull::Block => {
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + budget.block_timeout);
+                    let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                        return Err(self.topic_full(&budget));
+                    };
+                    w = match self.space_freed.wait_timeout(w, left) {
+                        Ok((g, _)) => g,
+                        Err(e) => e.into_inner().0,
+                    };
+                }
+            }
+        }
+    }
+
+    fn topic_full(&self, budget: &Budget) -> Error {
+        let topic = self.dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        Error::TopicFull { topic, path: self.dir.clone(), bytes_max: budget.bytes_max }
+    }
+
+    /// Sets or lifts the budget (see `Log::set_budget`).
+    pub fn set_budget(&self, budget: Option<Budget>) -> Result<()> {
+        let writer = self.writer()?;
+        if let Some(b) = &budget {
+            b.validate()?;
+        }
+        let mut w = lock(writer);
+        w.budget = match budget {
+            None => None,
+            Some(budget) => {
+                let bases = self.view().bases.clone();
+                let sealed_bytes = crate::log::consecutive(&bases)
+                    .map(|(base, _)| self.segment_file_bytes(base))
+                    .sum::<Result<u64>>()?;
+                Some(BudgetState { budget, sealed_bytes })
+            }
+        };
+        let limit = budget.map_or(self.opts.segment_bytes_max, |b| b.segment_bytes(self.opts.segment_bytes_max));
+        self.segment_bytes_limit.store(limit, Ordering::Relaxed);
+        // Appends blocked under the old budget look again.
+        self.space_freed.notify_all();
+        Ok(())
+    }
+
+    /// The budget, if any.
+    pub fn budget(&self) -> Option<Budget> {
+        self.writer.as_ref().and_then(|w| lock(w).budget.as_ref().map(|b| b.budget))
+    }
+
     /// Passes `r` through, poisoning the log when it failed: the one place where a failed write,
     /// truncation, fsync or segment creation on the append path turns into poison.
     fn poisoning<T>(&self, r: Result<T>) -> Result<T> {
@@ -234,7 +319,7 @@ impl Shared {
     /// simply grows with each append. Zeros never decode as a frame; recovery trims them.
     fn preallocate(&self, w: &mut Writer) {
         w.allocated = w.position;
-        let target = (w.position + self.opts.preallocate_bytes).min(self.opts.segment_bytes_max);
+        let target = (w.position + self.opts.preallocate_bytes).min(self.segment_limit());
         let mut at = w.position;
         while at < target {
             let n = (target - at).min(ZEROS.len() as u64);
@@ -345,6 +430,7 @@ impl Shared {
     fn roll(&self, w: &mut Writer) -> Result<()> {
         crate::trace::span!("evlog.roll", dir = %self.dir.display(), next_offset = w.next_offset);
         let old = w.active.clone();
+        let old_bytes = w.position;
         self.poisoning(self.trim(w))?;
         self.timed_data_sync(&old)?;
         self.mark_synced(w.next_offset);
@@ -381,6 +467,9 @@ impl Shared {
         w.active = active.clone();
         w.position = SEGMENT_HEADER_LEN as u64;
         w.allocated = w.position;
+        if let Some(b) = &mut w.budget {
+            b.sealed_bytes += old_bytes;
+        }
         self.open_write_map(w);
         {
             let mut v = self.view_mut();
@@ -394,7 +483,12 @@ impl Shared {
 
     /// Removes sealed segments entirely below `offset`, oldest first, then fsyncs the directory.
     pub fn remove_before(&self, offset: u64) -> Result<u64> {
-        let _w = lock(self.writer()?);
+        let mut w = lock(self.writer()?);
+        self.remove_segments_below(&mut w, offset)
+    }
+
+    /// `remove_before` under the writer lock; wakes appends waiting for space.
+    fn remove_segments_below(&self, w: &mut Writer, offset: u64) -> Result<u64> {
         let doomed: Vec<u64> = {
             let mut v = self.view_mut();
             let keep_from = crate::log::consecutive(&v.bases).take_while(|&(_, end)| end <= offset).count();
@@ -405,12 +499,16 @@ impl Shared {
         let storage = self.opts.storage.as_ref();
         for &base in &doomed {
             let path = self.dir.join(format::segment_file_name(base));
+            if let Some(b) = &mut w.budget {
+                b.sealed_bytes = b.sealed_bytes.saturating_sub(self.segment_file_bytes(base)?);
+            }
             storage.remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
             index::remove_index_files(storage, &self.dir, base);
             lock(&self.time_ranges).remove(&base);
         }
         if !doomed.is_empty() {
             storage.sync_dir(&self.dir).map_err(|e| Error::io("fsync directory", &self.dir, e))?;
+            self.space_freed.notify_all();
         }
         Ok(doomed.first().map_or(0, |&b| new_first - b))
     }

@@ -101,6 +101,24 @@ pub fn create_dir_durable(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Replaces the file at `path` with `bytes` so that after a crash or power cut it holds either
+/// its old content or all of the new: written to `<path>.tmp`, fdatasynced, renamed over `path`,
+/// and the directory fsynced (the rename is what the caller's acknowledgement depends on). A
+/// `.tmp` left by a crash is ignored by readers and overwritten by the next replacement.
+/// Returns the operation that failed with its error.
+pub fn replace_file_durable(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<(), (&'static str, io::Error)> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = Path::new(&tmp);
+    let f = storage.open(tmp, OpenMode::CreateTruncate).map_err(|e| ("create", e))?;
+    f.write_all_at(bytes, 0).map_err(|e| ("write", e))?;
+    f.sync_data().map_err(|e| ("fsync", e))?;
+    drop(f);
+    storage.rename(tmp, path).map_err(|e| ("rename", e))?;
+    storage.sync_dir(dir).map_err(|e| ("fsync directory", e))
+}
+
 /// A held lock; dropping it releases the lock.
 pub trait LockGuard: Send + Sync + fmt::Debug {}
 

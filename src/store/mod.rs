@@ -20,6 +20,7 @@
 //! - Retention removes only whole sealed segments, oldest first, and fsyncs the directory; a
 //!   group left below the first offset continues from it and is told how many records it missed.
 
+pub(crate) mod config;
 pub(crate) mod metrics;
 pub(crate) mod registry;
 pub(crate) mod state;
@@ -28,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::log::options::Options;
 use crate::storage::{LockGuard, RealStorage, Storage, create_dir_durable};
+use crate::store::config::TopicConfig;
 use crate::store::state::{CommitDurability, StateDb};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -338,7 +340,9 @@ impl Store {
         }
         let mut log_opts = inner.opts.log.clone();
         log_opts.append_signal = Some(inner.signal.clone());
-        let log = Log::open(inner.topics_dir().join(name), log_opts)?;
+        let dir = inner.topics_dir().join(name);
+        let log = Log::open(&dir, log_opts)?;
+        log.set_budget(TopicConfig::read(inner.storage(), &dir)?.budget())?;
         let end = log.next_offset();
         let mut clamped = HashMap::new();
         // A group whose value does not decode is left alone here: it reports
@@ -450,6 +454,25 @@ impl Store {
         self.inner.state.state_get(state_tree, key)
     }
 
+    /// Sets a topic's configuration (creating the topic if needed): written durably with the
+    /// topic, applied to it now (the next append keeps its budget) and whenever it opens.
+    /// Invalid values are refused before anything is written.
+    pub fn configure_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
+        config.validate()?;
+        let t = self.topic(name)?;
+        config.write(self.inner.storage(), &self.inner.topics_dir().join(name))?;
+        Ok(t.set_budget(config.budget())?)
+    }
+
+    /// A topic's configuration (the default when none was set).
+    pub fn topic_config(&self, name: &str) -> Result<TopicConfig> {
+        validate_name(name)?;
+        if !self.inner.topic_exists(name)? {
+            return Err(Error::NotFound { kind: "topic", name: name.to_string() });
+        }
+        TopicConfig::read(self.inner.storage(), &self.inner.topics_dir().join(name))
+    }
+
     /// Sets the retention of one topic (overrides `StoreOptions::retention`).
     pub fn set_retention(&self, topic: &str, r: RetentionOptions) -> Result<()> {
         validate_name(topic)?;
@@ -462,7 +485,10 @@ impl Store {
     pub fn enforce_retention(&self, topic: &str) -> Result<RetentionReport> {
         crate::trace::span!("evlog.retention", topic);
         let t = self.existing_topic(topic)?;
-        let r = crate::sync::lock(&self.inner.retention).get(topic).copied().unwrap_or(self.inner.opts.retention);
+        let mut r = crate::sync::lock(&self.inner.retention).get(topic).copied().unwrap_or(self.inner.opts.retention);
+        if let Some(age) = self.topic_config(topic)?.retention_age {
+            r.retention_age_max = Some(age);
+        }
         let sealed = t.sealed_segments()?;
         let mut total = t.size_bytes()?;
         let now_ms = crate::clock::now_ms();

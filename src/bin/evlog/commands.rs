@@ -1,8 +1,10 @@
 //! The subcommands.
 
-use crate::text::{parse_duration, parse_time, record_json, unbase64};
+use crate::text::{parse_duration, parse_size, parse_time, record_json, unbase64};
 use crate::{Cli, Command, GroupsAction, OnError, Sync};
-use evlog::{ConsumerOptions, Durability, Error, Log, NewRecord, Options, StartAt, Store, StoreOptions};
+use evlog::{
+    ConsumerOptions, Durability, Error, Log, NewRecord, Options, StartAt, Store, StoreOptions, TopicConfig, WhenFull,
+};
 use serde_json::{Value, json};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -95,6 +97,23 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Replay { topics, from, to, max_lateness } => replay(dir, &topics, from, to, max_lateness),
         Command::Info { topic, json, rate } => info(dir, topic.as_deref(), json, rate),
         Command::Verify { topic } => verify(dir, topic.as_deref()),
+        Command::Config {
+            topic,
+            bytes_max,
+            no_bytes_max,
+            when_full,
+            block_timeout,
+            retention_age,
+            no_retention_age,
+        } => {
+            let change = ConfigChange {
+                bytes_max: if no_bytes_max { Some(None) } else { bytes_max.map(Some) },
+                when_full,
+                block_timeout,
+                retention_age: if no_retention_age { Some(None) } else { retention_age.map(Some) },
+            };
+            config(dir, &topic, change)
+        }
         Command::Repair { topic, yes } => repair(dir, topic.as_deref(), yes),
         Command::Groups { action } => groups(dir, action),
         Command::Demo { child } => crate::demo::run(given.then_some(dir), child),
@@ -147,7 +166,20 @@ fn append(dir: &Path, topic: &str, as_json: bool, sync: Sync, key: Option<String
             Ok(line) => append_plain(&t, &line, key.as_deref()),
         };
         match result {
-            Ok(offset) => {
+            Ok(Err(e @ evlog::LogError::TopicFull { .. })) => {
+                // Every later line would meet the same budget: stop whatever `--on-error` says.
+                eprintln!("evlog: line {}: {e}", n + 1);
+                failed = true;
+                break;
+            }
+            Ok(Err(e)) => {
+                eprintln!("evlog: line {}: {}", n + 1, msg(e));
+                failed = true;
+                if matches!(on_error, OnError::Stop) {
+                    break;
+                }
+            }
+            Ok(Ok(offset)) => {
                 pending.push(offset);
                 // Always and Os: durable as promised when append returns. Interval: after a sync.
                 if !matches!(sync, Sync::Interval) || pending.len() >= 1000 {
@@ -167,15 +199,18 @@ fn append(dir: &Path, topic: &str, as_json: bool, sync: Sync, key: Option<String
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-fn append_plain(t: &evlog::Topic, line: &str, key: Option<&str>) -> Result<u64, String> {
+/// What appending one line did: bad input (`Err`), or the append's own result.
+type LineResult = Result<evlog::LogResult<u64>, String>;
+
+fn append_plain(t: &evlog::Topic, line: &str, key: Option<&str>) -> LineResult {
     let mut r = NewRecord::new(line.as_bytes());
     if let Some(k) = key {
         r = r.key(k.as_bytes());
     }
-    t.append_record(&r).map_err(msg)
+    Ok(t.append_record(&r))
 }
 
-fn append_json(t: &evlog::Topic, line: &str) -> Result<u64, String> {
+fn append_json(t: &evlog::Topic, line: &str) -> LineResult {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let obj = v.as_object().ok_or("expected a JSON object with timestamp, key and value")?;
     let timestamp = match obj.get("timestamp") {
@@ -216,7 +251,7 @@ fn append_json(t: &evlog::Topic, line: &str) -> Result<u64, String> {
     r.timestamp = timestamp;
     r.key = key.as_deref().map(str::as_bytes);
     r.headers = headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-    t.append_record(&r).map_err(msg)
+    Ok(t.append_record(&r))
 }
 
 fn consume(dir: &Path, topic: &str, group: &str, follow: bool, max: Option<u64>, no_commit: bool) -> CmdResult {
@@ -326,6 +361,90 @@ fn replay(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `evlog config` was asked to change (`Some(None)`: remove the setting).
+struct ConfigChange {
+    bytes_max: Option<Option<String>>,
+    when_full: Option<String>,
+    block_timeout: Option<String>,
+    retention_age: Option<Option<String>>,
+}
+
+impl ConfigChange {
+    fn is_empty(&self) -> bool {
+        self.bytes_max.is_none()
+            && self.when_full.is_none()
+            && self.block_timeout.is_none()
+            && self.retention_age.is_none()
+    }
+
+    /// `c` with the changes applied; a bad value is an error naming its flag.
+    fn apply(&self, mut c: TopicConfig) -> Result<TopicConfig, String> {
+        fn flag(name: &'static str) -> impl Fn(String) -> String {
+            move |e| format!("--{name}: {e}")
+        }
+        if let Some(policy) = &self.when_full {
+            let w = WhenFull::from_name(policy)
+                .ok_or_else(|| format!("--when-full: {policy:?} is not one of error, block, drop-oldest"))?;
+            c = c.with_when_full(w);
+        }
+        match &self.bytes_max {
+            Some(Some(size)) => c = c.with_budget(parse_size(size).map_err(flag("bytes-max"))?, c.when_full),
+            Some(None) => c = c.without_budget(),
+            None => {}
+        }
+        if let Some(d) = &self.block_timeout {
+            c = c.with_block_timeout(parse_duration(d).map_err(flag("block-timeout"))?);
+        }
+        match &self.retention_age {
+            Some(Some(d)) => {
+                let age = parse_duration(d).map_err(flag("retention-age"))?;
+                if age.is_zero() {
+                    return Err(format!("--retention-age: {d:?} is zero; give a duration above zero"));
+                }
+                c = c.with_retention_age(Some(age));
+            }
+            Some(None) => c = c.with_retention_age(None),
+            None => {}
+        }
+        Ok(c)
+    }
+}
+
+fn config_json(topic: &str, c: &TopicConfig) -> Value {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    json!({
+        "topic": topic,
+        "bytes_max": c.bytes_max,
+        "when_full": c.when_full.name(),
+        "block_timeout_ms": ms(c.block_timeout),
+        "retention_age_ms": c.retention_age.map(ms),
+    })
+}
+
+/// `evlog config TOPIC [flags]`: prints the configuration; with flags, changes it first (which
+/// needs the store: an application holding it must change it through the library).
+fn config(dir: &Path, topic: &str, change: ConfigChange) -> CmdResult {
+    // Changing the configuration of a topic that does not exist yet creates it.
+    let current = match topic_dir(dir, topic) {
+        Ok(d) => TopicConfig::read(&evlog::storage::RealStorage, &d).map_err(msg)?,
+        Err(_) if !change.is_empty() => TopicConfig::default(),
+        Err(e) => return Err(e),
+    };
+    let c = if change.is_empty() {
+        current
+    } else {
+        let c = change.apply(current)?;
+        let store = open_store(dir, Durability::Always)?;
+        store.configure_topic(topic, c).map_err(|e| match e {
+            Error::InvalidOptions { reason } if reason.starts_with("bytes_max") => format!("--bytes-max: {reason}"),
+            e => msg(e),
+        })?;
+        c
+    };
+    print_line(&config_json(topic, &c))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Option<f64>) -> CmdResult {
     let names = topic_names(dir, only)?;
     // Groups live in the consumer database, which a running application holds.
@@ -382,6 +501,7 @@ fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Option<f64>) -
             "min_timestamp": lo,
             "max_timestamp": hi,
             "append_rate": rate,
+            "config": config_json(name, &TopicConfig::read(&evlog::storage::RealStorage, log.dir()).map_err(msg)?),
             "groups": groups,
         }));
     }
@@ -398,6 +518,13 @@ fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Option<f64>) -
         w(&mut o, format!("  timestamps {} ..= {}", t["min_timestamp"], t["max_timestamp"]))?;
         if let Some(r) = t["append_rate"].as_f64() {
             w(&mut o, format!("  append rate {r:.1} records/s"))?;
+        }
+        let c = &t["config"];
+        if let Some(b) = c["bytes_max"].as_u64() {
+            w(&mut o, format!("  budget {b} bytes, when full: {}", c["when_full"].as_str().unwrap_or("?")))?;
+        }
+        if let Some(a) = c["retention_age_ms"].as_u64() {
+            w(&mut o, format!("  retention age {} s", a as f64 / 1e3))?;
         }
         match &t["groups"] {
             Value::Array(gs) if gs.is_empty() => w(&mut o, "  groups: none".into())?,

@@ -106,6 +106,28 @@ enum Command {
     },
     /// Check every checksum; exit 1 if anything is corrupt.
     Verify { topic: Option<String> },
+    /// Shows (no flags) or changes a topic's configuration; prints it as JSON.
+    Config {
+        topic: String,
+        /// Disk budget: 10MiB, 1GiB... (at least 1MiB).
+        #[arg(long, value_name = "SIZE", conflicts_with = "no_bytes_max")]
+        bytes_max: Option<String>,
+        /// Lift the disk budget.
+        #[arg(long)]
+        no_bytes_max: bool,
+        /// What an append past the budget does: error, block or drop-oldest.
+        #[arg(long, value_name = "POLICY")]
+        when_full: Option<String>,
+        /// Longest wait of a blocked append: 30s, 5m...
+        #[arg(long, value_name = "DURATION")]
+        block_timeout: Option<String>,
+        /// Retention by age: 90s, 7d...
+        #[arg(long, value_name = "DURATION", conflicts_with = "no_retention_age")]
+        retention_age: Option<String>,
+        /// Drop the retention age (the store's default applies).
+        #[arg(long)]
+        no_retention_age: bool,
+    },
     /// Truncate torn tails and move corruption into quarantine/ (never deletes data).
     Repair {
         topic: Option<String>,

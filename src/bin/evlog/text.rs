@@ -29,6 +29,41 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from(d).map_err(|_| format!("{s:?} is negative"))
 }
 
+/// `10MiB`, `1GiB`, `512KiB`, `4096` (bytes), `10MB` (10⁷ bytes), `1.5GiB`. Zero and overflow
+/// are errors.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit_bytes: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)")),
+    };
+    let bytes = match number.parse::<u64>() {
+        Ok(n) => n.checked_mul(unit_bytes).ok_or_else(|| format!("{s:?} is too large"))?,
+        Err(_) => {
+            let x: f64 = number.parse().map_err(|_| format!("{s:?} is not a size like 10MiB or 1GiB"))?;
+            let b = x * unit_bytes as f64;
+            if !b.is_finite() || b >= u64::MAX as f64 {
+                return Err(format!("{s:?} is too large"));
+            }
+            b as u64
+        }
+    };
+    if bytes == 0 {
+        return Err(format!("{s:?} is zero; give a size above zero"));
+    }
+    Ok(bytes)
+}
+
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding.
@@ -116,6 +151,18 @@ mod tests {
         assert_eq!(parse_time("1969-12-31T23:59:59Z"), Ok(-1000));
         assert!(parse_time("2026-13-01T00:00:00Z").is_err());
         assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units_and_refuse_zero_and_nonsense() {
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert!(parse_size("0").is_err() && parse_size("0MiB").is_err());
+        assert!(parse_size("-5MiB").is_err() && parse_size("ten").is_err() && parse_size("5 parsecs").is_err());
+        assert!(parse_size("99999999999TiB").is_err(), "overflow is an error");
     }
 
     #[test]

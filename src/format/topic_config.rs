@@ -1,0 +1,90 @@
+//! A topic's configuration file, byte for byte: FORMAT.md § Topic configuration. Pure
+//! encode/decode; the store writes and reads it (`store/config.rs`).
+
+use super::{HeaderError, le_u16, le_u32, le_u64, prefix};
+
+/// The file's name inside the topic's directory.
+pub const TOPIC_CONFIG_FILE: &str = "topic.config";
+/// Magic of a topic configuration.
+pub const TOPIC_CONFIG_MAGIC: [u8; 8] = *b"EVLGTCFG";
+/// Version this build writes and reads.
+pub const TOPIC_CONFIG_VERSION: u16 = 1;
+/// Byte position of the magic.
+pub const TOPIC_CONFIG_MAGIC_AT: usize = 0;
+/// Byte position of the version (u16).
+pub const TOPIC_CONFIG_VERSION_AT: usize = TOPIC_CONFIG_MAGIC_AT + 8;
+/// Byte position of the flags (u16, `0`).
+pub const TOPIC_CONFIG_FLAGS_AT: usize = TOPIC_CONFIG_VERSION_AT + 2;
+/// Byte position of the policy when full (u32: 0 error, 1 block, 2 drop-oldest).
+pub const TOPIC_CONFIG_WHEN_FULL_AT: usize = TOPIC_CONFIG_FLAGS_AT + 2;
+/// Byte position of the disk budget (u64 bytes; 0 = none).
+pub const TOPIC_CONFIG_BYTES_MAX_AT: usize = TOPIC_CONFIG_WHEN_FULL_AT + 4;
+/// Byte position of the longest wait of a blocked append (u64 ms).
+pub const TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT: usize = TOPIC_CONFIG_BYTES_MAX_AT + 8;
+/// Byte position of the retention age (u64 ms; 0 = none).
+pub const TOPIC_CONFIG_RETENTION_AGE_MS_AT: usize = TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT + 8;
+/// Byte position of the CRC-32 of everything before it.
+pub const TOPIC_CONFIG_CRC_AT: usize = TOPIC_CONFIG_RETENTION_AGE_MS_AT + 8;
+/// Length of the file.
+pub const TOPIC_CONFIG_LEN: usize = TOPIC_CONFIG_CRC_AT + 4;
+
+const _: () = assert!(TOPIC_CONFIG_LEN == 44);
+
+/// A topic configuration's fields as stored (`0` = none where the spec says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TopicConfigFields {
+    /// 0 error, 1 block, 2 drop-oldest.
+    pub when_full: u32,
+    /// Disk budget in bytes; 0 = none.
+    pub bytes_max: u64,
+    /// Longest wait of a blocked append, ms.
+    pub block_timeout_ms: u64,
+    /// Retention age, ms; 0 = none.
+    pub retention_age_ms: u64,
+}
+
+/// Encodes a topic configuration file.
+pub fn encode_topic_config(c: &TopicConfigFields) -> [u8; TOPIC_CONFIG_LEN] {
+    fn put(b: &mut [u8], at: usize, bytes: &[u8]) {
+        if let Some(dst) = b.get_mut(at..at + bytes.len()) {
+            dst.copy_from_slice(bytes);
+        }
+    }
+    let mut b = [0u8; TOPIC_CONFIG_LEN];
+    put(&mut b, TOPIC_CONFIG_MAGIC_AT, &TOPIC_CONFIG_MAGIC);
+    put(&mut b, TOPIC_CONFIG_VERSION_AT, &TOPIC_CONFIG_VERSION.to_le_bytes());
+    put(&mut b, TOPIC_CONFIG_WHEN_FULL_AT, &c.when_full.to_le_bytes());
+    put(&mut b, TOPIC_CONFIG_BYTES_MAX_AT, &c.bytes_max.to_le_bytes());
+    put(&mut b, TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT, &c.block_timeout_ms.to_le_bytes());
+    put(&mut b, TOPIC_CONFIG_RETENTION_AGE_MS_AT, &c.retention_age_ms.to_le_bytes());
+    let crc = crc32fast::hash(prefix(&b, TOPIC_CONFIG_CRC_AT));
+    put(&mut b, TOPIC_CONFIG_CRC_AT, &crc.to_le_bytes());
+    b
+}
+
+/// Decodes and checks a topic configuration file (exactly `TOPIC_CONFIG_LEN` bytes).
+pub fn decode_topic_config(b: &[u8]) -> Result<TopicConfigFields, HeaderError> {
+    if b.len() != TOPIC_CONFIG_LEN {
+        return Err(HeaderError::Short { len: b.len(), needed: TOPIC_CONFIG_LEN });
+    }
+    if b.get(TOPIC_CONFIG_MAGIC_AT..TOPIC_CONFIG_MAGIC_AT + 8) != Some(&TOPIC_CONFIG_MAGIC[..]) {
+        return Err(HeaderError::BadMagic);
+    }
+    if crc32fast::hash(prefix(b, TOPIC_CONFIG_CRC_AT)) != le_u32(b, TOPIC_CONFIG_CRC_AT) {
+        return Err(HeaderError::BadChecksum);
+    }
+    let version = le_u16(b, TOPIC_CONFIG_VERSION_AT);
+    if version != TOPIC_CONFIG_VERSION {
+        return Err(HeaderError::UnsupportedVersion(version));
+    }
+    let c = TopicConfigFields {
+        when_full: le_u32(b, TOPIC_CONFIG_WHEN_FULL_AT),
+        bytes_max: le_u64(b, TOPIC_CONFIG_BYTES_MAX_AT),
+        block_timeout_ms: le_u64(b, TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT),
+        retention_age_ms: le_u64(b, TOPIC_CONFIG_RETENTION_AGE_MS_AT),
+    };
+    if c.when_full > 2 {
+        return Err(HeaderError::BadField("when_full"));
+    }
+    Ok(c)
+}

@@ -1,0 +1,141 @@
+//! Per-topic configuration that persists with the topic: its disk budget (with the policy when
+//! full) and its retention age. Kept in `topics/<name>/topic.config` (FORMAT.md § Topic
+//! configuration), replaced whole and durably (temp file, fsync, rename, directory fsync), so a
+//! crash leaves the old configuration or the new one, never a mix.
+
+use crate::error::{Error, Result};
+use crate::format::topic_config::{TOPIC_CONFIG_FILE, TopicConfigFields, decode_topic_config, encode_topic_config};
+use crate::log::budget::{BLOCK_TIMEOUT_DEFAULT, Budget, WhenFull};
+use crate::storage::{OpenMode, Storage, replace_file_durable};
+use std::path::Path;
+use std::time::Duration;
+
+/// A topic's configuration, set with [`Store::configure_topic`](crate::Store::configure_topic)
+/// or `evlog config`, kept with the topic and applied whenever it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicConfig {
+    /// Most bytes the topic's segments may hold; `None` = no budget. At least
+    /// [`BUDGET_BYTES_MIN`](crate::BUDGET_BYTES_MIN); the topic's segments roll at a quarter of it.
+    pub bytes_max: Option<u64>,
+    /// What an append that would go past `bytes_max` does.
+    pub when_full: WhenFull,
+    /// Longest a `WhenFull::Block` append waits for space before `TopicFull`.
+    pub block_timeout: Duration,
+    /// Retention by age: [`Store::enforce_retention`](crate::Store::enforce_retention) deletes
+    /// sealed segments whose newest record is older (overrides the store's default).
+    pub retention_age: Option<Duration>,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            bytes_max: None,
+            when_full: WhenFull::Error,
+            block_timeout: BLOCK_TIMEOUT_DEFAULT,
+            retention_age: None,
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl TopicConfig {
+    /// This configuration with a disk budget of `bytes_max` and `when_full` as its policy.
+    pub fn with_budget(self, bytes_max: u64, when_full: WhenFull) -> TopicConfig {
+        TopicConfig { bytes_max: Some(bytes_max), when_full, ..self }
+    }
+
+    /// This configuration with `when_full` as the policy of its budget (kept without one).
+    pub fn with_when_full(self, when_full: WhenFull) -> TopicConfig {
+        TopicConfig { when_full, ..self }
+    }
+
+    /// This configuration without a disk budget.
+    pub fn without_budget(self) -> TopicConfig {
+        TopicConfig { bytes_max: None, ..self }
+    }
+
+    /// This configuration with `timeout` as the longest wait of a blocked append.
+    pub fn with_block_timeout(self, timeout: Duration) -> TopicConfig {
+        TopicConfig { block_timeout: timeout, ..self }
+    }
+
+    /// This configuration with retention by age (`None`: the store's default).
+    pub fn with_retention_age(self, age: Option<Duration>) -> TopicConfig {
+        TopicConfig { retention_age: age, ..self }
+    }
+
+    /// The log budget it asks for.
+    pub fn budget(&self) -> Option<Budget> {
+        self.bytes_max
+            .map(|bytes_max| Budget { block_timeout: self.block_timeout, ..Budget::new(bytes_max, self.when_full) })
+    }
+
+    /// Refuses what cannot be applied: a budget below the floor, a zero retention age.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(b) = self.budget() {
+            b.validate()?;
+        }
+        if self.retention_age.is_some_and(|a| a.is_zero()) {
+            return Err(Error::InvalidOptions { reason: "retention_age must be more than zero".into() });
+        }
+        Ok(())
+    }
+
+    fn to_fields(self) -> TopicConfigFields {
+        TopicConfigFields {
+            when_full: match self.when_full {
+                WhenFull::Error => 0,
+                WhenFull::Block => 1,
+                WhenFull::DropOldest => 2,
+            },
+            bytes_max: self.bytes_max.unwrap_or(0),
+            block_timeout_ms: ms(self.block_timeout),
+            retention_age_ms: self.retention_age.map_or(0, ms),
+        }
+    }
+
+    fn from_fields(f: TopicConfigFields) -> TopicConfig {
+        TopicConfig {
+            bytes_max: Some(f.bytes_max).filter(|&b| b > 0),
+            when_full: match f.when_full {
+                1 => WhenFull::Block,
+                2 => WhenFull::DropOldest,
+                _ => WhenFull::Error,
+            },
+            block_timeout: Duration::from_millis(f.block_timeout_ms),
+            retention_age: Some(f.retention_age_ms).filter(|&a| a > 0).map(Duration::from_millis),
+        }
+    }
+
+    /// Reads the configuration of the topic in `topic_dir` (the default if it has none). A file
+    /// that does not decode is [`Error::Corruption`] naming it: guessing could drop data.
+    pub fn read(storage: &dyn Storage, topic_dir: &Path) -> Result<TopicConfig> {
+        let path = topic_dir.join(TOPIC_CONFIG_FILE);
+        let file = match storage.open(&path, OpenMode::Read) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TopicConfig::default()),
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let bytes = file
+            .read_vec(0, crate::format::topic_config::TOPIC_CONFIG_LEN + 1)
+            .map_err(|e| Error::io("read", &path, e))?;
+        let fields = decode_topic_config(&bytes).map_err(|e| Error::Corruption {
+            path: path.clone(),
+            position: 0,
+            offset: None,
+            reason: format!("topic configuration: {e}"),
+        })?;
+        Ok(TopicConfig::from_fields(fields))
+    }
+
+    /// Replaces the configuration of the topic in `topic_dir`, durably.
+    pub(crate) fn write(&self, storage: &dyn Storage, topic_dir: &Path) -> Result<()> {
+        let path = topic_dir.join(TOPIC_CONFIG_FILE);
+        replace_file_durable(storage, &path, &encode_topic_config(&self.to_fields()))
+            .map_err(|(op, e)| Error::io(op, &path, e))
+    }
+}
