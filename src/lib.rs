@@ -103,6 +103,7 @@ pub use consume::typed::{Typed, TypedConsumer, TypedTopic};
 pub use error::KafkaError;
 pub use error::{Error, LogError, LogResult, QueueError, ReplayError, Result};
 pub use log::budget::{BLOCK_TIMEOUT_DEFAULT, BUDGET_BYTES_MIN, Budget, WhenFull};
+pub use log::compact::{COMPACT_KEYS_BYTES_DEFAULT, CompactOptions, CompactReport, TOMBSTONE_RETENTION_DEFAULT};
 pub use log::options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT, WritePath};
 pub use log::record::{NewRecord, Record, RecordRef};
 pub use log::recovery::{RecoveryReport, RepairReport};

@@ -261,3 +261,34 @@ fn append_to_a_full_topic_stops_with_topic_full_and_every_printed_offset_is_read
         .collect();
     assert!(printed.iter().all(|o| dumped.contains(o)), "every printed offset reads back");
 }
+
+#[test]
+fn compact_keeps_the_newest_record_of_each_key_and_reports_bytes_before_and_after() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // A budget shrinks segments to a quarter of it: 1 MiB segments, so compaction has sealed ones.
+    let o = evlog(
+        tmp.path(),
+        &["config", "t", "--bytes-max", "4MiB", "--compact-by-key", "--tombstone-retention", "1h"],
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json_lines(&o)[0]["compact_by_key"], true);
+    let filler = "y".repeat(900);
+    let input: String =
+        (0..2_500).map(|i| format!("{{\"key\":\"k{}\",\"value\":\"{i} {filler}\"}}\n", i % 10)).collect();
+    let o = evlog(tmp.path(), &["append", "t", "--json", "--sync", "os"], &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = json_lines(&evlog(tmp.path(), &["compact", "t"], ""));
+    let (before, after) =
+        (c[0]["bytes_before"].as_u64().expect("before"), c[0]["bytes_after"].as_u64().expect("after"));
+    assert!(after < before / 10, "{c:?}");
+    let dumped = json_lines(&evlog(tmp.path(), &["dump", "t"], ""));
+    let mut newest = std::collections::HashMap::new();
+    for d in &dumped {
+        newest.insert(d["key"].as_str().expect("key").to_string(), d["offset"].as_u64().expect("offset"));
+    }
+    assert_eq!(newest.len(), 10);
+    assert!(newest.values().all(|&o| o >= 2_490), "the newest of each key is kept: {newest:?}");
+    let v = evlog(tmp.path(), &["verify"], "");
+    assert!(v.status.success(), "{}", stdout(&v));
+}

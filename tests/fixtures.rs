@@ -87,9 +87,7 @@ fn write_the_fixture() {
         })
         .collect();
     events.append_batch(&records).expect("batch");
-    store
-        .configure_topic("orders", TopicConfig::default().with_budget(2 << 20, WhenFull::DropOldest))
-        .expect("config");
+    store.configure_topic("orders", TopicConfig::default().with_budget(2 << 20, WhenFull::DropOldest)).expect("config");
     let mut c = store.consumer("billing", "orders", ConsumerOptions::default()).expect("consumer");
     assert_eq!(c.poll(25, Duration::ZERO).expect("poll").len(), 25);
     c.commit().expect("commit");

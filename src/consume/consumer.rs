@@ -87,9 +87,9 @@ pub struct Consumer {
     opts: ConsumerOptions,
     position: u64,
     committed: Option<u64>,
-    /// `AckMode::Explicit`: everything below is acknowledged; `acked` holds acks above it.
-    ack_floor: u64,
-    acked: BTreeSet<u64>,
+    /// `AckMode::Explicit`: the polled records not yet acknowledged. Offsets never delivered
+    /// (removed by retention, or gaps left by compaction) are never waited for.
+    outstanding: BTreeSet<u64>,
     iter: Iter,
     polled_since_commit: u64,
     last_commit: Instant,
@@ -134,8 +134,7 @@ impl Consumer {
             opts,
             position,
             committed: start.committed,
-            ack_floor: position,
-            acked: BTreeSet::new(),
+            outstanding: BTreeSet::new(),
             iter,
             polled_since_commit: 0,
             last_commit: Instant::now(),
@@ -204,11 +203,13 @@ impl Consumer {
                 if let Some(first) = out.first()
                     && first.offset() > self.position
                 {
-                    // Retention removed records under us.
-                    self.start.skipped += first.offset() - self.position;
-                    if self.ack_floor < first.offset() {
-                        self.ack_floor = first.offset();
-                    }
+                    // Retention removed records under us (a gap above the topic's first offset
+                    // is compaction's: those records are gone by design, not skipped).
+                    let removed_to = first.offset().min(self.topic.first_offset());
+                    self.start.skipped += removed_to.saturating_sub(self.position);
+                }
+                if self.opts.ack_mode == AckMode::Explicit {
+                    self.outstanding.extend(out.iter().map(Record::offset));
                 }
                 self.position = last.offset() + 1;
                 self.polled_since_commit += out.len() as u64;
@@ -236,7 +237,7 @@ impl Consumer {
     fn commit_point(&self) -> u64 {
         match self.opts.ack_mode {
             AckMode::Position => self.position,
-            AckMode::Explicit => self.ack_floor,
+            AckMode::Explicit => self.outstanding.first().copied().unwrap_or(self.position),
         }
     }
 
@@ -296,10 +297,7 @@ impl Consumer {
         self.committed = Some(offset);
         self.polled_since_commit = 0;
         self.last_commit = Instant::now();
-        if offset > self.ack_floor {
-            self.ack_floor = offset;
-            self.acked = self.acked.split_off(&offset);
-        }
+        self.outstanding = self.outstanding.split_off(&offset);
     }
 
     /// Acknowledges one polled record, in any order. With `AckMode::Explicit` the commit point
@@ -313,12 +311,7 @@ impl Consumer {
                 position: self.position,
             });
         }
-        if offset >= self.ack_floor {
-            self.acked.insert(offset);
-            while self.acked.remove(&self.ack_floor) {
-                self.ack_floor += 1;
-            }
-        }
+        self.outstanding.remove(&offset);
         Ok(())
     }
 
@@ -327,8 +320,7 @@ impl Consumer {
     pub fn seek(&mut self, offset: u64) -> Result<()> {
         let offset = StartAt::Offset(offset).resolve(&self.topic)?;
         self.position = offset;
-        self.ack_floor = offset;
-        self.acked.clear();
+        self.outstanding.clear();
         self.iter = self.topic.iter(offset);
         Ok(())
     }

@@ -271,9 +271,21 @@ pub fn parse_file_name(name: &str, suffix: &str) -> Option<u64> {
 
 /// Encodes the header of a segment whose first record has offset `base_offset`.
 pub fn encode_segment_header(base_offset: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    encode_segment_header_with_flags(base_offset, 0)
+}
+
+/// Segment flag: the segment was rewritten by compaction and its offsets may have gaps (every
+/// frame's offset is still above the one before it and below the next segment's base).
+pub const SEGMENT_FLAG_COMPACTED: u16 = 1;
+/// Segment flags this build knows.
+pub const SEGMENT_FLAGS_KNOWN: u16 = SEGMENT_FLAG_COMPACTED;
+
+/// Encodes a segment header with `flags` (`SEGMENT_FLAG_*`).
+pub fn encode_segment_header_with_flags(base_offset: u64, flags: u16) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[SEGMENT_MAGIC_AT..SEGMENT_MAGIC_AT + 8].copy_from_slice(&SEGMENT_MAGIC);
     h[SEGMENT_VERSION_AT..SEGMENT_VERSION_AT + 2].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[SEGMENT_FLAGS_AT..SEGMENT_FLAGS_AT + 2].copy_from_slice(&flags.to_le_bytes());
     h[SEGMENT_BASE_OFFSET_AT..SEGMENT_BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_le_bytes());
     let crc = crc32fast::hash(&h[..SEGMENT_CRC_AT]);
     h[SEGMENT_CRC_AT..SEGMENT_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
@@ -314,6 +326,11 @@ impl std::fmt::Display for HeaderError {
 
 /// Decodes a segment header and returns its base offset.
 pub fn decode_segment_header(b: &[u8]) -> Result<u64, HeaderError> {
+    decode_segment_header_with_flags(b).map(|(base, _)| base)
+}
+
+/// Decodes a segment header and returns its base offset and flags.
+pub fn decode_segment_header_with_flags(b: &[u8]) -> Result<(u64, u16), HeaderError> {
     let Some(b) = b.first_chunk::<SEGMENT_HEADER_LEN>() else {
         return Err(HeaderError::Short { len: b.len(), needed: SEGMENT_HEADER_LEN });
     };
@@ -327,13 +344,29 @@ pub fn decode_segment_header(b: &[u8]) -> Result<u64, HeaderError> {
     if version != SEGMENT_VERSION {
         return Err(HeaderError::UnsupportedVersion(version));
     }
-    if le_u16(b, SEGMENT_FLAGS_AT) != 0
+    let flags = le_u16(b, SEGMENT_FLAGS_AT);
+    if flags & !SEGMENT_FLAGS_KNOWN != 0
         || le_u32(b, SEGMENT_RESERVED_AT) != 0
         || le_u32(b, SEGMENT_RESERVED_TAIL_AT) != 0
     {
         return Err(HeaderError::BadField("flags/reserved"));
     }
-    Ok(le_u64(b, SEGMENT_BASE_OFFSET_AT))
+    Ok((le_u64(b, SEGMENT_BASE_OFFSET_AT), flags))
+}
+
+/// Clears a valid frame's `BATCH_CONTINUES` flag and recomputes its CRC (compaction keeps
+/// records one by one: a sealed segment's batches are whole, so none needs the flag again).
+/// Bytes too short to hold a frame header are left as they are.
+pub fn clear_batch_flag(frame: &mut [u8]) {
+    let Some(&[lo, hi]) = frame.get(FRAME_FLAGS_AT..FRAME_FLAGS_AT + 2) else { return };
+    let cleared = u16::from_le_bytes([lo, hi]) & !FLAG_BATCH_CONTINUES;
+    if let Some(f) = frame.get_mut(FRAME_FLAGS_AT..FRAME_FLAGS_AT + 2) {
+        f.copy_from_slice(&cleared.to_le_bytes());
+    }
+    let crc = crc32fast::hash(frame.get(FRAME_CRC_AT + 4..).unwrap_or_default());
+    if let Some(c) = frame.get_mut(FRAME_CRC_AT..FRAME_CRC_AT + 4) {
+        c.copy_from_slice(&crc.to_le_bytes());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -922,7 +955,10 @@ pub mod reserved_headers {
     pub const DEAD_GROUP: &str = "evlog.dead.group";
     /// A dead letter's deliveries or attempts (decimal).
     pub const DEAD_DELIVERIES: &str = "evlog.dead.deliveries";
+    /// Marks a tombstone: a keyed record with an empty payload that deletes its key when the
+    /// topic is compacted (value empty).
+    pub const TOMBSTONE: &str = "evlog.tombstone";
     /// All of them, in FORMAT.md's order.
-    pub const ALL: [&str; 7] =
-        [PRODUCER_ID, SEQUENCE, DEAD_REASON, DEAD_TOPIC, DEAD_OFFSET, DEAD_GROUP, DEAD_DELIVERIES];
+    pub const ALL: [&str; 8] =
+        [PRODUCER_ID, SEQUENCE, DEAD_REASON, DEAD_TOPIC, DEAD_OFFSET, DEAD_GROUP, DEAD_DELIVERIES, TOMBSTONE];
 }

@@ -96,6 +96,7 @@ fn constants_match_format_md() {
                 ("bytes_max", TOPIC_CONFIG_BYTES_MAX_AT, 8),
                 ("block_timeout_ms", TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT, 8),
                 ("retention_age_ms", TOPIC_CONFIG_RETENTION_AGE_MS_AT, 8),
+                ("tombstone_retention_ms", TOPIC_CONFIG_TOMBSTONE_RETENTION_MS_AT, 8),
                 ("crc", TOPIC_CONFIG_CRC_AT, 4),
             ],
             TOPIC_CONFIG_LEN,
@@ -289,6 +290,9 @@ fn find_valid_frame_skips_garbage_and_zeros() {
 fn segment_header_round_trips_and_rejects_damage() {
     let h = encode_segment_header(1234);
     assert_eq!(decode_segment_header(&h), Ok(1234));
+    let c = encode_segment_header_with_flags(77, SEGMENT_FLAG_COMPACTED);
+    assert_eq!(decode_segment_header_with_flags(&c), Ok((77, SEGMENT_FLAG_COMPACTED)));
+    assert!(decode_segment_header(&encode_segment_header_with_flags(77, 2)).is_err(), "unknown segment flag");
     assert!(matches!(decode_segment_header(&h[..10]), Err(HeaderError::Short { .. })));
     assert_eq!(decode_segment_header(&[0u8; SEGMENT_HEADER_LEN]), Err(HeaderError::BadMagic));
     let mut bad = h;
@@ -360,10 +364,18 @@ fn consumer_database_values_round_trip_and_wrong_sizes_are_refused() {
     assert_eq!(state::decode_queue_head(&state::encode_queue_head(3, 9)), Ok((3, 9)));
     {
         use crate::format::topic_config::*;
-        let c = TopicConfigFields { when_full: 2, bytes_max: 10 << 20, block_timeout_ms: 30_000, retention_age_ms: 0 };
+        let c = TopicConfigFields {
+            when_full: 2,
+            bytes_max: 10 << 20,
+            block_timeout_ms: 30_000,
+            retention_age_ms: 0,
+            flags: TOPIC_CONFIG_FLAG_COMPACT_BY_KEY,
+            tombstone_retention_ms: 86_400_000,
+        };
         let b = encode_topic_config(&c);
         assert_eq!(decode_topic_config(&b), Ok(c));
-        assert!(decode_topic_config(&b[..43]).is_err(), "short");
+        assert!(decode_topic_config(&b[..TOPIC_CONFIG_LEN - 1]).is_err(), "short");
+        assert!(decode_topic_config(&encode_topic_config(&TopicConfigFields { flags: 2, ..c })).is_err(), "flags");
         let mut bad = b;
         bad[12] = 3;
         assert!(decode_topic_config(&bad).is_err(), "checksum");
@@ -406,4 +418,26 @@ fn run_entries_round_trip_and_a_flipped_bit_is_caught() {
     let mut bad = body.to_vec();
     bad[4] ^= 1;
     assert!(h.check_body(&bad).is_err());
+}
+
+#[test]
+fn clearing_the_batch_flag_keeps_the_frame_valid_and_everything_else_equal() {
+    let fields = FrameFields {
+        offset: 9,
+        durable_offset: 3,
+        timestamp: 42,
+        key: Some(b"k"),
+        headers: &[("h", b"v")],
+        payload: b"payload",
+        batch_continues: true,
+    };
+    let mut buf = Vec::new();
+    encode_frame(&mut buf, &fields, headers_block_len(fields.headers).expect("headers"));
+    let before = decode_frame(&buf, Some(9)).expect("valid");
+    assert!(before.batch_continues());
+    clear_batch_flag(&mut buf);
+    let after = decode_frame(&buf, Some(9)).expect("still valid");
+    assert!(!after.batch_continues());
+    assert_eq!((after.offset, after.timestamp, after.payload.clone()), (9, 42, before.payload));
+    clear_batch_flag(&mut [0u8; 3]); // too short: left alone, no panic
 }

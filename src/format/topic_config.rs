@@ -13,8 +13,10 @@ pub const TOPIC_CONFIG_VERSION: u16 = 1;
 pub const TOPIC_CONFIG_MAGIC_AT: usize = 0;
 /// Byte position of the version (u16).
 pub const TOPIC_CONFIG_VERSION_AT: usize = TOPIC_CONFIG_MAGIC_AT + 8;
-/// Byte position of the flags (u16, `0`).
+/// Byte position of the flags (u16): bit 0 `COMPACT_BY_KEY`.
 pub const TOPIC_CONFIG_FLAGS_AT: usize = TOPIC_CONFIG_VERSION_AT + 2;
+/// Flag: background maintenance compacts the topic by key.
+pub const TOPIC_CONFIG_FLAG_COMPACT_BY_KEY: u16 = 1;
 /// Byte position of the policy when full (u32: 0 error, 1 block, 2 drop-oldest).
 pub const TOPIC_CONFIG_WHEN_FULL_AT: usize = TOPIC_CONFIG_FLAGS_AT + 2;
 /// Byte position of the disk budget (u64 bytes; 0 = none).
@@ -23,12 +25,14 @@ pub const TOPIC_CONFIG_BYTES_MAX_AT: usize = TOPIC_CONFIG_WHEN_FULL_AT + 4;
 pub const TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT: usize = TOPIC_CONFIG_BYTES_MAX_AT + 8;
 /// Byte position of the retention age (u64 ms; 0 = none).
 pub const TOPIC_CONFIG_RETENTION_AGE_MS_AT: usize = TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT + 8;
+/// Byte position of how long compaction keeps a tombstone (u64 ms).
+pub const TOPIC_CONFIG_TOMBSTONE_RETENTION_MS_AT: usize = TOPIC_CONFIG_RETENTION_AGE_MS_AT + 8;
 /// Byte position of the CRC-32 of everything before it.
-pub const TOPIC_CONFIG_CRC_AT: usize = TOPIC_CONFIG_RETENTION_AGE_MS_AT + 8;
+pub const TOPIC_CONFIG_CRC_AT: usize = TOPIC_CONFIG_TOMBSTONE_RETENTION_MS_AT + 8;
 /// Length of the file.
 pub const TOPIC_CONFIG_LEN: usize = TOPIC_CONFIG_CRC_AT + 4;
 
-const _: () = assert!(TOPIC_CONFIG_LEN == 44);
+const _: () = assert!(TOPIC_CONFIG_LEN == 52);
 
 /// A topic configuration's fields as stored (`0` = none where the spec says so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,6 +45,10 @@ pub struct TopicConfigFields {
     pub block_timeout_ms: u64,
     /// Retention age, ms; 0 = none.
     pub retention_age_ms: u64,
+    /// `TOPIC_CONFIG_FLAG_*`.
+    pub flags: u16,
+    /// How long compaction keeps a tombstone, ms.
+    pub tombstone_retention_ms: u64,
 }
 
 /// Encodes a topic configuration file.
@@ -53,10 +61,12 @@ pub fn encode_topic_config(c: &TopicConfigFields) -> [u8; TOPIC_CONFIG_LEN] {
     let mut b = [0u8; TOPIC_CONFIG_LEN];
     put(&mut b, TOPIC_CONFIG_MAGIC_AT, &TOPIC_CONFIG_MAGIC);
     put(&mut b, TOPIC_CONFIG_VERSION_AT, &TOPIC_CONFIG_VERSION.to_le_bytes());
+    put(&mut b, TOPIC_CONFIG_FLAGS_AT, &c.flags.to_le_bytes());
     put(&mut b, TOPIC_CONFIG_WHEN_FULL_AT, &c.when_full.to_le_bytes());
     put(&mut b, TOPIC_CONFIG_BYTES_MAX_AT, &c.bytes_max.to_le_bytes());
     put(&mut b, TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT, &c.block_timeout_ms.to_le_bytes());
     put(&mut b, TOPIC_CONFIG_RETENTION_AGE_MS_AT, &c.retention_age_ms.to_le_bytes());
+    put(&mut b, TOPIC_CONFIG_TOMBSTONE_RETENTION_MS_AT, &c.tombstone_retention_ms.to_le_bytes());
     let crc = crc32fast::hash(prefix(&b, TOPIC_CONFIG_CRC_AT));
     put(&mut b, TOPIC_CONFIG_CRC_AT, &crc.to_le_bytes());
     b
@@ -82,9 +92,14 @@ pub fn decode_topic_config(b: &[u8]) -> Result<TopicConfigFields, HeaderError> {
         bytes_max: le_u64(b, TOPIC_CONFIG_BYTES_MAX_AT),
         block_timeout_ms: le_u64(b, TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT),
         retention_age_ms: le_u64(b, TOPIC_CONFIG_RETENTION_AGE_MS_AT),
+        flags: le_u16(b, TOPIC_CONFIG_FLAGS_AT),
+        tombstone_retention_ms: le_u64(b, TOPIC_CONFIG_TOMBSTONE_RETENTION_MS_AT),
     };
     if c.when_full > 2 {
         return Err(HeaderError::BadField("when_full"));
+    }
+    if c.flags & !TOPIC_CONFIG_FLAG_COMPACT_BY_KEY != 0 {
+        return Err(HeaderError::BadField("flags"));
     }
     Ok(c)
 }

@@ -24,6 +24,8 @@ pub(crate) struct Sealed {
     pub path: PathBuf,
     pub data: SharedBytes,
     pub index: LoadedIndex,
+    /// Rewritten by compaction: its offsets may have gaps.
+    pub compacted: bool,
 }
 
 impl Sealed {
@@ -31,6 +33,7 @@ impl Sealed {
     /// few records (random access).
     pub fn cursor(&self, pos: u64) -> FrameCursor {
         FrameCursor::new(Source::Mapped(self.data.clone()), self.path.clone(), pos, u64::MAX, 0)
+            .with_gaps(self.compacted)
     }
 
     /// A cursor that reads the segment from `pos` to its end with `pread`, `chunk_bytes` at a
@@ -40,7 +43,8 @@ impl Sealed {
     pub fn scan_cursor(&self, storage: &dyn Storage, pos: u64, chunk_bytes: usize) -> Result<FrameCursor> {
         let file = storage.open(&self.path, OpenMode::Read).map_err(|e| Error::io("open", &self.path, e))?;
         let end = self.data.len() as u64;
-        Ok(FrameCursor::new(Source::File(file, None), self.path.clone(), pos, end, chunk_bytes))
+        Ok(FrameCursor::new(Source::File(file, None), self.path.clone(), pos, end, chunk_bytes)
+            .with_gaps(self.compacted))
     }
 }
 
@@ -100,6 +104,11 @@ impl SegmentCache {
         self.entries.retain(|e| e.0 >= first_base && e.0 < from_base);
     }
 
+    /// Forgets segment `base` (rewritten by compaction).
+    pub fn forget(&mut self, base: u64) {
+        self.entries.retain(|e| e.0 != base);
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -109,26 +118,35 @@ impl SegmentCache {
 fn load(storage: &dyn Storage, dir: &Path, base: u64, end_offset: u64, write_index: bool) -> Result<(Sealed, bool)> {
     let path = dir.join(format::segment_file_name(base));
     let file = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
-    segment::check_header(file.as_ref(), &path, base)?;
+    let compacted = segment::check_header(file.as_ref(), &path, base)? & format::SEGMENT_FLAG_COMPACTED != 0;
     let data = file.map(crate::storage::INTERNAL).map_err(|e| Error::io("map", &path, e))?;
     let len = data.len() as u64;
     let expected_records = end_offset - base;
+    // A compacted segment holds fewer records than its offsets span.
+    let count_fits = |n: u64| if compacted { n <= expected_records } else { n == expected_records };
     let (index, rebuilt) = match LoadedIndex::load(storage, dir, base, true) {
-        Some(ix) if ix.header.covered_bytes == len && ix.header.record_count == expected_records => (ix, false),
+        Some(ix) if ix.header.covered_bytes == len && count_fits(ix.header.record_count) => (ix, false),
         _ => {
-            let b = rebuild(file.clone(), len, &path, base, end_offset)?;
+            let b = rebuild(file.clone(), len, &path, base, end_offset, compacted)?;
             if write_index {
                 index::write_index_files(storage, dir, &b);
             }
             (LoadedIndex::from_builder(&b), true)
         }
     };
-    Ok((Sealed { end_offset, path, data, index }, rebuilt))
+    Ok((Sealed { end_offset, path, data, index, compacted }, rebuilt))
 }
 
 /// Scans a whole sealed segment of `len` bytes with `pread` (not its map: a file cut short
 /// under it is then an error, never `SIGBUS`), verifying every frame, and builds its index.
-fn rebuild(file: Arc<dyn StorageFile>, len: u64, path: &Path, base: u64, end_offset: u64) -> Result<IndexBuilder> {
+fn rebuild(
+    file: Arc<dyn StorageFile>,
+    len: u64,
+    path: &Path,
+    base: u64,
+    end_offset: u64,
+    compacted: bool,
+) -> Result<IndexBuilder> {
     // Interval of the rebuilt index: the default granule; sealed indexes need not match options.
     let mut b = IndexBuilder::new(base, 4096);
     let mut cursor = FrameCursor::new(
@@ -137,14 +155,15 @@ fn rebuild(file: Arc<dyn StorageFile>, len: u64, path: &Path, base: u64, end_off
         SEGMENT_HEADER_LEN as u64,
         len,
         REBUILD_CHUNK_BYTES,
-    );
+    )
+    .with_gaps(compacted);
     let scan = segment::scan_batches(&mut cursor, base, base, |rel, pos, len, ts| b.push(rel, pos, len, ts))?;
     // The offset expected where scanning stopped: after the complete batches and any pending frames.
     let next = scan.complete_next + scan.pending;
     if let Some((position, error)) = scan.bad {
         return Err(Error::corruption(path, position, Some(next), format!("sealed segment: {error}")));
     }
-    if next != end_offset {
+    if next != end_offset && !(compacted && next <= end_offset) {
         return Err(Error::corruption(
             path,
             cursor.position(),

@@ -8,13 +8,16 @@
 //!   writer's recovery may truncate its tail); in the writing process they read its published
 //!   part from a map. Sealed segments are mapped for random access only; scans `pread` them.
 //!   No writer changes a sealed segment.
-//! - Offsets are contiguous: segment `i + 1` starts where segment `i` ends.
+//! - Offsets are assigned contiguously: segment `i + 1` starts where segment `i` ended when it
+//!   was sealed. Only a compacted sealed segment (header flag) has gaps; only cursors over one
+//!   accept them.
 //! - Lock order: writer, then view, then cache. The sync state lock is never held while waiting
 //!   for any other lock.
 
 pub(crate) mod budget;
 pub(crate) mod cache;
 pub(crate) mod checkpoint;
+pub(crate) mod compact;
 pub(crate) mod index;
 pub(crate) mod options;
 pub(crate) mod record;
@@ -347,7 +350,7 @@ impl Shared {
     fn read_in(&self, cur: &mut Cur) -> Result<Option<Record>> {
         match cur.cursor.step(Some(cur.next))? {
             Step::Frame { frame, bytes, .. } => {
-                cur.next += 1;
+                cur.next = frame.offset + 1;
                 Ok(Some(Record::from_frame(bytes, &frame)))
             }
             Step::End => Ok(None),
@@ -500,7 +503,7 @@ impl Shared {
                     if frame.timestamp >= ts {
                         return Ok(Some(frame.offset));
                     }
-                    next += 1;
+                    next = frame.offset + 1;
                 }
                 Step::End => return Ok(None),
                 Step::Bad { position, error } => {
@@ -513,10 +516,16 @@ impl Shared {
 
 impl Cur {
     /// Steps from the granule start the index gave to `offset` (or the segment's end).
+    /// In a compacted segment `offset` may be gone: the cursor then stays on the first record
+    /// after it, and `next` says `offset` (every offset below it has been passed).
     fn skip_to(&mut self, offset: u64) -> Result<()> {
         while self.next < offset {
             match self.cursor.step(Some(self.next))? {
-                Step::Frame { .. } => self.next += 1,
+                Step::Frame { position, frame, .. } if frame.offset >= offset => {
+                    self.cursor.rewind_to(position);
+                    self.next = offset;
+                }
+                Step::Frame { frame, .. } => self.next = frame.offset + 1,
                 Step::End => break,
                 Step::Bad { position, error } => return Err(self.corruption(position, error)),
             }
@@ -579,7 +588,8 @@ pub(crate) fn consecutive(bases: &[u64]) -> impl Iterator<Item = (u64, u64)> + '
 /// A durable, segmented, checksummed append-only log in one directory.
 ///
 /// `Log` is `Send + Sync`: share it with `Arc` and append from many threads; appends land in one
-/// total order with offsets 0, 1, 2, … and no gaps.
+/// total order with offsets 0, 1, 2, … and no gaps (until [`Log::compact`] removes records
+/// from sealed segments: their offsets then read as absent).
 #[derive(Debug)]
 pub struct Log {
     shared: Arc<Shared>,
@@ -796,7 +806,8 @@ impl Log {
     pub fn read(&self, offset: u64) -> Result<Option<Record>> {
         self.refresh_if_read_only(offset)?;
         match self.shared.locate(offset, Access::Random)? {
-            Some(mut cur) => self.shared.read_in(&mut cur),
+            // In a compacted segment the record may be gone: the cursor then holds a later one.
+            Some(mut cur) => Ok(self.shared.read_in(&mut cur)?.filter(|r| r.offset() == offset)),
             None => Ok(None),
         }
     }
@@ -1112,14 +1123,19 @@ impl Iter {
         {
             match c.cursor.step_raw(Some(self.next))? {
                 RawStep::Frame { rel, .. } => {
-                    self.next += 1;
-                    c.next += 1;
+                    // `+ 1` of the expected offset, except past a compacted segment's gap.
+                    self.next = c.cursor.last.offset + 1;
+                    c.next = self.next;
                     return Ok(Some(rel));
                 }
                 RawStep::End | RawStep::Bad { .. } => {} // handled (and reported) by the slow path
             }
         }
-        for _ in 0..4 {
+        // A few tries cover races with rolls and refreshes; stepping over a compacted segment
+        // that lost all its records is progress, not a try.
+        let mut tries = 0;
+        while tries < 4 {
+            tries += 1;
             let (first, visible, active_base, active_end) = {
                 let v = self.shared.view();
                 let (visible, active_end) = self.shared.visible();
@@ -1156,12 +1172,19 @@ impl Iter {
             let Some(c) = &mut self.cur else { continue };
             match c.cursor.step_raw(Some(self.next))? {
                 RawStep::Frame { rel, .. } => {
-                    self.next += 1;
-                    c.next += 1;
+                    self.next = c.cursor.last.offset + 1;
+                    c.next = self.next;
                     return Ok(Some(rel));
                 }
                 RawStep::End => {
                     if let Some(end) = c.end_offset
+                        && self.next < end
+                        && c.cursor.gaps()
+                    {
+                        // A compacted segment whose last records were dropped.
+                        self.next = end;
+                        tries = 0;
+                    } else if let Some(end) = c.end_offset
                         && self.next < end
                     {
                         let reason = format!("sealed segment ends before offset {end}, where the next one starts");

@@ -1,5 +1,6 @@
 //! Records as applications write and read them.
 
+use crate::format::reserved_headers::TOMBSTONE;
 use crate::format::{DecodedFrame, HeadersIter};
 use crate::storage::Bytes;
 use std::ops::Range;
@@ -38,6 +39,17 @@ impl<'a> NewRecord<'a> {
         self.headers.push((name, value));
         self
     }
+    /// A tombstone for `key`: an empty payload marked with the `evlog.tombstone` header. When
+    /// its topic is compacted it removes every older record of the key, and is itself removed
+    /// once older than the compaction's `tombstone_retention`.
+    pub fn tombstone(key: &'a [u8]) -> Self {
+        NewRecord { key: Some(key), headers: vec![(TOMBSTONE, &[][..])], ..NewRecord::default() }
+    }
+}
+
+/// Whether a record with this key, payload and `evlog.tombstone` header value is a tombstone.
+fn tombstone(key: Option<&[u8]>, payload: &[u8], marker: Option<&[u8]>) -> bool {
+    key.is_some() && payload.is_empty() && marker.is_some()
 }
 
 /// A record read back from the log. Owned and `Send`; when it comes from a mapped (sealed)
@@ -108,6 +120,11 @@ impl Record {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
+    /// Whether this is a tombstone ([`NewRecord::tombstone`]): a key, an empty payload and the
+    /// `evlog.tombstone` header.
+    pub fn is_tombstone(&self) -> bool {
+        tombstone(self.key(), self.payload(), self.header(TOMBSTONE))
+    }
 }
 
 /// A record borrowed from the log's bytes: what [`Log::scan`](crate::Log::scan) and
@@ -161,6 +178,10 @@ impl<'a> RecordRef<'a> {
     /// The value of the first header with this name.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+    /// Whether this is a tombstone ([`NewRecord::tombstone`]).
+    pub fn is_tombstone(&self) -> bool {
+        tombstone(self.key, self.payload, self.header(TOMBSTONE))
     }
 }
 

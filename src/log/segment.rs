@@ -29,20 +29,21 @@ pub(crate) fn create_segment(storage: &dyn Storage, dir: &Path, base_offset: u64
     Ok(file)
 }
 
-/// Reads and checks a segment's header against the base offset its name promises.
-pub(crate) fn check_header(file: &dyn StorageFile, path: &Path, base_offset: u64) -> Result<()> {
+/// Reads and checks a segment's header against the base offset its name promises; returns its
+/// flags (`SEGMENT_FLAG_*`).
+pub(crate) fn check_header(file: &dyn StorageFile, path: &Path, base_offset: u64) -> Result<u16> {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     let n = file.read_vec(0, SEGMENT_HEADER_LEN).map_err(|e| Error::io("read", path, e))?;
     if n.len() < SEGMENT_HEADER_LEN {
         return Err(Error::corruption(path, 0, None, format!("segment header cut short at {} bytes", n.len())));
     }
     h.copy_from_slice(&n);
-    let found = format::decode_segment_header(&h)
+    let (found, flags) = format::decode_segment_header_with_flags(&h)
         .map_err(|e| Error::corruption(path, 0, None, format!("segment header: {e}")))?;
     if found != base_offset {
         return Err(Error::corruption(path, 0, Some(base_offset), format!("segment header names base offset {found}")));
     }
-    Ok(())
+    Ok(flags)
 }
 
 /// Where a cursor reads from.
@@ -94,6 +95,8 @@ pub(crate) struct FrameCursor {
     released_to: u64,
     /// The frame the last `step_raw` decoded.
     pub last: DecodedFrame,
+    /// The segment is compacted: a frame's offset may be above the one expected (never below).
+    gaps: bool,
 }
 
 /// How far a sequential scan of a mapped segment runs ahead of the last release of the pages
@@ -119,6 +122,26 @@ impl FrameCursor {
             chunk_bytes: chunk_bytes.max(FRAME_HEADER_LEN),
             released_to: pos,
             last: DecodedFrame::default(),
+            gaps: false,
+        }
+    }
+
+    /// This cursor, accepting offset gaps (a compacted segment) when `gaps`.
+    pub fn with_gaps(mut self, gaps: bool) -> Self {
+        self.gaps = gaps;
+        self
+    }
+
+    /// Whether this cursor accepts offset gaps.
+    pub fn gaps(&self) -> bool {
+        self.gaps
+    }
+
+    /// Moves back to `pos`, the start of the frame the last step returned (its bytes are still
+    /// in the chunk): a reader that stepped past the offset it looked for takes it again later.
+    pub fn rewind_to(&mut self, pos: u64) {
+        if pos >= self.chunk_start && pos <= self.pos {
+            self.pos = pos;
         }
     }
 
@@ -220,13 +243,20 @@ impl FrameCursor {
         if (self.available().len() as u64) < remaining.min(FRAME_HEADER_LEN as u64) {
             self.reload(FRAME_HEADER_LEN)?;
         }
-        let mut result = format::decode_frame(self.available(), expected);
+        // In a compacted segment the frame's offset is checked below: at or above `expected`.
+        let exact = if self.gaps { None } else { expected };
+        let mut result = format::decode_frame(self.available(), exact);
         if let Err(FrameError::Truncated { needed }) = result
             && (needed as u64) <= remaining
             && self.available().len() < needed
         {
             self.reload(needed)?;
-            result = format::decode_frame(self.available(), expected);
+            result = format::decode_frame(self.available(), exact);
+        }
+        if let (Ok(frame), Some(expected)) = (&result, expected)
+            && frame.offset < expected
+        {
+            result = Err(FrameError::WrongOffset { expected, found: frame.offset });
         }
         match result {
             Ok(frame) => {
@@ -280,7 +310,8 @@ pub(crate) fn scan_batches(
                 s.frames += 1;
                 s.bytes += frame.len as u64;
                 batch.push((frame.offset - base, position, frame.len as u64, frame.timestamp));
-                expected += 1;
+                // The same as `expected + 1` except in a compacted segment, where offsets skip.
+                expected = frame.offset + 1;
                 if !frame.batch_continues() {
                     for &(rel, pos, len, ts) in &batch {
                         index(rel, pos, len, ts);

@@ -487,6 +487,43 @@ impl Shared {
         self.remove_segments_below(&mut w, offset)
     }
 
+    /// Fails with `ReadOnly` unless this handle writes.
+    pub fn writable(&self) -> Result<()> {
+        self.writer().map(|_| ())
+    }
+
+    /// Puts the compacted rewrite `tmp` of sealed segment `base` (records up to `end`) in its
+    /// place: under the writer lock, so retention cannot remove the segment meanwhile; the old
+    /// index files go first (a crash then only costs a rebuild), then the rename and the
+    /// directory fsync, then the new index files. Returns false, touching nothing, when the
+    /// segment is no longer there.
+    pub fn swap_sealed(&self, base: u64, end: u64, tmp: &std::path::Path, index: &IndexBuilder) -> Result<bool> {
+        let mut w = lock(self.writer()?);
+        let present = {
+            let v = self.view();
+            v.bases.iter().position(|&b| b == base).is_some_and(|i| v.bases.get(i + 1) == Some(&end))
+        };
+        if !present {
+            return Ok(false);
+        }
+        let storage = self.opts.storage.as_ref();
+        let path = self.dir.join(format::segment_file_name(base));
+        let old_bytes = self.segment_file_bytes(base)?;
+        index::remove_index_files(storage, &self.dir, base);
+        storage.rename(tmp, &path).map_err(|e| Error::io("rename", tmp, e))?;
+        storage.sync_dir(&self.dir).map_err(|e| Error::io("fsync directory", &self.dir, e))?;
+        index::write_index_files(storage, &self.dir, index);
+        let new_bytes = self.segment_file_bytes(base)?;
+        if let Some(b) = &mut w.budget {
+            b.sealed_bytes = b.sealed_bytes.saturating_sub(old_bytes) + new_bytes;
+        }
+        lock(&self.cache).forget(base);
+        lock(&self.time_ranges).remove(&base);
+        // Appends blocked by a full budget look again.
+        self.space_freed.notify_all();
+        Ok(true)
+    }
+
     /// `remove_before` under the writer lock; wakes appends waiting for space.
     fn remove_segments_below(&self, w: &mut Writer, offset: u64) -> Result<u64> {
         let doomed: Vec<u64> = {

@@ -381,10 +381,13 @@ impl Source {
         let mut copied = Vec::with_capacity(COPY_BATCH_BYTES);
         let mut read: Vec<Copied> = Vec::new();
         while copied.len() < COPY_BATCH_BYTES {
-            let Some(iter) = current_iter(&mut self.iter, &mut self.ranges, &self.topic, &mut self.exhausted) else {
+            let Some((iter, stop)) = current_iter(&mut self.iter, &mut self.ranges, &self.topic, &mut self.exhausted)
+            else {
                 break;
             };
-            let Some(r) = iter.next_ref()? else {
+            // Past `stop` (a compacted segment that lost its last records) the record belongs
+            // to a later range, or to after the history end.
+            let Some(r) = iter.next_ref()?.filter(|r| r.offset() < stop) else {
                 self.iter = None;
                 continue;
             };
@@ -408,10 +411,11 @@ impl Source {
     /// The next record in `[from, to)` as an owned `Record`, or `None` at the history end.
     fn read_one(&mut self, stats: &mut ReplayStats) -> Result<Option<crate::log::record::Record>> {
         loop {
-            let Some(iter) = current_iter(&mut self.iter, &mut self.ranges, &self.topic, &mut self.exhausted) else {
+            let Some((iter, stop)) = current_iter(&mut self.iter, &mut self.ranges, &self.topic, &mut self.exhausted)
+            else {
                 return Ok(None);
             };
-            let Some(r) = iter.next().transpose()? else {
+            let Some(r) = iter.next().transpose()?.filter(|r| r.offset() < stop) else {
                 self.iter = None;
                 continue;
             };
@@ -430,7 +434,7 @@ fn current_iter<'a>(
     ranges: &mut Vec<(u64, u64)>,
     topic: &Topic,
     exhausted: &mut bool,
-) -> Option<&'a mut Iter> {
+) -> Option<(&'a mut Iter, u64)> {
     loop {
         match iter {
             Some((it, stop)) if it.next_offset() < *stop => break,
@@ -444,7 +448,7 @@ fn current_iter<'a>(
             }
         }
     }
-    iter.as_mut().map(|(it, _)| it)
+    iter.as_mut().map(|(it, stop)| (it, *stop))
 }
 
 /// A source's time window and what it has seen of the topic.

@@ -4,8 +4,11 @@
 //! crash leaves the old configuration or the new one, never a mix.
 
 use crate::error::{Error, Result};
-use crate::format::topic_config::{TOPIC_CONFIG_FILE, TopicConfigFields, decode_topic_config, encode_topic_config};
+use crate::format::topic_config::{
+    TOPIC_CONFIG_FILE, TOPIC_CONFIG_FLAG_COMPACT_BY_KEY, TopicConfigFields, decode_topic_config, encode_topic_config,
+};
 use crate::log::budget::{BLOCK_TIMEOUT_DEFAULT, Budget, WhenFull};
+use crate::log::compact::{CompactOptions, TOMBSTONE_RETENTION_DEFAULT};
 use crate::storage::{OpenMode, Storage, replace_file_durable};
 use std::path::Path;
 use std::time::Duration;
@@ -25,6 +28,10 @@ pub struct TopicConfig {
     /// Retention by age: [`Store::enforce_retention`](crate::Store::enforce_retention) deletes
     /// sealed segments whose newest record is older (overrides the store's default).
     pub retention_age: Option<Duration>,
+    /// Background maintenance compacts the topic by key ([`Log::compact`](crate::Log::compact)).
+    pub compact_by_key: bool,
+    /// How long compaction keeps a tombstone.
+    pub tombstone_retention: Duration,
 }
 
 impl Default for TopicConfig {
@@ -34,6 +41,8 @@ impl Default for TopicConfig {
             when_full: WhenFull::Error,
             block_timeout: BLOCK_TIMEOUT_DEFAULT,
             retention_age: None,
+            compact_by_key: false,
+            tombstone_retention: TOMBSTONE_RETENTION_DEFAULT,
         }
     }
 }
@@ -68,6 +77,17 @@ impl TopicConfig {
         TopicConfig { retention_age: age, ..self }
     }
 
+    /// This configuration with compaction by key on or off, keeping tombstones for
+    /// `tombstone_retention`.
+    pub fn with_compaction(self, compact_by_key: bool, tombstone_retention: Duration) -> TopicConfig {
+        TopicConfig { compact_by_key, tombstone_retention, ..self }
+    }
+
+    /// The compaction options it asks for.
+    pub fn compact_options(&self) -> CompactOptions {
+        CompactOptions::default().with_tombstone_retention(self.tombstone_retention)
+    }
+
     /// The log budget it asks for.
     pub fn budget(&self) -> Option<Budget> {
         self.bytes_max
@@ -95,6 +115,8 @@ impl TopicConfig {
             bytes_max: self.bytes_max.unwrap_or(0),
             block_timeout_ms: ms(self.block_timeout),
             retention_age_ms: self.retention_age.map_or(0, ms),
+            flags: if self.compact_by_key { TOPIC_CONFIG_FLAG_COMPACT_BY_KEY } else { 0 },
+            tombstone_retention_ms: ms(self.tombstone_retention),
         }
     }
 
@@ -108,6 +130,8 @@ impl TopicConfig {
             },
             block_timeout: Duration::from_millis(f.block_timeout_ms),
             retention_age: Some(f.retention_age_ms).filter(|&a| a > 0).map(Duration::from_millis),
+            compact_by_key: f.flags & TOPIC_CONFIG_FLAG_COMPACT_BY_KEY != 0,
+            tombstone_retention: Duration::from_millis(f.tombstone_retention_ms),
         }
     }
 

@@ -464,6 +464,14 @@ impl Store {
         Ok(t.set_budget(config.budget())?)
     }
 
+    /// Compacts a topic by key now (see [`Log::compact`]), keeping tombstones for the topic's
+    /// configured `tombstone_retention`, whether or not `compact_by_key` is set.
+    pub fn compact_topic(&self, name: &str) -> Result<crate::CompactReport> {
+        let t = self.existing_topic(name)?;
+        let config = self.topic_config(name)?;
+        Ok(t.compact(&config.compact_options())?)
+    }
+
     /// A topic's configuration (the default when none was set).
     pub fn topic_config(&self, name: &str) -> Result<TopicConfig> {
         validate_name(name)?;

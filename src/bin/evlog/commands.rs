@@ -105,15 +105,21 @@ pub fn run(cli: Cli) -> CmdResult {
             block_timeout,
             retention_age,
             no_retention_age,
+            compact_by_key,
+            no_compact_by_key,
+            tombstone_retention,
         } => {
             let change = ConfigChange {
                 bytes_max: if no_bytes_max { Some(None) } else { bytes_max.map(Some) },
                 when_full,
                 block_timeout,
                 retention_age: if no_retention_age { Some(None) } else { retention_age.map(Some) },
+                compact_by_key: (compact_by_key || no_compact_by_key).then_some(compact_by_key),
+                tombstone_retention,
             };
             config(dir, &topic, change)
         }
+        Command::Compact { topic } => compact(dir, &topic),
         Command::Repair { topic, yes } => repair(dir, topic.as_deref(), yes),
         Command::Groups { action } => groups(dir, action),
         Command::Demo { child } => crate::demo::run(given.then_some(dir), child),
@@ -367,6 +373,8 @@ struct ConfigChange {
     when_full: Option<String>,
     block_timeout: Option<String>,
     retention_age: Option<Option<String>>,
+    compact_by_key: Option<bool>,
+    tombstone_retention: Option<String>,
 }
 
 impl ConfigChange {
@@ -375,6 +383,8 @@ impl ConfigChange {
             && self.when_full.is_none()
             && self.block_timeout.is_none()
             && self.retention_age.is_none()
+            && self.compact_by_key.is_none()
+            && self.tombstone_retention.is_none()
     }
 
     /// `c` with the changes applied; a bad value is an error naming its flag.
@@ -406,6 +416,11 @@ impl ConfigChange {
             Some(None) => c = c.with_retention_age(None),
             None => {}
         }
+        let tombstones = match &self.tombstone_retention {
+            Some(d) => parse_duration(d).map_err(flag("tombstone-retention"))?,
+            None => c.tombstone_retention,
+        };
+        c = c.with_compaction(self.compact_by_key.unwrap_or(c.compact_by_key), tombstones);
         Ok(c)
     }
 }
@@ -418,7 +433,27 @@ fn config_json(topic: &str, c: &TopicConfig) -> Value {
         "when_full": c.when_full.name(),
         "block_timeout_ms": ms(c.block_timeout),
         "retention_age_ms": c.retention_age.map(ms),
+        "compact_by_key": c.compact_by_key,
+        "tombstone_retention_ms": ms(c.tombstone_retention),
     })
+}
+
+/// `evlog compact TOPIC`: compacts now (needs the store) and prints what it did.
+fn compact(dir: &Path, topic: &str) -> CmdResult {
+    topic_dir(dir, topic)?;
+    let store = open_store(dir, Durability::Always)?;
+    let r = store.compact_topic(topic).map_err(msg)?;
+    print_line(&json!({
+        "topic": topic,
+        "segments_rewritten": r.segments_rewritten,
+        "records_before": r.records_before,
+        "records_after": r.records_after,
+        "bytes_before": r.bytes_before,
+        "bytes_after": r.bytes_after,
+        "tombstones_removed": r.tombstones_removed,
+        "keys": r.keys,
+    }))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `evlog config TOPIC [flags]`: prints the configuration; with flags, changes it first (which
@@ -560,6 +595,8 @@ fn scan_topic(dir: &Path, topic: &str, bar: &indicatif::ProgressBar) -> Result<(
         let mut it = log.iter(base);
         while it.next_offset() < end {
             match it.next() {
+                // A compacted segment may end before `end`: the record is the next segment's.
+                Some(Ok(r)) if r.offset() >= end => break,
                 Some(Ok(_)) => {
                     records += 1;
                     bar.inc(1);

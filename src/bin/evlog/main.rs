@@ -127,7 +127,19 @@ enum Command {
         /// Drop the retention age (the store's default applies).
         #[arg(long)]
         no_retention_age: bool,
+        /// Let background maintenance compact the topic by key.
+        #[arg(long, conflicts_with = "no_compact_by_key")]
+        compact_by_key: bool,
+        /// Stop compacting the topic in the background.
+        #[arg(long)]
+        no_compact_by_key: bool,
+        /// How long compaction keeps a tombstone: 1d, 12h...
+        #[arg(long, value_name = "DURATION")]
+        tombstone_retention: Option<String>,
     },
+    /// Compacts a topic by key now (only the newest record of each key stays in sealed
+    /// segments); prints records and bytes before and after as JSON.
+    Compact { topic: String },
     /// Truncate torn tails and move corruption into quarantine/ (never deletes data).
     Repair {
         topic: Option<String>,

@@ -166,7 +166,7 @@ impl Ctx<'_> {
             let file = self.storage.open(&path, mode).map_err(|e| Error::io("open", &path, e))?;
             let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
             match segment::check_header(file.as_ref(), &path, last) {
-                Ok(()) => return Ok(Some(file)),
+                Ok(_) => return Ok(Some(file)),
                 Err(_) if len <= SEGMENT_HEADER_LEN as u64 => {
                     if self.writable {
                         self.storage.remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
@@ -215,7 +215,7 @@ impl Ctx<'_> {
         for (i, (base, next_base)) in crate::log::consecutive(bases).enumerate().skip(start.idx) {
             let path = seg_path(self.dir, base);
             let file = self.storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
-            segment::check_header(file.as_ref(), &path, base)?;
+            let compacted = segment::check_header(file.as_ref(), &path, base)? & format::SEGMENT_FLAG_COMPACTED != 0;
             let from = if i == start.idx { start.pos } else { SEGMENT_HEADER_LEN as u64 };
             if i != start.idx && next != base {
                 let e = format!("segment starts at offset {base}, previous ended at {next}");
@@ -226,6 +226,8 @@ impl Ctx<'_> {
                 Some((pos, err)) => {
                     Some(Error::corruption(&path, pos, Some(s.complete_next), format!("sealed segment: {err}")))
                 }
+                // A compacted segment may have lost its last records: it ends at or before the next base.
+                None if compacted && s.complete_next <= next_base => None,
                 None if s.complete_next != next_base => Some(Error::corruption(
                     &path,
                     s.complete_pos,
@@ -237,7 +239,7 @@ impl Ctx<'_> {
             if let Some(e) = bad {
                 return self.repair_or_fail(bases, i, s.complete_pos, s.complete_next, e).map(ControlFlow::Break);
             }
-            next = s.complete_next;
+            next = if compacted { next_base } else { s.complete_next };
         }
         debug_assert!(start.idx <= last_idx);
         Ok(ControlFlow::Continue(next))
@@ -330,13 +332,16 @@ impl Ctx<'_> {
         mut index: Option<&mut IndexBuilder>,
     ) -> Result<Scan> {
         let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+        // A compacted segment (sealed, or made active again by a repair) may skip offsets.
+        let compacted = segment::check_header(file.as_ref(), path, base)? & format::SEGMENT_FLAG_COMPACTED != 0;
         let mut cursor = FrameCursor::new(
             Source::File(file.clone(), None),
             path.to_path_buf(),
             from,
             len,
             self.opts.read_buffer_bytes,
-        );
+        )
+        .with_gaps(compacted);
         let s = segment::scan_batches(&mut cursor, base, next, |rel, pos, flen, ts| {
             if let Some(ix) = index.as_deref_mut() {
                 ix.push(rel, pos, flen, ts);
