@@ -123,6 +123,8 @@ pub use storage::Bytes;
 #[cfg(feature = "store")]
 pub use store::config::TopicConfig;
 #[cfg(feature = "store")]
+pub use store::maintenance::{MAINTENANCE_INTERVAL_DEFAULT, MaintenanceStats};
+#[cfg(feature = "store")]
 pub use store::metrics::{GroupStats, TopicStats};
 #[cfg(feature = "store")]
 pub use store::state::{Abort, CommitDurability, StateTx};

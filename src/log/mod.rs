@@ -946,6 +946,13 @@ impl Log {
         self.shared.set_budget(budget)
     }
 
+    /// Applies a `WhenFull::DropOldest` budget now: drops the oldest sealed segments while the
+    /// log is over it (appends do this themselves; this is for a budget lowered meanwhile).
+    /// Returns the records removed.
+    pub fn enforce_budget(&self) -> Result<u64> {
+        self.shared.enforce_budget()
+    }
+
     /// The log's disk budget, if it has one.
     pub fn budget(&self) -> Option<crate::Budget> {
         self.shared.budget()

@@ -300,6 +300,23 @@ impl Shared {
         Ok(())
     }
 
+    /// Drops the oldest sealed segments while a `DropOldest` budget is exceeded (after it was
+    /// lowered, say); returns the records removed. Other policies only act on appends.
+    pub fn enforce_budget(&self) -> Result<u64> {
+        let Some(writer) = &self.writer else { return Ok(0) };
+        let mut w = lock(writer);
+        let mut removed = 0;
+        while let Some(b) = &w.budget
+            && b.budget.when_full == WhenFull::DropOldest
+            && b.sealed_bytes + w.position > b.budget.bytes_max
+        {
+            let second = self.view().bases.get(1).copied();
+            let Some(end) = second else { break };
+            removed += self.remove_segments_below(&mut w, end)?;
+        }
+        Ok(removed)
+    }
+
     /// The budget, if any.
     pub fn budget(&self) -> Option<Budget> {
         self.writer.as_ref().and_then(|w| lock(w).budget.as_ref().map(|b| b.budget))

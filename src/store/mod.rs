@@ -21,6 +21,7 @@
 //!   group left below the first offset continues from it and is told how many records it missed.
 
 pub(crate) mod config;
+pub(crate) mod maintenance;
 pub(crate) mod metrics;
 pub(crate) mod registry;
 pub(crate) mod state;
@@ -112,6 +113,10 @@ pub struct StoreOptions {
     /// (producer id, sequence): among the last this many records of the topic, counted across
     /// restarts (the window is rebuilt from the log's tail on open).
     pub dedupe_window_records: u64,
+    /// How often a background thread runs maintenance (retention, `drop-oldest` budgets,
+    /// compaction of topics configured for it) over the open topics; `None` = never (run it with
+    /// [`Store::run_maintenance`]).
+    pub maintenance_interval: Option<Duration>,
 }
 
 /// Default of [`StoreOptions::dedupe_window_records`].
@@ -124,6 +129,7 @@ impl Default for StoreOptions {
             retention: RetentionOptions::default(),
             state_storage: Arc::new(RealStorage),
             dedupe_window_records: DEDUPE_WINDOW_RECORDS_DEFAULT,
+            maintenance_interval: Some(maintenance::MAINTENANCE_INTERVAL_DEFAULT),
         }
     }
 }
@@ -214,7 +220,17 @@ pub(crate) struct StoreInner {
     pub shared: registry::Live,
     /// The previous `metrics` sample (time, offset) of each topic and topic/group.
     pub metric_samples: Mutex<HashMap<String, (std::time::Instant, u64)>>,
+    /// Stops the maintenance thread when the store goes.
+    maintenance_stop: Arc<maintenance::Stop>,
+    /// What maintenance did so far.
+    maintenance_stats: Mutex<maintenance::MaintenanceStats>,
     _lock: Box<dyn LockGuard>,
+}
+
+impl Drop for StoreInner {
+    fn drop(&mut self) {
+        self.maintenance_stop.stop();
+    }
 }
 
 impl StoreInner {
@@ -276,8 +292,13 @@ impl Store {
             signal: Arc::default(),
             shared: registry::Live::default(),
             metric_samples: Mutex::new(HashMap::new()),
+            maintenance_stop: Arc::default(),
+            maintenance_stats: Mutex::default(),
             _lock: lock,
         });
+        if let Some(interval) = inner.opts.maintenance_interval {
+            maintenance::spawn(&inner, interval);
+        }
         let store = Store { inner };
         store.finish_deletions()?;
         store.remove_leftover_replay_runs()?;
