@@ -102,6 +102,7 @@ pub use consume::typed::{Typed, TypedConsumer, TypedTopic};
 #[cfg(feature = "kafka")]
 pub use error::KafkaError;
 pub use error::{Error, LogError, LogResult, QueueError, ReplayError, Result};
+pub use log::backup::LogBackup;
 pub use log::budget::{BLOCK_TIMEOUT_DEFAULT, BUDGET_BYTES_MIN, Budget, WhenFull};
 pub use log::compact::{COMPACT_KEYS_BYTES_DEFAULT, CompactOptions, CompactReport, TOMBSTONE_RETENTION_DEFAULT};
 pub use log::options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT, WritePath};
@@ -120,6 +121,8 @@ pub use replay::window::{Summary, Window, WindowSpec, Windows};
 #[cfg(feature = "store")]
 pub use replay::{REPLAY_MEMORY_BYTES_DEFAULT, Replay, ReplayBuilder, ReplayEvent, ReplayStats};
 pub use storage::Bytes;
+#[cfg(feature = "store")]
+pub use store::backup::BackupReport;
 #[cfg(feature = "store")]
 pub use store::config::TopicConfig;
 #[cfg(feature = "store")]

@@ -140,7 +140,10 @@ fn a_blocked_append_waits_for_space_and_gives_up_with_topic_full_after_its_timeo
 
 #[test]
 fn a_topics_configuration_survives_reopen_and_a_power_cut_and_is_applied_when_it_opens() {
+    // Topics live in the simulated disk; sled (always on the real file system) in a tempdir.
     let mem = MemStorage::new();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("store");
     let options = || {
         let mut o = StoreOptions::with_log(Options::with_durability(Durability::Always));
         o.log.storage = Arc::new(mem.clone());
@@ -151,7 +154,7 @@ fn a_topics_configuration_survives_reopen_and_a_power_cut_and_is_applied_when_it
         .with_block_timeout(Duration::from_secs(5))
         .with_retention_age(Some(Duration::from_secs(7 * 86_400)));
     {
-        let store = Store::open("/store", options()).expect("store");
+        let store = Store::open(&root, options()).expect("store");
         assert_eq!(
             store.topic_config("orders").map_err(|e| e.to_string()).expect_err("no topic"),
             "topic \"orders\" not found"
@@ -160,7 +163,7 @@ fn a_topics_configuration_survives_reopen_and_a_power_cut_and_is_applied_when_it
         assert_eq!(store.topic_config("orders").expect("config"), config);
     }
     mem.crash(CrashMode::DropUnsynced);
-    let store = Store::open("/store", options()).expect("reopen");
+    let store = Store::open(&root, options()).expect("reopen");
     assert_eq!(store.topic_config("orders").expect("config"), config, "durable once configure_topic returned");
     let topic = store.topic("orders").expect("topic");
     assert_eq!(topic.budget().expect("budget applied at open").bytes_max, 2 * MIB);

@@ -292,3 +292,18 @@ fn compact_keeps_the_newest_record_of_each_key_and_reports_bytes_before_and_afte
     let v = evlog(tmp.path(), &["verify"], "");
     assert!(v.status.success(), "{}", stdout(&v));
 }
+
+#[test]
+fn backup_writes_a_copy_that_dumps_like_the_original_and_refuses_a_non_empty_destination() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, dest) = (tmp.path().join("live"), tmp.path().join("copy"));
+    assert!(evlog(&src, &["append", "t"], "one\ntwo\nthree\n").status.success());
+    assert!(evlog(&src, &["consume", "t", "--group", "g", "--max", "2"], "").status.success());
+    let o = evlog(&src, &["backup", dest.to_str().expect("utf-8")], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json_lines(&o)[0]["topics"], 1);
+    assert_eq!(stdout(&evlog(&dest, &["dump", "t"], "")), stdout(&evlog(&src, &["dump", "t"], "")));
+    assert_eq!(json_lines(&evlog(&dest, &["groups", "list"], ""))[0]["committed"], 2);
+    let again = evlog(&src, &["backup", dest.to_str().expect("utf-8")], "");
+    assert!(!again.status.success() && stderr(&again).contains("not empty"), "{}", stderr(&again));
+}

@@ -14,6 +14,7 @@
 //! - Lock order: writer, then view, then cache. The sync state lock is never held while waiting
 //!   for any other lock.
 
+pub(crate) mod backup;
 pub(crate) mod budget;
 pub(crate) mod cache;
 pub(crate) mod checkpoint;

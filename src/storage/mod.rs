@@ -69,6 +69,12 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Gives the file `from` a second name `to` (on the same file system): what a backup uses
+    /// for files that never change. `Unsupported` (the default) makes callers copy instead.
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let _ = (from, to);
+        Err(io::Error::new(io::ErrorKind::Unsupported, "hard links are not supported by this storage"))
+    }
     /// Takes an exclusive, non-blocking lock on `path` (a lock file, created if missing). Returns
     /// `ErrorKind::WouldBlock` when another holder has it. The lock is released when the returned
     /// guard is dropped.

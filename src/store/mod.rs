@@ -20,6 +20,7 @@
 //! - Retention removes only whole sealed segments, oldest first, and fsyncs the directory; a
 //!   group left below the first offset continues from it and is told how many records it missed.
 
+pub(crate) mod backup;
 pub(crate) mod config;
 pub(crate) mod maintenance;
 pub(crate) mod metrics;

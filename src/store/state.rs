@@ -23,7 +23,7 @@ use crate::storage::{OpenMode, Storage};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 const GROUPS_TREE: &str = "groups";
@@ -119,6 +119,10 @@ pub(crate) struct StateDb {
     committers: AtomicUsize,
     /// How long the last flush took, in nanoseconds (bounds a leader's wait for followers).
     last_flush_nanos: AtomicU64,
+    /// Every write holds it shared; a backup holds it exclusively while it copies, so the copy
+    /// sees each commit (a `commit_with`'s state and offset, a queue operation's writes) whole
+    /// or not at all.
+    gate: RwLock<()>,
 }
 
 /// Longest a group commit leader waits for other committers to join its flush.
@@ -247,6 +251,7 @@ impl StateDb {
             group_commit: crate::sync::GroupCommit::default(),
             committers: AtomicUsize::new(0),
             last_flush_nanos: AtomicU64::new(0),
+            gate: RwLock::new(()),
         };
         // sled creates its files and directories without fsyncing them or their directory:
         // make them durable now, so that a power cut after the first durable commit finds the
@@ -303,9 +308,12 @@ impl StateDb {
     /// Sets a group's committed offset and makes it as durable as asked.
     pub fn commit(&self, topic: &str, group: &str, offset: u64, durability: CommitDurability) -> Result<()> {
         let c = Committed { offset, at_ms: now_ms() };
-        self.groups
-            .insert(group_key(topic, group), &encode_committed(c.offset, c.at_ms))
-            .map_err(|e| sled_err("write", &self.path, e))?;
+        {
+            let _writing = self.writing();
+            self.groups
+                .insert(group_key(topic, group), &encode_committed(c.offset, c.at_ms))
+                .map_err(|e| sled_err("write", &self.path, e))?;
+        }
         self.make_durable(durability)
     }
 
@@ -327,11 +335,13 @@ impl StateDb {
         let state = self.state_tree(state_tree)?;
         let key = group_key(topic, group);
         let value = encode_committed(offset, now_ms());
+        let writing = self.writing();
         let r = (&self.groups, &state).transaction(|(groups, st)| {
             f(&StateTx { tree: st }).map_err(ConflictableTransactionError::Abort)?;
             groups.insert(key.as_slice(), &value[..])?;
             Ok(())
         });
+        drop(writing);
         match r {
             Ok(()) => self.make_durable(durability),
             Err(TransactionError::Abort(Abort(reason))) => Err(Error::StateAborted { reason }),
@@ -353,7 +363,11 @@ impl StateDb {
     /// Saves a named replay's progress durably.
     pub fn save_replay_progress(&self, name: &str, progress: &ReplayProgress) -> Result<()> {
         let t = self.db.open_tree(REPLAYS_TREE).map_err(|e| sled_err("open tree", &self.path, e))?;
-        t.insert(name.as_bytes(), encode_replay_progress(progress)).map_err(|e| sled_err("write", &self.path, e))?;
+        {
+            let _writing = self.writing();
+            t.insert(name.as_bytes(), encode_replay_progress(progress))
+                .map_err(|e| sled_err("write", &self.path, e))?;
+        }
         self.make_durable(CommitDurability::Always)
     }
 
@@ -369,7 +383,10 @@ impl StateDb {
 
     /// Removes a group's committed offset. Returns whether it existed.
     pub fn delete_group(&self, topic: &str, group: &str) -> Result<bool> {
-        let old = self.groups.remove(group_key(topic, group)).map_err(|e| sled_err("write", &self.path, e))?;
+        let old = {
+            let _writing = self.writing();
+            self.groups.remove(group_key(topic, group)).map_err(|e| sled_err("write", &self.path, e))?
+        };
         self.make_durable(CommitDurability::Always)?;
         Ok(old.is_some())
     }
@@ -377,6 +394,7 @@ impl StateDb {
     /// Removes every group of a topic.
     pub fn delete_topic_groups(&self, topic: &str) -> Result<()> {
         for (g, _) in self.group_entries(topic)? {
+            let _writing = self.writing();
             self.groups.remove(group_key(topic, &g)).map_err(|e| sled_err("write", &self.path, e))?;
         }
         self.make_durable(CommitDurability::Always)
@@ -497,6 +515,7 @@ impl StateDb {
             return Err(self.poisoned_error());
         }
         let err = |e| sled_err("write", &self.path, e);
+        let _writing = self.writing();
         for (offset, e) in &w.entries {
             t.tree
                 .insert(&encode_queue_key(*offset)[..], &encode_queue_entry(e.deliveries, e.ready_at_ms)[..])
@@ -539,11 +558,45 @@ impl StateDb {
         t.tree.len()
     }
 
+    /// Holds off a backup's copy while one write (or a group of writes that belong together)
+    /// goes in.
+    fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Copies every tree into a new database at `dest` (its directory made durably by the
+    /// caller) with writes held off meanwhile, then makes the copy durable. Returns the keys
+    /// copied.
+    pub fn backup_into(&self, dest: &Path) -> Result<u64> {
+        let copy = StateDb::open(dest, self.storage.clone())?;
+        let mut keys = 0u64;
+        {
+            let _alone = self.gate.write().unwrap_or_else(|e| e.into_inner());
+            for name in self.db.tree_names() {
+                if &*name == b"__sled__default" {
+                    continue;
+                }
+                let from = self.db.open_tree(&name).map_err(|e| sled_err("open tree", &self.path, e))?;
+                let to = copy.db.open_tree(&name).map_err(|e| sled_err("open tree", dest, e))?;
+                for kv in from.iter() {
+                    let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
+                    to.insert(k, v).map_err(|e| sled_err("write", dest, e))?;
+                    keys += 1;
+                }
+            }
+        }
+        copy.make_durable(CommitDurability::Always)?;
+        Ok(keys)
+    }
+
     /// Forgets a work queue's state.
     pub fn queue_delete(&self, topic: &str, group: &str) -> Result<()> {
-        self.db
-            .drop_tree(format!("{QUEUE_TREE_PREFIX}{topic}:{group}"))
-            .map_err(|e| sled_err("drop tree", &self.path, e))?;
+        {
+            let _writing = self.writing();
+            self.db
+                .drop_tree(format!("{QUEUE_TREE_PREFIX}{topic}:{group}"))
+                .map_err(|e| sled_err("drop tree", &self.path, e))?;
+        }
         self.make_durable(CommitDurability::Always)
     }
 

@@ -140,6 +140,10 @@ enum Command {
     /// Compacts a topic by key now (only the newest record of each key stays in sealed
     /// segments); prints records and bytes before and after as JSON.
     Compact { topic: String },
+    /// Writes a consistent copy of the store into DEST (new or empty): groups' offsets and
+    /// state of one moment, every topic up to right after it. Needs the store: an application
+    /// that holds it calls `Store::backup`.
+    Backup { dest: PathBuf },
     /// Truncate torn tails and move corruption into quarantine/ (never deletes data).
     Repair {
         topic: Option<String>,
