@@ -34,9 +34,12 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The disk (or quota) is full. Nothing after the last acknowledged record was acknowledged;
-    /// the log is poisoned for appends but stays readable. Free space, then reopen.
-    #[error("no space left while {op} {path}: {source}; free space and reopen the log")]
+    /// The disk (or quota) is full, or below `disk_reserve_bytes`. Nothing after the last
+    /// acknowledged record was acknowledged. When a write or an fsync failed (`op` "write",
+    /// "fsync"), the log is poisoned for appends but stays readable: free space, then reopen.
+    /// When it was refused before anything was written (`op` "allocate", "create" at a roll,
+    /// "reserve space"), nothing is poisoned: the same handle appends again once there is room.
+    #[error("no space left while {op} {path}: {source}; free space (and reopen the log if it is poisoned)")]
     StorageFull {
         /// What was being done.
         op: &'static str,
@@ -427,6 +430,7 @@ pub enum KafkaError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogError {
+    /// An I/O operation failed. If it was a write or an fsync on the append path, the log is now
     /// poisoned and later appends return [`LogError::Poisoned`]; reads keep working.
     #[error("{op} {path}: {source}")]
     Io {
@@ -438,8 +442,9 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
-    /// the log is poisoned for appends but stays readable. Free space, then reopen.
-    #[error("no space left while {op} {path}: {source}; free space and reopen the log")]
+    /// The disk (or quota) is full, or below `disk_reserve_bytes`: see [`Error::StorageFull`]
+    /// for when the log is poisoned and when it is not.
+    #[error("no space left while {op} {path}: {source}; free space (and reopen the log if it is poisoned)")]
     StorageFull {
         /// What was being done.
         op: &'static str,

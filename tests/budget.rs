@@ -198,3 +198,26 @@ fn invalid_configurations_are_refused_before_anything_is_written() {
     let err = store.topic_config("t").expect_err("damaged");
     assert!(matches!(err, Error::Corruption { ref path, .. } if path.ends_with("topic.config")), "{err}");
 }
+
+#[test]
+fn appends_are_refused_while_free_space_is_below_the_reserve_and_go_on_once_there_is_room() {
+    use evlog::storage::FaultStorage;
+    let faulty = FaultStorage::new(Arc::new(MemStorage::new()));
+    let mut o = Options::with_durability(Durability::Os);
+    o.storage = Arc::new(faulty.clone());
+    o.disk_reserve_bytes = 10 * MIB;
+    let log = Log::open("/log", o).expect("open");
+    log.append(b"plenty of room").expect("append");
+    faulty.set_available_bytes(Some(5 * MIB));
+    // Checked once per MiB appended: within a MiB of the last look the append may still pass.
+    let err = (0..2_000).find_map(|i| log.append(&payload(i)).err()).expect("refused below the reserve");
+    assert!(matches!(err, LogError::StorageFull { op: "reserve space", .. }), "{err}");
+    assert!(err.to_string().contains("disk_reserve_bytes"), "{err}");
+    let next = log.next_offset();
+    faulty.set_available_bytes(Some(100 * MIB));
+    assert_eq!(log.append(b"room again").expect("not poisoned"), next);
+    // The real file system answers too.
+    let real = evlog::storage::RealStorage;
+    let free = evlog::storage::Storage::available_bytes(&real, std::path::Path::new("/")).expect("statvfs");
+    assert!(free.is_some_and(|f| f > 0));
+}

@@ -76,8 +76,13 @@ pub struct Options {
     /// sequential scan has passed leave the resident set behind it). At least one segment is
     /// mapped whatever this says.
     pub mapped_bytes_max: u64,
-    /// Size of one read from the active segment (pread), and of the scan buffer at recovery.
+    /// Size of one read of a scan (pread), and of the scan buffer at recovery.
     pub read_buffer_bytes: usize,
+    /// Appends are refused (`StorageFull`, nothing written, the log not poisoned) while the
+    /// file system holding the log has less free space than this, so recovery, the consumer
+    /// database and compaction always have room. Checked once per `RESERVE_CHECK_BYTES`
+    /// appended and at every roll; 0 = off. Set it on `StoreOptions::log` for a whole store.
+    pub disk_reserve_bytes: u64,
     /// What to do about corruption in the middle of the log.
     pub recovery: RecoveryMode,
     /// Where the bytes go. Tests put [`MemStorage`](crate::storage::MemStorage) or
@@ -100,12 +105,16 @@ impl Default for Options {
             open_segments_max: 32,
             mapped_bytes_max: 1 << 30,
             read_buffer_bytes: 256 << 10,
+            disk_reserve_bytes: 0,
             recovery: RecoveryMode::Strict,
             storage: Arc::new(RealStorage),
             append_signal: None,
         }
     }
 }
+
+/// Bytes appended between two checks of `disk_reserve_bytes` (one `statvfs` each).
+pub const RESERVE_CHECK_BYTES: u64 = 1 << 20;
 
 /// Largest `segment_bytes_max`: positions in index entries are 32-bit.
 pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;

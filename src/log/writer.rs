@@ -17,7 +17,7 @@ use crate::format::{self, Checkpoint, FRAME_HEADER_LEN, FrameFields, SEGMENT_HEA
 use crate::log::budget::{Budget, WhenFull};
 use crate::log::checkpoint::CheckpointFile;
 use crate::log::index::{self, IndexBuilder};
-use crate::log::options::{Durability, WritePath};
+use crate::log::options::{Durability, RESERVE_CHECK_BYTES, WritePath};
 use crate::log::record::NewRecord;
 use crate::log::segment;
 use crate::log::{Active, Shared, lock};
@@ -52,6 +52,9 @@ pub(crate) struct Writer {
     map: Option<Box<dyn WriteMap>>,
     /// The disk budget, with the bytes of the sealed segments it counts.
     budget: Option<BudgetState>,
+    /// Bytes that may still be appended before free space is checked against
+    /// `disk_reserve_bytes` again.
+    reserve_credit: u64,
 }
 
 #[derive(Debug)]
@@ -74,6 +77,7 @@ impl Writer {
             allocated: position,
             map: None,
             budget: None,
+            reserve_credit: 0,
         }
     }
 }
@@ -242,8 +246,12 @@ impl Shared {
             }
             self.check_poison()?;
             if w.position + total > self.segment_limit() && w.position > SEGMENT_HEADER_LEN as u64 {
+                // A roll creates a file: look at the free space first.
+                w.reserve_credit = 0;
+                self.check_reserve(&mut w, total)?;
                 self.roll(&mut w)?;
             }
+            self.check_reserve(&mut w, total)?;
             let Some(b) = &w.budget else { return Ok(w) };
             let budget = b.budget;
             if b.sealed_bytes + w.position + total <= budget.bytes_max {
@@ -269,6 +277,31 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Refuses `total` more bytes while free space is below `disk_reserve_bytes` (looked at
+    /// once per `RESERVE_CHECK_BYTES`); nothing is written and the log is not poisoned.
+    fn check_reserve(&self, w: &mut Writer, total: u64) -> Result<()> {
+        let reserve = self.opts.disk_reserve_bytes;
+        if reserve == 0 {
+            return Ok(());
+        }
+        if total <= w.reserve_credit {
+            w.reserve_credit -= total;
+            return Ok(());
+        }
+        let free = self.opts.storage.available_bytes(&self.dir).map_err(|e| Error::io("statvfs", &self.dir, e))?;
+        if let Some(free) = free
+            && free < reserve.saturating_add(total)
+        {
+            let source = std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("{free} bytes free, below disk_reserve_bytes = {reserve} plus this append"),
+            );
+            return Err(Error::StorageFull { op: "reserve space", path: self.dir.clone(), source });
+        }
+        w.reserve_credit = RESERVE_CHECK_BYTES;
+        Ok(())
     }
 
     fn topic_full(&self, budget: &Budget) -> Error {

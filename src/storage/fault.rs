@@ -63,6 +63,8 @@ struct Plan {
     changes: u64,
     /// From this many changes on, every operation but reads fails (the machine stopped).
     stop_after_changes: Option<u64>,
+    /// What `available_bytes` reports instead of asking the inner storage.
+    available_bytes: Option<u64>,
 }
 
 /// A [`Storage`] that passes everything to an inner storage except the operations a test marked
@@ -127,6 +129,12 @@ impl FaultStorage {
     /// directory creations and fsyncs) performed so far.
     pub fn changes(&self) -> u64 {
         self.plan().changes
+    }
+
+    /// Makes `available_bytes` report `n` free bytes (`None`: ask the inner storage again): a
+    /// nearly full disk without filling one.
+    pub fn set_available_bytes(&self, n: Option<u64>) {
+        self.plan().available_bytes = n;
     }
 
     /// After `n` more operations other than reads, every such operation fails with EIO: the
@@ -220,6 +228,17 @@ impl Storage for FaultStorage {
     }
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
         self.inner.lock(path)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        // Not passed through: a test of copies (and of faults in them) gets copies.
+        let _ = (from, to);
+        Err(io::Error::new(io::ErrorKind::Unsupported, "FaultStorage does not hard-link"))
+    }
+    fn available_bytes(&self, path: &Path) -> io::Result<Option<u64>> {
+        match self.plan().available_bytes {
+            Some(n) => Ok(Some(n)),
+            None => self.inner.available_bytes(path),
+        }
     }
     // dir_exists, list_dir and lock pass through unchecked: they change nothing on disk.
 }

@@ -75,6 +75,12 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         let _ = (from, to);
         Err(io::Error::new(io::ErrorKind::Unsupported, "hard links are not supported by this storage"))
     }
+    /// Bytes an unprivileged writer may still allocate on the file system holding `path`;
+    /// `None` when the storage cannot tell (the default), which disables `disk_reserve_bytes`.
+    fn available_bytes(&self, path: &Path) -> io::Result<Option<u64>> {
+        let _ = path;
+        Ok(None)
+    }
     /// Takes an exclusive, non-blocking lock on `path` (a lock file, created if missing). Returns
     /// `ErrorKind::WouldBlock` when another holder has it. The lock is released when the returned
     /// guard is dropped.

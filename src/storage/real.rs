@@ -68,6 +68,11 @@ impl Storage for RealStorage {
         fs::hard_link(from, to)
     }
 
+    fn available_bytes(&self, path: &Path) -> io::Result<Option<u64>> {
+        let st = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+        Ok(Some(st.f_bavail.saturating_mul(st.f_frsize)))
+    }
+
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         fs::remove_dir_all(path)
     }
