@@ -294,3 +294,32 @@ fn replay_of_compacted_topics_emits_each_kept_record_once_in_time_order() {
         assert_eq!(got, want, "lateness {lateness:?}");
     }
 }
+
+#[test]
+fn a_full_disk_during_compaction_leaves_the_segment_as_it_was_and_no_partial_rewrite() {
+    use evlog::storage::{Fault, Op};
+    let mem = MemStorage::new();
+    let faulty = FaultStorage::new(Arc::new(mem.clone()));
+    let log = Log::open("/log", options(Arc::new(faulty.clone()))).expect("open");
+    let all = fill(&log, 3_000, 50, 0);
+    let before = offsets(&log, 0);
+    let want = expected(&log, &all);
+    // Full from the first write of a rewrite: nothing changes. From a later one: the segments
+    // rewritten before stay compacted (each is whole), the one being rewritten is untouched.
+    for skip in [0, 1] {
+        faulty.fail_always(Op::Write, Some(".compact.tmp"), skip, Fault::NoSpace);
+        let err = log.compact(&CompactOptions::default()).expect_err("the disk is full");
+        assert!(matches!(err, evlog::LogError::StorageFull { .. }), "{err}");
+        let files = mem.list_dir(Path::new("/log")).expect("list");
+        assert!(files.iter().all(|f| !f.ends_with(".tmp")), "the partial rewrite is removed");
+        let now = offsets(&log, 0);
+        if skip == 0 {
+            assert!(now == before, "nothing changed");
+        }
+        assert!(want.iter().all(|o| now.binary_search(o).is_ok()), "nothing compaction keeps is lost");
+        assert!(now.iter().all(|o| before.binary_search(o).is_ok()), "nothing new appears");
+        faulty.clear();
+    }
+    log.compact(&CompactOptions::default()).expect("compacts once there is room");
+    assert!(offsets(&log, 0) == want, "the full compaction afterwards");
+}
