@@ -105,6 +105,7 @@ pub use error::{Error, LogError, LogResult, QueueError, ReplayError, Result};
 pub use log::backup::LogBackup;
 pub use log::budget::{BLOCK_TIMEOUT_DEFAULT, BUDGET_BYTES_MIN, Budget, WhenFull};
 pub use log::compact::{COMPACT_KEYS_BYTES_DEFAULT, CompactOptions, CompactReport, TOMBSTONE_RETENTION_DEFAULT};
+pub use log::compress::CompressReport;
 pub use log::options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT, WritePath};
 pub use log::record::{NewRecord, Record, RecordRef};
 pub use log::recovery::{RecoveryReport, RepairReport};
@@ -124,7 +125,7 @@ pub use storage::Bytes;
 #[cfg(feature = "store")]
 pub use store::backup::BackupReport;
 #[cfg(feature = "store")]
-pub use store::config::TopicConfig;
+pub use store::config::{Compression, TopicConfig};
 #[cfg(feature = "store")]
 pub use store::maintenance::{MAINTENANCE_INTERVAL_DEFAULT, MaintenanceStats};
 #[cfg(feature = "store")]

@@ -231,6 +231,8 @@ fn config_refuses_bad_values_naming_the_flag() {
         (&["config", "t", "--when-full", "sometimes"][..], "--when-full"),
         (&["config", "t", "--retention-age", "forever"][..], "--retention-age"),
         (&["config", "t", "--block-timeout", "soon"][..], "--block-timeout"),
+        (&["config", "t", "--compression", "zstd"][..], "--compression"),
+        (&["config", "t", "--compression", "brotli"][..], "--compression"),
     ] {
         let o = evlog(tmp.path(), args, "");
         assert!(!o.status.success(), "{args:?} succeeded");
@@ -291,6 +293,12 @@ fn compact_keeps_the_newest_record_of_each_key_and_reports_bytes_before_and_afte
     assert!(newest.values().all(|&o| o >= 2_490), "the newest of each key is kept: {newest:?}");
     let v = evlog(tmp.path(), &["verify"], "");
     assert!(v.status.success(), "{}", stdout(&v));
+    // Compression: configured, then run now; the same records read back.
+    let o = evlog(tmp.path(), &["config", "t", "--compression", "lz4"], "");
+    assert_eq!(json_lines(&o)[0]["compression"], "lz4", "{}", stderr(&o));
+    let c = json_lines(&evlog(tmp.path(), &["compress", "t"], ""));
+    assert!(c[0]["segments_compressed"].as_u64().expect("n") >= 1, "{c:?}");
+    assert_eq!(json_lines(&evlog(tmp.path(), &["dump", "t"], "")), dumped);
 }
 
 #[test]

@@ -41,18 +41,27 @@ fn evlog(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(o.stdout).expect("utf-8")
 }
 
-/// What the store shows: verify, dumps, groups and configurations, in a fixed order.
+/// What the store shows: verify, dumps and groups, in a fixed order (the records and offsets
+/// the format holds; configurations are compared through the library below, so a new field in
+/// `evlog config`'s output does not count as a format change).
 fn describe(dir: &Path) -> String {
     let mut out = String::new();
     out += &evlog(dir, &["verify"]);
     for topic in ["events", "orders"] {
         out += &format!("== dump {topic}\n");
         out += &evlog(dir, &["dump", topic]);
-        out += &evlog(dir, &["config", topic]);
     }
     out += "== groups\n";
     out += &evlog(dir, &["groups", "list"]);
     out
+}
+
+#[test]
+#[ignore = "rewrites the expected output from the committed fixture; only when the CLI's output changes on purpose"]
+fn rewrite_the_expected_output() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixture(), tmp.path());
+    std::fs::write(expected_path(), describe(tmp.path())).expect("write expected");
 }
 
 #[test]
@@ -117,4 +126,7 @@ fn the_store_written_by_format_version_1_opens_verifies_and_dumps_as_it_did() {
     assert_eq!(&got[..2], &[(0, 2), (2, 2)]);
     assert_eq!(got.len(), 2 + 7);
     assert_eq!(store.groups("orders").expect("groups")[0].committed, 25);
+    let config = store.topic_config("orders").expect("config");
+    assert_eq!((config.bytes_max, config.when_full), (Some(2 << 20), WhenFull::DropOldest));
+    assert!(!config.compact_by_key && store.topic_config("events").expect("config") == TopicConfig::default());
 }

@@ -1,6 +1,6 @@
 //! Background maintenance: retention, `drop-oldest` budgets and compaction, run by a pass.
 
-use evlog::{Durability, NewRecord, Options, Store, StoreOptions, TopicConfig, WhenFull};
+use evlog::{Compression, Durability, NewRecord, Options, Store, StoreOptions, TopicConfig, WhenFull};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,10 @@ fn a_maintenance_pass_applies_retention_budgets_and_compaction_and_counts_what_i
     // A state topic: 10 keys, compacted.
     fill(&store, "state", 2_000, 10, evlog_now());
     store
-        .configure_topic("state", TopicConfig::default().with_compaction(true, Duration::from_secs(60)))
+        .configure_topic(
+            "state",
+            TopicConfig::default().with_compaction(true, Duration::from_secs(60)).with_compression(Compression::Lz4),
+        )
         .expect("config");
     // A budget lowered under what the topic holds: dropped down to it.
     fill(&store, "metrics", 4_000, 4_000, evlog_now());
@@ -50,6 +53,7 @@ fn a_maintenance_pass_applies_retention_budgets_and_compaction_and_counts_what_i
     assert!(pass.budget_records_removed > 1_000, "{pass:?}");
     assert!(store.topic("metrics").expect("t").size_bytes().expect("size") <= (2 << 20) + (1 << 20));
     assert!(pass.segments_compacted > 0 && pass.compaction_bytes_freed > 0, "{pass:?}");
+    assert!(pass.segments_compressed > 0, "{pass:?}");
     assert!(store.topic("state").expect("t").size_bytes().expect("size") < before.1);
     assert_eq!(store.maintenance_stats(), pass, "the store's totals after one pass");
 }

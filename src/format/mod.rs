@@ -18,6 +18,7 @@
 
 use std::ops::Range;
 
+pub mod compressed;
 pub mod run;
 pub mod state;
 pub mod topic_config;
@@ -277,8 +278,11 @@ pub fn encode_segment_header(base_offset: u64) -> [u8; SEGMENT_HEADER_LEN] {
 /// Segment flag: the segment was rewritten by compaction and its offsets may have gaps (every
 /// frame's offset is still above the one before it and below the next segment's base).
 pub const SEGMENT_FLAG_COMPACTED: u16 = 1;
+/// Segment flag: after the header the segment is compressed blocks, a block table and a trailer
+/// (FORMAT.md § Compressed segments); positions in its index are in the uncompressed bytes.
+pub const SEGMENT_FLAG_COMPRESSED: u16 = 2;
 /// Segment flags this build knows.
-pub const SEGMENT_FLAGS_KNOWN: u16 = SEGMENT_FLAG_COMPACTED;
+pub const SEGMENT_FLAGS_KNOWN: u16 = SEGMENT_FLAG_COMPACTED | SEGMENT_FLAG_COMPRESSED;
 
 /// Encodes a segment header with `flags` (`SEGMENT_FLAG_*`).
 pub fn encode_segment_header_with_flags(base_offset: u64, flags: u16) -> [u8; SEGMENT_HEADER_LEN] {

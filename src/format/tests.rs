@@ -102,6 +102,37 @@ fn constants_match_format_md() {
             TOPIC_CONFIG_LEN,
         );
     }
+    {
+        use crate::format::compressed::*;
+        assert_layout(
+            "Block header",
+            &[
+                ("magic", BLOCK_MAGIC_AT, 4),
+                ("codec", BLOCK_CODEC_AT, 1),
+                ("reserved", BLOCK_RESERVED_AT, 3),
+                ("start", BLOCK_START_AT, 8),
+                ("len", BLOCK_LEN_AT, 4),
+                ("compressed_len", BLOCK_COMPRESSED_LEN_AT, 4),
+                ("crc", BLOCK_CRC_AT, 4),
+            ],
+            BLOCK_HEADER_LEN,
+        );
+        assert_layout(
+            "Block table entry",
+            &[("start", TABLE_START_AT, 8), ("file_pos", TABLE_FILE_POS_AT, 8)],
+            TABLE_ENTRY_LEN,
+        );
+        assert_layout(
+            "Trailer",
+            &[
+                ("magic", TRAILER_MAGIC_AT, 8),
+                ("table_pos", TRAILER_TABLE_POS_AT, 8),
+                ("block_count", TRAILER_BLOCK_COUNT_AT, 4),
+                ("crc", TRAILER_CRC_AT, 4),
+            ],
+            TRAILER_LEN,
+        );
+    }
     assert_layout(
         "Queue entry",
         &[("deliveries", state::QUEUE_DELIVERIES_AT, 4), ("ready_at_ms", state::QUEUE_READY_AT_MS_AT, 8)],
@@ -292,7 +323,7 @@ fn segment_header_round_trips_and_rejects_damage() {
     assert_eq!(decode_segment_header(&h), Ok(1234));
     let c = encode_segment_header_with_flags(77, SEGMENT_FLAG_COMPACTED);
     assert_eq!(decode_segment_header_with_flags(&c), Ok((77, SEGMENT_FLAG_COMPACTED)));
-    assert!(decode_segment_header(&encode_segment_header_with_flags(77, 2)).is_err(), "unknown segment flag");
+    assert!(decode_segment_header(&encode_segment_header_with_flags(77, 4)).is_err(), "unknown segment flag");
     assert!(matches!(decode_segment_header(&h[..10]), Err(HeaderError::Short { .. })));
     assert_eq!(decode_segment_header(&[0u8; SEGMENT_HEADER_LEN]), Err(HeaderError::BadMagic));
     let mut bad = h;
@@ -375,7 +406,9 @@ fn consumer_database_values_round_trip_and_wrong_sizes_are_refused() {
         let b = encode_topic_config(&c);
         assert_eq!(decode_topic_config(&b), Ok(c));
         assert!(decode_topic_config(&b[..TOPIC_CONFIG_LEN - 1]).is_err(), "short");
-        assert!(decode_topic_config(&encode_topic_config(&TopicConfigFields { flags: 2, ..c })).is_err(), "flags");
+        assert!(decode_topic_config(&encode_topic_config(&TopicConfigFields { flags: 4, ..c })).is_err(), "flags");
+        let lz4 = TopicConfigFields { flags: TOPIC_CONFIG_FLAG_COMPRESS_LZ4, ..c };
+        assert_eq!(decode_topic_config(&encode_topic_config(&lz4)), Ok(lz4));
         let mut bad = b;
         bad[12] = 3;
         assert!(decode_topic_config(&bad).is_err(), "checksum");

@@ -13,10 +13,12 @@ pub const TOPIC_CONFIG_VERSION: u16 = 1;
 pub const TOPIC_CONFIG_MAGIC_AT: usize = 0;
 /// Byte position of the version (u16).
 pub const TOPIC_CONFIG_VERSION_AT: usize = TOPIC_CONFIG_MAGIC_AT + 8;
-/// Byte position of the flags (u16): bit 0 `COMPACT_BY_KEY`.
+/// Byte position of the flags (u16): bit 0 `COMPACT_BY_KEY`, bit 1 `COMPRESS_LZ4`.
 pub const TOPIC_CONFIG_FLAGS_AT: usize = TOPIC_CONFIG_VERSION_AT + 2;
 /// Flag: background maintenance compacts the topic by key.
 pub const TOPIC_CONFIG_FLAG_COMPACT_BY_KEY: u16 = 1;
+/// Flag: background maintenance compresses the topic's sealed segments (LZ4).
+pub const TOPIC_CONFIG_FLAG_COMPRESS_LZ4: u16 = 2;
 /// Byte position of the policy when full (u32: 0 error, 1 block, 2 drop-oldest).
 pub const TOPIC_CONFIG_WHEN_FULL_AT: usize = TOPIC_CONFIG_FLAGS_AT + 2;
 /// Byte position of the disk budget (u64 bytes; 0 = none).
@@ -98,7 +100,7 @@ pub fn decode_topic_config(b: &[u8]) -> Result<TopicConfigFields, HeaderError> {
     if c.when_full > 2 {
         return Err(HeaderError::BadField("when_full"));
     }
-    if c.flags & !TOPIC_CONFIG_FLAG_COMPACT_BY_KEY != 0 {
+    if c.flags & !(TOPIC_CONFIG_FLAG_COMPACT_BY_KEY | TOPIC_CONFIG_FLAG_COMPRESS_LZ4) != 0 {
         return Err(HeaderError::BadField("flags"));
     }
     Ok(c)

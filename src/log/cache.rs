@@ -7,6 +7,7 @@
 
 use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, SEGMENT_HEADER_LEN};
+use crate::log::compress::CompressedSegment;
 use crate::log::index::{self, IndexBuilder, LoadedIndex};
 use crate::log::segment::{self, FrameCursor, Source};
 use crate::storage::{OpenMode, SharedBytes, Storage, StorageFile};
@@ -22,18 +23,24 @@ pub(crate) struct Sealed {
     /// Offset after its last record (the next segment's base).
     pub end_offset: u64,
     pub path: PathBuf,
+    /// The mapped file (empty for a compressed segment, which is never mapped).
     pub data: SharedBytes,
     pub index: LoadedIndex,
     /// Rewritten by compaction: its offsets may have gaps.
     pub compacted: bool,
+    /// The block table of a compressed segment.
+    pub compressed: Option<Arc<CompressedSegment>>,
 }
 
 impl Sealed {
     /// A cursor over the mapped frames from `pos` to the end of the segment, for reads of a
     /// few records (random access).
     pub fn cursor(&self, pos: u64) -> FrameCursor {
-        FrameCursor::new(Source::Mapped(self.data.clone()), self.path.clone(), pos, u64::MAX, 0)
-            .with_gaps(self.compacted)
+        let (source, end) = match &self.compressed {
+            Some(c) => (Source::Compressed(c.clone()), c.len),
+            None => (Source::Mapped(self.data.clone()), u64::MAX),
+        };
+        FrameCursor::new(source, self.path.clone(), pos, end, 0).with_gaps(self.compacted)
     }
 
     /// A cursor that reads the segment from `pos` to its end with `pread`, `chunk_bytes` at a
@@ -41,6 +48,10 @@ impl Sealed {
     /// process's resident set, and a file truncated or unreadable under it is an error, never
     /// `SIGBUS`.
     pub fn scan_cursor(&self, storage: &dyn Storage, pos: u64, chunk_bytes: usize) -> Result<FrameCursor> {
+        if self.compressed.is_some() {
+            // Blocks are read with pread already.
+            return Ok(self.cursor(pos));
+        }
         let file = storage.open(&self.path, OpenMode::Read).map_err(|e| Error::io("open", &self.path, e))?;
         let end = self.data.len() as u64;
         Ok(FrameCursor::new(Source::File(file, None), self.path.clone(), pos, end, chunk_bytes)
@@ -118,30 +129,37 @@ impl SegmentCache {
 fn load(storage: &dyn Storage, dir: &Path, base: u64, end_offset: u64, write_index: bool) -> Result<(Sealed, bool)> {
     let path = dir.join(format::segment_file_name(base));
     let file = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
-    let compacted = segment::check_header(file.as_ref(), &path, base)? & format::SEGMENT_FLAG_COMPACTED != 0;
-    let data = file.map(crate::storage::INTERNAL).map_err(|e| Error::io("map", &path, e))?;
-    let len = data.len() as u64;
+    let flags = segment::check_header(file.as_ref(), &path, base)?;
+    let compacted = flags & format::SEGMENT_FLAG_COMPACTED != 0;
+    let (data, compressed, len) = if flags & format::SEGMENT_FLAG_COMPRESSED != 0 {
+        let c = CompressedSegment::open(file.clone(), &path)?;
+        let len = c.len;
+        (SharedBytes::from_vec(Vec::new()), Some(Arc::new(c)), len)
+    } else {
+        let data = file.map(crate::storage::INTERNAL).map_err(|e| Error::io("map", &path, e))?;
+        let len = data.len() as u64;
+        (data, None, len)
+    };
     let expected_records = end_offset - base;
     // A compacted segment holds fewer records than its offsets span.
     let count_fits = |n: u64| if compacted { n <= expected_records } else { n == expected_records };
     let (index, rebuilt) = match LoadedIndex::load(storage, dir, base, true) {
         Some(ix) if ix.header.covered_bytes == len && count_fits(ix.header.record_count) => (ix, false),
         _ => {
-            let b = rebuild(file.clone(), len, &path, base, end_offset, compacted)?;
+            let b = rebuild(file.clone(), &path, base, end_offset, compacted)?;
             if write_index {
                 index::write_index_files(storage, dir, &b);
             }
             (LoadedIndex::from_builder(&b), true)
         }
     };
-    Ok((Sealed { end_offset, path, data, index, compacted }, rebuilt))
+    Ok((Sealed { end_offset, path, data, index, compacted, compressed }, rebuilt))
 }
 
 /// Scans a whole sealed segment of `len` bytes with `pread` (not its map: a file cut short
 /// under it is then an error, never `SIGBUS`), verifying every frame, and builds its index.
 fn rebuild(
     file: Arc<dyn StorageFile>,
-    len: u64,
     path: &Path,
     base: u64,
     end_offset: u64,
@@ -149,14 +167,7 @@ fn rebuild(
 ) -> Result<IndexBuilder> {
     // Interval of the rebuilt index: the default granule; sealed indexes need not match options.
     let mut b = IndexBuilder::new(base, 4096);
-    let mut cursor = FrameCursor::new(
-        Source::File(file, None),
-        path.to_path_buf(),
-        SEGMENT_HEADER_LEN as u64,
-        len,
-        REBUILD_CHUNK_BYTES,
-    )
-    .with_gaps(compacted);
+    let mut cursor = segment::sealed_cursor(file, path, base, SEGMENT_HEADER_LEN as u64, REBUILD_CHUNK_BYTES)?;
     let scan = segment::scan_batches(&mut cursor, base, base, |rel, pos, len, ts| b.push(rel, pos, len, ts))?;
     // The offset expected where scanning stopped: after the complete batches and any pending frames.
     let next = scan.complete_next + scan.pending;

@@ -16,13 +16,13 @@ use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, SEGMENT_FLAG_COMPACTED, SEGMENT_HEADER_LEN};
 use crate::log::index::IndexBuilder;
 use crate::log::record::RecordRef;
-use crate::log::segment::{self, FrameCursor, RawStep, Source};
+use crate::log::segment::{self, FrameCursor, RawStep};
 use crate::log::{Log, Shared, consecutive};
-use crate::storage::{OpenMode, StorageFile};
+use crate::storage::OpenMode;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+
 use std::time::Duration;
 
 /// Bytes counted per key in the key map besides the key itself.
@@ -154,20 +154,12 @@ impl Log {
     }
 }
 
-/// Opens segment `base` for a sequential read; returns the file, its length and the cursor.
-fn open_segment(s: &Shared, path: &Path, base: u64) -> Result<(Arc<dyn StorageFile>, u64, FrameCursor)> {
+/// Opens segment `base` for a sequential read; returns its file length and the cursor.
+fn open_segment(s: &Shared, path: &Path, base: u64) -> Result<(u64, FrameCursor)> {
     let file = s.opts.storage.open(path, OpenMode::Read).map_err(|e| Error::io("open", path, e))?;
-    let compacted = segment::check_header(file.as_ref(), path, base)? & SEGMENT_FLAG_COMPACTED != 0;
     let len = file.len().map_err(|e| Error::io("stat", path, e))?;
-    let cursor = FrameCursor::new(
-        Source::File(file.clone(), None),
-        path.to_path_buf(),
-        SEGMENT_HEADER_LEN as u64,
-        len,
-        REWRITE_BUFFER_BYTES,
-    )
-    .with_gaps(compacted);
-    Ok((file, len, cursor))
+    let cursor = segment::sealed_cursor(file, path, base, SEGMENT_HEADER_LEN as u64, REWRITE_BUFFER_BYTES)?;
+    Ok((len, cursor))
 }
 
 /// Calls `each` with every frame of the segment (its bytes and record), in order.
@@ -191,7 +183,7 @@ fn walk(cursor: &mut FrameCursor, mut each: impl FnMut(&[u8], &RecordRef<'_>, bo
 /// anything.
 fn rewrite(s: &Shared, base: u64, end: u64, newest: &Newest, cutoff: i64) -> Result<CompactReport> {
     let path = s.dir.join(format::segment_file_name(base));
-    let (_, len, mut cursor) = open_segment(s, &path, base)?;
+    let (len, mut cursor) = open_segment(s, &path, base)?;
     let mut r = CompactReport { bytes_before: len, ..CompactReport::default() };
     let mut dropped = 0u64;
     let mut tombstones = 0u64;
@@ -245,7 +237,7 @@ fn write_compacted(
     let mut index = IndexBuilder::new(base, s.opts.index_interval_bytes);
     let mut kept = 0u64;
     let mut ignored = 0u64;
-    let (_, _, mut cursor) = open_segment(s, path, base)?;
+    let (_, mut cursor) = open_segment(s, path, base)?;
     let flush = |buf: &mut Vec<u8>, at: &mut u64| -> Result<()> {
         out.write_all_at(buf, *at).map_err(|e| Error::io("write", tmp, e))?;
         *at += buf.len() as u64;

@@ -19,6 +19,7 @@ pub(crate) mod budget;
 pub(crate) mod cache;
 pub(crate) mod checkpoint;
 pub(crate) mod compact;
+pub(crate) mod compress;
 pub(crate) mod index;
 pub(crate) mod options;
 pub(crate) mod record;

@@ -14,6 +14,7 @@
 
 use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, DecodedFrame, FRAME_HEADER_LEN, FrameError, SEGMENT_HEADER_LEN};
+use crate::log::compress::CompressedSegment;
 use crate::storage::{Bytes, OpenMode, PublishedMap, SharedBytes, Storage, StorageFile};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +57,31 @@ pub(crate) enum Source {
     /// active segment, whose end moves. With a published map (the active segment of a writable
     /// log on real files), the published part is read from it instead: no system call per chunk.
     File(Arc<dyn StorageFile>, Option<PublishedMap>),
+    /// A compressed sealed segment: each reload decompresses the block holding the position.
+    Compressed(Arc<CompressedSegment>),
+}
+
+/// A cursor over the sealed segment in `file` (segment `base`) from `pos`, as its header's flags
+/// ask: decompressing a compressed one, accepting the gaps of a compacted one, otherwise reading
+/// with `pread`, `chunk_bytes` at a time.
+pub(crate) fn sealed_cursor(
+    file: Arc<dyn StorageFile>,
+    path: &Path,
+    base: u64,
+    pos: u64,
+    chunk_bytes: usize,
+) -> Result<FrameCursor> {
+    let flags = check_header(file.as_ref(), path, base)?;
+    let gaps = flags & format::SEGMENT_FLAG_COMPACTED != 0;
+    let (source, end) = if flags & format::SEGMENT_FLAG_COMPRESSED != 0 {
+        let seg = CompressedSegment::open(file, path)?;
+        let end = seg.len;
+        (Source::Compressed(Arc::new(seg)), end)
+    } else {
+        let end = file.len().map_err(|e| Error::io("stat", path, e))?;
+        (Source::File(file, None), end)
+    };
+    Ok(FrameCursor::new(source, path.to_path_buf(), pos, end, chunk_bytes).with_gaps(gaps))
 }
 
 /// One step of a cursor.
@@ -110,7 +136,7 @@ impl FrameCursor {
     pub fn new(source: Source, path: PathBuf, pos: u64, end: u64, chunk_bytes: usize) -> Self {
         let (chunk, end) = match &source {
             Source::Mapped(m) => (m.clone(), end.min(m.len() as u64)),
-            Source::File(..) => (SharedBytes::from_vec(Vec::new()), end),
+            Source::File(..) | Source::Compressed(_) => (SharedBytes::from_vec(Vec::new()), end),
         };
         FrameCursor {
             source,
@@ -168,7 +194,7 @@ impl FrameCursor {
     pub fn set_end(&mut self, end: u64) {
         self.end = match &self.source {
             Source::Mapped(m) => end.min(m.len() as u64),
-            Source::File(..) => end,
+            Source::File(..) | Source::Compressed(_) => end,
         };
     }
 
@@ -184,6 +210,14 @@ impl FrameCursor {
 
     /// Reads a new chunk starting at `self.pos` of at least `want` bytes (bounded by the end).
     fn reload(&mut self, want: usize) -> Result<()> {
+        if let Source::Compressed(seg) = &self.source {
+            // A block holds whole frames: the one at `pos` is in the block that holds `pos`.
+            let old = std::mem::replace(&mut self.chunk, SharedBytes::from_vec(Vec::new()));
+            let mut buf = old.into_unshared_vec().unwrap_or_default();
+            self.chunk_start = seg.read_block(self.pos, &mut buf)?;
+            self.chunk = SharedBytes::from_vec(buf);
+            return Ok(());
+        }
         let Source::File(file, published) = &self.source else { return Ok(()) };
         // `end` is the published end (cursors over the active segment are made and moved with
         // it), the bound the published map's contract asks for.

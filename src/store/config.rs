@@ -5,7 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::format::topic_config::{
-    TOPIC_CONFIG_FILE, TOPIC_CONFIG_FLAG_COMPACT_BY_KEY, TopicConfigFields, decode_topic_config, encode_topic_config,
+    TOPIC_CONFIG_FILE, TOPIC_CONFIG_FLAG_COMPACT_BY_KEY, TOPIC_CONFIG_FLAG_COMPRESS_LZ4, TopicConfigFields,
+    decode_topic_config, encode_topic_config,
 };
 use crate::log::budget::{BLOCK_TIMEOUT_DEFAULT, Budget, WhenFull};
 use crate::log::compact::{CompactOptions, TOMBSTONE_RETENTION_DEFAULT};
@@ -32,6 +33,34 @@ pub struct TopicConfig {
     pub compact_by_key: bool,
     /// How long compaction keeps a tombstone.
     pub tombstone_retention: Duration,
+    /// Whether background maintenance compresses the topic's sealed segments.
+    pub compression: Compression,
+}
+
+/// How a topic's sealed segments are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// As written.
+    #[default]
+    None,
+    /// LZ4 blocks ([`Log::compress`](crate::Log::compress)).
+    Lz4,
+}
+
+impl Compression {
+    /// Its name in the CLI and in `evlog config`'s JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+        }
+    }
+
+    /// Parses a name given by [`Compression::name`].
+    pub fn from_name(name: &str) -> Option<Compression> {
+        [Compression::None, Compression::Lz4].into_iter().find(|c| c.name() == name)
+    }
 }
 
 impl Default for TopicConfig {
@@ -43,6 +72,7 @@ impl Default for TopicConfig {
             retention_age: None,
             compact_by_key: false,
             tombstone_retention: TOMBSTONE_RETENTION_DEFAULT,
+            compression: Compression::None,
         }
     }
 }
@@ -83,6 +113,11 @@ impl TopicConfig {
         TopicConfig { compact_by_key, tombstone_retention, ..self }
     }
 
+    /// This configuration with `compression` for its sealed segments.
+    pub fn with_compression(self, compression: Compression) -> TopicConfig {
+        TopicConfig { compression, ..self }
+    }
+
     /// The compaction options it asks for.
     pub fn compact_options(&self) -> CompactOptions {
         CompactOptions::default().with_tombstone_retention(self.tombstone_retention)
@@ -115,7 +150,8 @@ impl TopicConfig {
             bytes_max: self.bytes_max.unwrap_or(0),
             block_timeout_ms: ms(self.block_timeout),
             retention_age_ms: self.retention_age.map_or(0, ms),
-            flags: if self.compact_by_key { TOPIC_CONFIG_FLAG_COMPACT_BY_KEY } else { 0 },
+            flags: if self.compact_by_key { TOPIC_CONFIG_FLAG_COMPACT_BY_KEY } else { 0 }
+                | if self.compression == Compression::Lz4 { TOPIC_CONFIG_FLAG_COMPRESS_LZ4 } else { 0 },
             tombstone_retention_ms: ms(self.tombstone_retention),
         }
     }
@@ -132,6 +168,11 @@ impl TopicConfig {
             retention_age: Some(f.retention_age_ms).filter(|&a| a > 0).map(Duration::from_millis),
             compact_by_key: f.flags & TOPIC_CONFIG_FLAG_COMPACT_BY_KEY != 0,
             tombstone_retention: Duration::from_millis(f.tombstone_retention_ms),
+            compression: if f.flags & TOPIC_CONFIG_FLAG_COMPRESS_LZ4 != 0 {
+                Compression::Lz4
+            } else {
+                Compression::None
+            },
         }
     }
 

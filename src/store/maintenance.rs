@@ -1,6 +1,6 @@
 //! Background maintenance: every `StoreOptions::maintenance_interval` a thread applies, to each
 //! topic this `Store` has open, its retention, its disk budget (`drop-oldest`) and, when its
-//! configuration asks, compaction by key. [`Store::run_maintenance`] runs one pass now (what
+//! configuration asks, compaction by key and compression of its sealed segments. [`Store::run_maintenance`] runs one pass now (what
 //! tests and the CLI use; the thread can be switched off with `maintenance_interval: None`).
 //!
 //! The thread holds the store only weakly between passes, so dropping the last `Store` handle
@@ -29,6 +29,10 @@ pub struct MaintenanceStats {
     pub segments_compacted: u64,
     /// Bytes compaction freed.
     pub compaction_bytes_freed: u64,
+    /// Sealed segments compressed.
+    pub segments_compressed: u64,
+    /// Bytes compression freed.
+    pub compression_bytes_freed: u64,
     /// Steps that failed (each topic's step is tried again next pass).
     pub errors: u64,
     /// The last failure, with its topic.
@@ -92,6 +96,8 @@ impl Store {
         total.budget_records_removed += pass.budget_records_removed;
         total.segments_compacted += pass.segments_compacted;
         total.compaction_bytes_freed += pass.compaction_bytes_freed;
+        total.segments_compressed += pass.segments_compressed;
+        total.compression_bytes_freed += pass.compression_bytes_freed;
         total.errors += pass.errors;
         if pass.last_error.is_some() {
             total.last_error.clone_from(&pass.last_error);
@@ -103,10 +109,17 @@ impl Store {
         let topic = self.topic(name)?;
         pass.retention_records_removed += self.enforce_retention(name)?.records_removed;
         pass.budget_records_removed += topic.enforce_budget()?;
-        if self.topic_config(name)?.compact_by_key {
+        let config = self.topic_config(name)?;
+        if config.compact_by_key {
             let r = self.compact_topic(name)?;
             pass.segments_compacted += r.segments_rewritten;
             pass.compaction_bytes_freed += r.bytes_before.saturating_sub(r.bytes_after);
+        }
+        // After compaction, which writes plain segments.
+        if config.compression == crate::Compression::Lz4 {
+            let r = topic.compress()?;
+            pass.segments_compressed += r.segments_compressed;
+            pass.compression_bytes_freed += r.bytes_before.saturating_sub(r.bytes_after);
         }
         Ok(())
     }

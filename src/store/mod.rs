@@ -494,6 +494,12 @@ impl Store {
         Ok(t.compact(&config.compact_options())?)
     }
 
+    /// Compresses a topic's sealed segments now (see [`Log::compress`]), whatever its
+    /// configuration says.
+    pub fn compress_topic(&self, name: &str) -> Result<crate::CompressReport> {
+        Ok(self.existing_topic(name)?.compress()?)
+    }
+
     /// A topic's configuration (the default when none was set).
     pub fn topic_config(&self, name: &str) -> Result<TopicConfig> {
         validate_name(name)?;

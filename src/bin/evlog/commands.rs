@@ -3,7 +3,8 @@
 use crate::text::{parse_duration, parse_size, parse_time, record_json, unbase64};
 use crate::{Cli, Command, GroupsAction, OnError, Sync};
 use evlog::{
-    ConsumerOptions, Durability, Error, Log, NewRecord, Options, StartAt, Store, StoreOptions, TopicConfig, WhenFull,
+    Compression, ConsumerOptions, Durability, Error, Log, NewRecord, Options, StartAt, Store, StoreOptions,
+    TopicConfig, WhenFull,
 };
 use serde_json::{Value, json};
 use std::io::{BufRead, Write};
@@ -108,6 +109,7 @@ pub fn run(cli: Cli) -> CmdResult {
             compact_by_key,
             no_compact_by_key,
             tombstone_retention,
+            compression,
         } => {
             let change = ConfigChange {
                 bytes_max: if no_bytes_max { Some(None) } else { bytes_max.map(Some) },
@@ -116,10 +118,12 @@ pub fn run(cli: Cli) -> CmdResult {
                 retention_age: if no_retention_age { Some(None) } else { retention_age.map(Some) },
                 compact_by_key: (compact_by_key || no_compact_by_key).then_some(compact_by_key),
                 tombstone_retention,
+                compression,
             };
             config(dir, &topic, change)
         }
         Command::Compact { topic } => compact(dir, &topic),
+        Command::Compress { topic } => compress(dir, &topic),
         Command::Backup { dest } => backup(dir, &dest),
         Command::Repair { topic, yes } => repair(dir, topic.as_deref(), yes),
         Command::Groups { action } => groups(dir, action),
@@ -376,6 +380,7 @@ struct ConfigChange {
     retention_age: Option<Option<String>>,
     compact_by_key: Option<bool>,
     tombstone_retention: Option<String>,
+    compression: Option<String>,
 }
 
 impl ConfigChange {
@@ -386,6 +391,7 @@ impl ConfigChange {
             && self.retention_age.is_none()
             && self.compact_by_key.is_none()
             && self.tombstone_retention.is_none()
+            && self.compression.is_none()
     }
 
     /// `c` with the changes applied; a bad value is an error naming its flag.
@@ -422,6 +428,18 @@ impl ConfigChange {
             None => c.tombstone_retention,
         };
         c = c.with_compaction(self.compact_by_key.unwrap_or(c.compact_by_key), tombstones);
+        if let Some(codec) = &self.compression {
+            let chosen = match Compression::from_name(codec) {
+                Some(chosen) => chosen,
+                None if codec == "zstd" => {
+                    return Err(
+                        "--compression: zstd is not built into evlog (it needs a C library); use lz4 or none".into()
+                    );
+                }
+                None => return Err(format!("--compression: {codec:?} is not one of none, lz4")),
+            };
+            c = c.with_compression(chosen);
+        }
         Ok(c)
     }
 }
@@ -436,7 +454,22 @@ fn config_json(topic: &str, c: &TopicConfig) -> Value {
         "retention_age_ms": c.retention_age.map(ms),
         "compact_by_key": c.compact_by_key,
         "tombstone_retention_ms": ms(c.tombstone_retention),
+        "compression": c.compression.name(),
     })
+}
+
+/// `evlog compress TOPIC`: compresses the sealed segments now (needs the store).
+fn compress(dir: &Path, topic: &str) -> CmdResult {
+    topic_dir(dir, topic)?;
+    let store = open_store(dir, Durability::Always)?;
+    let r = store.compress_topic(topic).map_err(msg)?;
+    print_line(&json!({
+        "topic": topic,
+        "segments_compressed": r.segments_compressed,
+        "bytes_before": r.bytes_before,
+        "bytes_after": r.bytes_after,
+    }))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `evlog backup DEST`: a consistent copy of the store (needs the store).

@@ -136,7 +136,12 @@ enum Command {
         /// How long compaction keeps a tombstone: 1d, 12h...
         #[arg(long, value_name = "DURATION")]
         tombstone_retention: Option<String>,
+        /// Compression of sealed segments by background maintenance: none or lz4.
+        #[arg(long, value_name = "CODEC")]
+        compression: Option<String>,
     },
+    /// Compresses a topic's sealed segments now (LZ4); prints bytes before and after as JSON.
+    Compress { topic: String },
     /// Compacts a topic by key now (only the newest record of each key stays in sealed
     /// segments); prints records and bytes before and after as JSON.
     Compact { topic: String },

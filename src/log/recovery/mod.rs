@@ -28,7 +28,7 @@ use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::log::checkpoint;
 use crate::log::index::{self, IndexBuilder, LoadedIndex};
 use crate::log::options::{Options, RecoveryMode};
-use crate::log::segment::{self, FrameCursor, Scan, Source};
+use crate::log::segment::{self, Scan};
 use crate::storage::{OpenMode, Storage, StorageFile};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -331,17 +331,9 @@ impl Ctx<'_> {
         next: u64,
         mut index: Option<&mut IndexBuilder>,
     ) -> Result<Scan> {
-        let len = file.len().map_err(|e| Error::io("stat", path, e))?;
-        // A compacted segment (sealed, or made active again by a repair) may skip offsets.
-        let compacted = segment::check_header(file.as_ref(), path, base)? & format::SEGMENT_FLAG_COMPACTED != 0;
-        let mut cursor = FrameCursor::new(
-            Source::File(file.clone(), None),
-            path.to_path_buf(),
-            from,
-            len,
-            self.opts.read_buffer_bytes,
-        )
-        .with_gaps(compacted);
+        // A compacted segment (sealed, or made active again by a repair) may skip offsets; a
+        // compressed one (sealed) is read block by block.
+        let mut cursor = segment::sealed_cursor(file.clone(), path, base, from, self.opts.read_buffer_bytes)?;
         let s = segment::scan_batches(&mut cursor, base, next, |rel, pos, flen, ts| {
             if let Some(ix) = index.as_deref_mut() {
                 ix.push(rel, pos, flen, ts);
