@@ -288,6 +288,41 @@ pub enum Error {
         bytes_max: u64,
     },
 
+    /// A conditional append (`append_expecting`) found another next offset than expected:
+    /// another writer appended first. Nothing was written; read what is new and retry.
+    #[error("topic {topic:?}: expected the next offset to be {expected}, it is {actual}; nothing was written")]
+    OffsetMismatch {
+        /// The topic (the log directory's name).
+        topic: String,
+        /// The next offset the caller expected.
+        expected: u64,
+        /// The next offset the log had.
+        actual: u64,
+    },
+
+    /// A conditional append per key (`append_expecting_key`) found another newest offset for the
+    /// key than expected (`None`: no record of the key). Nothing was written.
+    #[error(
+        "topic {topic:?}: expected the key's newest record at {expected:?}, it is at {actual:?}; nothing was written"
+    )]
+    KeyVersionMismatch {
+        /// The topic (the log directory's name).
+        topic: String,
+        /// The offset the caller expected (`None`: no record yet).
+        expected: Option<u64>,
+        /// The key's newest offset (`None`: no record).
+        actual: Option<u64>,
+    },
+
+    /// A record's key is longer than [`KEY_BYTES_MAX`](crate::KEY_BYTES_MAX). Nothing was written.
+    #[error("key of {size} bytes is over the limit of {max} bytes; nothing was written")]
+    KeyTooLarge {
+        /// The key's length.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+
     /// A write was attempted through a read-only handle.
     #[error("log {path} is open read-only")]
     ReadOnly {
@@ -527,6 +562,41 @@ pub enum LogError {
         bytes_max: u64,
     },
 
+    /// A conditional append (`append_expecting`) found another next offset than expected:
+    /// another writer appended first. Nothing was written; read what is new and retry.
+    #[error("topic {topic:?}: expected the next offset to be {expected}, it is {actual}; nothing was written")]
+    OffsetMismatch {
+        /// The topic (the log directory's name).
+        topic: String,
+        /// The next offset the caller expected.
+        expected: u64,
+        /// The next offset the log had.
+        actual: u64,
+    },
+
+    /// A conditional append per key (`append_expecting_key`) found another newest offset for the
+    /// key than expected (`None`: no record of the key). Nothing was written.
+    #[error(
+        "topic {topic:?}: expected the key's newest record at {expected:?}, it is at {actual:?}; nothing was written"
+    )]
+    KeyVersionMismatch {
+        /// The topic (the log directory's name).
+        topic: String,
+        /// The offset the caller expected (`None`: no record yet).
+        expected: Option<u64>,
+        /// The key's newest offset (`None`: no record).
+        actual: Option<u64>,
+    },
+
+    /// A record's key is longer than [`KEY_BYTES_MAX`](crate::KEY_BYTES_MAX). Nothing was written.
+    #[error("key of {size} bytes is over the limit of {max} bytes; nothing was written")]
+    KeyTooLarge {
+        /// The key's length.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+
     /// A write was attempted through a read-only handle.
     #[error("log {path} is open read-only")]
     ReadOnly {
@@ -555,6 +625,11 @@ impl From<LogError> for Error {
             LogError::NotADirectory { path } => Error::NotADirectory { path },
             LogError::ReadOnly { path } => Error::ReadOnly { path },
             LogError::TopicFull { topic, path, bytes_max } => Error::TopicFull { topic, path, bytes_max },
+            LogError::OffsetMismatch { topic, expected, actual } => Error::OffsetMismatch { topic, expected, actual },
+            LogError::KeyTooLarge { size, max } => Error::KeyTooLarge { size, max },
+            LogError::KeyVersionMismatch { topic, expected, actual } => {
+                Error::KeyVersionMismatch { topic, expected, actual }
+            }
         }
     }
 }

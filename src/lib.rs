@@ -106,7 +106,8 @@ pub use log::backup::LogBackup;
 pub use log::budget::{BLOCK_TIMEOUT_DEFAULT, BUDGET_BYTES_MIN, Budget, WhenFull};
 pub use log::compact::{COMPACT_KEYS_BYTES_DEFAULT, CompactOptions, CompactReport, TOMBSTONE_RETENTION_DEFAULT};
 pub use log::compress::CompressReport;
-pub use log::options::{Durability, Options, RecoveryMode, SEGMENT_BYTES_LIMIT, WritePath};
+pub use log::keys::KeyIter;
+pub use log::options::{Durability, KEY_BYTES_MAX, Options, RecoveryMode, SEGMENT_BYTES_LIMIT, WritePath};
 pub use log::record::{NewRecord, Record, RecordRef};
 pub use log::recovery::{RecoveryReport, RepairReport};
 #[doc(hidden)] // recovery's pure tail classifier, public for its fuzz target

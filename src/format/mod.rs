@@ -104,6 +104,16 @@ pub const HEADER_ENTRY_PREFIX_LEN: usize = 2 + 4;
 pub const OFFSET_INDEX_MAGIC: [u8; 8] = *b"EVLOGOIX";
 /// Magic of a time index file.
 pub const TIME_INDEX_MAGIC: [u8; 8] = *b"EVLOGTIX";
+/// Magic of a key index file.
+pub const KEY_INDEX_MAGIC: [u8; 8] = *b"EVLOGKIX";
+/// Key index entry: the key's hash ([`key_hash`], u64)...
+pub const KEY_ENTRY_HASH_AT: usize = 0;
+/// ...the record's offset relative to the segment's base (u32)...
+pub const KEY_ENTRY_REL_OFFSET_AT: usize = KEY_ENTRY_HASH_AT + 8;
+/// ...and its frame's byte position in the (uncompressed) segment (u32).
+pub const KEY_ENTRY_POSITION_AT: usize = KEY_ENTRY_REL_OFFSET_AT + 4;
+/// Length of a key index entry.
+pub const KEY_ENTRY_LEN: usize = KEY_ENTRY_POSITION_AT + 4;
 /// Current index file version.
 pub const INDEX_VERSION: u16 = 1;
 /// Byte position of the `index_magic` field (FORMAT.md).
@@ -184,6 +194,8 @@ pub const SEGMENT_SUFFIX: &str = ".log";
 pub const OFFSET_INDEX_SUFFIX: &str = ".index";
 /// Suffix of time index files.
 pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
+/// Suffix of key index files.
+pub const KEY_INDEX_SUFFIX: &str = ".keyindex";
 /// Name of the checkpoint file.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 /// Name of the writer lock file.
@@ -253,6 +265,33 @@ pub fn segment_file_name(base_offset: u64) -> String {
 /// Offset index file name for a base offset.
 pub fn offset_index_file_name(base_offset: u64) -> String {
     format!("{base_offset:0width$}{OFFSET_INDEX_SUFFIX}", width = FILE_NAME_DIGITS)
+}
+/// Decodes key index entry `i` of `entries` as (key hash, relative offset, position).
+pub fn key_entry(entries: &[u8], i: usize) -> (u64, u32, u32) {
+    let at = i * KEY_ENTRY_LEN;
+    (
+        le_u64(entries, at + KEY_ENTRY_HASH_AT),
+        le_u32(entries, at + KEY_ENTRY_REL_OFFSET_AT),
+        le_u32(entries, at + KEY_ENTRY_POSITION_AT),
+    )
+}
+
+/// Encodes one key index entry.
+pub fn encode_key_entry(out: &mut Vec<u8>, hash: u64, rel_offset: u32, position: u32) {
+    out.extend_from_slice(&hash.to_le_bytes());
+    out.extend_from_slice(&rel_offset.to_le_bytes());
+    out.extend_from_slice(&position.to_le_bytes());
+}
+
+/// Key index file name for a base offset.
+pub fn key_index_file_name(base_offset: u64) -> String {
+    format!("{base_offset:0width$}{KEY_INDEX_SUFFIX}", width = FILE_NAME_DIGITS)
+}
+/// The 64-bit FNV-1a hash of a key, what key index entries are sorted by (a lookup reads each
+/// candidate record and compares its key: equal hashes of different keys cost a read, never a
+/// wrong answer).
+pub fn key_hash(key: &[u8]) -> u64 {
+    key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 /// Time index file name for a base offset.
 pub fn time_index_file_name(base_offset: u64) -> String {

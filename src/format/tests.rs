@@ -134,6 +134,18 @@ fn constants_match_format_md() {
         );
     }
     assert_layout(
+        "Key index entry",
+        &[
+            ("hash", KEY_ENTRY_HASH_AT, 8),
+            ("rel_offset", KEY_ENTRY_REL_OFFSET_AT, 4),
+            ("position", KEY_ENTRY_POSITION_AT, 4),
+        ],
+        KEY_ENTRY_LEN,
+    );
+    // The hash FORMAT.md spells out, on known vectors of 64-bit FNV-1a.
+    assert_eq!(key_hash(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(key_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    assert_layout(
         "Queue entry",
         &[("deliveries", state::QUEUE_DELIVERIES_AT, 4), ("ready_at_ms", state::QUEUE_READY_AT_MS_AT, 8)],
         state::QUEUE_ENTRY_LEN,

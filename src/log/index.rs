@@ -86,9 +86,33 @@ pub(crate) struct IndexBuilder {
     granule_bytes: u64,
     record_count: u64,
     covered_bytes: u64,
+    /// The active segment's keyed records, once a key was looked up (`keys.rs`).
+    pub keys: Option<crate::log::keys::KeyMap>,
 }
 
 impl IndexBuilder {
+    /// The segment's base offset.
+    pub fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+
+    /// The header its files would have, with `entries` entries.
+    pub fn header_with_entries(&self, entries: u32) -> IndexHeader {
+        IndexHeader {
+            base_offset: self.base_offset,
+            covered_bytes: self.covered_bytes,
+            record_count: self.record_count,
+            entry_count: entries,
+        }
+    }
+
+    /// Notes a keyed record in the key map, if one is kept.
+    pub fn note_key(&mut self, key: Option<&[u8]>, rel_offset: u64, position: u64) {
+        if let (Some(map), Some(k)) = (&mut self.keys, key) {
+            let (rel, pos) = (format::checked_u32_from_u64(rel_offset), format::checked_u32_from_u64(position));
+            map.note(k, self.base_offset, rel, pos);
+        }
+    }
     pub fn new(base_offset: u64, interval_bytes: u64) -> Self {
         IndexBuilder {
             base_offset,
@@ -98,6 +122,7 @@ impl IndexBuilder {
             granule_bytes: 0,
             record_count: 0,
             covered_bytes: SEGMENT_HEADER_LEN as u64,
+            keys: None,
         }
     }
 
@@ -273,4 +298,5 @@ pub(crate) fn write_index_files(storage: &dyn Storage, dir: &Path, b: &IndexBuil
 pub(crate) fn remove_index_files(storage: &dyn Storage, dir: &Path, base_offset: u64) {
     let _ = storage.remove_file(&dir.join(format::offset_index_file_name(base_offset)));
     let _ = storage.remove_file(&dir.join(format::time_index_file_name(base_offset)));
+    let _ = storage.remove_file(&dir.join(format::key_index_file_name(base_offset)));
 }

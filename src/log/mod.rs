@@ -21,6 +21,7 @@ pub(crate) mod checkpoint;
 pub(crate) mod compact;
 pub(crate) mod compress;
 pub(crate) mod index;
+pub(crate) mod keys;
 pub(crate) mod options;
 pub(crate) mod record;
 pub(crate) mod recovery;
@@ -267,6 +268,8 @@ pub(crate) struct Shared {
     /// Signalled (with the writer lock) when segments are removed: appends blocked by a full
     /// budget look again.
     pub space_freed: Condvar,
+    /// Sealed segments' key index files, checked and mapped, by base offset (`keys.rs`).
+    pub key_indexes: Mutex<HashMap<u64, crate::storage::SharedBytes>>,
 }
 
 impl Shared {
@@ -771,6 +774,7 @@ impl Log {
             opened_at: Instant::now(),
             segment_bytes_limit: AtomicU64::new(opts.segment_bytes_max),
             space_freed: Condvar::new(),
+            key_indexes: Mutex::new(HashMap::new()),
             opts,
         }
     }
@@ -794,6 +798,32 @@ impl Log {
     /// Appends one record with an explicit timestamp, key and headers; returns its offset.
     pub fn append_record(&self, record: &NewRecord<'_>) -> Result<u64> {
         Ok(self.shared.append(std::slice::from_ref(record))?.start)
+    }
+
+    /// Appends `record` only if the log's next offset is still `expected_next_offset` (optimistic
+    /// concurrency over the whole log): otherwise nothing is written and the error is
+    /// [`Error::OffsetMismatch`] with the actual next offset. Of several writers racing with the
+    /// same expectation exactly one wins.
+    pub fn append_expecting(&self, expected_next_offset: u64, record: &NewRecord<'_>) -> Result<u64> {
+        let expect = writer::Expect::NextOffset(expected_next_offset);
+        Ok(self.shared.append_if(std::slice::from_ref(record), expect)?.start)
+    }
+
+    /// Appends `record` with `key` (which replaces the record's own) only if the newest record
+    /// with that key is still at `expected_last_offset` (`None`: the key has no record yet):
+    /// otherwise nothing is written and the error is [`Error::KeyVersionMismatch`]. The
+    /// optimistic concurrency of an event-sourced aggregate: read its events with
+    /// [`Log::iter_key`], decide, append expecting the last one you read.
+    pub fn append_expecting_key(
+        &self,
+        key: &[u8],
+        expected_last_offset: Option<u64>,
+        record: &NewRecord<'_>,
+    ) -> Result<u64> {
+        let mut r = record.clone();
+        r.key = Some(key);
+        let expect = writer::Expect::KeyLast(key, expected_last_offset);
+        Ok(self.shared.append_if(std::slice::from_ref(&r), expect)?.start)
     }
 
     /// Appends many records with one write; they become durable together and atomically: after

@@ -113,6 +113,10 @@ impl Default for Options {
     }
 }
 
+/// Longest key a record may have: keys are what per-key lookups compare and hash, and what
+/// compaction keeps one of per key in memory.
+pub const KEY_BYTES_MAX: usize = 64 << 10;
+
 /// Bytes appended between two checks of `disk_reserve_bytes` (one `statvfs` each).
 pub const RESERVE_CHECK_BYTES: u64 = 1 << 20;
 

@@ -17,7 +17,7 @@ use crate::format::{self, Checkpoint, FRAME_HEADER_LEN, FrameFields, SEGMENT_HEA
 use crate::log::budget::{Budget, WhenFull};
 use crate::log::checkpoint::CheckpointFile;
 use crate::log::index::{self, IndexBuilder};
-use crate::log::options::{Durability, RESERVE_CHECK_BYTES, WritePath};
+use crate::log::options::{Durability, KEY_BYTES_MAX, RESERVE_CHECK_BYTES, WritePath};
 use crate::log::record::NewRecord;
 use crate::log::segment;
 use crate::log::{Active, Shared, lock};
@@ -33,6 +33,17 @@ static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 /// Longest a group commit leader waits for concurrent appenders to join its fsync.
 const GATHER_MAX: Duration = Duration::from_millis(2);
+
+/// What must hold for a conditional append (`Log::append_expecting`, `append_expecting_key`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expect<'a> {
+    /// Nothing: a plain append.
+    Nothing,
+    /// The log's next offset is this.
+    NextOffset(u64),
+    /// The newest record with this key has this offset (`None`: no record has it).
+    KeyLast(&'a [u8], Option<u64>),
+}
 
 /// State owned by the writer lock.
 #[derive(Debug)]
@@ -129,6 +140,12 @@ impl Shared {
 
     /// Appends `records` as one write; see `Log::append_batch`.
     pub fn append(&self, records: &[NewRecord<'_>]) -> Result<Range<u64>> {
+        self.append_if(records, Expect::Nothing)
+    }
+
+    /// Appends `records` as one write if `expect` holds under the writer lock (checked after
+    /// any roll, before a byte is written); otherwise writes nothing and returns the mismatch.
+    pub fn append_if(&self, records: &[NewRecord<'_>], expect: Expect<'_>) -> Result<Range<u64>> {
         let writer = self.writer()?;
         self.check_poison()?;
         if records.is_empty() {
@@ -142,6 +159,9 @@ impl Shared {
         let mut total = 0u64;
         let mut needs_now = false;
         for r in records {
+            if let Some(k) = r.key.filter(|k| k.len() > KEY_BYTES_MAX) {
+                return Err(Error::KeyTooLarge { size: k.len(), max: KEY_BYTES_MAX });
+            }
             let headers_len =
                 format::headers_block_len(&r.headers).map_err(|reason| Error::InvalidHeaders { reason })?;
             let body = format::record_body_len(r.key, headers_len, r.payload);
@@ -157,11 +177,11 @@ impl Shared {
         let now = if needs_now { now_ms() } else { 0 };
 
         if self.opts.durability != Durability::Always {
-            return self.write_records(writer, records, total, now).map(|(first, end)| first..end);
+            return self.write_records(writer, records, total, now, &expect).map(|(first, end)| first..end);
         }
         // Counted for group commit: a leader gathers about as many records as threads append.
         self.appenders.fetch_add(1, Ordering::AcqRel);
-        let result = self.write_records(writer, records, total, now).and_then(|(first, end)| {
+        let result = self.write_records(writer, records, total, now, &expect).and_then(|(first, end)| {
             self.sync_to(end)?;
             Ok(first..end)
         });
@@ -177,8 +197,10 @@ impl Shared {
         records: &[NewRecord<'_>],
         total: u64,
         now: i64,
+        expect: &Expect<'_>,
     ) -> Result<(u64, u64)> {
         let mut w = self.make_room(lock(writer), total)?;
+        self.check_expect(&w, expect)?;
         self.reserve(&mut w, total)?;
         let durable = self.synced_offset.load(Ordering::Acquire);
         let first = w.next_offset;
@@ -194,6 +216,7 @@ impl Shared {
                 let f = fields(0).of(r);
                 let headers_len = format::headers_block_len(&r.headers).unwrap_or(0);
                 ix.push(f.offset - base, start, total, f.timestamp);
+                ix.note_key(f.key, f.offset - base, start);
                 map.write_with(start, len, &mut |dst| {
                     format::encode_frame_into(dst, &f, headers_len);
                 })
@@ -208,6 +231,7 @@ impl Shared {
                     let at = ww.buf.len() as u64;
                     let n = format::encode_frame(&mut ww.buf, &f, headers_len);
                     ix.push(f.offset - base, start + at, n as u64, f.timestamp);
+                    ix.note_key(f.key, f.offset - base, start + at);
                 }
                 match map {
                     Some(map) => map.write(start, &ww.buf),
@@ -229,6 +253,44 @@ impl Shared {
             self.publish_written(w.next_offset, w.position);
         }
         Ok((first, w.next_offset))
+    }
+
+    /// Checks an append's precondition against the state the writer lock holds.
+    fn check_expect(&self, w: &Writer, expect: &Expect<'_>) -> Result<()> {
+        let topic = || self.dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        match *expect {
+            Expect::Nothing => Ok(()),
+            Expect::NextOffset(expected) if expected == w.next_offset => Ok(()),
+            Expect::NextOffset(expected) => {
+                Err(Error::OffsetMismatch { topic: topic(), expected, actual: w.next_offset })
+            }
+            Expect::KeyLast(key, expected) => {
+                self.ensure_active_map(w)?;
+                let actual = self.last_offset_for_key_written(&w.active, key)?;
+                if actual == expected {
+                    Ok(())
+                } else {
+                    Err(Error::KeyVersionMismatch { topic: topic(), expected, actual })
+                }
+            }
+        }
+    }
+
+    /// Builds the active segment's key map if it is not kept yet (the writer lock is held, so
+    /// every later append goes into it).
+    pub(crate) fn ensure_active_map(&self, w: &Writer) -> Result<()> {
+        if lock(&w.active.index).keys.is_some() {
+            return Ok(());
+        }
+        let map = crate::log::keys::build_active_map(self, &w.active, w.position)?;
+        lock(&w.active.index).keys = Some(map);
+        Ok(())
+    }
+
+    /// `ensure_active_map`, taking the writer lock.
+    pub(crate) fn ensure_active_map_locking(&self) -> Result<()> {
+        let w = lock(self.writer()?);
+        self.ensure_active_map(&w)
     }
 
     /// The size at which the active segment rolls.
@@ -487,6 +549,7 @@ impl Shared {
         {
             let ix = lock(&old.index);
             index::write_index_files(self.opts.storage.as_ref(), &self.dir, &ix);
+            crate::log::keys::write_at_roll(self, &ix);
             lock(&self.time_ranges).insert(old.base, ix.as_ref().time_range());
         }
         let base = w.next_offset;
@@ -569,6 +632,7 @@ impl Shared {
         }
         lock(&self.cache).forget(base);
         lock(&self.time_ranges).remove(&base);
+        self.forget_key_index(base);
         // Appends blocked by a full budget look again.
         self.space_freed.notify_all();
         Ok(true)
@@ -591,6 +655,7 @@ impl Shared {
             }
             storage.remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
             index::remove_index_files(storage, &self.dir, base);
+            self.forget_key_index(base);
             lock(&self.time_ranges).remove(&base);
         }
         if !doomed.is_empty() {

@@ -143,7 +143,7 @@ impl Ctx<'_> {
         bases.sort_unstable();
         if self.writable {
             for n in &names {
-                let orphan_index = [format::OFFSET_INDEX_SUFFIX, format::TIME_INDEX_SUFFIX]
+                let orphan_index = [format::OFFSET_INDEX_SUFFIX, format::TIME_INDEX_SUFFIX, format::KEY_INDEX_SUFFIX]
                     .iter()
                     .any(|s| format::parse_file_name(n, s).is_some_and(|b| bases.binary_search(&b).is_err()));
                 if n.ends_with(".tmp") || orphan_index {

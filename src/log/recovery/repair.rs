@@ -99,9 +99,10 @@ pub(crate) fn quarantine_after(storage: &dyn Storage, dir: &Path, base: u64) -> 
     let names = storage.list_dir(dir).map_err(|e| Error::io("list", dir, e))?;
     let mut moved = Vec::new();
     for name in names {
-        let later = [format::SEGMENT_SUFFIX, format::OFFSET_INDEX_SUFFIX, format::TIME_INDEX_SUFFIX]
-            .iter()
-            .any(|suffix| format::parse_file_name(&name, suffix).is_some_and(|b| b > base));
+        let later =
+            [format::SEGMENT_SUFFIX, format::OFFSET_INDEX_SUFFIX, format::TIME_INDEX_SUFFIX, format::KEY_INDEX_SUFFIX]
+                .iter()
+                .any(|suffix| format::parse_file_name(&name, suffix).is_some_and(|b| b > base));
         if later {
             let (from, to) = (dir.join(&name), qdir.join(format!("{name}.moved")));
             storage.rename(&from, &to).map_err(|e| Error::io("rename", &from, e))?;

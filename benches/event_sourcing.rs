@@ -1,0 +1,87 @@
+//! Event-sourcing benchmarks; prints markdown tables.
+//!
+//! - conditional appends: one `append` per record vs `append_expecting` (next offset) vs
+//!   `append_expecting_key` (the key's newest offset), 100 B records, `Os`;
+//! - loading one aggregate: `iter_key` of the 100 events of one key in a topic of 10,000,000
+//!   records (100,000 keys, interleaved): the first lookup (key indexes built by one scan per
+//!   segment) and warm lookups (median and p99 over 1,000 random keys).
+//!
+//! `cargo bench --bench event_sourcing`
+
+use evlog::{Durability, Log, NewRecord, Options};
+use std::time::Instant;
+
+fn rate(n: u64, secs: f64) -> String {
+    format!("{:.2} M/s", n as f64 / secs / 1e6)
+}
+
+fn conditional() {
+    let n = 300_000u64;
+    let payload = [1u8; 100];
+    let mut rows = Vec::new();
+    for kind in ["append", "append_expecting", "append_expecting_key"] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(tmp.path(), Options::with_durability(Durability::Os)).expect("open");
+        let keys: Vec<Vec<u8>> = (0..1_000).map(|k| format!("order-{k}").into_bytes()).collect();
+        let mut last: Vec<Option<u64>> = vec![None; keys.len()];
+        let start = Instant::now();
+        for i in 0..n {
+            let k = (i % 1_000) as usize;
+            let r = NewRecord::new(&payload).key(&keys[k]);
+            let o = match kind {
+                "append" => log.append_record(&r),
+                "append_expecting" => log.append_expecting(i, &r),
+                _ => log.append_expecting_key(&keys[k], last[k], &r),
+            }
+            .expect("append");
+            last[k] = Some(o);
+        }
+        rows.push((kind, start.elapsed().as_secs_f64()));
+    }
+    println!("| append, 100 B keyed records, `Os` | rate | time ÷ plain `append` |");
+    println!("|---|---|---|");
+    let plain = rows[0].1;
+    for (kind, secs) in rows {
+        println!("| `{kind}` | {} | {:.2}× |", rate(n, secs), secs / plain);
+    }
+}
+
+fn aggregates() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(tmp.path(), Options::with_durability(Durability::Os)).expect("open");
+    let payload = [2u8; 100];
+    let keys: Vec<Vec<u8>> = (0..100_000).map(|k| format!("aggregate-{k:06}").into_bytes()).collect();
+    for chunk in 0..10_000usize {
+        let batch: Vec<NewRecord<'_>> =
+            (0..1_000).map(|i| NewRecord::new(&payload).key(&keys[(chunk * 1_000 + i) % keys.len()])).collect();
+        log.append_batch(&batch).expect("batch");
+    }
+    log.sync().expect("sync");
+    let load = |k: usize| -> usize { log.iter_key(&keys[k], 0).inspect(|r| assert!(r.is_ok(), "{r:?}")).count() };
+    let start = Instant::now();
+    assert_eq!(load(42), 100);
+    let cold = start.elapsed();
+    let mut times: Vec<f64> = (0..1_000)
+        .map(|i| {
+            let k = (i * 7_919) % keys.len();
+            let start = Instant::now();
+            assert_eq!(load(k), 100);
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    println!("| `iter_key`, 100 events of one key in 10,000,000 records ({} segments) | time |", log.segment_count());
+    println!("|---|---|");
+    println!(
+        "| first lookup (each segment's key index built by a scan and written) | {:.0} ms |",
+        cold.as_secs_f64() * 1e3
+    );
+    println!("| warm, median of 1,000 random keys | {:.3} ms |", times[times.len() / 2]);
+    println!("| warm, p99 | {:.3} ms |", times[times.len() * 99 / 100]);
+}
+
+fn main() {
+    conditional();
+    println!();
+    aggregates();
+}
