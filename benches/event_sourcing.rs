@@ -6,9 +6,12 @@
 //!   records (100,000 keys, interleaved): the first lookup (key indexes built by one scan per
 //!   segment) and warm lookups (median and p99 over 1,000 random keys).
 //!
+//! - scheduled jobs: `try_lease` + `ack` latency of due jobs with none and with 100,000
+//!   scheduled jobs parked (not due), `Lazy` queue durability.
+//!
 //! `cargo bench --bench event_sourcing`
 
-use evlog::{Durability, Log, NewRecord, Options};
+use evlog::{CommitDurability, Durability, Log, NewRecord, Options, QueueOptions, Store, StoreOptions};
 use std::time::Instant;
 
 fn rate(n: u64, secs: f64) -> String {
@@ -80,7 +83,47 @@ fn aggregates() {
     println!("| warm, p99 | {:.3} ms |", times[times.len() * 99 / 100]);
 }
 
+fn scheduled() {
+    println!("| `try_lease` + `ack` of a due job (`Lazy`) | median | p99 |");
+    println!("|---|---|---|");
+    for pending in [0u64, 100_000] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut o = StoreOptions::with_log(Options::with_durability(Durability::Os));
+        o.maintenance_interval = None;
+        let store = Store::open(tmp.path(), o).expect("store");
+        let mut qo = QueueOptions::default();
+        qo.durability = CommitDurability::Lazy;
+        let q = store.queue("workers", "jobs", qo).expect("queue");
+        let later = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis()
+            as i64
+            + 86_400_000;
+        for i in 0..pending {
+            q.push_at(&NewRecord::new(b"tomorrow"), later + i as i64).expect("push");
+        }
+        assert!(q.try_lease().expect("lease").is_none(), "parks the scheduled ones");
+        for _ in 0..10_000 {
+            q.push(&NewRecord::new(b"now")).expect("push");
+        }
+        let mut times: Vec<f64> = (0..10_000)
+            .map(|_| {
+                let start = Instant::now();
+                let d = q.try_lease().expect("lease").expect("a due job");
+                q.ack(&d).expect("ack");
+                start.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!(
+            "| {pending} scheduled jobs pending | {:.1} µs | {:.1} µs |",
+            times[times.len() / 2],
+            times[times.len() * 99 / 100]
+        );
+    }
+}
+
 fn main() {
+    scheduled();
+    println!();
     conditional();
     println!();
     aggregates();

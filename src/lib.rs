@@ -115,8 +115,9 @@ pub use log::recovery::{TailVerdict, classify_tail};
 pub use log::{Iter, Log, LogStats, SegmentInfo, SegmentTimes};
 #[cfg(feature = "store")]
 pub use queue::{
-    DEAD_DELIVERIES_HEADER, DEAD_GROUP_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER, DEAD_TOPIC_HEADER, Delivery,
-    LOW_SHARE_EVERY_DEFAULT, Peeked, PriorityQueue, Queue, QueueOptions, QueueStats,
+    DEAD_DELIVERIES_HEADER, DEAD_GROUP_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER, DEAD_TOPIC_HEADER,
+    DELIVER_AT_HEADER, Delivery, LOW_SHARE_EVERY_DEFAULT, Peeked, PriorityQueue, Queue, QueueInfo, QueueOptions,
+    QueueStats,
 };
 #[cfg(feature = "store")]
 pub use replay::window::{Summary, Window, WindowSpec, Windows};

@@ -315,3 +315,22 @@ fn backup_writes_a_copy_that_dumps_like_the_original_and_refuses_a_non_empty_des
     let again = evlog(&src, &["backup", dest.to_str().expect("utf-8")], "");
     assert!(!again.status.success() && stderr(&again).contains("not empty"), "{}", stderr(&again));
 }
+
+#[test]
+fn info_counts_a_queues_scheduled_jobs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    {
+        let store = evlog::Store::open(tmp.path(), evlog::StoreOptions::default()).expect("store");
+        let q = store.queue("workers", "jobs", evlog::QueueOptions::default()).expect("queue");
+        let later = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis()
+            as i64
+            + 3_600_000;
+        for _ in 0..3 {
+            q.push_at(&evlog::NewRecord::new(b"later"), later).expect("push");
+        }
+        assert!(q.try_lease().expect("lease").is_none(), "parks them");
+    }
+    let info = json_lines(&evlog(tmp.path(), &["info", "--json"], ""));
+    let queues = &info[0][0]["queues"];
+    assert_eq!((queues[0]["group"].as_str(), queues[0]["scheduled"].as_u64()), (Some("workers"), Some(3)), "{info:?}");
+}

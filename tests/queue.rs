@@ -458,3 +458,69 @@ fn a_queue_entry_that_does_not_parse_is_an_error_naming_the_key_never_skipped() 
     assert!(err.is_corruption(), "{err:?}");
     assert!(err.to_string().contains("queue:jobs:w"), "{err}");
 }
+
+#[test]
+fn a_scheduled_job_is_not_leased_before_its_time_and_is_leased_at_it_across_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(1_000));
+    {
+        let store = open(tmp.path());
+        let q = store.queue("w", "jobs", opts(&clock, 5)).expect("queue");
+        q.push_at(&NewRecord::new(b"in an hour"), 1_000 + 3_600_000).expect("push");
+        q.push_at(&NewRecord::new(b"overdue"), 500).expect("push");
+        q.push_after(&NewRecord::new(b"in a minute"), Duration::from_secs(60)).expect("push");
+        q.push(&NewRecord::new(b"now")).expect("push");
+        let got: Vec<Vec<u8>> = std::iter::from_fn(|| q.try_lease().expect("lease"))
+            .map(|d| {
+                q.ack(&d).expect("ack");
+                d.record.payload().to_vec()
+            })
+            .collect();
+        assert_eq!(got, vec![b"overdue".to_vec(), b"now".to_vec()], "a past time is delivered at once");
+        assert_eq!(q.stats().scheduled, 2);
+    }
+    // Restarted: the parked jobs keep their times.
+    let store = open(tmp.path());
+    let q = store.queue("w", "jobs", opts(&clock, 5)).expect("queue");
+    assert!(q.try_lease().expect("lease").is_none());
+    clock.advance(Duration::from_secs(61));
+    let d = q.try_lease().expect("lease").expect("due now");
+    assert_eq!((d.record.payload(), d.deliveries), (&b"in a minute"[..], 1));
+    q.ack(&d).expect("ack");
+    assert!(q.try_lease().expect("lease").is_none(), "the far one waits");
+    clock.advance(Duration::from_secs(3_600));
+    assert_eq!(q.try_lease().expect("lease").expect("due").record.payload(), b"in an hour");
+}
+
+#[test]
+fn a_blocking_lease_wakes_for_a_scheduled_job_when_it_is_due() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    let q = store.queue("w", "jobs", QueueOptions::default()).expect("queue");
+    q.push_after(&NewRecord::new(b"soon"), Duration::from_millis(50)).expect("push");
+    let started = std::time::Instant::now();
+    let d = q.lease(Duration::from_secs(10)).expect("lease").expect("woken for it");
+    assert_eq!(d.record.payload(), b"soon");
+    assert!(started.elapsed() >= Duration::from_millis(45), "not before its time: {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(5), "woken when due, not at the timeout");
+}
+
+#[test]
+fn many_scheduled_jobs_do_not_stand_in_front_of_due_ones() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    let clock = Arc::new(ManualClock::new(1_000));
+    let q = store.queue("w", "jobs", opts(&clock, 5)).expect("queue");
+    // An hour from now by the wall clock, which `queue_infos` counts by (and far in the future
+    // of the queue's manual clock).
+    let later = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+        + 3_600_000;
+    for i in 0..10_000i64 {
+        q.push_at(&NewRecord::new(b"later"), later + i).expect("push");
+    }
+    q.push(&NewRecord::new(b"now")).expect("push");
+    let d = q.try_lease().expect("lease").expect("the due one");
+    assert_eq!(d.record.payload(), b"now");
+    let info = store.queue_infos("jobs").expect("infos");
+    assert_eq!((info[0].group.as_str(), info[0].scheduled), ("w", 10_000));
+}

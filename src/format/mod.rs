@@ -1001,7 +1001,18 @@ pub mod reserved_headers {
     /// Marks a tombstone: a keyed record with an empty payload that deletes its key when the
     /// topic is compacted (value empty).
     pub const TOMBSTONE: &str = "evlog.tombstone";
+    /// When a scheduled job is to be delivered, ms since the epoch (i64 LE).
+    pub const DELIVER_AT: &str = "evlog.deliver_at";
     /// All of them, in FORMAT.md's order.
-    pub const ALL: [&str; 8] =
-        [PRODUCER_ID, SEQUENCE, DEAD_REASON, DEAD_TOPIC, DEAD_OFFSET, DEAD_GROUP, DEAD_DELIVERIES, TOMBSTONE];
+    pub const ALL: [&str; 9] = [
+        PRODUCER_ID,
+        SEQUENCE,
+        DEAD_REASON,
+        DEAD_TOPIC,
+        DEAD_OFFSET,
+        DEAD_GROUP,
+        DEAD_DELIVERIES,
+        TOMBSTONE,
+        DELIVER_AT,
+    ];
 }

@@ -45,6 +45,15 @@ pub const DEAD_OFFSET_HEADER: &str = crate::format::reserved_headers::DEAD_OFFSE
 pub const DEAD_GROUP_HEADER: &str = crate::format::reserved_headers::DEAD_GROUP;
 /// Header of a dead letter: how many times it was delivered (decimal, UTF-8).
 pub const DEAD_DELIVERIES_HEADER: &str = crate::format::reserved_headers::DEAD_DELIVERIES;
+/// Header of a scheduled job ([`Queue::push_at`]): when to deliver it, ms since the epoch (i64 LE).
+pub const DELIVER_AT_HEADER: &str = crate::format::reserved_headers::DELIVER_AT;
+
+/// When a record pushed with [`Queue::push_at`] is due, if it is a scheduled job (a header of
+/// another length is ignored: the record is delivered at once).
+fn deliver_at(record: &Record) -> Option<i64> {
+    let v = record.header(DELIVER_AT_HEADER)?;
+    <[u8; 8]>::try_from(v).ok().map(i64::from_le_bytes)
+}
 
 use crate::clock::{Clock, SystemClock};
 
@@ -125,6 +134,8 @@ pub struct QueueStats {
     pub dead_lettered: u64,
     /// Deliveries since this queue was opened (first ones and redeliveries).
     pub delivered: u64,
+    /// Scheduled jobs parked until their time since this queue was opened.
+    pub scheduled: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -280,7 +291,44 @@ pub struct Queue {
     inner: Arc<QueueInner>,
 }
 
+/// A work queue as its saved state shows it (see [`Store::queue_infos`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueInfo {
+    /// The queue's group.
+    pub group: String,
+    /// The first offset never delivered (`None`: nothing delivered yet).
+    pub cursor: Option<u64>,
+    /// Scheduled jobs ([`Queue::push_at`]) parked and not yet due.
+    pub scheduled: u64,
+    /// Records waiting out a nack's delay.
+    pub delayed: u64,
+}
+
 impl Store {
+    /// The work queues of `topic`, from their saved state (what `evlog info` shows): an open
+    /// queue's parked jobs are counted once its changes are written, a closed queue's as it left
+    /// them.
+    pub fn queue_infos(&self, topic: &str) -> Result<Vec<QueueInfo>> {
+        let db = &self.inner().state;
+        let now = crate::clock::now_ms();
+        let mut out = Vec::new();
+        for group in db.queue_groups(topic) {
+            let saved = db.queue_load(&db.queue_tree(topic, &group)?)?;
+            let waiting = |scheduled: bool| {
+                saved.entries.iter().filter(|(_, e)| e.ready_at_ms > now && (e.deliveries == 0) == scheduled).count()
+                    as u64
+            };
+            out.push(QueueInfo {
+                cursor: saved.head.map(|h| h.1).or(saved.legacy_cursor),
+                scheduled: waiting(true),
+                delayed: waiting(false),
+                group,
+            });
+        }
+        Ok(out)
+    }
+
     /// The work queue of `group` over `topic` (created if needed). While one is open, opening it
     /// again returns the same queue (and ignores `opts`).
     pub fn queue(&self, group: &str, topic: &str, opts: QueueOptions) -> Result<Queue> {
@@ -544,15 +592,44 @@ impl Queue {
             st.cursor = first;
             st.iter = inner.topic.iter(first);
         }
-        match st.iter.next() {
-            None => Ok(None),
-            Some(r) => {
-                let record = r?;
-                st.cursor = record.offset() + 1;
-                st.slots.insert(record.offset(), Slot::new(0, 0, false));
-                Ok(Some((record, true)))
+        for r in st.iter.by_ref() {
+            let record = r?;
+            let offset = record.offset();
+            st.cursor = offset + 1;
+            match deliver_at(&record).filter(|&at| at > now) {
+                // Scheduled for later: parked as a stored entry (never delivered yet), due then.
+                Some(at) => {
+                    st.slots.insert(offset, Slot::new(0, at, true));
+                    st.ready.insert((at, offset));
+                    st.stats.scheduled += 1;
+                    w.entries.push((offset, QueueEntry { deliveries: 0, ready_at_ms: at }));
+                }
+                None => {
+                    st.slots.insert(offset, Slot::new(0, 0, false));
+                    return Ok(Some((record, true)));
+                }
             }
         }
+        Ok(None)
+    }
+
+    /// Appends `record` to be leased no earlier than `deliver_at_ms` (ms since the Unix epoch,
+    /// by the queue's clock): a time already past is delivered at once, a far one is kept. The
+    /// queue parks it in its database when its cursor reaches it (one entry, not a scan of the
+    /// topic on each lease), so it survives restarts, and a blocking `lease` wakes for it. If
+    /// the clock goes back, the job waits until the clock reaches its time again.
+    pub fn push_at(&self, record: &NewRecord<'_>, deliver_at_ms: i64) -> Result<u64> {
+        let at = deliver_at_ms.to_le_bytes();
+        let mut r = record.clone();
+        r.headers.retain(|(n, _)| *n != DELIVER_AT_HEADER);
+        r.headers.push((DELIVER_AT_HEADER, &at));
+        let offset = self.inner.topic.append_record(&r)?;
+        Ok(offset)
+    }
+
+    /// Appends `record` to be leased no earlier than `delay` from now (see [`Queue::push_at`]).
+    pub fn push_after(&self, record: &NewRecord<'_>, delay: Duration) -> Result<u64> {
+        self.push_at(record, self.now().saturating_add(duration_ms(delay)))
     }
 
     /// Leases the next record, waiting up to `timeout` for one to be appended, nacked back or

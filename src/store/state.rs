@@ -483,6 +483,19 @@ impl StateDb {
         Ok(QueueTree { tree, name })
     }
 
+    /// The groups with a work queue on `topic`.
+    pub fn queue_groups(&self, topic: &str) -> Vec<String> {
+        let prefix = format!("{QUEUE_TREE_PREFIX}{topic}:");
+        let mut groups: Vec<String> = self
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|n| std::str::from_utf8(n).ok()?.strip_prefix(prefix.as_str()).map(str::to_string))
+            .collect();
+        groups.sort();
+        groups
+    }
+
     /// Loads a work queue's state. A key or value that does not have a layout this code knows is
     /// [`Error::CorruptState`]: skipping it would redeliver or lose a job without a word.
     pub fn queue_load(&self, t: &QueueTree) -> Result<QueueState> {

@@ -588,6 +588,16 @@ fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Option<f64>) -
             "max_timestamp": hi,
             "append_rate": rate,
             "config": config_json(name, &TopicConfig::read(&evlog::storage::RealStorage, log.dir()).map_err(msg)?),
+            "queues": match &store {
+                Some(s) => Value::Array(
+                    s.queue_infos(name)
+                        .map_err(msg)?
+                        .into_iter()
+                        .map(|q| json!({"group": q.group, "cursor": q.cursor, "scheduled": q.scheduled, "delayed": q.delayed}))
+                        .collect(),
+                ),
+                None => Value::Null,
+            },
             "groups": groups,
         }));
     }
@@ -604,6 +614,11 @@ fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Option<f64>) -
         w(&mut o, format!("  timestamps {} ..= {}", t["min_timestamp"], t["max_timestamp"]))?;
         if let Some(r) = t["append_rate"].as_f64() {
             w(&mut o, format!("  append rate {r:.1} records/s"))?;
+        }
+        if let Value::Array(qs) = &t["queues"] {
+            for q in qs {
+                w(&mut o, format!("  queue {}: {} scheduled, {} delayed", q["group"], q["scheduled"], q["delayed"]))?;
+            }
         }
         let c = &t["config"];
         if let Some(b) = c["bytes_max"].as_u64() {
