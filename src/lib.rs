@@ -98,7 +98,7 @@ pub use consume::consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, Cons
 #[cfg(feature = "store")]
 pub use consume::producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER, Sent};
 #[cfg(feature = "typed")]
-pub use consume::typed::{Typed, TypedConsumer, TypedTopic};
+pub use consume::typed::{SCHEMA_HEADER, SCHEMA_VERSION_DEFAULT, Typed, TypedConsumer, TypedTopic};
 #[cfg(feature = "kafka")]
 pub use error::KafkaError;
 pub use error::{Error, LogError, LogResult, QueueError, ReplayError, Result};

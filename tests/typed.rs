@@ -198,3 +198,56 @@ fn concurrent_producers_with_retries_leave_each_sequence_exactly_once() {
     seen.dedup();
     assert_eq!(seen.len(), 100);
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CustomerV1 {
+    id: u64,
+    name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CustomerV2 {
+    id: u64,
+    full_name: String,
+    email: Option<String>,
+}
+
+#[test]
+fn events_of_older_schema_versions_are_upcast_and_newer_ones_are_a_decode_error_naming_both_versions() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    // Written before the type changed: version 1 (no header, as before versions existed).
+    let v1 = store.typed_topic::<CustomerV1>("customers").expect("topic");
+    v1.append(&CustomerV1 { id: 1, name: "Ada".into() }).expect("append");
+    // The new type: a field renamed, one added.
+    let v2 = store
+        .typed_topic::<CustomerV2>("customers")
+        .expect("topic")
+        .schema_version(2)
+        .upcast_from::<CustomerV1>(1, |c| CustomerV2 { id: c.id, full_name: c.name, email: None });
+    v2.append(&CustomerV2 { id: 2, full_name: "Grace Hopper".into(), email: Some("grace@navy.mil".into()) })
+        .expect("append");
+    let all: Vec<CustomerV2> = v2.iter(0).map(|t| t.expect("decoded").value).collect();
+    assert_eq!(all[0], CustomerV2 { id: 1, full_name: "Ada".into(), email: None });
+    assert_eq!(all[1].email.as_deref(), Some("grace@navy.mil"));
+    assert_eq!(
+        store.topic("customers").expect("t").read(1).expect("read").expect("r").header(evlog::SCHEMA_HEADER),
+        Some(&2u32.to_le_bytes()[..])
+    );
+    // An old reader meets a record of a newer version: named, never misread.
+    let err = v1.read(1).expect_err("newer than the reader");
+    assert!(
+        matches!(&err, Error::Decode { offset: 1, reason, .. } if reason.contains('2') && reason.contains('1')),
+        "{err}"
+    );
+    // A reader at version 3 without an upcaster from 1.
+    let v3 = store.typed_topic::<CustomerV2>("customers").expect("topic").schema_version(3);
+    let err = v3.read(0).expect_err("no upcaster");
+    assert!(err.to_string().contains("no upcaster from schema version 1 to version 3"), "{err}");
+    // Per key, decoded and upcast.
+    let v2k = v2.clone();
+    let o = v2k
+        .append_expecting_key(b"customer-9", None, &CustomerV2 { id: 9, full_name: "N".into(), email: None })
+        .expect("append");
+    assert_eq!(v2k.iter_key(b"customer-9", 0).map(|t| t.expect("decoded").offset()).collect::<Vec<_>>(), vec![o]);
+}

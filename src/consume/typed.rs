@@ -51,8 +51,21 @@ pub struct TypedTopic<T, C = Bincode> {
     store: Store,
     topic: Arc<Topic>,
     codec: Arc<C>,
+    /// The schema version this handle writes and reads natively.
+    version: u32,
+    /// Decoders of older versions into `T`, by version.
+    upcasters: Arc<Vec<(u32, Upcaster<T>)>>,
     _values: PhantomData<fn(T) -> T>,
 }
+
+/// Decodes a payload of an older schema version into the current type.
+type Upcaster<T> = Arc<dyn Fn(&[u8]) -> std::result::Result<T, String> + Send + Sync>;
+
+/// Header of a typed record: its schema version (u32 LE); a record without it is version 1.
+pub const SCHEMA_HEADER: &str = crate::format::reserved_headers::SCHEMA;
+
+/// The schema version of a record written before versions existed, or without the header.
+pub const SCHEMA_VERSION_DEFAULT: u32 = 1;
 
 impl<T, C> Clone for TypedTopic<T, C> {
     fn clone(&self) -> Self {
@@ -60,6 +73,8 @@ impl<T, C> Clone for TypedTopic<T, C> {
             store: self.store.clone(),
             topic: self.topic.clone(),
             codec: self.codec.clone(),
+            version: self.version,
+            upcasters: self.upcasters.clone(),
             _values: PhantomData,
         }
     }
@@ -91,7 +106,37 @@ impl Store {
 
 impl<T, C: Codec<T>> TypedTopic<T, C> {
     pub(crate) fn new(store: Store, topic: Arc<Topic>, codec: Arc<C>) -> Self {
-        TypedTopic { store, topic, codec, _values: PhantomData }
+        TypedTopic {
+            store,
+            topic,
+            codec,
+            version: SCHEMA_VERSION_DEFAULT,
+            upcasters: Arc::new(Vec::new()),
+            _values: PhantomData,
+        }
+    }
+
+    /// This handle with `version` as the schema version it writes (header `evlog.schema`) and
+    /// decodes as `T`; older versions need an upcaster ([`TypedTopic::upcast_from`]).
+    pub fn schema_version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Registers how a record of schema `version`, a value of `Old` in the same codec, becomes a
+    /// `T`: adding, renaming or removing a field never breaks reading old events.
+    pub fn upcast_from<Old>(mut self, version: u32, upcast: fn(Old) -> T) -> Self
+    where
+        C: Codec<Old>,
+        T: 'static,
+        Old: 'static,
+    {
+        let codec = self.codec.clone();
+        let decode: Upcaster<T> = Arc::new(move |bytes| codec.decode(bytes).map(upcast));
+        let mut list: Vec<(u32, Upcaster<T>)> = self.upcasters.iter().filter(|(v, _)| *v != version).cloned().collect();
+        list.push((version, decode));
+        self.upcasters = Arc::new(list);
+        self
     }
 
     /// The underlying topic (bytes, offsets, waiting).
@@ -108,12 +153,37 @@ impl<T, C: Codec<T>> TypedTopic<T, C> {
         Ok(out)
     }
 
-    /// Decodes a record of this topic.
+    /// Decodes a record of this topic: as `T` at this handle's schema version, through an
+    /// upcaster at an older one; a newer version than this handle knows is [`Error::Decode`]
+    /// naming both.
     pub fn decode(&self, record: Record) -> Result<Typed<T>> {
-        match self.codec.decode(record.payload()) {
+        let version = match record.header(SCHEMA_HEADER) {
+            None => SCHEMA_VERSION_DEFAULT,
+            Some(v) => match <[u8; 4]>::try_from(v) {
+                Ok(b) => u32::from_le_bytes(b),
+                Err(_) => {
+                    return Err(self.decode_error(&record, format!("schema header of {} bytes, expected 4", v.len())));
+                }
+            },
+        };
+        let decoded = if version == self.version {
+            self.codec.decode(record.payload())
+        } else if version > self.version {
+            Err(format!("schema version {version} is newer than this reader's version {}", self.version))
+        } else {
+            match self.upcasters.iter().find(|(v, _)| *v == version) {
+                Some((_, upcast)) => upcast(record.payload()),
+                None => Err(format!("no upcaster from schema version {version} to version {}", self.version)),
+            }
+        };
+        match decoded {
             Ok(value) => Ok(Typed { value, record }),
-            Err(reason) => Err(Error::Decode { topic: self.topic.name().to_string(), offset: record.offset(), reason }),
+            Err(reason) => Err(self.decode_error(&record, reason)),
         }
+    }
+
+    fn decode_error(&self, record: &Record, reason: String) -> Error {
+        Error::Decode { topic: self.topic.name().to_string(), offset: record.offset(), reason }
     }
 
     /// Appends `value` with timestamp now; returns its offset (durable as the topic's
@@ -125,14 +195,43 @@ impl<T, C: Codec<T>> TypedTopic<T, C> {
     /// Appends `value` with the timestamp, key and headers of `meta` (its payload is ignored).
     pub fn append_record(&self, value: &T, meta: NewRecord<'_>) -> Result<u64> {
         let payload = self.encode(value)?;
-        Ok(self.topic.append_record(&NewRecord { payload: &payload, ..meta })?)
+        let version = self.version.to_le_bytes();
+        let r = self.versioned(NewRecord { payload: &payload, ..meta }, &version);
+        Ok(self.topic.append_record(&r)?)
+    }
+
+    /// `record` with this handle's schema version in its headers (none for version 1, so
+    /// version-1 records stay as they were before versions existed).
+    fn versioned<'a>(&self, mut record: NewRecord<'a>, version: &'a [u8; 4]) -> NewRecord<'a> {
+        record.headers.retain(|(n, _)| *n != SCHEMA_HEADER);
+        if self.version != SCHEMA_VERSION_DEFAULT {
+            record.headers.push((SCHEMA_HEADER, version));
+        }
+        record
     }
 
     /// Appends all `values` as one atomic batch (one write, at most one fsync).
     pub fn append_batch(&self, values: &[T]) -> Result<Range<u64>> {
         let payloads = values.iter().map(|v| self.encode(v)).collect::<Result<Vec<_>>>()?;
-        let records: Vec<NewRecord<'_>> = payloads.iter().map(|p| NewRecord::new(p)).collect();
+        let version = self.version.to_le_bytes();
+        let records: Vec<NewRecord<'_>> =
+            payloads.iter().map(|p| self.versioned(NewRecord::new(p), &version)).collect();
         Ok(self.topic.append_batch(&records)?)
+    }
+
+    /// Appends `value` with key `key` only if the key's newest record is still at
+    /// `expected_last_offset` (see [`Log::append_expecting_key`](crate::Log::append_expecting_key)).
+    pub fn append_expecting_key(&self, key: &[u8], expected_last_offset: Option<u64>, value: &T) -> Result<u64> {
+        let payload = self.encode(value)?;
+        let version = self.version.to_le_bytes();
+        let r = self.versioned(NewRecord::new(&payload), &version);
+        Ok(self.topic.append_expecting_key(key, expected_last_offset, &r)?)
+    }
+
+    /// The values of `key` from `from_offset` on, in offset order (see
+    /// [`Log::iter_key`](crate::Log::iter_key)), decoded (and upcast).
+    pub fn iter_key(&self, key: &[u8], from_offset: u64) -> impl Iterator<Item = Result<Typed<T>>> + '_ {
+        self.topic.iter_key(key, from_offset).map(move |r| r.map_err(Error::from).and_then(|r| self.decode(r)))
     }
 
     /// The value at `offset`, `Ok(None)` if there is no record there.

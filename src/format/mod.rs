@@ -1003,8 +1003,10 @@ pub mod reserved_headers {
     pub const TOMBSTONE: &str = "evlog.tombstone";
     /// When a scheduled job is to be delivered, ms since the epoch (i64 LE).
     pub const DELIVER_AT: &str = "evlog.deliver_at";
+    /// A typed record's schema version (u32 LE); absent means version 1.
+    pub const SCHEMA: &str = "evlog.schema";
     /// All of them, in FORMAT.md's order.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         PRODUCER_ID,
         SEQUENCE,
         DEAD_REASON,
@@ -1014,5 +1016,6 @@ pub mod reserved_headers {
         DEAD_DELIVERIES,
         TOMBSTONE,
         DELIVER_AT,
+        SCHEMA,
     ];
 }
