@@ -1005,8 +1005,11 @@ pub mod reserved_headers {
     pub const DELIVER_AT: &str = "evlog.deliver_at";
     /// A typed record's schema version (u32 LE); absent means version 1.
     pub const SCHEMA: &str = "evlog.schema";
+    /// The atomic append (its journal offset, u64 LE) a record belongs to; on a journal record
+    /// with an empty payload, the transaction it marks done.
+    pub const TXN: &str = "evlog.txn";
     /// All of them, in FORMAT.md's order.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         PRODUCER_ID,
         SEQUENCE,
         DEAD_REASON,
@@ -1017,5 +1020,6 @@ pub mod reserved_headers {
         TOMBSTONE,
         DELIVER_AT,
         SCHEMA,
+        TXN,
     ];
 }

@@ -985,6 +985,25 @@ impl Log {
         self.shared.enforce_budget()
     }
 
+    /// Checks `records` against this log's limits as `append_batch` would, writing nothing.
+    pub(crate) fn validate_batch(&self, records: &[NewRecord<'_>]) -> Result<()> {
+        // The `evlog.txn` header an atomic append adds (16 bytes with its name) must fit too.
+        let marked: Vec<NewRecord<'_>> = records
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.headers.push((format::reserved_headers::TXN, &[0u8; 8]));
+                r
+            })
+            .collect();
+        self.shared.validate(&marked).map(|_| ())
+    }
+
+    /// The durability this log's appends have.
+    pub fn durability(&self) -> Durability {
+        self.shared.opts.durability
+    }
+
     /// The log's disk budget, if it has one.
     pub fn budget(&self) -> Option<crate::Budget> {
         self.shared.budget()

@@ -153,27 +153,7 @@ impl Shared {
             return Ok(w.next_offset..w.next_offset);
         }
         // Validate everything before touching the file: a rejected batch writes nothing.
-        let capacity = self.segment_limit() - SEGMENT_HEADER_LEN as u64;
-        // A budget's smaller segments may hold less than `record_bytes_max`.
-        let body_max = self.opts.record_bytes_max.min(capacity - FRAME_HEADER_LEN as u64);
-        let mut total = 0u64;
-        let mut needs_now = false;
-        for r in records {
-            if let Some(k) = r.key.filter(|k| k.len() > KEY_BYTES_MAX) {
-                return Err(Error::KeyTooLarge { size: k.len(), max: KEY_BYTES_MAX });
-            }
-            let headers_len =
-                format::headers_block_len(&r.headers).map_err(|reason| Error::InvalidHeaders { reason })?;
-            let body = format::record_body_len(r.key, headers_len, r.payload);
-            if body > body_max {
-                return Err(Error::RecordTooLarge { size: body, max: body_max });
-            }
-            total += FRAME_HEADER_LEN as u64 + body;
-            needs_now |= r.timestamp.is_none();
-        }
-        if total > capacity {
-            return Err(Error::BatchTooLarge { size: total, max: capacity });
-        }
+        let (total, needs_now) = self.validate(records)?;
         let now = if needs_now { now_ms() } else { 0 };
 
         if self.opts.durability != Durability::Always {
@@ -291,6 +271,33 @@ impl Shared {
     pub(crate) fn ensure_active_map_locking(&self) -> Result<()> {
         let w = lock(self.writer()?);
         self.ensure_active_map(&w)
+    }
+
+    /// Checks records against the log's limits as an append would; returns their bytes and
+    /// whether one needs the time now.
+    pub(crate) fn validate(&self, records: &[NewRecord<'_>]) -> Result<(u64, bool)> {
+        let capacity = self.segment_limit() - SEGMENT_HEADER_LEN as u64;
+        // A budget's smaller segments may hold less than `record_bytes_max`.
+        let body_max = self.opts.record_bytes_max.min(capacity - FRAME_HEADER_LEN as u64);
+        let mut total = 0u64;
+        let mut needs_now = false;
+        for r in records {
+            if let Some(k) = r.key.filter(|k| k.len() > KEY_BYTES_MAX) {
+                return Err(Error::KeyTooLarge { size: k.len(), max: KEY_BYTES_MAX });
+            }
+            let headers_len =
+                format::headers_block_len(&r.headers).map_err(|reason| Error::InvalidHeaders { reason })?;
+            let body = format::record_body_len(r.key, headers_len, r.payload);
+            if body > body_max {
+                return Err(Error::RecordTooLarge { size: body, max: body_max });
+            }
+            total += FRAME_HEADER_LEN as u64 + body;
+            needs_now |= r.timestamp.is_none();
+        }
+        if total > capacity {
+            return Err(Error::BatchTooLarge { size: total, max: capacity });
+        }
+        Ok((total, needs_now))
     }
 
     /// The size at which the active segment rolls.

@@ -26,6 +26,7 @@ pub(crate) mod maintenance;
 pub(crate) mod metrics;
 pub(crate) mod registry;
 pub(crate) mod state;
+pub(crate) mod txn;
 
 use crate::error::{Error, Result};
 use crate::log::Log;
@@ -225,6 +226,8 @@ pub(crate) struct StoreInner {
     maintenance_stop: Arc<maintenance::Stop>,
     /// What maintenance did so far.
     maintenance_stats: Mutex<maintenance::MaintenanceStats>,
+    /// The atomic appends' journal, opened on first use (or at open, to roll forward).
+    journal: Mutex<Option<txn::Journal>>,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -295,6 +298,7 @@ impl Store {
             metric_samples: Mutex::new(HashMap::new()),
             maintenance_stop: Arc::default(),
             maintenance_stats: Mutex::default(),
+            journal: Mutex::new(None),
             _lock: lock,
         });
         if let Some(interval) = inner.opts.maintenance_interval {
@@ -302,6 +306,7 @@ impl Store {
         }
         let store = Store { inner };
         store.finish_deletions()?;
+        store.recover_atomic_appends()?;
         store.remove_leftover_replay_runs()?;
         Ok(store)
     }
