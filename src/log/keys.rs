@@ -355,12 +355,9 @@ impl Shared {
         segs
     }
 
-    /// The newest offset of `key` among the records written so far, the writer lock held by
-    /// the caller and the active segment's key map built: what `append_expecting_key` compares.
-    pub(crate) fn last_offset_for_key_written(&self, active: &Active, key: &[u8]) -> Result<Option<u64>> {
-        if let Some(o) = lock(&active.index).keys.as_ref().and_then(|m| m.newest(key)) {
-            return Ok(Some(o));
-        }
+    /// The newest offset of `key` in the sealed segments (what `append_expecting_key` compares
+    /// with when the active segment has no record of the key).
+    pub(crate) fn last_offset_for_key_sealed(&self, key: &[u8]) -> Result<Option<u64>> {
         let bases = self.view().bases.clone();
         let sealed: Vec<(u64, u64)> = consecutive(&bases).collect();
         for (base, end) in sealed.into_iter().rev() {

@@ -245,8 +245,18 @@ impl Shared {
                 Err(Error::OffsetMismatch { topic: topic(), expected, actual: w.next_offset })
             }
             Expect::KeyLast(key, expected) => {
-                self.ensure_active_map(w)?;
-                let actual = self.last_offset_for_key_written(&w.active, key)?;
+                // One look at the active segment's map (built on the first such append).
+                let in_active = {
+                    let mut ix = lock(&w.active.index);
+                    if ix.keys.is_none() {
+                        ix.keys = Some(crate::log::keys::build_active_map(self, &w.active, w.position)?);
+                    }
+                    ix.keys.as_ref().and_then(|m| m.newest(key))
+                };
+                let actual = match in_active {
+                    Some(o) => Some(o),
+                    None => self.last_offset_for_key_sealed(key)?,
+                };
                 if actual == expected {
                     Ok(())
                 } else {
