@@ -9,8 +9,8 @@ use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::log::compress::CompressedSegment;
 use crate::log::index::{self, IndexBuilder, LoadedIndex};
-use crate::log::segment::{self, FrameCursor, Source};
-use crate::storage::{OpenMode, SharedBytes, Storage, StorageFile};
+use crate::log::segment::{self, FrameCursor, SealedFile, Source};
+use crate::storage::{OpenMode, SharedBytes, Storage};
 
 /// Read size of an index rebuild's scan.
 const REBUILD_CHUNK_BYTES: usize = 1 << 20;
@@ -129,16 +129,12 @@ impl SegmentCache {
 fn load(storage: &dyn Storage, dir: &Path, base: u64, end_offset: u64, write_index: bool) -> Result<(Sealed, bool)> {
     let path = dir.join(format::segment_file_name(base));
     let file = storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
-    let flags = segment::check_header(file.as_ref(), &path, base)?;
-    let compacted = flags & format::SEGMENT_FLAG_COMPACTED != 0;
-    let (data, compressed, len) = if flags & format::SEGMENT_FLAG_COMPRESSED != 0 {
-        let c = CompressedSegment::open(file.clone(), &path)?;
-        let len = c.len;
-        (SharedBytes::from_vec(Vec::new()), Some(Arc::new(c)), len)
-    } else {
-        let data = file.map(crate::storage::INTERNAL).map_err(|e| Error::io("map", &path, e))?;
-        let len = data.len() as u64;
-        (data, None, len)
+    let sealed_file = SealedFile::open(file.clone(), &path, base)?;
+    let (compacted, len) = (sealed_file.gaps, sealed_file.len);
+    // A compressed segment is never mapped: its blocks are read when needed.
+    let data = match &sealed_file.compressed {
+        Some(_) => SharedBytes::from_vec(Vec::new()),
+        None => file.map(crate::storage::INTERNAL).map_err(|e| Error::io("map", &path, e))?,
     };
     let expected_records = end_offset - base;
     // A compacted segment holds fewer records than its offsets span.
@@ -146,28 +142,23 @@ fn load(storage: &dyn Storage, dir: &Path, base: u64, end_offset: u64, write_ind
     let (index, rebuilt) = match LoadedIndex::load(storage, dir, base, true) {
         Some(ix) if ix.header.covered_bytes == len && count_fits(ix.header.record_count) => (ix, false),
         _ => {
-            let b = rebuild(file.clone(), &path, base, end_offset, compacted)?;
+            let b = rebuild(&sealed_file, base, end_offset)?;
             if write_index {
                 index::write_index_files(storage, dir, &b);
             }
             (LoadedIndex::from_builder(&b), true)
         }
     };
-    Ok((Sealed { end_offset, path, data, index, compacted, compressed }, rebuilt))
+    Ok((Sealed { end_offset, path, data, index, compacted, compressed: sealed_file.compressed }, rebuilt))
 }
 
 /// Scans a whole sealed segment of `len` bytes with `pread` (not its map: a file cut short
 /// under it is then an error, never `SIGBUS`), verifying every frame, and builds its index.
-fn rebuild(
-    file: Arc<dyn StorageFile>,
-    path: &Path,
-    base: u64,
-    end_offset: u64,
-    compacted: bool,
-) -> Result<IndexBuilder> {
+fn rebuild(sealed_file: &SealedFile, base: u64, end_offset: u64) -> Result<IndexBuilder> {
+    let (path, compacted) = (&sealed_file.path, sealed_file.gaps);
     // Interval of the rebuilt index: the default granule; sealed indexes need not match options.
     let mut b = IndexBuilder::new(base, 4096);
-    let mut cursor = segment::sealed_cursor(file, path, base, SEGMENT_HEADER_LEN as u64, REBUILD_CHUNK_BYTES)?;
+    let mut cursor = sealed_file.cursor(SEGMENT_HEADER_LEN as u64, REBUILD_CHUNK_BYTES);
     let scan = segment::scan_batches(&mut cursor, base, base, |rel, pos, len, ts| b.push(rel, pos, len, ts))?;
     // The offset expected where scanning stopped: after the complete batches and any pending frames.
     let next = scan.complete_next + scan.pending;

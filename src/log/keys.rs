@@ -17,15 +17,13 @@
 
 use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, INDEX_HEADER_LEN, KEY_ENTRY_LEN, KEY_INDEX_MAGIC, SEGMENT_HEADER_LEN};
-use crate::log::compress::CompressedSegment;
 use crate::log::index::IndexBuilder;
 use crate::log::record::Record;
-use crate::log::segment::{self, FrameCursor, RawStep, Source, Step};
+use crate::log::segment::{FrameCursor, RawStep, SealedFile, Source, Step};
 use crate::log::{Active, Log, Shared, consecutive, lock};
-use crate::storage::{OpenMode, SharedBytes, StorageFile};
+use crate::storage::{OpenMode, SharedBytes};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Read size of a key index rebuild's scan.
@@ -155,46 +153,10 @@ pub(crate) fn write_at_roll(s: &Shared, ix: &IndexBuilder) {
     }
 }
 
-/// A sealed segment opened to fetch single records: plain (`pread`) or compressed.
-struct SegmentReader {
-    file: Arc<dyn StorageFile>,
-    path: PathBuf,
-    /// Length of the (uncompressed) segment.
-    len: u64,
-    gaps: bool,
-    compressed: Option<Arc<CompressedSegment>>,
-}
-
-impl SegmentReader {
-    fn open(s: &Shared, base: u64) -> Result<SegmentReader> {
-        let path = s.dir.join(format::segment_file_name(base));
-        let file = s.opts.storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
-        let flags = segment::check_header(file.as_ref(), &path, base)?;
-        let compressed = if flags & format::SEGMENT_FLAG_COMPRESSED != 0 {
-            Some(Arc::new(CompressedSegment::open(file.clone(), &path)?))
-        } else {
-            None
-        };
-        let len = match &compressed {
-            Some(c) => c.len,
-            None => file.len().map_err(|e| Error::io("stat", &path, e))?,
-        };
-        Ok(SegmentReader { file, path, len, gaps: flags & format::SEGMENT_FLAG_COMPACTED != 0, compressed })
-    }
-
-    fn cursor(&self, pos: u64, chunk_bytes: usize) -> FrameCursor {
-        let source = match &self.compressed {
-            Some(c) => Source::Compressed(c.clone()),
-            None => Source::File(self.file.clone(), None),
-        };
-        FrameCursor::new(source, self.path.clone(), pos, self.len, chunk_bytes).with_gaps(self.gaps)
-    }
-}
-
 impl Shared {
     /// Segment `base`'s key index file, checked (mapped from its file, or rebuilt by a scan and
     /// written); its entries follow the `INDEX_HEADER_LEN`-byte header.
-    fn key_index(&self, base: u64, reader: &SegmentReader) -> Result<SharedBytes> {
+    fn key_index(&self, base: u64, reader: &SealedFile) -> Result<SharedBytes> {
         if let Some(k) = lock(&self.key_indexes).get(&base) {
             return Ok(k.clone());
         }
@@ -304,7 +266,9 @@ fn segment_records(s: &Shared, seg: &Seg, key: &[u8], from: u64) -> Result<Vec<R
     let mut out = Vec::new();
     match seg {
         Seg::Sealed { base, .. } => {
-            let reader = SegmentReader::open(s, *base)?;
+            let path = s.dir.join(format::segment_file_name(*base));
+            let file = s.opts.storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
+            let reader = SealedFile::open(file, &path, *base)?;
             let file = s.key_index(*base, &reader)?;
             for (rel, pos) in candidates(file.get(INDEX_HEADER_LEN..).unwrap_or_default(), h) {
                 let offset = base + u64::from(rel);

@@ -71,17 +71,48 @@ pub(crate) fn sealed_cursor(
     pos: u64,
     chunk_bytes: usize,
 ) -> Result<FrameCursor> {
-    let flags = check_header(file.as_ref(), path, base)?;
-    let gaps = flags & format::SEGMENT_FLAG_COMPACTED != 0;
-    let (source, end) = if flags & format::SEGMENT_FLAG_COMPRESSED != 0 {
-        let seg = CompressedSegment::open(file, path)?;
-        let end = seg.len;
-        (Source::Compressed(Arc::new(seg)), end)
-    } else {
-        let end = file.len().map_err(|e| Error::io("stat", path, e))?;
-        (Source::File(file, None), end)
-    };
-    Ok(FrameCursor::new(source, path.to_path_buf(), pos, end, chunk_bytes).with_gaps(gaps))
+    Ok(SealedFile::open(file, path, base)?.cursor(pos, chunk_bytes))
+}
+
+/// A sealed segment's file as its header describes it: plain or compressed, with or without
+/// gaps; what every reader of a sealed file builds its cursors from.
+#[derive(Debug, Clone)]
+pub(crate) struct SealedFile {
+    pub file: Arc<dyn StorageFile>,
+    pub path: std::path::PathBuf,
+    /// Length of the (uncompressed) segment.
+    pub len: u64,
+    /// Compacted: offsets may have gaps.
+    pub gaps: bool,
+    /// The block table, when compressed.
+    pub compressed: Option<Arc<CompressedSegment>>,
+}
+
+impl SealedFile {
+    /// Reads the header of segment `base` in `file` (and a compressed one's block table).
+    pub fn open(file: Arc<dyn StorageFile>, path: &Path, base: u64) -> Result<SealedFile> {
+        let flags = check_header(file.as_ref(), path, base)?;
+        let compressed = if flags & format::SEGMENT_FLAG_COMPRESSED != 0 {
+            Some(Arc::new(CompressedSegment::open(file.clone(), path)?))
+        } else {
+            None
+        };
+        let len = match &compressed {
+            Some(c) => c.len,
+            None => file.len().map_err(|e| Error::io("stat", path, e))?,
+        };
+        let gaps = flags & format::SEGMENT_FLAG_COMPACTED != 0;
+        Ok(SealedFile { file, path: path.to_path_buf(), len, gaps, compressed })
+    }
+
+    /// A cursor from `pos`: decompressing block by block, or with `pread`, `chunk_bytes` at a time.
+    pub fn cursor(&self, pos: u64, chunk_bytes: usize) -> FrameCursor {
+        let source = match &self.compressed {
+            Some(c) => Source::Compressed(c.clone()),
+            None => Source::File(self.file.clone(), None),
+        };
+        FrameCursor::new(source, self.path.clone(), pos, self.len, chunk_bytes).with_gaps(self.gaps)
+    }
 }
 
 /// One step of a cursor.
