@@ -986,6 +986,7 @@ impl Log {
     }
 
     /// Checks `records` against this log's limits as `append_batch` would, writing nothing.
+    #[cfg(feature = "store")]
     pub(crate) fn validate_batch(&self, records: &[NewRecord<'_>]) -> Result<()> {
         // The `evlog.txn` header an atomic append adds (16 bytes with its name) must fit too.
         let marked: Vec<NewRecord<'_>> = records
