@@ -54,32 +54,42 @@ impl Hasher for Prehashed {
 
 type ByHash<V> = HashMap<u64, V, BuildHasherDefault<Prehashed>>;
 
-/// The active segment's keyed records.
+/// The active segment's keyed records: by key hash, one lookup per append.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct KeyMap {
-    /// Key hash → (relative offset, position), in offset order.
-    positions: ByHash<Vec<(u32, u32)>>,
-    /// Key hash → (key, newest offset) for each distinct key with that hash.
-    newest: ByHash<Vec<(Box<[u8]>, u64)>>,
+    by_hash: ByHash<HashSlot>,
+}
+
+/// The records of the keys with one hash.
+#[derive(Debug, Default, Clone)]
+struct HashSlot {
+    /// (relative offset, position) of each record, in offset order.
+    positions: Vec<(u32, u32)>,
+    /// Each distinct key with this hash and its newest offset.
+    newest: Vec<(Box<[u8]>, u64)>,
 }
 
 impl KeyMap {
     /// Notes the record at `offset` (relative `rel`, byte `pos`) with key `key`.
     pub fn note(&mut self, key: &[u8], base: u64, rel: u32, pos: u32) {
-        let h = format::key_hash(key);
-        self.positions.entry(h).or_default().push((rel, pos));
-        let keys = self.newest.entry(h).or_default();
+        let slot = self.by_hash.entry(format::key_hash(key)).or_default();
+        slot.positions.push((rel, pos));
         let offset = base + u64::from(rel);
-        match keys.iter_mut().find(|(k, _)| &**k == key) {
+        match slot.newest.iter_mut().find(|(k, _)| &**k == key) {
             Some(e) => e.1 = offset,
-            None => keys.push((key.into(), offset)),
+            None => slot.newest.push((key.into(), offset)),
         }
     }
 
     /// The newest offset of `key` in the segment.
     pub fn newest(&self, key: &[u8]) -> Option<u64> {
-        let keys = self.newest.get(&format::key_hash(key))?;
-        keys.iter().find(|(k, _)| &**k == key).map(|e| e.1)
+        let slot = self.by_hash.get(&format::key_hash(key))?;
+        slot.newest.iter().find(|(k, _)| &**k == key).map(|e| e.1)
+    }
+
+    /// (relative offset, position) of the records whose key has hash `h`.
+    fn positions(&self, h: u64) -> Vec<(u32, u32)> {
+        self.by_hash.get(&h).map(|s| s.positions.clone()).unwrap_or_default()
     }
 }
 
@@ -148,7 +158,8 @@ fn write_key_index(s: &Shared, base: u64, bytes: &[u8]) {
 /// At a roll: writes the sealed segment's key index from its key map, if one was built.
 pub(crate) fn write_at_roll(s: &Shared, ix: &IndexBuilder) {
     if let Some(map) = &ix.keys {
-        let entries = map.positions.iter().flat_map(|(&h, v)| v.iter().map(move |&(rel, pos)| (h, rel, pos))).collect();
+        let entries =
+            map.by_hash.iter().flat_map(|(&h, s)| s.positions.iter().map(move |&(rel, pos)| (h, rel, pos))).collect();
         write_key_index(s, ix.base_offset(), &encode_key_index(&ix.header_with_entries(0), entries));
     }
 }
@@ -299,14 +310,14 @@ fn segment_records(s: &Shared, seg: &Seg, key: &[u8], from: u64) -> Result<Vec<R
 /// (by a scan up to `end`; a read-only handle scans each time, its writer is elsewhere).
 fn active_candidates(s: &Shared, active: &Active, end: u64, h: u64) -> Result<Vec<(u32, u32)>> {
     if s.read_only {
-        return Ok(build_active_map(s, active, end)?.positions.remove(&h).unwrap_or_default());
+        return Ok(build_active_map(s, active, end)?.positions(h));
     }
     if lock(&active.index).keys.is_none() {
         // Built under the writer lock, so no append slips between the scan and the map.
         s.ensure_active_map_locking()?;
     }
     let ix = lock(&active.index);
-    Ok(ix.keys.as_ref().and_then(|m| m.positions.get(&h).cloned()).unwrap_or_default())
+    Ok(ix.keys.as_ref().map(|m| m.positions(h)).unwrap_or_default())
 }
 
 impl Shared {
