@@ -56,6 +56,10 @@ fn a_maintenance_pass_applies_retention_budgets_and_compaction_and_counts_what_i
     assert!(pass.segments_compressed > 0, "{pass:?}");
     assert!(store.topic("state").expect("t").size_bytes().expect("size") < before.1);
     assert_eq!(store.maintenance_stats(), pass, "the store's totals after one pass");
+    // Per topic, in `Store::stats`.
+    let state = store.stats("state").expect("stats").maintenance;
+    assert!(state.passes == 1 && state.segments_compacted > 0 && state.retention_records_removed == 0, "{state:?}");
+    assert!(store.stats("old").expect("stats").maintenance.retention_records_removed > 1_000);
 }
 
 #[test]

@@ -39,6 +39,23 @@ pub struct MaintenanceStats {
     pub last_error: Option<String>,
 }
 
+impl MaintenanceStats {
+    /// Adds `other`'s counts to these (its last error, if any, becomes the last one).
+    fn add(&mut self, other: &MaintenanceStats) {
+        self.passes += other.passes;
+        self.retention_records_removed += other.retention_records_removed;
+        self.budget_records_removed += other.budget_records_removed;
+        self.segments_compacted += other.segments_compacted;
+        self.compaction_bytes_freed += other.compaction_bytes_freed;
+        self.segments_compressed += other.segments_compressed;
+        self.compression_bytes_freed += other.compression_bytes_freed;
+        self.errors += other.errors;
+        if other.last_error.is_some() {
+            self.last_error.clone_from(&other.last_error);
+        }
+    }
+}
+
 /// The stop signal shared by the store and its maintenance thread.
 #[derive(Debug, Default)]
 pub(crate) struct Stop {
@@ -85,23 +102,16 @@ impl Store {
         names.sort();
         let mut pass = MaintenanceStats { passes: 1, ..MaintenanceStats::default() };
         for name in names {
-            if let Err(e) = self.maintain_topic(&name, &mut pass) {
-                pass.errors += 1;
-                pass.last_error = Some(format!("topic {name:?}: {e}"));
+            let mut one = MaintenanceStats { passes: 1, ..MaintenanceStats::default() };
+            if let Err(e) = self.maintain_topic(&name, &mut one) {
+                one.errors += 1;
+                one.last_error = Some(format!("topic {name:?}: {e}"));
             }
+            lock(&self.inner().maintenance_by_topic).entry(name).or_default().add(&one);
+            one.passes = 0;
+            pass.add(&one);
         }
-        let mut total = lock(&self.inner().maintenance_stats);
-        total.passes += pass.passes;
-        total.retention_records_removed += pass.retention_records_removed;
-        total.budget_records_removed += pass.budget_records_removed;
-        total.segments_compacted += pass.segments_compacted;
-        total.compaction_bytes_freed += pass.compaction_bytes_freed;
-        total.segments_compressed += pass.segments_compressed;
-        total.compression_bytes_freed += pass.compression_bytes_freed;
-        total.errors += pass.errors;
-        if pass.last_error.is_some() {
-            total.last_error.clone_from(&pass.last_error);
-        }
+        lock(&self.inner().maintenance_stats).add(&pass);
         Ok(pass)
     }
 

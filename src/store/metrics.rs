@@ -34,6 +34,9 @@ pub struct TopicStats {
     pub counters: LogStats,
     /// Every consumer group of the topic.
     pub groups: Vec<GroupStats>,
+    /// What background maintenance (or `run_maintenance`) did to this topic since the store
+    /// opened: records removed by retention and budgets, segments compacted and compressed.
+    pub maintenance: crate::MaintenanceStats,
 }
 
 /// One consumer group's figures at one moment.
@@ -94,6 +97,7 @@ impl Store {
             append_rate,
             counters: t.stats(),
             groups,
+            maintenance: lock(&self.inner().maintenance_by_topic).get(topic).cloned().unwrap_or_default(),
         })
     }
 }

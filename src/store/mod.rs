@@ -224,8 +224,9 @@ pub(crate) struct StoreInner {
     pub metric_samples: Mutex<HashMap<String, (std::time::Instant, u64)>>,
     /// Stops the maintenance thread when the store goes.
     maintenance_stop: Arc<maintenance::Stop>,
-    /// What maintenance did so far.
+    /// What maintenance did so far, in all and per topic.
     maintenance_stats: Mutex<maintenance::MaintenanceStats>,
+    maintenance_by_topic: Mutex<HashMap<String, maintenance::MaintenanceStats>>,
     /// The atomic appends' journal, opened on first use (or at open, to roll forward).
     journal: Mutex<Option<txn::Journal>>,
     _lock: Box<dyn LockGuard>,
@@ -298,6 +299,7 @@ impl Store {
             metric_samples: Mutex::new(HashMap::new()),
             maintenance_stop: Arc::default(),
             maintenance_stats: Mutex::default(),
+            maintenance_by_topic: Mutex::default(),
             journal: Mutex::new(None),
             _lock: lock,
         });
