@@ -280,17 +280,20 @@ impl LoadedIndex {
 /// none), which `LoadedIndex::load` checks against the segment and recovery rebuilds.
 pub(crate) fn write_index_files(storage: &dyn Storage, dir: &Path, b: &IndexBuilder) {
     let (o, t) = b.encode();
-    for (name, bytes) in
-        [(format::offset_index_file_name(b.base_offset), o), (format::time_index_file_name(b.base_offset), t)]
-    {
-        let tmp = dir.join(format!("{name}.tmp"));
-        let ok = storage
-            .open(&tmp, OpenMode::CreateTruncate)
-            .and_then(|f| f.write_all_at(&bytes, 0).and_then(|()| f.sync_data()))
-            .and_then(|()| storage.rename(&tmp, &dir.join(&name)));
-        if ok.is_err() {
-            let _ = storage.remove_file(&tmp);
-        }
+    write_cache_file(storage, dir, &format::offset_index_file_name(b.base_offset), &o);
+    write_cache_file(storage, dir, &format::time_index_file_name(b.base_offset), &t);
+}
+
+/// Writes one index-like cache file: to `<name>.tmp`, fdatasynced, renamed into place (no
+/// directory fsync: see `write_index_files`). Best effort.
+pub(crate) fn write_cache_file(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let ok = storage
+        .open(&tmp, OpenMode::CreateTruncate)
+        .and_then(|f| f.write_all_at(bytes, 0).and_then(|()| f.sync_data()))
+        .and_then(|()| storage.rename(&tmp, &dir.join(name)));
+    if ok.is_err() {
+        let _ = storage.remove_file(&tmp);
     }
 }
 

@@ -143,16 +143,7 @@ fn encode_key_index(header: &format::IndexHeader, mut entries: Vec<(u64, u32, u3
 /// Writes `<base>.keyindex` like the other index files (temporary name, fdatasync, rename;
 /// best effort: a cache).
 fn write_key_index(s: &Shared, base: u64, bytes: &[u8]) {
-    let name = format::key_index_file_name(base);
-    let tmp = s.dir.join(format!("{name}.tmp"));
-    let storage = s.opts.storage.as_ref();
-    let ok = storage
-        .open(&tmp, OpenMode::CreateTruncate)
-        .and_then(|f| f.write_all_at(bytes, 0).and_then(|()| f.sync_data()))
-        .and_then(|()| storage.rename(&tmp, &s.dir.join(&name)));
-    if ok.is_err() {
-        let _ = storage.remove_file(&tmp);
-    }
+    crate::log::index::write_cache_file(s.opts.storage.as_ref(), &s.dir, &format::key_index_file_name(base), bytes);
 }
 
 /// At a roll: writes the sealed segment's key index from its key map, if one was built.
