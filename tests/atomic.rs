@@ -175,3 +175,46 @@ fn a_killed_process_never_leaves_an_atomic_append_half_done() {
     }
     assert!(!acked.is_empty());
 }
+
+#[test]
+fn a_replay_beside_atomic_appends_sees_each_one_whole_or_not_at_all() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), options(Arc::new(RealStorage), Durability::Os)).expect("store");
+    for t in ["left", "right"] {
+        store.topic(t).expect("topic");
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..400u64 {
+                let p = format!("txn {i}").into_bytes();
+                let records = [
+                    ("left", NewRecord::new(&p).timestamp(i as i64)),
+                    ("right", NewRecord::new(&p).timestamp(i as i64)),
+                ];
+                store.append_atomic(&records).expect("atomic");
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        // A live replay from the start: every transaction arrives, both parts, once.
+        let live = s.spawn(|| {
+            let mut parts: HashMap<Vec<u8>, usize> = HashMap::new();
+            let mut r = store.replay(&["left", "right"]).then_live().start().expect("replay");
+            while parts.len() < 400 || parts.values().any(|&n| n < 2) {
+                let e = r.next().expect("live never ends").expect("event");
+                *parts.entry(e.payload.to_vec()).or_default() += 1;
+            }
+            assert!(parts.values().all(|&n| n == 2), "{parts:?}");
+        });
+        let mut replays = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) || replays < 3 {
+            let mut parts: HashMap<Vec<u8>, usize> = HashMap::new();
+            for e in store.replay(&["left", "right"]).start().expect("replay") {
+                *parts.entry(e.expect("event").payload.to_vec()).or_default() += 1;
+            }
+            assert!(parts.values().all(|&n| n == 2), "a replay saw part of an atomic append: {parts:?}");
+            replays += 1;
+        }
+        live.join().expect("live replay");
+    });
+}

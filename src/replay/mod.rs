@@ -226,7 +226,8 @@ impl ReplayBuilder {
                 }
                 p.ends.clone()
             }
-            None => topics.iter().map(|t| t.next_offset()).collect(),
+            // A cut between atomic appends: history never holds part of one.
+            None => self.store.consistent_ends(&topics),
         };
         let resume_after = saved.and_then(|p| p.last);
         let from = self.from.unwrap_or(i64::MIN);
@@ -256,6 +257,8 @@ impl ReplayBuilder {
             stats,
             spill_dir: None,
             live: self.live.then(Vec::new),
+            live_cut: Vec::new(),
+            live_held: Vec::new(),
             failed: false,
             pace: None,
             held_bytes: 0,
@@ -540,6 +543,10 @@ pub struct Replay {
     spill_dir: Option<PathBuf>,
     /// `then_live`: per-topic iterators from the history ends, created when history is over.
     live: Option<Vec<Iter>>,
+    /// Live phase: how far each topic may be read (a cut between atomic appends, moved on
+    /// when every topic is read up to it), and a record read past its cut, held for the next.
+    live_cut: Vec<u64>,
+    live_held: Vec<Option<crate::log::record::Record>>,
     failed: bool,
     pace: Option<Pace>,
     /// Streaming path: bytes of the records waiting for the watermark.
@@ -817,6 +824,8 @@ impl Replay {
         let Some(iters) = &mut self.live else { return Ok(LiveStep::End) };
         if iters.is_empty() {
             *iters = self.topics.iter().zip(&self.ends).map(|(t, &e)| t.iter(e)).collect();
+            self.live_cut = self.ends.clone();
+            self.live_held = vec![None; self.topics.len()];
         }
         loop {
             // Read the generation before looking, so an append in between still wakes the wait.
@@ -824,12 +833,30 @@ impl Replay {
             let iters = self.live.as_mut().map_or(&mut [][..], |v| &mut v[..]);
             let mut found = None;
             for (rank, it) in iters.iter_mut().enumerate() {
-                if let Some(r) = it.next() {
-                    found = Some((rank, r?));
+                let cut = self.live_cut.get(rank).copied().unwrap_or(0);
+                let Some(held) = self.live_held.get_mut(rank) else { continue };
+                let r = match held.take() {
+                    Some(r) => r,
+                    None => match it.next() {
+                        Some(r) => r?,
+                        None => continue,
+                    },
+                };
+                // Only below the cut: past it, an atomic append may still be half applied.
+                if r.offset() < cut {
+                    found = Some((rank, r));
                     break;
                 }
+                *held = Some(r);
             }
-            let Some((rank, r)) = found else { return Ok(LiveStep::Wait(generation)) };
+            let Some((rank, r)) = found else {
+                let cut = self.store.consistent_ends(&self.topics);
+                if cut != self.live_cut {
+                    self.live_cut = cut;
+                    continue;
+                }
+                return Ok(LiveStep::Wait(generation));
+            };
             let key = (r.timestamp(), rank as u16, r.offset());
             let e = Entry { key, record_key: r.key().map(Box::from), payload: r.payload_bytes() };
             if e.key.0 < self.from || e.key.0 >= self.to {

@@ -15,9 +15,10 @@
 //!
 //! Nothing reaches a topic before its transaction is committed, so no reader or consumer ever
 //! sees a record that a crash could take back; after a crash the roll-forward completes what was
-//! committed. While a transaction is applied, each topic's part becomes visible when its batch
-//! is published: a reader of one topic may see its part a moment before a reader of another
-//! sees theirs (each part is whole, and the rest is committed and follows).
+//! committed. A reader of one topic sees its part whole (one batch). A replay across topics reads
+//! each topic only up to a cut taken between atomic appends (`consistent_ends`, under the lock
+//! an atomic append holds from its commit to its done marker), in its history and in its live
+//! tail, so it never sees part of one.
 
 use crate::error::{Error, Result};
 use crate::format::{self, reserved_headers::TXN};
@@ -193,6 +194,14 @@ impl Store {
         }
         mark_done(j, id)?;
         Ok(offsets)
+    }
+
+    /// The next offset of each of `topics` at one moment between atomic appends (taken under
+    /// the lock an atomic append holds from its commit to the end of its application): a reader
+    /// that reads each topic up to its cut sees every atomic append whole or not at all.
+    pub(crate) fn consistent_ends(&self, topics: &[std::sync::Arc<crate::store::Topic>]) -> Vec<u64> {
+        let _between = lock(&self.inner().journal);
+        topics.iter().map(|t| t.next_offset()).collect()
     }
 
     /// Rolls forward every committed transaction that is not marked done (a crash came between
