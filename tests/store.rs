@@ -612,3 +612,18 @@ fn a_committed_offset_that_does_not_decode_is_an_error_naming_the_key_never_a_si
     let mut c = store.consumer("billing", "orders", ConsumerOptions::default()).expect("consumer");
     assert_eq!(offsets(&c.poll(10, NONE).expect("poll")), vec![1, 2]);
 }
+
+#[test]
+fn a_store_dropped_and_reopened_at_once_in_the_same_process_opens_every_time() {
+    // sled lets go of its lock a moment after the last handle; the store waits for that
+    // instead of reporting itself locked.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for round in 0..20u64 {
+        let store = Store::open(tmp.path(), StoreOptions::default()).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let t = store.topic("t").expect("topic");
+        t.append(&round.to_le_bytes()).expect("append");
+        let mut c = store.consumer("g", "t", evlog::ConsumerOptions::default()).expect("consumer");
+        assert_eq!(c.poll(100, std::time::Duration::ZERO).expect("poll").len(), 1, "round {round}");
+        c.commit().expect("commit");
+    }
+}

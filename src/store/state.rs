@@ -30,6 +30,10 @@ const GROUPS_TREE: &str = "groups";
 const STATE_TREE_PREFIX: &str = "state:";
 const REPLAYS_TREE: &str = "replays";
 const QUEUE_TREE_PREFIX: &str = "queue:";
+/// Longest `StateDb::open` waits for sled's lock to be let go by a store just dropped in this
+/// process (sled's flusher holds it for up to one flush period, 500 ms).
+const SLED_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Key of a queue's head (floor and cursor) in its tree; entries use 8-byte big-endian offsets
 /// as keys, ack chunks 9-byte keys (FORMAT.md § Consumer database).
 const QUEUE_HEAD_KEY: &[u8] = b"head";
@@ -231,12 +235,22 @@ impl StateTx<'_> {
 
 impl StateDb {
     pub fn open(path: &Path, storage: Arc<dyn Storage>) -> Result<Self> {
-        let db = sled::Config::new().path(path).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                Error::Locked { path: path.to_path_buf() }
+        let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock"));
+        // The caller holds the store's own lock, so the only holder of sled's can be a store this
+        // process just dropped: sled's background flusher lets go of the file a moment after the
+        // last handle (up to its 500 ms flush period). Wait for that, boundedly, rather than
+        // report a store that is not in use as locked.
+        let deadline = std::time::Instant::now() + SLED_RELEASE_WAIT;
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(e) if locked(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) if locked(&e) => return Err(Error::Locked { path: path.to_path_buf() }),
+                Err(e) => return Err(sled_err("open", path, e)),
             }
-            e => sled_err("open", path, e),
-        })?;
+        };
         let groups = db.open_tree(GROUPS_TREE).map_err(|e| sled_err("open tree", path, e))?;
         let state = StateDb {
             path: path.to_path_buf(),
