@@ -81,6 +81,18 @@ pub struct CompactReport {
     pub records_untracked: u64,
 }
 
+impl CompactReport {
+    /// Adds one segment's figures (records, bytes, tombstones, whether it was rewritten).
+    fn add_segment(&mut self, r: &CompactReport) {
+        self.records_before += r.records_before;
+        self.records_after += r.records_after;
+        self.bytes_before += r.bytes_before;
+        self.bytes_after += r.bytes_after;
+        self.tombstones_removed += r.tombstones_removed;
+        self.segments_rewritten += r.segments_rewritten;
+    }
+}
+
 /// The newest offset of each key, over the log as it was when compaction began.
 struct Newest {
     offsets: HashMap<Box<[u8]>, u64>,
@@ -142,13 +154,7 @@ impl Log {
         let retention_ms = i64::try_from(opts.tombstone_retention.as_millis()).unwrap_or(i64::MAX);
         let cutoff = crate::clock::now_ms().saturating_sub(retention_ms);
         for (base, end) in sealed {
-            let r = rewrite(s, base, end, &newest, cutoff)?;
-            report.records_before += r.records_before;
-            report.records_after += r.records_after;
-            report.bytes_before += r.bytes_before;
-            report.bytes_after += r.bytes_after;
-            report.tombstones_removed += r.tombstones_removed;
-            report.segments_rewritten += r.segments_rewritten;
+            report.add_segment(&rewrite(s, base, end, &newest, cutoff)?);
         }
         Ok(report)
     }
