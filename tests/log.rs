@@ -895,3 +895,41 @@ fn a_roll_that_finds_no_room_for_its_new_segment_fails_cleanly_and_loses_nothing
     let log = Log::open(dir(), o).expect("reopen after a power cut");
     assert_eq!(all_payloads(&log), acknowledged);
 }
+
+#[test]
+fn segments_sealed_while_space_is_allocated_in_the_background_end_at_their_last_frame() {
+    // On a real file system the next chunk of the active segment is allocated by a background
+    // thread; a roll or a close must wait for it and cut everything past the last frame, so a
+    // sealed segment holds frames only and a clean reopen finds no zeros to cut.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut o = Options::with_durability(Durability::Os);
+    o.segment_bytes_max = 256 << 10;
+    o.preallocate_bytes = 64 << 10;
+    o.record_bytes_max = 4096;
+    let payload = [b'e'; 200];
+    let frame = (evlog::format::FRAME_HEADER_LEN + payload.len()) as u64;
+    let log = Log::open(tmp.path(), o.clone()).expect("open");
+    assert!(log.stats().mapped_writes, "appends go through the map on this file system");
+    let n = 10_000u64;
+    for _ in 0..n {
+        log.append(&payload).expect("append");
+    }
+    log.close().expect("close");
+    let mut frames = 0;
+    let mut segments = 0;
+    for entry in std::fs::read_dir(tmp.path()).expect("list") {
+        let path = entry.expect("entry").path();
+        if path.to_string_lossy().ends_with(evlog::format::SEGMENT_SUFFIX) {
+            let len = std::fs::metadata(&path).expect("stat").len() - evlog::format::SEGMENT_HEADER_LEN as u64;
+            assert_eq!(len % frame, 0, "{} ends inside a frame or in zeros", path.display());
+            frames += len / frame;
+            segments += 1;
+        }
+    }
+    assert!(segments > 5, "the log rolled ({segments} segments)");
+    assert_eq!(frames, n, "the segments hold every frame and nothing else");
+    let log = Log::open(tmp.path(), o).expect("reopen");
+    let rep = log.recovery_report().clone();
+    assert!(rep.zero_tail_bytes == 0 && rep.truncated_bytes == 0, "{rep:?}");
+    assert_eq!(log.next_offset(), n);
+}

@@ -63,8 +63,9 @@ pub struct Options {
     pub checkpoint_interval_bytes: u64,
     /// Space allocated ahead of the active segment's end, so that most appends write into
     /// allocated blocks and their fdatasync commits no file-size change (about 1.6× faster
-    /// durable appends here). Through a map it is `fallocate`d; on the pwrite path zeros are
-    /// written. Trimmed at rolls and clean closes. 0 allocates exactly what each append needs
+    /// durable appends here). Through a map it is `fallocate`d by a background thread (asked
+    /// when less than three quarters of it is left, so appends rarely wait for it); on the
+    /// pwrite path zeros are written. Trimmed at rolls and clean closes. 0 allocates exactly what each append needs
     /// (one `fallocate` per append on the map path).
     pub preallocate_bytes: u64,
     /// How appends reach the file: [`WritePath::Auto`] (a writable map when possible) or

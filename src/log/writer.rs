@@ -31,6 +31,10 @@ use std::time::{Duration, Instant};
 /// A block of zeros for preallocation.
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
+/// What an append allocates itself when it needs space the background allocation has not
+/// reached yet (the first append into a new segment, say): enough for the next few appends.
+const SYNC_ALLOCATE_BYTES: u64 = 64 << 10;
+
 /// Longest a group commit leader waits for concurrent appenders to join its fsync.
 const GATHER_MAX: Duration = Duration::from_millis(2);
 
@@ -109,17 +113,27 @@ impl Shared {
         self.mapped_writes.store(w.map.is_some(), Ordering::Relaxed);
     }
 
-    /// Makes sure the map has blocks for `[position, position + total)`, allocating
-    /// `preallocate_bytes` ahead. Nothing is written, so a failure (a full disk) does not poison
-    /// the log: the append fails with `StorageFull` and the next one tries again. A file system
-    /// that cannot allocate sends this and later appends to the pwrite path.
+    /// Makes sure the map has blocks for `[position, position + total)`, keeping
+    /// `preallocate_bytes` ahead: in the background when the storage can (the next chunk is
+    /// asked for when half of this one is used), on the append otherwise. Nothing is written, so
+    /// a failure (a full disk) does not poison the log: the append fails with `StorageFull` and
+    /// the next one tries again. A file system that cannot allocate sends this and later appends
+    /// to the pwrite path.
     fn reserve(&self, w: &mut Writer, total: u64) -> Result<()> {
         let need = w.position + total;
         let Some(map) = &mut w.map else { return Ok(()) };
-        if need <= map.allocated() {
+        let allocated = map.allocated();
+        let limit = self.segment_limit();
+        let ahead = (need + self.opts.preallocate_bytes).min(limit).max(need);
+        let background = allocated < limit
+            && allocated.saturating_sub(need) < self.opts.preallocate_bytes / 4 * 3
+            && map.allocate_ahead(ahead);
+        if need <= allocated {
             return Ok(());
         }
-        let target = (need + self.opts.preallocate_bytes).min(self.segment_limit()).max(need);
+        // Outran the background (or a new segment): allocate what this append needs now, in a
+        // small step when the rest follows behind.
+        let target = if background { (need + SYNC_ALLOCATE_BYTES).min(ahead) } else { ahead };
         match map.allocate(target) {
             Ok(()) => {
                 w.allocated = w.allocated.max(map.allocated());
@@ -463,7 +477,12 @@ impl Shared {
     /// Cuts preallocated zeros off the active segment (before it is sealed or closed). The
     /// write map goes first: a map must never outlive its file's end.
     fn trim(&self, w: &mut Writer) -> Result<()> {
-        w.map = None;
+        // Dropping the map waits for its background allocation, which may have grown the file
+        // past what the writer last saw.
+        if w.map.take().is_some() {
+            let len = w.active.file.len().map_err(|e| Error::io("stat", &w.active.path, e))?;
+            w.allocated = w.allocated.max(len);
+        }
         if w.allocated > w.position {
             w.active.file.set_len(w.position).map_err(|e| Error::io("truncate", &w.active.path, e))?;
             w.allocated = w.position;

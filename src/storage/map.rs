@@ -25,6 +25,8 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, mpsc};
 
 /// A read-only map of the whole file as it is now.
 pub(super) fn map_read(file: &File) -> io::Result<SharedBytes> {
@@ -108,14 +110,24 @@ pub(super) fn map_write(file: &File, len_max: u64) -> io::Result<Box<dyn WriteMa
     let len = usize::try_from(len_max).map_err(|_| io::Error::other("map longer than the address space"))?;
     let allocated = file.metadata()?.len().min(len_max);
     let file = file.try_clone()?;
-    // SAFETY: the map is written only through `RealWriteMap::write`, which copies into bytes
-    // below `allocated`: bytes of the file that exist and have disk blocks, so no touch faults.
-    // Nothing else in the process reads or writes this memory (readers of the active segment use
-    // `pread`, which the page cache keeps coherent with the map), and evlog never shrinks the
-    // file while the map lives (the writer drops it before trimming). Another evlog writer
-    // cannot open the log (directory lock).
-    let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file)? };
-    Ok(Box::new(RealWriteMap { file, map, allocated }))
+    // A raw map is safe to make (it hands out pointers only); what makes its use sound is the
+    // SAFETY argument in `write_with`. It is written only through
+    // `RealWriteMap::write_with`, which hands out bytes below `allocated`: bytes of the file
+    // that exist and have disk blocks, so no touch faults. Nothing else in the process reads or
+    // writes this memory: readers of the active segment use `pread` or their own read-only map
+    // below the published end; the background allocator writes only at and past `allocated`,
+    // through the file, and its populate advice changes no byte. evlog never shrinks the file
+    // while the map lives (the writer drops it, which waits for the allocator, before trimming).
+    // Another evlog writer cannot open the log (directory lock).
+    let map = memmap2::MmapOptions::new().len(len).map_raw(&file)?;
+    let shared = Arc::new(MapShared {
+        file,
+        map,
+        allocated: AtomicU64::new(allocated),
+        state: Mutex::new(AllocState::default()),
+        idle: Condvar::new(),
+    });
+    Ok(Box::new(RealWriteMap(shared)))
 }
 
 /// The page size assumed for aligning prefault requests (a multiple of it on every Linux
@@ -125,26 +137,73 @@ const PAGE_BYTES: u64 = 4096;
 /// A block of zeros for bringing allocated pages into the page cache.
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
-struct RealWriteMap {
+/// The writer's handle of a write map. Dropping it waits for a running background allocation
+/// and cancels a queued one, so that the writer may trim the file right after.
+struct RealWriteMap(Arc<MapShared>);
+
+/// What the writer and the background allocator share.
+struct MapShared {
     file: File,
-    map: memmap2::MmapMut,
-    allocated: u64,
+    map: memmap2::MmapRaw,
+    /// Bytes from the start of the file that have blocks and may be written. Only grows, and
+    /// only by one allocation at a time (`AllocState::running`).
+    allocated: AtomicU64,
+    state: Mutex<AllocState>,
+    /// Signalled when an allocation ends.
+    idle: Condvar,
+}
+
+#[derive(Default)]
+struct AllocState {
+    /// An allocation (the writer's or the background's) is under way.
+    running: bool,
+    /// The map is queued at the background allocator.
+    queued: bool,
+    /// Where the queued background allocation should reach.
+    wanted: u64,
+    /// The writer dropped its handle: queued work is skipped.
+    closed: bool,
 }
 
 impl std::fmt::Debug for RealWriteMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RealWriteMap({} bytes mapped, {} allocated)", self.map.len(), self.allocated)
+        write!(f, "RealWriteMap({} bytes mapped, {} allocated)", self.0.map.len(), self.0.allocated())
     }
 }
 
-impl WriteMap for RealWriteMap {
+fn lock(state: &Mutex<AllocState>) -> MutexGuard<'_, AllocState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MapShared {
     fn allocated(&self) -> u64 {
-        self.allocated
+        self.allocated.load(Ordering::Acquire)
     }
 
-    fn allocate(&mut self, upto: u64) -> io::Result<()> {
+    /// Runs `f` (an allocation) once no other allocation runs; returns `None`, not running it,
+    /// when `skip_if_closed` and the writer has dropped its handle.
+    fn exclusively<T>(&self, skip_if_closed: bool, f: impl FnOnce() -> T) -> Option<T> {
+        let mut s = lock(&self.state);
+        while s.running {
+            s = self.idle.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        if skip_if_closed && s.closed {
+            return None;
+        }
+        s.running = true;
+        drop(s);
+        let r = f();
+        lock(&self.state).running = false;
+        self.idle.notify_all();
+        Some(r)
+    }
+
+    /// Gives the file blocks up to `upto` and brings them into the page cache and this map;
+    /// the caller runs it exclusively.
+    fn extend(&self, upto: u64) -> io::Result<()> {
         let upto = upto.min(self.map.len() as u64);
-        if upto <= self.allocated {
+        let from = self.allocated();
+        if upto <= from {
             return Ok(());
         }
         let len = libc::off_t::try_from(upto).map_err(|_| io::Error::other("allocation past off_t"))?;
@@ -153,31 +212,88 @@ impl WriteMap for RealWriteMap {
             // Mode 0 allocates real blocks (not a hole) and extends the file's size to `upto`.
             let r = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, len) };
             if r == 0 {
-                // Bring the new pages into the page cache with a write of zeros (a page fault
-                // on an unwritten block zero-fills the page through the read path: about 4×
-                // slower here), then map them writable in one call rather than one trap per
-                // page on the append path. Both best effort: the blocks are allocated already;
-                // kernels before 5.14 do not know the advice.
-                let mut at = self.allocated;
-                while at < upto {
-                    let n = (upto - at).min(ZEROS.len() as u64);
-                    if self.file.write_all_at(ZEROS.get(..n as usize).unwrap_or(&ZEROS), at).is_err() {
-                        break;
-                    }
-                    at += n;
-                }
-                let from = self.allocated - self.allocated % PAGE_BYTES;
-                if let (Ok(from), Ok(to)) = (usize::try_from(from), usize::try_from(upto)) {
-                    let _ = self.map.advise_range(memmap2::Advice::PopulateWrite, from, to - from);
-                }
-                self.allocated = upto;
-                return Ok(());
+                break;
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
         }
+        // Bring the new pages into the page cache with a write of zeros (a page fault on an
+        // unwritten block zero-fills the page through the read path: about 4× slower here),
+        // then map them writable in one call rather than one trap per page on the append path.
+        // Both best effort: the blocks are allocated already; kernels before 5.14 do not know
+        // the advice. The zeros go only at and past `from`, which the writer does not touch yet.
+        let mut at = from;
+        while at < upto {
+            let n = (upto - at).min(ZEROS.len() as u64);
+            if self.file.write_all_at(ZEROS.get(..n as usize).unwrap_or(&ZEROS), at).is_err() {
+                break;
+            }
+            at += n;
+        }
+        let page = from - from % PAGE_BYTES;
+        if let (Ok(page), Ok(to)) = (usize::try_from(page), usize::try_from(upto)) {
+            let _ = self.map.advise_range(memmap2::Advice::PopulateWrite, page, to - page);
+        }
+        self.allocated.store(upto, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Drop for RealWriteMap {
+    fn drop(&mut self) {
+        let mut s = lock(&self.0.state);
+        s.closed = true;
+        while s.running {
+            s = self.0.idle.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The process's background allocator: one thread, started on first use, that extends the
+/// write maps queued at it, so that appends rarely wait for `fallocate` and zero-filling.
+fn background() -> Option<&'static Mutex<mpsc::Sender<Arc<MapShared>>>> {
+    static QUEUE: OnceLock<Option<Mutex<mpsc::Sender<Arc<MapShared>>>>> = OnceLock::new();
+    QUEUE
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Arc<MapShared>>();
+            let spawned = std::thread::Builder::new().name("evlog-allocate".into()).spawn(move || {
+                for map in rx {
+                    let wanted = {
+                        let mut s = lock(&map.state);
+                        s.queued = false;
+                        s.wanted
+                    };
+                    // Errors are left for the writer: an append that needs the space allocates
+                    // it itself and reports a full disk or a file system without fallocate.
+                    let _ = map.exclusively(true, || map.extend(wanted));
+                }
+            });
+            spawned.ok().map(|_| Mutex::new(tx))
+        })
+        .as_ref()
+}
+
+impl WriteMap for RealWriteMap {
+    fn allocated(&self) -> u64 {
+        self.0.allocated()
+    }
+
+    fn allocate(&mut self, upto: u64) -> io::Result<()> {
+        self.0.exclusively(false, || self.0.extend(upto)).unwrap_or(Ok(()))
+    }
+
+    fn allocate_ahead(&mut self, upto: u64) -> bool {
+        let Some(queue) = background() else { return false };
+        let mut s = lock(&self.0.state);
+        s.wanted = s.wanted.max(upto);
+        if !s.queued {
+            let sent = queue.lock().unwrap_or_else(|e| e.into_inner()).send(self.0.clone());
+            s.queued = sent.is_ok();
+            return s.queued;
+        }
+        true
     }
 
     fn write(&mut self, pos: u64, data: &[u8]) -> io::Result<()> {
@@ -185,19 +301,21 @@ impl WriteMap for RealWriteMap {
     }
 
     fn write_with(&mut self, pos: u64, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+        let allocated = self.0.allocated();
         let end = pos.saturating_add(len as u64);
-        if end > self.allocated {
-            return Err(past_allocation(pos, len, self.allocated));
+        if end > allocated {
+            return Err(past_allocation(pos, len, allocated));
         }
-        let (Ok(start), Ok(end)) = (usize::try_from(pos), usize::try_from(end)) else {
-            return Err(past_allocation(pos, len, self.allocated));
+        let Ok(start) = usize::try_from(pos) else {
+            return Err(past_allocation(pos, len, allocated));
         };
-        match self.map.get_mut(start..end) {
-            Some(target) => {
-                fill(target);
-                Ok(())
-            }
-            None => Err(past_allocation(pos, len, self.allocated)),
-        }
+        // SAFETY: `start + len ≤ allocated ≤ map.len()` (allocations stop at the map's length),
+        // so the slice lies inside the map, on pages with blocks (no fault). `&mut self` on the
+        // one handle makes this the only reference to these bytes: the background allocator
+        // writes only at and past `allocated` and through the file, readers use their own maps
+        // below the published end, which never reaches bytes being written.
+        let target = unsafe { std::slice::from_raw_parts_mut(self.0.map.as_mut_ptr().add(start), len) };
+        fill(target);
+        Ok(())
     }
 }

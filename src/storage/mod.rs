@@ -228,6 +228,13 @@ pub trait WriteMap: Send + Sync + fmt::Debug {
     /// with `StorageFull` when the disk is full, `Unsupported` when the file system cannot
     /// allocate; either way nothing that was written changes.
     fn allocate(&mut self, upto: u64) -> io::Result<()>;
+    /// Asks for blocks up to `upto` to be allocated in the background, off the append path;
+    /// returns whether that will happen (by default it does not, and `allocate` does it all).
+    /// Failures there are not reported: an append that needs the space calls `allocate`.
+    fn allocate_ahead(&mut self, upto: u64) -> bool {
+        let _ = upto;
+        false
+    }
     /// Copies `data` into the file at `pos`. Fails, touching nothing, unless `pos + data.len()`
     /// is within [`WriteMap::allocated`].
     fn write(&mut self, pos: u64, data: &[u8]) -> io::Result<()>;
