@@ -48,7 +48,13 @@ impl Clock for ManualClock {
 /// The system's time in milliseconds since the Unix epoch (0 before it, `i64::MAX` past 292
 /// million years).
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    // Read once per append that carries no timestamp: the vDSO's clock, in plain i64
+    // arithmetic (no `SystemTime` subtraction, no u128 division).
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    if t.tv_sec < 0 {
+        return 0;
+    }
+    t.tv_sec.saturating_mul(1000).saturating_add(t.tv_nsec / 1_000_000)
 }
 
 /// The system's time in nanoseconds since the Unix epoch: a suffix that makes names unique.

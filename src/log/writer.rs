@@ -65,6 +65,9 @@ pub(crate) struct Writer {
     allocated: u64,
     /// The active segment's writable map, when appends go through one (see `WritePath`).
     map: Option<Box<dyn WriteMap>>,
+    /// Where the last background allocation asked of `map` reaches: while it is ahead of the
+    /// allocated end, one is under way and appends do not ask again.
+    ahead_asked: u64,
     /// The disk budget, with the bytes of the sealed segments it counts.
     budget: Option<BudgetState>,
     /// Bytes that may still be appended before free space is checked against
@@ -91,6 +94,7 @@ impl Writer {
             closed: false,
             allocated: position,
             map: None,
+            ahead_asked: 0,
             budget: None,
             reserve_credit: 0,
         }
@@ -104,6 +108,7 @@ impl Shared {
     /// otherwise (or when making it fails) appends use pwrite.
     pub(crate) fn open_write_map(&self, w: &mut Writer) {
         w.map = None;
+        w.ahead_asked = 0;
         if self.opts.write_path == WritePath::Auto && self.opts.durability != Durability::Always {
             w.map = w.active.file.map_write(self.opts.segment_bytes_max, INTERNAL).ok();
         }
@@ -125,9 +130,14 @@ impl Shared {
         let allocated = map.allocated();
         let limit = self.segment_limit();
         let ahead = (need + self.opts.preallocate_bytes).min(limit).max(need);
-        let background = allocated < limit
-            && allocated.saturating_sub(need) < self.opts.preallocate_bytes / 4 * 3
-            && map.allocate_ahead(ahead);
+        let background = w.ahead_asked > allocated
+            || (allocated < limit
+                && allocated.saturating_sub(need) < self.opts.preallocate_bytes / 4 * 3
+                && map.allocate_ahead(ahead)
+                && {
+                    w.ahead_asked = ahead;
+                    true
+                });
         if need <= allocated {
             return Ok(());
         }
