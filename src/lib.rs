@@ -122,7 +122,7 @@ pub use queue::{
 #[cfg(feature = "store")]
 pub use replay::window::{Summary, Window, WindowSpec, Windows};
 #[cfg(feature = "store")]
-pub use replay::{REPLAY_MEMORY_BYTES_DEFAULT, Replay, ReplayBuilder, ReplayEvent, ReplayStats};
+pub use replay::{REPLAY_MEMORY_BYTES_DEFAULT, Replay, ReplayBuilder, ReplayEvent, ReplayEventRef, ReplayStats};
 pub use storage::Bytes;
 #[cfg(feature = "store")]
 pub use store::backup::BackupReport;

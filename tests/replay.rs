@@ -188,6 +188,63 @@ fn replaying_the_last_part_of_the_time_range_skips_older_segments() {
 }
 
 #[test]
+fn scan_events_lends_exactly_what_the_iterator_returns_and_stops_where_told() {
+    // Streaming and exact replays of three topics with keys and late records: scanning in
+    // stretches (stopped by the callback), with iterator steps in between, lends the same
+    // events, byte for byte, as iterating a second replay.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    for i in 0..300i64 {
+        let topic = store.topic(&format!("t{}", i % 3)).expect("topic");
+        let key = format!("k{}", i % 7);
+        let payload = format!("p{i}");
+        let ts = i - (i * 7919 % 9);
+        topic.append_record(&NewRecord::new(payload.as_bytes()).key(key.as_bytes()).timestamp(ts)).expect("append");
+    }
+    let topics = ["t0", "t1", "t2"];
+    for lateness in [Some(Duration::from_millis(10)), None] {
+        let start = || {
+            let b = store.replay(&topics).memory_bytes_max(4 << 10);
+            match lateness {
+                Some(l) => b.max_lateness(l).start().expect("start"),
+                None => b.start().expect("start"),
+            }
+        };
+        let want: Vec<ReplayEvent> = start().collect::<Result<_, _>>().expect("replay");
+        assert_eq!(want.len(), 300);
+        let mut r = start();
+        let mut got: Vec<ReplayEvent> = Vec::new();
+        let mut stretch = 1;
+        loop {
+            let mut lent = 0;
+            let given = r
+                .scan_events(|e| {
+                    got.push(ReplayEvent {
+                        topic: e.topic.into(),
+                        offset: e.offset,
+                        timestamp: e.timestamp,
+                        key: e.key.map(<[u8]>::to_vec),
+                        payload: evlog::storage::Bytes::from_vec(e.payload.to_vec()).expect("payload"),
+                        late: e.late,
+                    });
+                    lent += 1;
+                    if lent == stretch { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
+                })
+                .expect("scan");
+            assert_eq!(given, lent);
+            match r.next() {
+                Some(e) => got.push(e.expect("event")),
+                None => break,
+            }
+            stretch += 5;
+        }
+        assert_eq!(got, want, "lateness {lateness:?}");
+        assert_eq!(r.scan_events(|_| std::ops::ControlFlow::Continue(())).expect("scan"), 0, "nothing after the end");
+        assert_eq!(r.stats().records_emitted, 300);
+    }
+}
+
+#[test]
 fn then_live_continues_with_new_records_and_flags_late_ones() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = open(tmp.path());

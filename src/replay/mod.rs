@@ -63,6 +63,38 @@ pub struct ReplayEvent {
     pub late: bool,
 }
 
+/// One replayed record lent by [`Replay::scan_events`]: the same fields as a [`ReplayEvent`], borrowed
+/// from the replay for the length of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayEventRef<'a> {
+    /// The record's topic.
+    pub topic: &'a str,
+    /// The record's offset.
+    pub offset: u64,
+    /// Event time, milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The record's key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The payload.
+    pub payload: &'a [u8],
+    /// A live record (after history) older than the last history record emitted.
+    pub late: bool,
+}
+
+impl ReplayEvent {
+    /// The event as a [`ReplayEventRef`] (what [`Replay::scan_events`] lends).
+    pub fn as_event_ref(&self) -> ReplayEventRef<'_> {
+        ReplayEventRef {
+            topic: &self.topic,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.as_deref(),
+            payload: &self.payload,
+            late: self.late,
+        }
+    }
+}
+
 /// What a replay read and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -605,13 +637,73 @@ impl Replay {
     }
 
     fn emit(&mut self, e: Entry, late: bool) -> ReplayEvent {
+        self.account(e.key, late);
+        ReplayEvent {
+            topic: self.topic_name(e.key.1),
+            offset: e.key.2,
+            timestamp: e.key.0,
+            key: e.record_key.map(Vec::from),
+            payload: e.payload,
+            late,
+        }
+    }
+
+    /// Hands `f` the events `next` would return, in the same order, each lent for the call: no
+    /// `ReplayEvent` is built and no topic name reference is counted per event. `f` returns
+    /// `ControlFlow::Break(())` to stop; the next `scan` or `next` goes on after the last event
+    /// `f` was given. Returns how many events `f` was given. Like `next`, a `then_live` replay
+    /// waits for live records once history is over (only `f` can stop it), and after an error
+    /// the replay yields nothing more.
+    pub fn scan_events(&mut self, mut f: impl FnMut(ReplayEventRef<'_>) -> std::ops::ControlFlow<()>) -> Result<u64> {
+        let mut given = 0;
+        while !self.failed {
+            let flow = match self.next_history() {
+                Ok(Some(e)) => {
+                    self.account(e.key, false);
+                    f(self.entry_ref(&e))
+                }
+                Ok(None) => match self.next_live() {
+                    Ok(Some(event)) => f(event.as_event_ref()),
+                    Ok(None) => break,
+                    Err(err) => {
+                        self.failed = true;
+                        return Err(err);
+                    }
+                },
+                Err(err) => {
+                    self.failed = true;
+                    return Err(err);
+                }
+            };
+            given += 1;
+            if flow.is_break() {
+                break;
+            }
+        }
+        Ok(given)
+    }
+
+    /// A history entry as lent by `scan_events`.
+    fn entry_ref<'a>(&'a self, e: &'a Entry) -> ReplayEventRef<'a> {
+        ReplayEventRef {
+            topic: self.names.get(usize::from(e.key.1)).map_or("?", |n| n),
+            offset: e.key.2,
+            timestamp: e.key.0,
+            key: e.record_key.as_deref(),
+            payload: &e.payload,
+            late: false,
+        }
+    }
+
+    /// Notes an event about to be handed out: the resume point, the counters, the pace.
+    fn account(&mut self, key: Key, late: bool) {
         if !late {
-            self.last = Some(e.key);
+            self.last = Some(key);
         }
         self.stats.records_emitted += 1;
         self.stats.late_records += u64::from(late);
         if let Some(p) = &mut self.pace {
-            let ts = e.key.0;
+            let ts = key.0;
             match p.start {
                 None => p.start = Some((Instant::now(), ts)),
                 Some((t0, ts0)) => {
@@ -622,14 +714,6 @@ impl Replay {
                     }
                 }
             }
-        }
-        ReplayEvent {
-            topic: self.topic_name(e.key.1),
-            offset: e.key.2,
-            timestamp: e.key.0,
-            key: e.record_key.map(Vec::from),
-            payload: e.payload,
-            late,
         }
     }
 
