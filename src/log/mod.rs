@@ -1171,6 +1171,23 @@ impl Iter {
         Ok(Some(RecordRef::from_frame(bytes, frame)))
     }
 
+    /// The next record's offset, timestamp, key (borrowed) and payload (a reference into the
+    /// bytes read: one reference count, no `Record` built), for readers that keep payloads but
+    /// not records (the streaming replay).
+    pub(crate) fn next_payload(&mut self) -> Result<Option<PayloadRef<'_>>> {
+        let Some(rel) = self.advance()? else { return Ok(None) };
+        let Some(c) = &self.cur else { return Ok(None) };
+        let frame = &c.cursor.last;
+        let outside = || c.cursor.outside(c.cursor.position(), frame);
+        let p = &frame.payload;
+        let payload = c.cursor.frame_bytes(rel + p.start, p.len()).ok_or_else(outside)?;
+        let key = match &frame.key {
+            Some(k) => Some(c.cursor.frame_slice(rel + k.start, k.len()).ok_or_else(outside)?),
+            None => None,
+        };
+        Ok(Some(PayloadRef { offset: frame.offset, timestamp: frame.timestamp, key, payload }))
+    }
+
     /// Moves to the next record; returns where its bytes are in the current cursor's chunk
     /// (its decoded frame is the cursor's `last`).
     fn advance(&mut self) -> Result<Option<usize>> {
@@ -1258,6 +1275,14 @@ impl Iter {
         }
         Ok(None)
     }
+}
+
+/// A record as [`Iter::next_payload`] gives it: the key borrowed, the payload a reference.
+pub(crate) struct PayloadRef<'a> {
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: crate::storage::Bytes,
 }
 
 impl Iterator for Iter {

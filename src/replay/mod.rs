@@ -380,15 +380,12 @@ impl Source {
     fn next(&mut self, stats: &mut ReplayStats) -> Result<Option<Entry>> {
         if !self.copy {
             // Streaming: one record at a time, a reference into the log (no copy, no queue).
-            let r = self.read_one(stats)?;
+            let e = self.read_one(stats)?;
             self.max_seen = self.max_seen.max(self.window.read_seen);
-            let Some(r) = r else {
+            if e.is_none() {
                 self.done = true;
-                return Ok(None);
-            };
-            let key = (r.timestamp(), self.rank, r.offset());
-            let record_key = r.key().map(Box::from);
-            return Ok(Some(Entry { key, record_key, payload: r.into_payload() }));
+            }
+            return Ok(e);
         }
         if self.ready.is_empty() {
             // Records skipped after the last one handed out count as seen before what follows.
@@ -443,19 +440,21 @@ impl Source {
         Ok(())
     }
 
-    /// The next record in `[from, to)` as an owned `Record`, or `None` at the history end.
-    fn read_one(&mut self, stats: &mut ReplayStats) -> Result<Option<crate::log::record::Record>> {
+    /// The next record in `[from, to)` as an entry whose payload refers to the bytes read, or
+    /// `None` at the history end.
+    fn read_one(&mut self, stats: &mut ReplayStats) -> Result<Option<Entry>> {
         loop {
             let Some((iter, stop)) = current_iter(&mut self.iter, &mut self.ranges, &self.topic, &mut self.exhausted)
             else {
                 return Ok(None);
             };
-            let Some(r) = iter.next().transpose()?.filter(|r| r.offset() < stop) else {
+            let Some(r) = iter.next_payload()?.filter(|r| r.offset < stop) else {
                 self.iter = None;
                 continue;
             };
-            if self.window.admits(stats, r.timestamp(), r.payload().len() + r.key().map_or(0, <[u8]>::len)) {
-                return Ok(Some(r));
+            if self.window.admits(stats, r.timestamp, r.payload.len() + r.key.map_or(0, <[u8]>::len)) {
+                let key = (r.timestamp, self.rank, r.offset);
+                return Ok(Some(Entry { key, record_key: r.key.map(Box::from), payload: r.payload }));
             }
         }
     }
