@@ -58,6 +58,11 @@ fn drain_in_order(r: &mut evlog::Replay) -> u64 {
     n
 }
 
+/// A table row: `n` records in `secs`, as records/s and as a multiple of `iter`'s rate.
+fn print_vs_iter(what: &str, n: u64, secs: f64, iter_secs: f64) {
+    println!("| {what} | {:.2} M records/s = **{:.2}×** `iter` |", n as f64 / secs / 1e6, iter_secs / secs);
+}
+
 fn main() {
     let n: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10_000_000);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -89,13 +94,8 @@ fn main() {
     let m = drain_in_order(&mut r);
     let replay_s = t.elapsed().as_secs_f64();
     assert_eq!(m, count);
-    println!(
-        "| streaming replay (`max_lateness` 1 s, 1% late) | {:.2} M records/s = **{:.2}×** `iter` |",
-        m as f64 / replay_s / 1e6,
-        iter_s / replay_s
-    );
+    print_vs_iter("streaming replay (`max_lateness` 1 s, 1% late)", m, replay_s, iter_s);
 
-    // The last 1% of the time range.
     // The same replay, lent event by event (`scan_events`): no event built, no topic name
     // reference counted per event.
     let t = Instant::now();
@@ -110,12 +110,9 @@ fn main() {
         .expect("scan");
     let lent_s = t.elapsed().as_secs_f64();
     assert_eq!(lent, count);
-    println!(
-        "| streaming replay lent (`scan_events`) | {:.2} M records/s = **{:.2}×** `iter` |",
-        lent as f64 / lent_s / 1e6,
-        iter_s / lent_s
-    );
+    print_vs_iter("streaming replay lent (`scan_events`)", lent, lent_s, iter_s);
 
+    // The last 1% of the time range.
     let span = (n / 10) as i64;
     let mut r = store.replay(&["late"]).from(base + span - span / 100).start().expect("replay");
     let got = r.by_ref().count();
