@@ -1174,6 +1174,7 @@ impl Iter {
     /// The next record's offset, timestamp, key (borrowed) and payload (a reference into the
     /// bytes read: one reference count, no `Record` built), for readers that keep payloads but
     /// not records (the streaming replay).
+    #[cfg(feature = "store")]
     pub(crate) fn next_payload(&mut self) -> Result<Option<PayloadRef<'_>>> {
         let Some(rel) = self.advance()? else { return Ok(None) };
         let Some(c) = &self.cur else { return Ok(None) };
@@ -1277,7 +1278,8 @@ impl Iter {
     }
 }
 
-/// A record as [`Iter::next_payload`] gives it: the key borrowed, the payload a reference.
+/// A record as `Iter::next_payload` gives it: the key borrowed, the payload a reference.
+#[cfg(feature = "store")]
 pub(crate) struct PayloadRef<'a> {
     pub offset: u64,
     pub timestamp: i64,
