@@ -1171,22 +1171,22 @@ impl Iter {
         Ok(Some(RecordRef::from_frame(bytes, frame)))
     }
 
-    /// The next record's offset, timestamp, key (borrowed) and payload (a reference into the
-    /// bytes read: one reference count, no `Record` built), for readers that keep payloads but
-    /// not records (the streaming replay).
+    /// The next record's offset and timestamp, the chunk of bytes the iterator read it in, and
+    /// where its key and payload are in that chunk: for a reader that holds records without a
+    /// reference count each (the streaming replay keeps one per chunk).
     #[cfg(feature = "store")]
-    pub(crate) fn next_payload(&mut self) -> Result<Option<PayloadRef<'_>>> {
+    pub(crate) fn next_in_chunk(&mut self) -> Result<Option<InChunk<'_>>> {
         let Some(rel) = self.advance()? else { return Ok(None) };
         let Some(c) = &self.cur else { return Ok(None) };
         let frame = &c.cursor.last;
-        let outside = || c.cursor.outside(c.cursor.position(), frame);
-        let p = &frame.payload;
-        let payload = c.cursor.frame_bytes(rel + p.start, p.len()).ok_or_else(outside)?;
-        let key = match &frame.key {
-            Some(k) => Some(c.cursor.frame_slice(rel + k.start, k.len()).ok_or_else(outside)?),
-            None => None,
-        };
-        Ok(Some(PayloadRef { offset: frame.offset, timestamp: frame.timestamp, key, payload }))
+        let shift = |r: &std::ops::Range<usize>| rel + r.start..rel + r.end;
+        Ok(Some(InChunk {
+            offset: frame.offset,
+            timestamp: frame.timestamp,
+            chunk: c.cursor.chunk(),
+            key: frame.key.as_ref().map(shift),
+            payload: shift(&frame.payload),
+        }))
     }
 
     /// Moves to the next record; returns where its bytes are in the current cursor's chunk
@@ -1278,13 +1278,14 @@ impl Iter {
     }
 }
 
-/// A record as `Iter::next_payload` gives it: the key borrowed, the payload a reference.
+/// A record as `Iter::next_in_chunk` gives it: where it lies in the chunk it was read in.
 #[cfg(feature = "store")]
-pub(crate) struct PayloadRef<'a> {
+pub(crate) struct InChunk<'a> {
     pub offset: u64,
     pub timestamp: i64,
-    pub key: Option<&'a [u8]>,
-    pub payload: crate::storage::Bytes,
+    pub chunk: &'a crate::storage::SharedBytes,
+    pub key: Option<std::ops::Range<usize>>,
+    pub payload: std::ops::Range<usize>,
 }
 
 impl Iterator for Iter {

@@ -287,6 +287,12 @@ impl FrameCursor {
         self.chunk.slice(rel..rel.checked_add(len)?)
     }
 
+    /// The bytes read now (the frame `step_raw` just returned lies in them).
+    #[cfg(feature = "store")]
+    pub fn chunk(&self) -> &SharedBytes {
+        &self.chunk
+    }
+
     /// The frame `step_raw` just returned, borrowed from the chunk.
     pub fn frame_slice(&self, rel: usize, len: usize) -> Option<&[u8]> {
         self.chunk.get(rel..rel.checked_add(len)?)

@@ -22,6 +22,7 @@
 //! - A named replay's progress (the last emitted key and the topics' ends) is saved in sled at each
 //!   `checkpoint()`; resuming skips every key up to it: no gap, no duplicate.
 
+mod held;
 pub(crate) mod window;
 
 use crate::error::{Error, ReplayError, Result};
@@ -30,6 +31,7 @@ use crate::format::state::ReplayProgress;
 use crate::log::Iter;
 use crate::storage::{Bytes, OpenMode, SharedBytes, StorageFile};
 use crate::store::{Store, Topic, validate_name};
+use held::{Chunks, Held, Reading};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::ops::Range;
@@ -267,8 +269,7 @@ impl ReplayBuilder {
         let mut stats = ReplayStats::default();
         let mut sources = Vec::with_capacity(topics.len());
         for (rank, (t, &end)) in topics.iter().zip(&ends).enumerate() {
-            let exact = self.max_lateness.is_none();
-            sources.push(Source::new(t.clone(), rank as u16, end, (from, to), exact, &mut stats)?);
+            sources.push(Source::new(t.clone(), rank as u16, end, (from, to), &mut stats)?);
         }
         let names: Vec<Arc<str>> = names.into_iter().map(Arc::from).collect();
         let mode = if self.max_lateness.is_some() { Mode::Streaming(Pending::default()) } else { Mode::Gather };
@@ -294,6 +295,7 @@ impl ReplayBuilder {
             failed: false,
             pace: None,
             held_bytes: 0,
+            chunks: Chunks::default(),
             watermark: None,
         })
     }
@@ -334,21 +336,13 @@ struct Source {
     /// Every range was read; `done` once `ready` is empty too.
     exhausted: bool,
     done: bool,
-    /// Copy payloads out of the log (the exact path, which holds records long: sorting and
-    /// spilling) rather than hold references into the mapped segments (streaming, which emits
-    /// them within its lateness window).
-    copy: bool,
+    /// Streaming: the chunk the source reads in now. (The exact path, which holds records long
+    /// while it sorts and spills, copies payloads out of the log instead: `next`.)
+    reading: Reading,
 }
 
 impl Source {
-    fn new(
-        topic: Arc<Topic>,
-        rank: u16,
-        end: u64,
-        range: (i64, i64),
-        copy: bool,
-        stats: &mut ReplayStats,
-    ) -> Result<Self> {
+    fn new(topic: Arc<Topic>, rank: u16, end: u64, range: (i64, i64), stats: &mut ReplayStats) -> Result<Self> {
         let (from, to) = range;
         let mut ranges = Vec::new();
         for (start, stop, range) in topic.segment_time_ranges()? {
@@ -372,21 +366,13 @@ impl Source {
             ready: std::collections::VecDeque::new(),
             exhausted: false,
             done: false,
-            copy,
+            reading: Reading::default(),
         })
     }
 
-    /// The next record of this topic in `[from, to)`, or `None` at its history end.
+    /// Exact path: the next record of this topic in `[from, to)`, its payload copied out of the
+    /// log in batches, or `None` at its history end.
     fn next(&mut self, stats: &mut ReplayStats) -> Result<Option<Entry>> {
-        if !self.copy {
-            // Streaming: one record at a time, a reference into the log (no copy, no queue).
-            let e = self.read_one(stats)?;
-            self.max_seen = self.max_seen.max(self.window.read_seen);
-            if e.is_none() {
-                self.done = true;
-            }
-            return Ok(e);
-        }
         if self.ready.is_empty() {
             // Records skipped after the last one handed out count as seen before what follows.
             self.max_seen = self.max_seen.max(self.window.read_seen);
@@ -440,21 +426,35 @@ impl Source {
         Ok(())
     }
 
-    /// The next record in `[from, to)` as an entry whose payload refers to the bytes read, or
-    /// `None` at the history end.
-    fn read_one(&mut self, stats: &mut ReplayStats) -> Result<Option<Entry>> {
+    /// Streaming: the next record of this topic in `[from, to)`, held in the chunk it was read
+    /// in (no copy, no reference count of its own), or `None` at its history end.
+    fn next_held(&mut self, stats: &mut ReplayStats, chunks: &mut Chunks) -> Result<Option<Held>> {
+        let h = self.read_held(stats, chunks)?;
+        self.max_seen = self.max_seen.max(self.window.read_seen);
+        if h.is_none() {
+            self.done = true;
+            chunks.stop_reading(&mut self.reading);
+        }
+        Ok(h)
+    }
+
+    fn read_held(&mut self, stats: &mut ReplayStats, chunks: &mut Chunks) -> Result<Option<Held>> {
         loop {
             let Some((iter, stop)) = current_iter(&mut self.iter, &mut self.ranges, &self.topic, &mut self.exhausted)
             else {
                 return Ok(None);
             };
-            let Some(r) = iter.next_payload()?.filter(|r| r.offset < stop) else {
+            let Some(r) = iter.next_in_chunk()?.filter(|r| r.offset < stop) else {
                 self.iter = None;
                 continue;
             };
-            if self.window.admits(stats, r.timestamp, r.payload.len() + r.key.map_or(0, <[u8]>::len)) {
+            if self.window.admits(stats, r.timestamp, r.payload.len() + r.key.as_ref().map_or(0, Range::len)) {
                 let key = (r.timestamp, self.rank, r.offset);
-                return Ok(Some(Entry { key, record_key: r.key.map(Box::from), payload: r.payload }));
+                let held = chunks.hold(&mut self.reading, r.chunk, key, r.key.as_ref(), &r.payload);
+                return held.map(Some).ok_or_else(|| {
+                    let reason = "record outside the bytes read";
+                    Error::corruption(self.topic.log().dir(), 0, Some(key.2), reason)
+                });
             }
         }
     }
@@ -517,23 +517,28 @@ enum Mode {
     Done,
 }
 
-/// Streaming path's waiting records: the in-order ones (most of them) in a queue, O(1) each;
-/// the few that arrive out of order in a heap.
+/// Streaming path's waiting records: the in-order ones (most of them) in a queue, O(1) each,
+/// held in the chunks they were read in; the few that arrive out of order in a heap, copied.
 #[derive(Debug, Default)]
 struct Pending {
-    in_order: std::collections::VecDeque<Entry>,
+    in_order: std::collections::VecDeque<Held>,
     late: BinaryHeap<Reverse<Entry>>,
 }
 
+/// What the history hands out next: an entry, or a record still held in its chunk.
+enum Out {
+    Entry(Entry),
+    Held(Held),
+}
+
 impl Pending {
-    fn push(&mut self, e: Entry) {
-        if self.in_order.back().is_none_or(|b| b.key <= e.key) {
-            self.in_order.push_back(e);
+    fn push(&mut self, h: Held, chunks: &mut Chunks) {
+        if self.in_order.back().is_none_or(|b| b.key <= h.key) {
+            self.in_order.push_back(h);
         } else {
             // Held until the watermark passes it, maybe long after its neighbours: a copy, so it
-            // does not keep the whole read buffer it came in alive.
-            let payload = Bytes::from_vec(e.payload.to_vec()).unwrap_or(e.payload);
-            self.late.push(Reverse(Entry { payload, ..e }));
+            // does not keep the chunk it came in alive.
+            self.late.push(Reverse(chunks.take(h, true)));
         }
     }
     fn min_key(&self) -> Option<Key> {
@@ -544,13 +549,21 @@ impl Pending {
             (None, None) => None,
         }
     }
-    fn pop(&mut self) -> Option<Entry> {
+    /// The record with the smallest key and the bytes it was counted for.
+    fn pop(&mut self) -> Option<(Out, u64)> {
         let from_queue = match (self.in_order.front(), self.late.peek()) {
             (Some(a), Some(Reverse(b))) => a.key <= b.key,
             (Some(_), None) => true,
             (None, _) => false,
         };
-        if from_queue { self.in_order.pop_front() } else { self.late.pop().map(|Reverse(e)| e) }
+        if from_queue {
+            self.in_order.pop_front().map(|h| (Out::Held(h), Chunks::bytes_of(&h)))
+        } else {
+            self.late.pop().map(|Reverse(e)| {
+                let bytes = e.bytes();
+                (Out::Entry(e), bytes)
+            })
+        }
     }
 }
 
@@ -582,6 +595,8 @@ pub struct Replay {
     pace: Option<Pace>,
     /// Streaming path: bytes of the records waiting for the watermark.
     held_bytes: u64,
+    /// Streaming path: the chunks the waiting in-order records are held in.
+    chunks: Chunks,
     /// Streaming path: the watermark, until the next read.
     watermark: Option<i64>,
 }
@@ -657,9 +672,15 @@ impl Replay {
         let mut given = 0;
         while !self.failed {
             let flow = match self.next_history() {
-                Ok(Some(e)) => {
+                Ok(Some(Out::Entry(e))) => {
                     self.account(e.key, false);
                     f(self.entry_ref(&e))
+                }
+                Ok(Some(Out::Held(h))) => {
+                    self.account(h.key, false);
+                    let flow = f(self.held_ref(&h));
+                    self.chunks.release_held(h);
+                    flow
                 }
                 Ok(None) => match self.next_live() {
                     Ok(Some(event)) => f(event.as_event_ref()),
@@ -680,6 +701,27 @@ impl Replay {
             }
         }
         Ok(given)
+    }
+
+    /// A record held in its chunk as lent by `scan_events`.
+    fn held_ref<'a>(&'a self, h: &Held) -> ReplayEventRef<'a> {
+        let (payload, key) = self.chunks.get(h);
+        ReplayEventRef {
+            topic: self.names.get(usize::from(h.key.1)).map_or("?", |n| n),
+            offset: h.key.2,
+            timestamp: h.key.0,
+            key,
+            payload,
+            late: false,
+        }
+    }
+
+    /// What the history hands out, as an owned entry.
+    fn owned(&mut self, out: Out) -> Entry {
+        match out {
+            Out::Entry(e) => e,
+            Out::Held(h) => self.chunks.take(h, false),
+        }
     }
 
     /// A history entry as lent by `scan_events`.
@@ -729,11 +771,19 @@ impl Replay {
         }
     }
 
-    fn already_emitted(&self, e: &Entry) -> bool {
-        self.resume_after.is_some_and(|r| e.key <= r)
+    /// Streaming: the next record of source `i`, held in its chunk (none past the last source).
+    fn source_next_held(&mut self, i: usize) -> Result<Option<Held>> {
+        match self.sources.get_mut(i) {
+            Some(s) => s.next_held(&mut self.stats, &mut self.chunks),
+            None => Ok(None),
+        }
     }
 
-    fn next_history(&mut self) -> Result<Option<Entry>> {
+    fn already_emitted(&self, key: Key) -> bool {
+        self.resume_after.is_some_and(|r| key <= r)
+    }
+
+    fn next_history(&mut self) -> Result<Option<Out>> {
         loop {
             match &mut self.mode {
                 Mode::Gather => self.gather()?,
@@ -746,7 +796,7 @@ impl Replay {
                         if let Some(n) = next {
                             heap.push(Reverse((n, src)));
                         }
-                        return Ok(Some(e));
+                        return Ok(Some(Out::Entry(e)));
                     }
                     self.mode = Mode::Done;
                 }
@@ -764,7 +814,7 @@ impl Replay {
         let mut runs = Vec::new();
         for i in 0..self.sources.len() {
             while let Some(e) = self.source_next(i)? {
-                if self.already_emitted(&e) {
+                if self.already_emitted(e.key) {
                     continue;
                 }
                 bytes += e.bytes();
@@ -826,7 +876,7 @@ impl Replay {
     }
 
     /// Streaming path: emit below the watermark, reading the topic that holds it back.
-    fn next_streaming(&mut self) -> Result<Option<Entry>> {
+    fn next_streaming(&mut self) -> Result<Option<Out>> {
         let lateness = self.lateness_ms.unwrap_or(0);
         loop {
             // Only reading moves the watermark, so it is cached between reads.
@@ -847,9 +897,9 @@ impl Replay {
             let Mode::Streaming(pending) = &mut self.mode else { return Ok(None) };
             let ready = pending.min_key().is_some_and(|k| k.0 < watermark || watermark == i64::MAX);
             if ready {
-                let e = pending.pop();
-                self.held_bytes -= e.as_ref().map_or(0, Entry::bytes);
-                return Ok(e);
+                let Some((out, bytes)) = pending.pop() else { continue };
+                self.held_bytes -= bytes;
+                return Ok(Some(out));
             }
             if watermark == i64::MAX {
                 self.mode = Mode::Done;
@@ -871,26 +921,27 @@ impl Replay {
                 .min()
                 .unwrap_or(i64::MAX);
             for _ in 0..STREAM_BURST {
-                let Some(e) = self.source_next(i)? else { break };
-                if self.already_emitted(&e) {
+                let Some(h) = self.source_next_held(i)? else { break };
+                if self.already_emitted(h.key) {
+                    self.chunks.release_held(h);
                     continue;
                 }
-                if self.last.is_some_and(|l| e.key < l) {
+                if self.last.is_some_and(|l| h.key < l) {
                     return Err(Error::Replay(ReplayError::LatenessExceeded {
-                        topic: self.topic_name(e.key.1).to_string(),
-                        offset: e.key.2,
-                        timestamp: e.key.0,
+                        topic: self.topic_name(h.key.1).to_string(),
+                        offset: h.key.2,
+                        timestamp: h.key.0,
                         emitted: self.last.map_or(i64::MIN, |l| l.0),
                     }));
                 }
-                self.held_bytes += e.bytes();
+                self.held_bytes += Chunks::bytes_of(&h);
                 if self.held_bytes > self.memory_bytes_max {
                     return Err(
                         ReplayError::MemoryExceeded { held: self.held_bytes, max: self.memory_bytes_max }.into()
                     );
                 }
                 let Mode::Streaming(pending) = &mut self.mode else { return Ok(None) };
-                pending.push(e);
+                pending.push(h, &mut self.chunks);
                 let mine =
                     self.sources.get(i).and_then(|s| s.max_seen).map_or(i64::MIN, |m| m.saturating_sub(lateness));
                 // Stop once something can go out, or once another topic holds the watermark back.
@@ -972,7 +1023,10 @@ impl Replay {
             return None;
         }
         let step = match self.next_history() {
-            Ok(Some(e)) => return Some(Ok(Ok(self.emit(e, false)))),
+            Ok(Some(out)) => {
+                let e = self.owned(out);
+                return Some(Ok(Ok(self.emit(e, false))));
+            }
             Ok(None) => self.step_live(),
             Err(e) => Err(e),
         };
@@ -993,7 +1047,8 @@ impl Replay {
     }
 
     fn next_event(&mut self) -> Result<Option<ReplayEvent>> {
-        if let Some(e) = self.next_history()? {
+        if let Some(out) = self.next_history()? {
+            let e = self.owned(out);
             return Ok(Some(self.emit(e, false)));
         }
         self.next_live()

@@ -331,6 +331,18 @@ impl SharedBytes {
         }
     }
 
+    /// Whether `other` is these very bytes (the same buffer or map, the same length), not just
+    /// equal ones: a reader holding one can tell whether a cursor still reads in it.
+    #[cfg(feature = "store")]
+    pub(crate) fn same(&self, other: &SharedBytes) -> bool {
+        match (&self.0, &other.0) {
+            (Owner::Heap(a), Owner::Heap(b)) => Arc::ptr_eq(a, b),
+            (Owner::Map(a), Owner::Map(b)) => Arc::ptr_eq(a, b),
+            (Owner::Published(a, n), Owner::Published(b, m)) => Arc::ptr_eq(a, b) && n == m,
+            _ => false,
+        }
+    }
+
     /// The bytes `range` as an owned, zero-copy handle; `None` when the range is not inside
     /// these bytes (or ends past 4 GiB, which no segment reaches).
     pub fn slice(&self, range: Range<usize>) -> Option<Bytes> {
