@@ -79,38 +79,43 @@ fn main() {
     let topic = store.topic("late").expect("topic");
     println!("| what | figure |");
     println!("|---|---|");
-    let t = Instant::now();
+    // Offset-order iteration, the streaming replay as an iterator and lent (`scan_events`: no
+    // event built, no topic name reference counted per event), each three times in turns (the
+    // machine's writeback of the fill drifts under the first passes): the best of each.
+    let (mut iter_s, mut replay_s, mut lent_s) = (f64::MAX, f64::MAX, f64::MAX);
     let mut count = 0u64;
-    let mut newest = i64::MIN;
-    for r in topic.iter(0) {
-        newest = newest.max(r.expect("record").timestamp());
-        count += 1;
-    }
-    assert!(newest > base);
-    let iter_s = t.elapsed().as_secs_f64();
-    println!("| `iter`, {count} records of 100 B, offset order | {:.2} M records/s |", count as f64 / iter_s / 1e6);
-    let t = Instant::now();
-    let mut r = store.replay(&["late"]).max_lateness(Duration::from_secs(1)).start().expect("replay");
-    let m = drain_in_order(&mut r);
-    let replay_s = t.elapsed().as_secs_f64();
-    assert_eq!(m, count);
-    print_vs_iter("streaming replay (`max_lateness` 1 s, 1% late)", m, replay_s, iter_s);
+    for _ in 0..3 {
+        let t = Instant::now();
+        count = 0;
+        let mut newest = i64::MIN;
+        for r in topic.iter(0) {
+            newest = newest.max(r.expect("record").timestamp());
+            count += 1;
+        }
+        assert!(newest > base);
+        iter_s = iter_s.min(t.elapsed().as_secs_f64());
 
-    // The same replay, lent event by event (`scan_events`): no event built, no topic name
-    // reference counted per event.
-    let t = Instant::now();
-    let mut r = store.replay(&["late"]).max_lateness(Duration::from_secs(1)).start().expect("replay");
-    let mut last = i64::MIN;
-    let lent = r
-        .scan_events(|e| {
-            assert!(e.timestamp >= last, "out of order");
-            last = e.timestamp;
-            std::ops::ControlFlow::Continue(())
-        })
-        .expect("scan");
-    let lent_s = t.elapsed().as_secs_f64();
-    assert_eq!(lent, count);
-    print_vs_iter("streaming replay lent (`scan_events`)", lent, lent_s, iter_s);
+        let t = Instant::now();
+        let mut r = store.replay(&["late"]).max_lateness(Duration::from_secs(1)).start().expect("replay");
+        assert_eq!(drain_in_order(&mut r), count);
+        replay_s = replay_s.min(t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        let mut r = store.replay(&["late"]).max_lateness(Duration::from_secs(1)).start().expect("replay");
+        let mut last = i64::MIN;
+        let lent = r
+            .scan_events(|e| {
+                assert!(e.timestamp >= last, "out of order");
+                last = e.timestamp;
+                std::ops::ControlFlow::Continue(())
+            })
+            .expect("scan");
+        assert_eq!(lent, count);
+        lent_s = lent_s.min(t.elapsed().as_secs_f64());
+    }
+    println!("| `iter`, {count} records of 100 B, offset order | {:.2} M records/s |", count as f64 / iter_s / 1e6);
+    print_vs_iter("streaming replay (`max_lateness` 1 s, 1% late)", count, replay_s, iter_s);
+    print_vs_iter("streaming replay lent (`scan_events`)", count, lent_s, iter_s);
 
     // The last 1% of the time range.
     let span = (n / 10) as i64;
