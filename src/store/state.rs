@@ -123,6 +123,9 @@ pub(crate) struct StateDb {
     committers: AtomicUsize,
     /// How long the last flush took, in nanoseconds (bounds a leader's wait for followers).
     last_flush_nanos: AtomicU64,
+    /// How many commits the last flush covered: the workers a leader expects back (see
+    /// `gather`).
+    last_round: AtomicU64,
     /// Every write holds it shared; a backup holds it exclusively while it copies, so the copy
     /// sees each commit (a `commit_with`'s state and offset, a queue operation's writes) whole
     /// or not at all.
@@ -265,6 +268,7 @@ impl StateDb {
             group_commit: crate::sync::GroupCommit::default(),
             committers: AtomicUsize::new(0),
             last_flush_nanos: AtomicU64::new(0),
+            last_round: AtomicU64::new(0),
             gate: RwLock::new(()),
         };
         // sled creates its files and directories without fsyncing them or their directory:
@@ -439,10 +443,12 @@ impl StateDb {
                 self.gather(mark);
                 // Every ticket taken so far belongs to a write that is already in sled.
                 let upto = self.writes.load(Ordering::SeqCst);
+                let round = upto.saturating_sub(mark.load(Ordering::Acquire));
                 let started = Instant::now();
                 self.flush_once(durability)?;
                 let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 self.last_flush_nanos.store(took, Ordering::Relaxed);
+                self.last_round.store(round, Ordering::Relaxed);
                 self.flushed_upto.fetch_max(upto, Ordering::AcqRel);
                 if durability == CommitDurability::Always {
                     self.synced_upto.fetch_max(upto, Ordering::AcqRel);
@@ -461,17 +467,21 @@ impl StateDb {
         Committing(&self.committers)
     }
 
-    /// A leader's gather: while fewer commits wait than threads are committing (typically the
-    /// workers the last flush just released, about to write again), yield so they join this
-    /// flush. Bounded by half of the last flush's time (4 queue workers here: 3.2× one worker
-    /// with a quarter, 3.4× with half, no better with a whole flush); a lone committer never
-    /// waits.
+    /// A leader's gather: while fewer commits wait than are expected, yield so they join this
+    /// flush. Expected: the threads inside a queue operation (`committing`), and at least as
+    /// many as the last flush covered while any is: the workers the last flush released are
+    /// about to write again, and one caught between two operations (its guard dropped, the
+    /// next not taken yet) must not end the wait. Bounded by half of the last flush's time; a
+    /// lone committer never waits, nor does a leader when no queue operation is under way.
     fn gather(&self, covered: &AtomicU64) {
         let budget = Duration::from_nanos(self.last_flush_nanos.load(Ordering::Relaxed) / 2).min(GATHER_MAX);
         let start = Instant::now();
         loop {
             let waiting = self.writes.load(Ordering::SeqCst).saturating_sub(covered.load(Ordering::Acquire));
-            if waiting >= self.committers.load(Ordering::Acquire) as u64 || start.elapsed() >= budget {
+            let committers = self.committers.load(Ordering::Acquire) as u64;
+            let expected =
+                if committers == 0 { 0 } else { committers.max(self.last_round.load(Ordering::Relaxed)) };
+            if waiting >= expected || start.elapsed() >= budget {
                 return;
             }
             std::thread::yield_now();
