@@ -119,8 +119,8 @@ impl Shared {
     }
 
     /// Makes sure the map has blocks for `[position, position + total)`, keeping
-    /// `preallocate_bytes` ahead: in the background when the storage can (the next chunk is
-    /// asked for when half of this one is used), on the append otherwise. Nothing is written, so
+    /// `preallocate_bytes` ahead: in the background when the storage can (asked once less than
+    /// three quarters of it is left), on the append otherwise. Nothing is written, so
     /// a failure (a full disk) does not poison the log: the append fails with `StorageFull` and
     /// the next one tries again. A file system that cannot allocate sends this and later appends
     /// to the pwrite path.

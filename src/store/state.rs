@@ -479,8 +479,7 @@ impl StateDb {
         loop {
             let waiting = self.writes.load(Ordering::SeqCst).saturating_sub(covered.load(Ordering::Acquire));
             let committers = self.committers.load(Ordering::Acquire) as u64;
-            let expected =
-                if committers == 0 { 0 } else { committers.max(self.last_round.load(Ordering::Relaxed)) };
+            let expected = if committers == 0 { 0 } else { committers.max(self.last_round.load(Ordering::Relaxed)) };
             if waiting >= expected || start.elapsed() >= budget {
                 return;
             }
