@@ -9,6 +9,11 @@
 //!   same CRC) written through a plain `BufWriter<File>`.
 //! - `baseline_pwrite/100`: one `pwrite` per framed record, the floor for an append that must
 //!   survive `kill -9` (its bytes must be in the kernel when the call returns).
+//! - `append_os_parts/<part>` (100 B): where the gap between `append_os` and BufWriter goes.
+//!   `bufwriter_clock`: the BufWriter baseline reading the wall clock per record (as a log that
+//!   stamps records must); `bufwriter_clock_mutex`: plus a mutex taken per record (the least a
+//!   log shared by threads needs); `evlog_given_timestamp`: `append_record` with a timestamp, so
+//!   evlog reads no clock.
 //! - `append_batch_os/100`: 100 B records through `append_batch`, 1,000 per batch.
 //! - `append_always_threads/<n>`: durable appends (`Durability::Always`: group commit, one
 //!   fdatasync per group) from 1, 4, 8 and 16 threads; throughput counts records over all
@@ -86,6 +91,64 @@ fn baseline_bufwriter(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+fn append_os_parts(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append_os_parts");
+    let payload = vec![7u8; 100];
+    g.throughput(Throughput::Elements(1));
+    for locked in [false, true] {
+        let name = if locked { "bufwriter_clock_mutex" } else { "bufwriter_clock" };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let tmp = tempfile::tempdir().expect("tempdir");
+                let file = std::fs::File::create(tmp.path().join("baseline")).expect("create");
+                let mut plain = std::io::BufWriter::with_capacity(256 << 10, file.try_clone().expect("clone"));
+                let shared = std::sync::Mutex::new(std::io::BufWriter::with_capacity(256 << 10, file));
+                let mut frame = Vec::with_capacity(256);
+                let start = Instant::now();
+                for offset in 0..iters {
+                    frame.clear();
+                    let f = FrameFields {
+                        offset,
+                        durable_offset: 0,
+                        timestamp: wall_clock_ms(),
+                        key: None,
+                        headers: &[],
+                        payload: &payload,
+                        batch_continues: false,
+                    };
+                    encode_frame(&mut frame, &f, 0);
+                    if locked {
+                        shared.lock().expect("lock").write_all(&frame).expect("write");
+                    } else {
+                        plain.write_all(&frame).expect("write");
+                    }
+                }
+                plain.flush().expect("flush");
+                shared.lock().expect("lock").flush().expect("flush");
+                start.elapsed()
+            });
+        });
+    }
+    g.bench_function("evlog_given_timestamp", |b| {
+        b.iter_custom(|iters| {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let log = Log::open(tmp.path(), os_options()).expect("open");
+            let start = Instant::now();
+            for _ in 0..iters {
+                log.append_record(&NewRecord::new(&payload).timestamp(1)).expect("append");
+            }
+            start.elapsed()
+        });
+    });
+    g.finish();
+}
+
+/// Milliseconds since the Unix epoch, from the same vDSO clock evlog reads.
+fn wall_clock_ms() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    d.as_secs() as i64 * 1000 + i64::from(d.subsec_millis())
 }
 
 fn baseline_pwrite(c: &mut Criterion) {
@@ -168,5 +231,13 @@ fn append_always_threads(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append_os, baseline_bufwriter, baseline_pwrite, append_batch_os, append_always_threads);
+criterion_group!(
+    benches,
+    append_os,
+    baseline_bufwriter,
+    append_os_parts,
+    baseline_pwrite,
+    append_batch_os,
+    append_always_threads
+);
 criterion_main!(benches);

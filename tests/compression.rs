@@ -37,11 +37,22 @@ fn fill(log: &Log, n: u64) {
 
 type Seen = Vec<(u64, i64, Option<Vec<u8>>, Vec<u8>)>;
 
+/// Every record, read with `iter`; `scan` (which walks each decompressed block in one loop)
+/// must lend the same.
 fn all(log: &Log) -> Seen {
-    log.iter(0)
+    let seen: Seen = log
+        .iter(0)
         .map(|r| r.expect("record"))
         .map(|r| (r.offset(), r.timestamp(), r.key().map(<[u8]>::to_vec), r.payload().to_vec()))
-        .collect()
+        .collect();
+    let mut lent = Seen::new();
+    log.scan(0, |r| {
+        lent.push((r.offset(), r.timestamp(), r.key().map(<[u8]>::to_vec), r.payload().to_vec()));
+        std::ops::ControlFlow::Continue(())
+    })
+    .expect("scan");
+    assert!(lent == seen, "scan lends what iter returns");
+    seen
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! Random timestamps over 1–3 topics (logs in memory): replay, exact or streaming, with a tiny
 //! or a large memory budget, emits exactly the model's sort by (timestamp, topic, offset), or
-//! (streaming only) refuses with LatenessExceeded after an ordered prefix.
+//! (streaming only) refuses with LatenessExceeded after an ordered prefix; `scan_events` lends
+//! the same events and refuses at the same point.
 #![no_main]
 
 use evlog::storage::MemStorage;
-use evlog::{Durability, Error, NewRecord, ReplayError, Options, Store, StoreOptions};
+use evlog::{Durability, Error, NewRecord, Options, ReplayError, Store, StoreOptions};
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,14 +46,14 @@ fuzz_target!(|data: &[u8]| {
         model.sort();
         let names: Vec<String> = (0..topics).map(|t| format!("t{t}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut b = store.replay(&refs).memory_bytes_max(if cfg & 4 == 0 { 300 } else { 1 << 20 });
         let streaming = cfg & 8 != 0;
-        if streaming {
-            b = b.max_lateness(Duration::from_millis(u64::from(cfg >> 4) * 4));
-        }
+        let builder = || {
+            let b = store.replay(&refs).memory_bytes_max(if cfg & 4 == 0 { 300 } else { 1 << 20 });
+            if streaming { b.max_lateness(Duration::from_millis(u64::from(cfg >> 4) * 4)) } else { b }
+        };
         let mut got = Vec::new();
         let mut refused = false;
-        for e in b.start().expect("start") {
+        for e in builder().start().expect("start") {
             match e {
                 Ok(e) => got.push((e.timestamp, e.topic.to_string(), e.offset)),
                 Err(Error::Replay(ReplayError::LatenessExceeded { .. })) if streaming => {
@@ -72,6 +73,14 @@ fuzz_target!(|data: &[u8]| {
         } else {
             assert_eq!(got, model);
         }
+        // The lending scan hands out the same events and refuses at the same point.
+        let mut lent = Vec::new();
+        let scanned = builder().start().expect("start").scan_events(|e| {
+            lent.push((e.timestamp, e.topic.to_string(), e.offset));
+            std::ops::ControlFlow::Continue(())
+        });
+        assert_eq!(scanned.is_err(), refused, "scan_events and the iterator agree on refusing");
+        assert_eq!(lent, got);
     }
     let _ = std::fs::remove_dir_all(&root);
 });

@@ -486,3 +486,13 @@ fn clearing_the_batch_flag_keeps_the_frame_valid_and_everything_else_equal() {
     assert_eq!((after.offset, after.timestamp, after.payload.clone()), (9, 42, before.payload));
     clear_batch_flag(&mut [0u8; 3]); // too short: left alone, no panic
 }
+
+#[test]
+fn the_frame_checksum_is_crc32_ieee_as_format_md_says() {
+    // `frame_crc` reuses one hasher for speed; its answer must be the plain CRC-32 (IEEE) of
+    // FORMAT.md: the check value of the standard test input, and crc32fast's for a real frame.
+    assert_eq!(frame_crc(b"123456789"), 0xCBF4_3926);
+    let f = frame(7, Some(b"k"), &[("h", b"v")], b"payload", false);
+    assert_eq!(frame_crc(&f[FRAME_CRC_FROM..]), crc32fast::hash(&f[FRAME_CRC_FROM..]));
+    assert_eq!(le_u32(&f, FRAME_CRC_AT), crc32fast::hash(&f[FRAME_CRC_FROM..]), "encode stores that checksum");
+}

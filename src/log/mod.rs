@@ -860,9 +860,15 @@ impl Log {
     /// out owned records instead.
     pub fn scan(&self, from_offset: u64, mut f: impl FnMut(RecordRef<'_>) -> std::ops::ControlFlow<()>) -> Result<u64> {
         let mut it = self.iter(from_offset);
-        while let Some(r) = it.next_ref()? {
-            if f(r).is_break() {
+        loop {
+            // The records already read, in a tight loop; then one step of the general path,
+            // which reads the next chunk, moves to the next segment or reports what is wrong.
+            if it.scan_chunk(&mut f).is_break() {
                 break;
+            }
+            match it.next_ref()? {
+                Some(r) if f(r).is_continue() => {}
+                _ => break,
             }
         }
         Ok(it.next_offset())
@@ -1171,6 +1177,45 @@ impl Iter {
         Ok(Some(RecordRef::from_frame(bytes, frame)))
     }
 
+    /// Hands `f` the records below `stop` that the current cursor already holds, each as
+    /// `next_in_chunk` would, in a tight loop (see `FrameCursor::scan_frames`: `f` says whether
+    /// it took each and whether to go on); returns whether `f` stopped the loop. Hands nothing
+    /// when there is no such record: `next_in_chunk` then reads on.
+    #[cfg(feature = "store")]
+    #[inline]
+    pub(crate) fn scan_in_chunk(&mut self, stop: u64, mut f: impl FnMut(InChunk<'_>) -> segment::Taken) -> bool {
+        self.scan_cursor(stop, |chunk, rel, _, frame| {
+            let shift = |r: &std::ops::Range<usize>| rel + r.start..rel + r.end;
+            f(InChunk {
+                offset: frame.offset,
+                timestamp: frame.timestamp,
+                chunk,
+                key: frame.key.as_ref().map(shift),
+                payload: shift(&frame.payload),
+            })
+        })
+    }
+
+    /// The fast path of `scan_chunk` and `scan_in_chunk`: the current cursor's frames below
+    /// `stop` and what is known readable, through `FrameCursor::scan_frames`, keeping the
+    /// iterator's position with the cursor's; whether `f` stopped the loop. Nothing when the
+    /// cursor is not where the iterator is (the general step moves it).
+    #[inline]
+    fn scan_cursor(
+        &mut self,
+        stop: u64,
+        f: impl FnMut(&crate::storage::SharedBytes, usize, &[u8], &crate::format::DecodedFrame) -> segment::Taken,
+    ) -> bool {
+        let Some(c) = &mut self.cur else { return false };
+        if c.next != self.next {
+            return false;
+        }
+        let (next, stopped) = c.cursor.scan_frames(self.next, c.readable.min(stop), f);
+        self.next = next;
+        c.next = next;
+        stopped
+    }
+
     /// The next record's offset and timestamp, the chunk of bytes the iterator read it in, and
     /// where its key and payload are in that chunk: for a reader that holds records without a
     /// reference count each (the streaming replay keeps one per chunk).
@@ -1189,8 +1234,32 @@ impl Iter {
         }))
     }
 
+    /// Offers a spare buffer to the current cursor (see `FrameCursor::offer_buffer`).
+    #[cfg(feature = "store")]
+    pub(crate) fn offer_buffer(&mut self, buf: Vec<u8>) {
+        if let Some(c) = &mut self.cur {
+            c.cursor.offer_buffer(buf);
+        }
+    }
+
+    /// Hands `f` the records the current cursor already holds below what is known readable
+    /// (see `FrameCursor::scan_chunk`); the fast path of `Log::scan`.
+    fn scan_chunk(
+        &mut self,
+        f: &mut impl FnMut(RecordRef<'_>) -> std::ops::ControlFlow<()>,
+    ) -> std::ops::ControlFlow<()> {
+        let stopped = self.scan_cursor(u64::MAX, |_, _, bytes, frame| {
+            if f(RecordRef::from_frame(bytes, frame)).is_break() { segment::Taken::Stop } else { segment::Taken::Next }
+        });
+        if stopped { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
+    }
+
     /// Moves to the next record; returns where its bytes are in the current cursor's chunk
     /// (its decoded frame is the cursor's `last`).
+    ///
+    /// Inlined (the slow path is not): a reader calls it once per record, and its answer
+    /// returned through memory costs a stalled load per record.
+    #[inline]
     fn advance(&mut self) -> Result<Option<usize>> {
         // Fast path: below what the cursor already knows to be readable (a sealed segment's end,
         // or the published end last seen), no look at the shared view is needed.
@@ -1208,6 +1277,13 @@ impl Iter {
                 RawStep::End | RawStep::Bad { .. } => {} // handled (and reported) by the slow path
             }
         }
+        self.advance_slow()
+    }
+
+    /// `advance` past what the cursor knows: a new chunk's end, a new segment, a refresh, an
+    /// error to report.
+    #[inline(never)]
+    fn advance_slow(&mut self) -> Result<Option<usize>> {
         // A few tries cover races with rolls and refreshes; stepping over a compacted segment
         // that lost all its records is progress, not a try.
         let mut tries = 0;

@@ -142,6 +142,7 @@ pub struct RecordRef<'a> {
 
 impl<'a> RecordRef<'a> {
     /// `frame` holds exactly the frame's bytes and `d` was decoded from them (checksum matched).
+    #[inline]
     pub(crate) fn from_frame(frame: &'a [u8], d: &DecodedFrame) -> Self {
         RecordRef {
             offset: d.offset,

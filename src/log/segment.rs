@@ -154,6 +154,8 @@ pub(crate) struct FrameCursor {
     pub last: DecodedFrame,
     /// The segment is compacted: a frame's offset may be above the one expected (never below).
     gaps: bool,
+    /// A buffer handed back by a reader that held on to earlier chunks (see `offer_buffer`).
+    spare: Option<Vec<u8>>,
 }
 
 /// How far a sequential scan of a mapped segment runs ahead of the last release of the pages
@@ -180,6 +182,7 @@ impl FrameCursor {
             released_to: pos,
             last: DecodedFrame::default(),
             gaps: false,
+            spare: None,
         }
     }
 
@@ -199,6 +202,17 @@ impl FrameCursor {
     pub fn rewind_to(&mut self, pos: u64) {
         if pos >= self.chunk_start && pos <= self.pos {
             self.pos = pos;
+        }
+    }
+
+    /// Takes a buffer for the next chunk read with `pread`, for when the current chunk is still
+    /// held by records read from it: reused instead of a new allocation (whose pages must be
+    /// faulted in and zeroed). A reader that keeps chunks (the streaming replay) hands back the
+    /// ones it is done with.
+    #[cfg(feature = "store")]
+    pub fn offer_buffer(&mut self, buf: Vec<u8>) {
+        if self.spare.is_none() {
+            self.spare = Some(buf);
         }
     }
 
@@ -262,7 +276,7 @@ impl FrameCursor {
         let len = want.max(self.chunk_bytes).min(left);
         // The last chunk's buffer is reused unless a record read from it is still held.
         let old = std::mem::replace(&mut self.chunk, SharedBytes::from_vec(Vec::new()));
-        let mut buf = old.into_unshared_vec().unwrap_or_default();
+        let mut buf = old.into_unshared_vec().or_else(|| self.spare.take()).unwrap_or_default();
         file.read_into(self.pos, len, &mut buf).map_err(|e| Error::io("read", &self.path, e))?;
         self.chunk = SharedBytes::from_vec(buf);
         self.chunk_start = self.pos;
@@ -343,6 +357,69 @@ impl FrameCursor {
             }
             Err(error) => Ok(RawStep::Bad { position: self.pos, error }),
         }
+    }
+}
+
+/// What a `FrameCursor::scan_frames` callback did with the frame it was handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Took it; hand the next.
+    Next,
+    /// Took it; stop.
+    Stop,
+    /// Did not take it: stop before it, so the next read starts with it.
+    #[cfg_attr(not(feature = "store"), allow(dead_code))]
+    Leave,
+}
+
+impl FrameCursor {
+    /// Hands `f` the frames already in the current chunk from the cursor's position, in order,
+    /// while their offsets stay below `limit` (what is known to be readable) and they decode
+    /// cleanly; returns the offset after the last one taken and whether `f` stopped the loop.
+    /// The first frame must hold `expected` (or, in a compacted segment, a later offset). A
+    /// frame that does not decode here (cut by the chunk's end, damaged, past `limit`) is left
+    /// for `step_raw`, which reads on or reports it: this loop only skips the per-record
+    /// bookkeeping of the general path, never a check. `f` gets the chunk, where the frame
+    /// starts in it, the frame's bytes and the decoded frame (whose ranges are relative to its
+    /// start).
+    #[inline]
+    pub fn scan_frames(
+        &mut self,
+        mut expected: u64,
+        limit: u64,
+        mut f: impl FnMut(&SharedBytes, usize, &[u8], &DecodedFrame) -> Taken,
+    ) -> (u64, bool) {
+        let mut last = None;
+        let mut stopped = false;
+        while !stopped && expected < limit && self.pos < self.end {
+            let Some(rel) = self.pos.checked_sub(self.chunk_start).and_then(|r| usize::try_from(r).ok()) else { break };
+            let limit_in_chunk = usize::try_from(self.end - self.chunk_start).unwrap_or(usize::MAX);
+            let Some(avail) = self.chunk.get(rel..limit_in_chunk.min(self.chunk.len())) else { break };
+            let exact = if self.gaps { None } else { Some(expected) };
+            let Ok(frame) = format::decode_frame(avail, exact) else { break };
+            if frame.offset < expected || frame.offset >= limit {
+                break;
+            }
+            let Some(bytes) = avail.get(..frame.len) else { break };
+            match f(&self.chunk, rel, bytes, &frame) {
+                Taken::Leave => {
+                    stopped = true;
+                    continue;
+                }
+                Taken::Stop => stopped = true,
+                Taken::Next => {}
+            }
+            self.pos += frame.len as u64;
+            expected = frame.offset + 1;
+            last = Some(frame);
+            if self.pos - self.released_to >= RELEASE_BEHIND_BYTES {
+                self.release_behind();
+            }
+        }
+        if let Some(frame) = last {
+            self.last = frame;
+        }
+        (expected, stopped)
     }
 }
 

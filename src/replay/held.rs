@@ -7,6 +7,8 @@
 //!   chunk; a slot is dropped only at the front, once nothing names it, so a slot number stays
 //!   valid for as long as anything holds it.
 //! - A held record's ranges lie inside its slot's bytes (checked when it is made).
+//! - A dropped slot's buffer is reused for a reader's next chunk only when nothing else owns it
+//!   (`SharedBytes::into_unshared_vec`), so bytes a record is lent from are never overwritten.
 
 use crate::replay::{ENTRY_OVERHEAD_BYTES, Entry, Key};
 use crate::storage::{Bytes, SharedBytes};
@@ -18,6 +20,8 @@ use std::ops::Range;
 pub(super) struct Chunks {
     slots: VecDeque<Slot>,
     base: u64,
+    /// The buffer of a chunk dropped from the front, for a reader's next chunk.
+    spare: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -62,7 +66,8 @@ impl Chunks {
 
     /// Holds a record read at `payload` (and `key`) in `chunk` by a source reading at `at`;
     /// `None` when the ranges are not inside the chunk (never expected: they were decoded from
-    /// it).
+    /// it). Inlined: called once per record, and its answer returned through memory stalls.
+    #[inline(always)]
     pub fn hold(
         &mut self,
         at: &mut Reading,
@@ -106,6 +111,7 @@ impl Chunks {
     }
 
     /// The payload and key of a held record, borrowed from its chunk.
+    #[inline]
     pub fn get(&self, h: &Held) -> (&[u8], Option<&[u8]>) {
         let Some(s) = self.slot(h.slot) else { return (&[], None) };
         let payload = s.bytes.get(widen(h.payload)).unwrap_or_default();
@@ -134,6 +140,7 @@ impl Chunks {
     }
 
     /// Lets go of a held record (handed out or skipped).
+    #[inline]
     pub fn release_held(&mut self, h: Held) {
         self.release(h.slot);
     }
@@ -144,9 +151,19 @@ impl Chunks {
             s.refs = s.refs.saturating_sub(1);
         }
         while self.slots.front().is_some_and(|s| s.refs == 0) {
-            self.slots.pop_front();
+            if let Some(slot) = self.slots.pop_front()
+                && self.spare.is_none()
+            {
+                self.spare = slot.bytes.into_unshared_vec();
+            }
             self.base += 1;
         }
+    }
+
+    /// The buffer of a dropped chunk nothing else owns, if one is kept: a reader reads its next
+    /// chunk into it.
+    pub fn take_spare(&mut self) -> Option<Vec<u8>> {
+        self.spare.take()
     }
 
     /// Chunks kept now (for tests).

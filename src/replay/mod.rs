@@ -444,6 +444,9 @@ impl Source {
             else {
                 return Ok(None);
             };
+            if let Some(buf) = chunks.take_spare() {
+                iter.offer_buffer(buf);
+            }
             let Some(r) = iter.next_in_chunk()?.filter(|r| r.offset < stop) else {
                 self.iter = None;
                 continue;
@@ -567,6 +570,56 @@ impl Pending {
     }
 }
 
+/// Where the streaming merge takes in a record a source read: skipped when a resumed replay
+/// emitted it already, refused when it comes later than the lateness allowed, counted against
+/// the memory budget, queued.
+struct Intake<'a> {
+    chunks: &'a mut Chunks,
+    pending: &'a mut Pending,
+    held_bytes: &'a mut u64,
+    memory_bytes_max: u64,
+    last: Option<Key>,
+    resume_after: Option<Key>,
+    names: &'a [Arc<str>],
+}
+
+/// The intake over a replay's fields (each borrowed on its own, so that a source can be
+/// borrowed beside it) and its queue of waiting records.
+macro_rules! intake {
+    ($replay:expr, $pending:expr) => {
+        Intake {
+            chunks: &mut $replay.chunks,
+            pending: $pending,
+            held_bytes: &mut $replay.held_bytes,
+            memory_bytes_max: $replay.memory_bytes_max,
+            last: $replay.last,
+            resume_after: $replay.resume_after,
+            names: &$replay.names,
+        }
+    };
+}
+
+impl Intake<'_> {
+    #[inline]
+    fn take_in(&mut self, h: Held) -> Result<()> {
+        if self.resume_after.is_some_and(|r| h.key <= r) {
+            self.chunks.release_held(h);
+            return Ok(());
+        }
+        if let Some(l) = self.last.filter(|&l| h.key < l) {
+            let topic = self.names.get(usize::from(h.key.1)).map_or("?", |n| n).to_string();
+            let (offset, timestamp, emitted) = (h.key.2, h.key.0, l.0);
+            return Err(Error::Replay(ReplayError::LatenessExceeded { topic, offset, timestamp, emitted }));
+        }
+        *self.held_bytes += Chunks::bytes_of(&h);
+        if *self.held_bytes > self.memory_bytes_max {
+            return Err(ReplayError::MemoryExceeded { held: *self.held_bytes, max: self.memory_bytes_max }.into());
+        }
+        self.pending.push(h, self.chunks);
+        Ok(())
+    }
+}
+
 /// A replay in progress; an iterator of [`ReplayEvent`]s.
 #[derive(Debug)]
 pub struct Replay {
@@ -680,7 +733,19 @@ impl Replay {
                     self.account(h.key, false);
                     let flow = f(self.held_ref(&h));
                     self.chunks.release_held(h);
-                    flow
+                    if flow.is_break() {
+                        flow
+                    } else {
+                        given += 1;
+                        // Usually many more records have passed the watermark: handed out
+                        // without another round of the merge.
+                        let (drained, flow) = self.drain_ready(&mut f);
+                        given += drained;
+                        if flow.is_break() {
+                            break;
+                        }
+                        continue;
+                    }
                 }
                 Ok(None) => match self.next_live() {
                     Ok(Some(event)) => f(event.as_event_ref()),
@@ -701,6 +766,34 @@ impl Replay {
             }
         }
         Ok(given)
+    }
+
+    /// Hands `f` the in-order records the cached watermark has already passed, in the order
+    /// `next_streaming` would (a late record with a smaller key goes first, so the loop stops
+    /// there and leaves it to the merge); returns how many and whether `f` asked to stop.
+    fn drain_ready(
+        &mut self,
+        f: &mut impl FnMut(ReplayEventRef<'_>) -> std::ops::ControlFlow<()>,
+    ) -> (u64, std::ops::ControlFlow<()>) {
+        let mut given = 0;
+        let Some(watermark) = self.watermark else { return (0, std::ops::ControlFlow::Continue(())) };
+        while let Mode::Streaming(pending) = &mut self.mode {
+            let Some(&h) = pending.in_order.front() else { break };
+            let ready = h.key.0 < watermark || watermark == i64::MAX;
+            if !ready || pending.late.peek().is_some_and(|Reverse(e)| e.key < h.key) {
+                break;
+            }
+            pending.in_order.pop_front();
+            self.held_bytes -= Chunks::bytes_of(&h);
+            self.account(h.key, false);
+            let flow = f(self.held_ref(&h));
+            self.chunks.release_held(h);
+            given += 1;
+            if flow.is_break() {
+                return (given, flow);
+            }
+        }
+        (given, std::ops::ControlFlow::Continue(()))
     }
 
     /// A record held in its chunk as lent by `scan_events`.
@@ -920,36 +1013,90 @@ impl Replay {
                 .map(|(_, s)| s.max_seen.map_or(i64::MIN, |m| m.saturating_sub(lateness)))
                 .min()
                 .unwrap_or(i64::MAX);
-            for _ in 0..STREAM_BURST {
+            let mut taken = 0;
+            while taken < STREAM_BURST {
+                // The records the source's reader already holds in its current chunk, in a tight
+                // loop: every check of the general step below, and the same order.
+                let (failure, burst_over) = self.take_in_chunk(i, lateness, others, &mut taken);
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+                if burst_over || (taken > 0 && self.can_emit(i, lateness, others)) {
+                    break;
+                }
+                // The general step: one record, reading the next chunk or range when needed.
                 let Some(h) = self.source_next_held(i)? else { break };
-                if self.already_emitted(h.key) {
-                    self.chunks.release_held(h);
-                    continue;
-                }
-                if self.last.is_some_and(|l| h.key < l) {
-                    return Err(Error::Replay(ReplayError::LatenessExceeded {
-                        topic: self.topic_name(h.key.1).to_string(),
-                        offset: h.key.2,
-                        timestamp: h.key.0,
-                        emitted: self.last.map_or(i64::MIN, |l| l.0),
-                    }));
-                }
-                self.held_bytes += Chunks::bytes_of(&h);
-                if self.held_bytes > self.memory_bytes_max {
-                    return Err(
-                        ReplayError::MemoryExceeded { held: self.held_bytes, max: self.memory_bytes_max }.into()
-                    );
-                }
-                let Mode::Streaming(pending) = &mut self.mode else { return Ok(None) };
-                pending.push(h, &mut self.chunks);
-                let mine =
-                    self.sources.get(i).and_then(|s| s.max_seen).map_or(i64::MIN, |m| m.saturating_sub(lateness));
-                // Stop once something can go out, or once another topic holds the watermark back.
-                if mine > others || pending.min_key().is_some_and(|k| k.0 < mine) {
+                taken += 1;
+                let Some(mut intake) = self.intake() else { return Ok(None) };
+                intake.take_in(h)?;
+                if self.can_emit(i, lateness, others) {
                     break;
                 }
             }
         }
+    }
+
+    /// The streaming merge's intake, borrowed apart from the sources.
+    fn intake(&mut self) -> Option<Intake<'_>> {
+        let Mode::Streaming(pending) = &mut self.mode else { return None };
+        Some(intake!(self, pending))
+    }
+
+    /// Whether the burst reading source `i` should stop: something can go out, or another
+    /// topic holds the watermark back.
+    fn can_emit(&self, i: usize, lateness: i64, others: i64) -> bool {
+        let mine = self.sources.get(i).and_then(|s| s.max_seen).map_or(i64::MIN, |m| m.saturating_sub(lateness));
+        let Mode::Streaming(pending) = &self.mode else { return true };
+        mine > others || pending.min_key().is_some_and(|k| k.0 < mine)
+    }
+
+    /// Takes in the records source `i`'s reader holds in its current chunk (see
+    /// `Iter::scan_in_chunk`) until the burst is over: `STREAM_BURST` records, or another
+    /// topic holding the watermark back. Once something can go out, a record is taken in only
+    /// while the held records stay within half the memory budget with it (otherwise it is left
+    /// for the next round, after the merge has emitted): reading on costs nothing the budget
+    /// minds and saves a round of the merge per record, and a budget the one-record-at-a-time
+    /// merge keeps to is never exceeded. Returns a failure and whether the burst is over.
+    fn take_in_chunk(&mut self, i: usize, lateness: i64, others: i64, taken: &mut usize) -> (Option<Error>, bool) {
+        use crate::log::segment::Taken;
+        let (mut failure, mut over) = (None, false);
+        let Mode::Streaming(pending) = &mut self.mode else { return (None, true) };
+        // Borrows the replay's fields one by one, so the source's reader can be borrowed too.
+        let mut intake = intake!(self, pending);
+        let Some(src) = self.sources.get_mut(i) else { return (None, true) };
+        let Some((it, stop)) = src.iter.as_mut() else { return (None, false) };
+        let (stop, rank, dir) = (*stop, src.rank, src.topic.log().dir());
+        let (window, max_seen, reading, stats) =
+            (&mut src.window, &mut src.max_seen, &mut src.reading, &mut self.stats);
+        // The burst starts when nothing can go out (`next_streaming` emits first).
+        let mut ready = false;
+        // Whether it stopped early is in `failure` and `over`.
+        let _ = it.scan_in_chunk(stop, |r| {
+            let body = r.payload.len() + r.key.as_ref().map_or(0, Range::len);
+            if ready && *intake.held_bytes + ENTRY_OVERHEAD_BYTES + body as u64 > intake.memory_bytes_max / 2 {
+                over = true;
+                return Taken::Leave;
+            }
+            if !window.admits(stats, r.timestamp, body) {
+                return Taken::Next;
+            }
+            let key = (r.timestamp, rank, r.offset);
+            let Some(h) = intake.chunks.hold(reading, r.chunk, key, r.key.as_ref(), &r.payload) else {
+                failure = Some(Error::corruption(dir, 0, Some(key.2), "record outside the bytes read"));
+                return Taken::Stop;
+            };
+            *max_seen = (*max_seen).max(window.read_seen);
+            if let Err(e) = intake.take_in(h) {
+                failure = Some(e);
+                return Taken::Stop;
+            }
+            *taken += 1;
+            let mine = max_seen.map_or(i64::MIN, |m| m.saturating_sub(lateness));
+            ready = intake.pending.min_key().is_some_and(|k| k.0 < mine);
+            over = *taken >= STREAM_BURST || mine > others;
+            if over { Taken::Stop } else { Taken::Next }
+        });
+        (failure, over)
     }
 
     /// One step of the live phase without blocking: an event, the end (no live phase), or the
