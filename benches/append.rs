@@ -14,6 +14,11 @@
 //!   stamps records must); `bufwriter_clock_mutex`: plus a mutex taken per record (the least a
 //!   log shared by threads needs); `evlog_given_timestamp`: `append_record` with a timestamp, so
 //!   evlog reads no clock.
+//! - `append_os_large_parts/<part>/<size>` (1 KiB, 16 KiB): what bounds the large-record rows.
+//!   `bufwriter_synced_per_segment`: the BufWriter baseline with the durability points an `Os`
+//!   log keeps (an fdatasync of each 64 MiB written, where evlog rolls a segment);
+//!   `evlog_one_segment`: `append_os` into one segment as large as a segment can be, so no
+//!   sample rolls (and none fdatasyncs).
 //! - `append_batch_os/100`: 100 B records through `append_batch`, 1,000 per batch.
 //! - `append_always_threads/<n>`: durable appends (`Durability::Always`: group commit, one
 //!   fdatasync per group) from 1, 4, 8 and 16 threads; throughput counts records over all
@@ -145,6 +150,53 @@ fn append_os_parts(c: &mut Criterion) {
     g.finish();
 }
 
+/// The large-record rows apart (see the module comment): BufWriter paying evlog's roll
+/// fdatasyncs, and evlog not paying them.
+fn append_os_large_parts(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append_os_large_parts");
+    let segment_bytes = os_options().segment_bytes_max;
+    for size in [1024usize, 16 * 1024] {
+        let payload = vec![7u8; size];
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(BenchmarkId::new("bufwriter_synced_per_segment", size), &payload, |b, p| {
+            b.iter_custom(|iters| {
+                let tmp = tempfile::tempdir().expect("tempdir");
+                let file = std::fs::File::create(tmp.path().join("baseline")).expect("create");
+                let mut w = std::io::BufWriter::with_capacity(256 << 10, file);
+                let mut frame = Vec::with_capacity(size + 64);
+                let mut since_sync = 0u64;
+                let start = Instant::now();
+                for offset in 0..iters {
+                    frame_of(&mut frame, offset, p);
+                    w.write_all(&frame).expect("write");
+                    since_sync += frame.len() as u64;
+                    if since_sync >= segment_bytes {
+                        w.flush().expect("flush");
+                        w.get_ref().sync_data().expect("fdatasync");
+                        since_sync = 0;
+                    }
+                }
+                w.flush().expect("flush");
+                start.elapsed()
+            });
+        });
+        g.bench_with_input(BenchmarkId::new("evlog_one_segment", size), &payload, |b, p| {
+            b.iter_custom(|iters| {
+                let tmp = tempfile::tempdir().expect("tempdir");
+                let mut o = os_options();
+                o.segment_bytes_max = evlog::SEGMENT_BYTES_LIMIT;
+                let log = Log::open(tmp.path(), o).expect("open");
+                let start = Instant::now();
+                for _ in 0..iters {
+                    log.append(p).expect("append");
+                }
+                start.elapsed()
+            });
+        });
+    }
+    g.finish();
+}
+
 /// Milliseconds since the Unix epoch, from the same vDSO clock evlog reads.
 fn wall_clock_ms() -> i64 {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -236,6 +288,7 @@ criterion_group!(
     append_os,
     baseline_bufwriter,
     append_os_parts,
+    append_os_large_parts,
     baseline_pwrite,
     append_batch_os,
     append_always_threads
