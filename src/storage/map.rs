@@ -124,6 +124,7 @@ pub(super) fn map_write(file: &File, len_max: u64) -> io::Result<Box<dyn WriteMa
         file,
         map,
         allocated: AtomicU64::new(allocated),
+        whole_file_allocated: std::sync::atomic::AtomicBool::new(false),
         state: Mutex::new(AllocState::default()),
         idle: Condvar::new(),
     });
@@ -134,7 +135,12 @@ pub(super) fn map_write(file: &File, len_max: u64) -> io::Result<Box<dyn WriteMa
 /// platform evlog runs on).
 const PAGE_BYTES: u64 = 4096;
 
-/// A block of zeros for bringing allocated pages into the page cache.
+/// How long a writer that caught up with a background allocation yields before it sleeps
+/// until the allocation publishes the step it needs.
+const ALLOCATION_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// A block of zeros for bringing allocated pages into the page cache (and the step in which a
+/// background allocation publishes what it allocated).
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 /// The writer's handle of a write map. Dropping it waits for a running background allocation
@@ -146,10 +152,12 @@ struct MapShared {
     file: File,
     map: memmap2::MmapRaw,
     /// Bytes from the start of the file that have blocks and may be written. Only grows, and
-    /// only by one allocation at a time (`AllocState::running`).
+    /// only by one allocation at a time (`AllocState::running`), in steps of `ZEROS.len()`.
     allocated: AtomicU64,
+    /// The first allocation (from the file's start) succeeded.
+    whole_file_allocated: std::sync::atomic::AtomicBool,
     state: Mutex<AllocState>,
-    /// Signalled when an allocation ends.
+    /// Signalled when an allocation ends or publishes a step.
     idle: Condvar,
 }
 
@@ -206,12 +214,18 @@ impl MapShared {
         if upto <= from {
             return Ok(());
         }
-        let len = libc::off_t::try_from(upto).map_err(|_| io::Error::other("allocation past off_t"))?;
+        // The map's first allocation covers the file from its start, so no hole below what
+        // was there before the map can be written through it; later ones only the new range
+        // (a whole-file fallocate each time walks every page of the file on tmpfs: quadratic).
+        let start = if self.whole_file_allocated.load(Ordering::Acquire) { from } else { 0 };
+        let offset = libc::off_t::try_from(start).map_err(|_| io::Error::other("allocation past off_t"))?;
+        let len = libc::off_t::try_from(upto - start).map_err(|_| io::Error::other("allocation past off_t"))?;
         loop {
             // SAFETY: fallocate reads no memory of ours; the descriptor is owned by `self.file`.
             // Mode 0 allocates real blocks (not a hole) and extends the file's size to `upto`.
-            let r = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, len) };
+            let r = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, offset, len) };
             if r == 0 {
+                self.whole_file_allocated.store(true, Ordering::Release);
                 break;
             }
             let e = io::Error::last_os_error();
@@ -223,21 +237,34 @@ impl MapShared {
         // unwritten block zero-fills the page through the read path: about 4× slower here),
         // then map them writable in one call rather than one trap per page on the append path.
         // Both best effort: the blocks are allocated already; kernels before 5.14 do not know
-        // the advice. The zeros go only at and past `from`, which the writer does not touch yet.
+        // the advice. The zeros go only at and past the published `allocated`, which the
+        // writer does not touch yet. Each step is published as soon as it is ready, so a writer
+        // that caught up with a background allocation goes on while the rest is zero-filled
+        // (the two overlap instead of taking turns; see `RealWriteMap::allocate`).
         let mut at = from;
         while at < upto {
             let n = (upto - at).min(ZEROS.len() as u64);
             if self.file.write_all_at(ZEROS.get(..n as usize).unwrap_or(&ZEROS), at).is_err() {
                 break;
             }
+            let page = at - at % PAGE_BYTES;
+            if let (Ok(page), Ok(to)) = (usize::try_from(page), usize::try_from(at + n)) {
+                let _ = self.map.advise_range(memmap2::Advice::PopulateWrite, page, to - page);
+            }
             at += n;
+            self.publish(at);
         }
-        let page = from - from % PAGE_BYTES;
-        if let (Ok(page), Ok(to)) = (usize::try_from(page), usize::try_from(upto)) {
-            let _ = self.map.advise_range(memmap2::Advice::PopulateWrite, page, to - page);
-        }
-        self.allocated.store(upto, Ordering::Release);
+        self.publish(upto);
         Ok(())
+    }
+
+    /// Moves `allocated` to `upto` (blocks and page-cache pages exist below it) and wakes a
+    /// writer waiting for it. The lock is taken between the store and the wake-up, so a writer
+    /// that looked before the store is already waiting when it is woken.
+    fn publish(&self, upto: u64) {
+        self.allocated.fetch_max(upto, Ordering::Release);
+        drop(lock(&self.state));
+        self.idle.notify_all();
     }
 }
 
@@ -281,7 +308,29 @@ impl WriteMap for RealWriteMap {
     }
 
     fn allocate(&mut self, upto: u64) -> io::Result<()> {
-        self.0.exclusively(false, || self.0.extend(upto)).unwrap_or(Ok(()))
+        // A background allocation under way publishes its steps as they are ready: wait for the
+        // one that covers `upto` rather than for the whole chunk, then allocate whatever is
+        // still missing here (and meet any error the background dropped).
+        // The next step is usually a few µs away, less than a wake-up from a condition variable
+        // costs on a small VM: yield for a while first, then sleep until a step is published.
+        let shared = &self.0;
+        let started = std::time::Instant::now();
+        while shared.allocated() < upto && started.elapsed() < ALLOCATION_SPIN {
+            if !lock(&shared.state).running {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        {
+            let mut s = lock(&shared.state);
+            while s.running && shared.allocated() < upto {
+                s = shared.idle.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        if shared.allocated() >= upto {
+            return Ok(());
+        }
+        shared.exclusively(false, || shared.extend(upto)).unwrap_or(Ok(()))
     }
 
     fn allocate_ahead(&mut self, upto: u64) -> bool {
