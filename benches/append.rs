@@ -19,6 +19,10 @@
 //!   log keeps (an fdatasync of each 64 MiB written, where evlog rolls a segment);
 //!   `evlog_one_segment`: `append_os` into one segment as large as a segment can be, so no
 //!   sample rolls (and none fdatasyncs).
+//! - `append_os_sustained/{evlog,bufwriter_synced_per_segment}/<size>`: one log (one BufWriter
+//!   file) kept across all samples, sealed segments dropped between samples, so the run writes
+//!   gigabytes through many rolls and the bytes reach the disk, as in a long-running
+//!   application; the BufWriter fdatasyncs and starts a new file every 64 MiB, as a roll does.
 //! - `append_batch_os/100`: 100 B records through `append_batch`, 1,000 per batch.
 //! - `append_always_threads/<n>`: durable appends (`Durability::Always`: group commit, one
 //!   fdatasync per group) from 1, 4, 8 and 16 threads; throughput counts records over all
@@ -197,6 +201,55 @@ fn append_os_large_parts(c: &mut Criterion) {
     g.finish();
 }
 
+/// Sustained appends (see the module comment): one log, and one BufWriter file, kept across
+/// samples, so that the run writes gigabytes and every segment's bytes reach the disk.
+fn append_os_sustained(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append_os_sustained");
+    let segment_bytes = os_options().segment_bytes_max;
+    for size in SIZES {
+        let payload = vec![7u8; size];
+        g.throughput(Throughput::Bytes(size as u64));
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("baseline");
+        let mut w = std::io::BufWriter::with_capacity(256 << 10, std::fs::File::create(&path).expect("create"));
+        let mut written = 0u64;
+        let mut frame = Vec::with_capacity(size + 64);
+        g.bench_with_input(BenchmarkId::new("bufwriter_synced_per_segment", size), &payload, |b, p| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for offset in 0..iters {
+                    frame_of(&mut frame, offset, p);
+                    w.write_all(&frame).expect("write");
+                    written += frame.len() as u64;
+                    if written >= segment_bytes {
+                        w.flush().expect("flush");
+                        w.get_ref().sync_data().expect("fdatasync");
+                        written = 0;
+                        // A new file, as a roll makes (the old one dropped, as retention does).
+                        w = std::io::BufWriter::with_capacity(256 << 10, std::fs::File::create(&path).expect("create"));
+                    }
+                }
+                w.flush().expect("flush");
+                start.elapsed()
+            });
+        });
+        let log = Log::open(tmp.path().join("log"), os_options()).expect("open");
+        g.bench_with_input(BenchmarkId::new("evlog", size), &payload, |b, p| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    log.append(p).expect("append");
+                }
+                let took = start.elapsed();
+                // Retention between samples keeps the disk from filling.
+                log.remove_before(log.next_offset()).expect("remove");
+                took
+            });
+        });
+    }
+    g.finish();
+}
+
 /// Milliseconds since the Unix epoch, from the same vDSO clock evlog reads.
 fn wall_clock_ms() -> i64 {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -289,6 +342,7 @@ criterion_group!(
     baseline_bufwriter,
     append_os_parts,
     append_os_large_parts,
+    append_os_sustained,
     baseline_pwrite,
     append_batch_os,
     append_always_threads

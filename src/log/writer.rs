@@ -68,6 +68,9 @@ pub(crate) struct Writer {
     /// Where the last background allocation asked of `map` reaches: while it is ahead of the
     /// allocated end, one is under way and appends do not ask again.
     ahead_asked: u64,
+    /// Below where the last background write-back asked of `map` reaches (see
+    /// `Options::write_back_interval_bytes`).
+    write_back_asked: u64,
     /// The disk budget, with the bytes of the sealed segments it counts.
     budget: Option<BudgetState>,
     /// Bytes that may still be appended before free space is checked against
@@ -95,6 +98,7 @@ impl Writer {
             allocated: position,
             map: None,
             ahead_asked: 0,
+            write_back_asked: 0,
             budget: None,
             reserve_credit: 0,
         }
@@ -109,6 +113,7 @@ impl Shared {
     pub(crate) fn open_write_map(&self, w: &mut Writer) {
         w.map = None;
         w.ahead_asked = 0;
+        w.write_back_asked = 0;
         if self.opts.write_path == WritePath::Auto && self.opts.durability != Durability::Always {
             w.map = w.active.file.map_write(self.opts.segment_bytes_max, INTERNAL).ok();
         }
@@ -127,6 +132,12 @@ impl Shared {
     fn reserve(&self, w: &mut Writer, total: u64) -> Result<()> {
         let need = w.position + total;
         let Some(map) = &mut w.map else { return Ok(()) };
+        let interval = self.opts.write_back_interval_bytes;
+        if interval > 0 && w.position - w.write_back_asked >= interval {
+            // Bytes below `position` are whole frames that are never written again.
+            map.write_back_behind(w.position);
+            w.write_back_asked = w.position;
+        }
         let allocated = map.allocated();
         let limit = self.segment_limit();
         let ahead = (need + self.opts.preallocate_bytes).min(limit).max(need);

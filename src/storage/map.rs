@@ -107,6 +107,11 @@ impl PublishedMap {
 /// A writable shared map of `file`'s first `len_max` bytes (which may reach past its end: pages
 /// there are never touched until `allocate` gave them blocks).
 pub(super) fn map_write(file: &File, len_max: u64) -> io::Result<Box<dyn WriteMap>> {
+    Ok(Box::new(RealWriteMap(map_shared(file, len_max)?)))
+}
+
+/// The map of [`map_write`] with what the background thread shares.
+fn map_shared(file: &File, len_max: u64) -> io::Result<Arc<MapShared>> {
     let len = usize::try_from(len_max).map_err(|_| io::Error::other("map longer than the address space"))?;
     let allocated = file.metadata()?.len().min(len_max);
     let file = file.try_clone()?;
@@ -124,11 +129,12 @@ pub(super) fn map_write(file: &File, len_max: u64) -> io::Result<Box<dyn WriteMa
         file,
         map,
         allocated: AtomicU64::new(allocated),
+        written_back: AtomicU64::new(0),
         whole_file_allocated: std::sync::atomic::AtomicBool::new(false),
         state: Mutex::new(AllocState::default()),
         idle: Condvar::new(),
     });
-    Ok(Box::new(RealWriteMap(shared)))
+    Ok(shared)
 }
 
 /// The page size assumed for aligning prefault requests (a multiple of it on every Linux
@@ -138,6 +144,10 @@ const PAGE_BYTES: u64 = 4096;
 /// How long a writer that caught up with a background allocation yields before it sleeps
 /// until the allocation publishes the step it needs.
 const ALLOCATION_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The most bytes handed to the kernel's write-back (`MapShared::write_back`) between two looks
+/// at whether the writer wants an allocation first.
+const WRITE_BACK_PIECE_BYTES: u64 = 1 << 20;
 
 /// A block of zeros for bringing allocated pages into the page cache (and the step in which a
 /// background allocation publishes what it allocated).
@@ -154,6 +164,9 @@ struct MapShared {
     /// Bytes from the start of the file that have blocks and may be written. Only grows, and
     /// only by one allocation at a time (`AllocState::running`), in steps of `ZEROS.len()`.
     allocated: AtomicU64,
+    /// Bytes from the start of the file already handed to the kernel's write-back
+    /// (`write_back`); only the background thread moves it.
+    written_back: AtomicU64,
     /// The first allocation (from the file's start) succeeded.
     whole_file_allocated: std::sync::atomic::AtomicBool,
     state: Mutex<AllocState>,
@@ -169,6 +182,8 @@ struct AllocState {
     queued: bool,
     /// Where the queued background allocation should reach.
     wanted: u64,
+    /// Below where the background should start write-back (see `WriteMap::write_back_behind`).
+    write_back_wanted: u64,
     /// The writer dropped its handle: queued work is skipped.
     closed: bool,
 }
@@ -258,6 +273,60 @@ impl MapShared {
         Ok(())
     }
 
+    /// Starts the disk write of the pages below `upto` (rounded down to a page, so the page the
+    /// writer is filling is left alone) that were not handed over before; no wait. In pieces of
+    /// `WRITE_BACK_PIECE_BYTES`, stopping early when an allocation is wanted (the writer may be
+    /// about to wait for it; the allocation request queues the map again, and the rest follows
+    /// it) or once the writer dropped its handle (a roll or close fdatasyncs the file itself).
+    fn write_back(&self, upto: u64) {
+        let upto = upto - upto % PAGE_BYTES;
+        loop {
+            let from = self.written_back.load(Ordering::Acquire);
+            if upto <= from {
+                return;
+            }
+            {
+                let s = lock(&self.state);
+                if s.closed || s.wanted > self.allocated() {
+                    return;
+                }
+            }
+            let to = upto.min(from + WRITE_BACK_PIECE_BYTES);
+            let (Ok(start), Ok(n)) = (usize::try_from(from), usize::try_from(to - from)) else { return };
+            // Unmap the finished pages first: write-back write-protects every mapped page it
+            // cleans, one TLB shootdown of the writer's CPU per page (measured: 2.4× slower
+            // appends); unmapping the range costs one for all of it.
+            // SAFETY: MADV_DONTNEED on a *shared file* mapping only removes the pages from this
+            // process's page tables, moving their dirty bits to the page cache, whose pages keep
+            // the bytes; a later touch maps the same bytes again (it zeroes memory only for
+            // private or anonymous mappings, which this is not). Nothing is touched here anyway:
+            // the writer writes only at and past its position, and `upto` is at most that.
+            let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, n) };
+            let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(from), libc::off64_t::try_from(to - from)) else {
+                return;
+            };
+            // SAFETY: sync_file_range reads no memory of ours; the descriptor is owned by
+            // `self.file`. SYNC_FILE_RANGE_WRITE alone starts write-back of dirty pages in the
+            // range and returns without waiting; it neither changes a byte nor consumes the
+            // file's write-back error state (only the WAIT flags do), so an I/O error it meets
+            // is still reported by the writer's next fdatasync, which poisons the log. Best
+            // effort: an error here only means the fdatasync has more to write.
+            let _ = unsafe { libc::sync_file_range(self.file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+            self.written_back.store(to, Ordering::Release);
+        }
+    }
+
+    /// Queues this map at the background thread unless it is queued already; returns whether
+    /// the background will look at `state` again.
+    fn enqueue(self: &Arc<Self>, s: &mut AllocState) -> bool {
+        let Some(queue) = background() else { return false };
+        if !s.queued {
+            let sent = queue.lock().unwrap_or_else(|e| e.into_inner()).send(self.clone());
+            s.queued = sent.is_ok();
+        }
+        s.queued
+    }
+
     /// Moves `allocated` to `upto` (blocks and page-cache pages exist below it) and wakes a
     /// writer waiting for it. The lock is taken between the store and the wake-up, so a writer
     /// that looked before the store is already waiting when it is woken.
@@ -279,7 +348,8 @@ impl Drop for RealWriteMap {
 }
 
 /// The process's background allocator: one thread, started on first use, that extends the
-/// write maps queued at it, so that appends rarely wait for `fallocate` and zero-filling.
+/// write maps queued at it, so that appends rarely wait for `fallocate` and zero-filling, and
+/// starts the disk write of the pages behind their writers.
 fn background() -> Option<&'static Mutex<mpsc::Sender<Arc<MapShared>>>> {
     static QUEUE: OnceLock<Option<Mutex<mpsc::Sender<Arc<MapShared>>>>> = OnceLock::new();
     QUEUE
@@ -287,14 +357,16 @@ fn background() -> Option<&'static Mutex<mpsc::Sender<Arc<MapShared>>>> {
             let (tx, rx) = mpsc::channel::<Arc<MapShared>>();
             let spawned = std::thread::Builder::new().name("evlog-allocate".into()).spawn(move || {
                 for map in rx {
-                    let wanted = {
+                    let (wanted, write_back_wanted) = {
                         let mut s = lock(&map.state);
                         s.queued = false;
-                        s.wanted
+                        (s.wanted, s.write_back_wanted)
                     };
                     // Errors are left for the writer: an append that needs the space allocates
                     // it itself and reports a full disk or a file system without fallocate.
+                    // Allocation first: a writer may be waiting for it.
                     let _ = map.exclusively(true, || map.extend(wanted));
+                    map.write_back(write_back_wanted);
                 }
             });
             spawned.ok().map(|_| Mutex::new(tx))
@@ -334,15 +406,15 @@ impl WriteMap for RealWriteMap {
     }
 
     fn allocate_ahead(&mut self, upto: u64) -> bool {
-        let Some(queue) = background() else { return false };
         let mut s = lock(&self.0.state);
         s.wanted = s.wanted.max(upto);
-        if !s.queued {
-            let sent = queue.lock().unwrap_or_else(|e| e.into_inner()).send(self.0.clone());
-            s.queued = sent.is_ok();
-            return s.queued;
-        }
-        true
+        self.0.enqueue(&mut s)
+    }
+
+    fn write_back_behind(&mut self, upto: u64) -> bool {
+        let mut s = lock(&self.0.state);
+        s.write_back_wanted = s.write_back_wanted.max(upto);
+        self.0.enqueue(&mut s)
     }
 
     fn write(&mut self, pos: u64, data: &[u8]) -> io::Result<()> {
@@ -366,5 +438,27 @@ impl WriteMap for RealWriteMap {
         let target = unsafe { std::slice::from_raw_parts_mut(self.0.map.as_mut_ptr().add(start), len) };
         fill(target);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_back_hands_each_finished_page_to_the_kernel_once_and_never_the_page_being_filled() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = File::options().read(true).write(true).create_new(true).open(tmp.path().join("s")).expect("create");
+        let shared = map_shared(&file, 1 << 20).expect("map");
+        shared.extend(256 << 10).expect("allocate");
+        shared.write_back(3 * PAGE_BYTES + 100);
+        assert_eq!(shared.written_back.load(Ordering::Acquire), 3 * PAGE_BYTES, "the partial page stays out");
+        shared.write_back(2 * PAGE_BYTES);
+        assert_eq!(shared.written_back.load(Ordering::Acquire), 3 * PAGE_BYTES, "never goes back");
+        shared.write_back(10 * PAGE_BYTES);
+        assert_eq!(shared.written_back.load(Ordering::Acquire), 10 * PAGE_BYTES);
+        lock(&shared.state).closed = true;
+        shared.write_back(20 * PAGE_BYTES);
+        assert_eq!(shared.written_back.load(Ordering::Acquire), 10 * PAGE_BYTES, "nothing once the writer left");
     }
 }

@@ -235,6 +235,15 @@ pub trait WriteMap: Send + Sync + fmt::Debug {
         let _ = upto;
         false
     }
+    /// Asks for the written bytes below `upto` to be sent to the disk in the background, with
+    /// no wait (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`): a hint that lets a later
+    /// fdatasync find little left to write. It makes nothing durable and reports nothing (an
+    /// I/O error it meets is still reported by the next fdatasync). Returns whether that will
+    /// happen (by default it does not).
+    fn write_back_behind(&mut self, upto: u64) -> bool {
+        let _ = upto;
+        false
+    }
     /// Copies `data` into the file at `pos`. Fails, touching nothing, unless `pos + data.len()`
     /// is within [`WriteMap::allocated`].
     fn write(&mut self, pos: u64, data: &[u8]) -> io::Result<()>;
