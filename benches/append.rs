@@ -205,6 +205,8 @@ fn append_os_large_parts(c: &mut Criterion) {
 /// samples, so that the run writes gigabytes and every segment's bytes reach the disk.
 fn append_os_sustained(c: &mut Criterion) {
     let mut g = c.benchmark_group("append_os_sustained");
+    // Few, long samples: each spans several rolls, so a roll's cost is not a sample's outlier.
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
     let segment_bytes = os_options().segment_bytes_max;
     for size in SIZES {
         let payload = vec![7u8; size];
