@@ -257,6 +257,12 @@ pub(crate) struct Shared {
     pub written_offset: AtomicU64,
     /// Duration of the last group commit fsync, in nanoseconds.
     pub last_fsync_nanos: AtomicU64,
+    /// `Always` appends written so far (counted under the writer lock), the count the last
+    /// group commit covered, and how many appends that one covered: the appenders a leader
+    /// expects back (see `lead_sync`).
+    pub appends_written: AtomicU64,
+    pub appends_synced: AtomicU64,
+    pub last_round_appends: AtomicU64,
     /// Sum and maximum of the durations of all data fsyncs counted in `fsyncs`.
     pub fsync_nanos_total: AtomicU64,
     pub fsync_nanos_max: AtomicU64,
@@ -768,6 +774,9 @@ impl Log {
             appenders: AtomicUsize::new(0),
             written_offset: AtomicU64::new(rec.next_offset),
             last_fsync_nanos: AtomicU64::new(0),
+            appends_written: AtomicU64::new(0),
+            appends_synced: AtomicU64::new(0),
+            last_round_appends: AtomicU64::new(0),
             fsync_nanos_total: AtomicU64::new(0),
             fsync_nanos_max: AtomicU64::new(0),
             opened_next_offset: rec.next_offset,

@@ -266,6 +266,9 @@ impl Shared {
         }
         if self.opts.durability != Durability::Always {
             self.publish_written(w.next_offset, w.position);
+        } else {
+            // Under the writer lock: a load and a store, no read-modify-write.
+            self.appends_written.store(self.appends_written.load(Ordering::Relaxed) + 1, Ordering::Release);
         }
         Ok((first, w.next_offset))
     }
@@ -522,26 +525,36 @@ impl Shared {
 
     /// One group commit: fsync everything written so far, then publish and maybe checkpoint.
     fn lead_sync(&self) -> Result<()> {
-        // Gather: while fewer records wait than threads are appending (typically the threads
-        // the previous fsync just released, about to append again), yield so they join this
-        // fsync instead of waiting a whole fsync for the next. Bounded by a quarter of the last fsync's
-        // time; a lone appender never waits.
-        let budget = Duration::from_nanos(self.last_fsync_nanos.load(Ordering::Relaxed) / 4).min(GATHER_MAX);
+        // Gather: while fewer appends wait than are expected, yield so they join this fsync
+        // instead of waiting a whole fsync for the next. Expected: the threads inside `append`,
+        // and while any is, at least as many as the last fsync covered: the threads it released
+        // are about to append again, and one caught between two appends (out of the last, not
+        // yet in the next) must not end the wait. Bounded by half of the last fsync's
+        // time; a lone appender never waits, nor does a sync with no append under way.
+        let budget = Duration::from_nanos(self.last_fsync_nanos.load(Ordering::Relaxed) / 2).min(GATHER_MAX);
         let start = Instant::now();
         loop {
-            let waiting =
-                self.written_offset.load(Ordering::Acquire).saturating_sub(self.synced_offset.load(Ordering::Acquire));
-            if waiting >= self.appenders.load(Ordering::Acquire) as u64 || start.elapsed() >= budget {
+            let waiting = self
+                .appends_written
+                .load(Ordering::Acquire)
+                .saturating_sub(self.appends_synced.load(Ordering::Acquire));
+            let appenders = self.appenders.load(Ordering::Acquire) as u64;
+            let expected =
+                if appenders == 0 { 0 } else { appenders.max(self.last_round_appends.load(Ordering::Relaxed)) };
+            if waiting >= expected || start.elapsed() >= budget {
                 break;
             }
             std::thread::yield_now();
         }
-        let (active, upto, end) = {
+        let (active, upto, end, appends) = {
             let w = lock(self.writer()?);
-            (w.active.clone(), w.next_offset, w.position)
+            (w.active.clone(), w.next_offset, w.position, self.appends_written.load(Ordering::Acquire))
         };
         let took = self.timed_data_sync(&active)?;
         self.last_fsync_nanos.store(took, Ordering::Relaxed);
+        // Leaders take turns (the group commit runs one at a time), so a plain swap suffices.
+        let before = self.appends_synced.swap(appends, Ordering::AcqRel);
+        self.last_round_appends.store(appends.saturating_sub(before), Ordering::Relaxed);
         self.mark_synced(upto);
         if self.opts.durability == Durability::Always {
             // Under `Os`/`Interval` every write was published as it was made.
