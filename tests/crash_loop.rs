@@ -40,6 +40,9 @@ fn log_options() -> Options {
     o.record_bytes_max = 1024;
     o.index_interval_bytes = 512;
     o.checkpoint_interval_bytes = 4 << 10;
+    // Write-back behind the writer (map path) after every page, so kills land while pages are
+    // being unmapped and handed to the disk.
+    o.write_back_interval_bytes = 4096;
     o
 }
 
