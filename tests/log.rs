@@ -408,6 +408,62 @@ fn offset_for_timestamp_is_exact_with_out_of_order_timestamps() {
 }
 
 #[test]
+fn time_lookups_and_ranges_see_each_record_of_the_open_granule_once_its_append_returns() {
+    // Keyless records that join the open granule are indexed later, without the index's lock
+    // on the append: the active segment's time range and a lookup by time must still reflect
+    // each record as soon as its append returns, with timestamps widening both ways.
+    let mem = MemStorage::new();
+    let mut o = mem_opts(&mem, Durability::Os);
+    o.index_interval_bytes = 1 << 20;
+    let log = Log::open(dir(), o).expect("open");
+    assert!(log.stats().mapped_writes, "the lock-free index path is the map path");
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    for i in 0..300i64 {
+        let t = if i % 2 == 0 { 1_000 + i } else { 1_000 - i };
+        let offset = log.append_record(&NewRecord::new(b"event").timestamp(t)).expect("append");
+        (lo, hi) = (lo.min(t), hi.max(t));
+        let ranges = log.segment_time_ranges().expect("ranges");
+        let &(_, end, range) = ranges.last().expect("the active segment");
+        assert_eq!(end, offset + 1);
+        assert_eq!(range, Some((lo, hi)), "after record {offset}");
+        if i % 2 == 0 {
+            assert_eq!(log.offset_for_timestamp(t).expect("lookup"), Some(offset), "ts {t}");
+        }
+        assert_eq!(log.offset_for_timestamp(hi + 1).expect("lookup"), None);
+    }
+}
+
+#[test]
+fn index_files_written_at_rolls_checkpoints_and_close_include_the_records_indexed_later() {
+    // Records indexed without the lock on their append are in the index before it is written:
+    // after a clean close no index file is found stale (none is rebuilt) and lookups by time
+    // are exact, in sealed segments and the active one.
+    for durability in [Durability::Os, Durability::Interval(std::time::Duration::from_secs(3600))] {
+        let mem = MemStorage::new();
+        let mut o = small(mem_opts(&mem, durability));
+        o.segment_bytes_max = 8 << 10;
+        o.index_interval_bytes = 1024;
+        o.checkpoint_interval_bytes = 2048;
+        let log = Log::open(dir(), o.clone()).expect("open");
+        let ts = |i: u64| ((i * 7919) % 500) as i64;
+        for i in 0..600u64 {
+            log.append_record(&NewRecord::new(&payload(i)).timestamp(ts(i))).expect("append");
+            if i % 97 == 0 {
+                log.sync().expect("sync");
+            }
+        }
+        log.close().expect("close");
+        let log = Log::open(dir(), o).expect("reopen");
+        assert!(log.segment_count() > 3);
+        for probe in (0..520).step_by(13) {
+            let expected = (0..600u64).find(|&i| ts(i) >= probe);
+            assert_eq!(log.offset_for_timestamp(probe).expect("lookup"), expected, "ts {probe}");
+        }
+        assert_eq!(log.index_rebuilds(), 0, "{durability:?}: every index file read was whole");
+    }
+}
+
+#[test]
 fn indexes_are_rebuilt_after_index_files_are_deleted_or_damaged() {
     // Index files are caches: deleting or damaging them changes no answer.
     let mem = MemStorage::new();

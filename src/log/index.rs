@@ -65,6 +65,13 @@ impl IndexRef<'_> {
             .map(|e| (u64::from(e.rel_offset), u64::from(e.position)))
     }
 
+    /// The last granule's start: `(relative offset, position)`.
+    pub fn last_granule(&self) -> Option<(u64, u64)> {
+        let n = self.times.len() / TIME_ENTRY_LEN;
+        let e = format::time_entry(self.times, n.checked_sub(1)?);
+        Some((u64::from(e.rel_offset), u64::from(e.position)))
+    }
+
     /// Smallest and largest timestamp over all granules.
     pub fn time_range(&self) -> Option<(i64, i64)> {
         (0..self.times.len() / TIME_ENTRY_LEN).map(|i| format::time_entry(self.times, i)).fold(None, |acc, e| match acc
@@ -144,18 +151,41 @@ impl IndexBuilder {
             );
             self.granule_bytes = 0;
         } else {
-            let at = self.times.len() - TIME_ENTRY_LEN;
-            let max = format::le_i64(&self.times, at + TIME_ENTRY_MAX_TS_AT).max(ts);
-            let min = format::le_i64(&self.times, at + TIME_ENTRY_MIN_TS_AT).min(ts);
-            for (field, value) in [(TIME_ENTRY_MAX_TS_AT, max), (TIME_ENTRY_MIN_TS_AT, min)] {
-                if let Some(slot) = self.times.get_mut(at + field..at + field + 8) {
-                    slot.copy_from_slice(&value.to_le_bytes());
-                }
-            }
+            self.widen_open_granule(ts, ts);
         }
         self.granule_bytes += len;
         self.record_count += 1;
         self.covered_bytes = position + len;
+    }
+
+    /// Bytes of frames that may still join the open granule (what `push` adds to it rather
+    /// than starting a new entry): 0 before the first entry.
+    pub fn open_granule_room(&self) -> u64 {
+        if self.offsets.is_empty() { 0 } else { self.interval_bytes.saturating_sub(self.granule_bytes) }
+    }
+
+    /// Adds frames that `push` would have put in the open granule, all at once: `count` frames of
+    /// `bytes` bytes in all, ending at `end`, timestamps within `[min_ts, max_ts]`. The writer
+    /// gathers them without this index's lock (see `PendingIndex` in `writer.rs`).
+    pub fn extend_open_granule(&mut self, count: u64, bytes: u64, end: u64, min_ts: i64, max_ts: i64) {
+        if count == 0 || self.times.is_empty() {
+            return;
+        }
+        self.widen_open_granule(min_ts, max_ts);
+        self.granule_bytes += bytes;
+        self.record_count += count;
+        self.covered_bytes = end;
+    }
+
+    fn widen_open_granule(&mut self, min_ts: i64, max_ts: i64) {
+        let Some(at) = self.times.len().checked_sub(TIME_ENTRY_LEN) else { return };
+        let max = format::le_i64(&self.times, at + TIME_ENTRY_MAX_TS_AT).max(max_ts);
+        let min = format::le_i64(&self.times, at + TIME_ENTRY_MIN_TS_AT).min(min_ts);
+        for (field, value) in [(TIME_ENTRY_MAX_TS_AT, max), (TIME_ENTRY_MIN_TS_AT, min)] {
+            if let Some(slot) = self.times.get_mut(at + field..at + field + 8) {
+                slot.copy_from_slice(&value.to_le_bytes());
+            }
+        }
     }
 
     /// Encodes the offset index file and the time index file.

@@ -41,7 +41,7 @@ use crate::storage::{LockGuard, OpenMode, PublishedMap, StorageFile};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -56,6 +56,11 @@ pub(crate) struct Active {
     /// For a writable log on real files: the segment mapped read-only, which its in-process
     /// readers read below the published end instead of calling `pread`.
     pub published_map: Option<PublishedMap>,
+    /// Smallest and largest timestamp of the frames the writer appended without taking
+    /// `index`'s lock (they join the open granule later, see `PendingIndex` in `writer.rs`),
+    /// stored before those frames are published. `i64::MAX` / `i64::MIN` while there are none.
+    pub unindexed_ts_min: AtomicI64,
+    pub unindexed_ts_max: AtomicI64,
 }
 
 impl Active {
@@ -75,7 +80,36 @@ impl Active {
         } else {
             None
         };
-        Active { base, path, file, index: Mutex::new(index), published_map }
+        Active {
+            base,
+            path,
+            file,
+            index: Mutex::new(index),
+            published_map,
+            unindexed_ts_min: AtomicI64::new(i64::MAX),
+            unindexed_ts_max: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Smallest and largest timestamp of the published frames (and maybe a few later ones):
+    /// the index's range widened by the frames not in it yet.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        let indexed = lock(&self.index).as_ref().time_range();
+        let (lo, hi) = (self.unindexed_ts_min.load(Ordering::Acquire), self.unindexed_ts_max.load(Ordering::Acquire));
+        match indexed {
+            _ if lo > hi => indexed,
+            None => Some((lo, hi)),
+            Some((a, b)) => Some((a.min(lo), b.max(hi))),
+        }
+    }
+
+    /// Where to start looking for the first frame at or after `ts`: the first granule whose
+    /// largest timestamp reaches it, else the open (last) granule, whose frames not in the
+    /// index yet may.
+    pub fn granule_reaching(&self, ts: i64) -> Option<(u64, u64)> {
+        let ix = lock(&self.index);
+        let ix = ix.as_ref();
+        ix.first_granule_reaching(ts).or_else(|| ix.last_granule())
     }
 
     /// A cursor over this segment's frames from `pos` up to `end` (the published end).
@@ -905,8 +939,7 @@ impl Log {
                 return Ok(Some(o));
             }
         }
-        let granule = lock(&active.index).as_ref().first_granule_reaching(ts);
-        let Some((rel, pos)) = granule else { return Ok(None) };
+        let Some((rel, pos)) = active.granule_reaching(ts) else { return Ok(None) };
         let cursor = active.cursor(pos, end, s.opts.read_buffer_bytes);
         s.first_at_or_after(cursor, active.base + rel, ts)
     }
@@ -1049,8 +1082,7 @@ impl Log {
         for (base, end) in consecutive(&bases) {
             out.push((base, end, self.shared.time_range(base, end)?));
         }
-        let range = lock(&active.index).as_ref().time_range();
-        out.push((active.base, next, range));
+        out.push((active.base, next, active.time_range()));
         Ok(out)
     }
 

@@ -49,6 +49,78 @@ pub(crate) enum Expect<'a> {
     KeyLast(&'a [u8], Option<u64>),
 }
 
+/// Frames appended to the active segment's open granule but not yet added to its index: a
+/// single keyless record that joins the open granule is appended without taking the index's
+/// lock (measured 30 ns of a 177 ns append of 100 B), and the frames are added at once when the
+/// lock is next taken: by an append that starts a granule, a batch or a keyed record, and
+/// before the index is written or read by the writer (checkpoint, roll, close). Readers never
+/// miss such a frame: a lookup by offset lands in the open granule, whose entry exists, and
+/// scans on; the active segment's time range and its lookup by time widen the index by
+/// `Active::unindexed_ts_min`/`max`, stored before the frames are published.
+#[derive(Debug)]
+struct PendingIndex {
+    /// Bytes that may join the open granule (`IndexBuilder::open_granule_room` when the lock was
+    /// last taken): while `bytes` stays below it, a frame belongs to the open granule.
+    room: u64,
+    count: u64,
+    bytes: u64,
+    end: u64,
+    min_ts: i64,
+    max_ts: i64,
+    /// What `Active::unindexed_ts_min`/`max` hold for this segment.
+    stored_min_ts: i64,
+    stored_max_ts: i64,
+}
+
+impl PendingIndex {
+    /// Nothing pending, no room: the next append takes the lock.
+    fn new() -> Self {
+        PendingIndex {
+            room: 0,
+            count: 0,
+            bytes: 0,
+            end: 0,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            stored_min_ts: i64::MAX,
+            stored_max_ts: i64::MIN,
+        }
+    }
+
+    /// Whether a frame may be appended without the index's lock.
+    fn fits(&self) -> bool {
+        self.bytes < self.room
+    }
+
+    /// Notes a frame of `len` bytes ending at `end` appended without the lock, and publishes its
+    /// timestamp to readers of `active` first.
+    fn add(&mut self, active: &Active, len: u64, end: u64, ts: i64) {
+        if ts < self.stored_min_ts {
+            self.stored_min_ts = ts;
+            active.unindexed_ts_min.store(ts, Ordering::Release);
+        }
+        if ts > self.stored_max_ts {
+            self.stored_max_ts = ts;
+            active.unindexed_ts_max.store(ts, Ordering::Release);
+        }
+        self.count += 1;
+        self.bytes += len;
+        self.end = end;
+        self.min_ts = self.min_ts.min(ts);
+        self.max_ts = self.max_ts.max(ts);
+    }
+
+    /// Adds the pending frames to `ix` (held under its lock).
+    fn settle_into(&mut self, ix: &mut IndexBuilder) {
+        ix.extend_open_granule(self.count, self.bytes, self.end, self.min_ts, self.max_ts);
+        self.count = 0;
+        self.bytes = 0;
+        self.min_ts = i64::MAX;
+        self.max_ts = i64::MIN;
+        self.room = ix.open_granule_room();
+    }
+}
+
 /// State owned by the writer lock.
 #[derive(Debug)]
 pub(crate) struct Writer {
@@ -71,6 +143,8 @@ pub(crate) struct Writer {
     /// Below where the last background write-back asked of `map` reaches (see
     /// `Options::write_back_interval_bytes`).
     write_back_asked: u64,
+    /// Frames of the active segment not in its index yet.
+    pending: PendingIndex,
     /// The disk budget, with the bytes of the sealed segments it counts.
     budget: Option<BudgetState>,
     /// Bytes that may still be appended before free space is checked against
@@ -99,6 +173,7 @@ impl Writer {
             map: None,
             ahead_asked: 0,
             write_back_asked: 0,
+            pending: PendingIndex::new(),
             budget: None,
             reserve_credit: 0,
         }
@@ -222,16 +297,29 @@ impl Shared {
         let start = w.position;
         let len = usize::try_from(total).unwrap_or(usize::MAX);
         let ww = &mut *w;
-        let mut ix = lock(&ww.active.index);
         let base = ww.active.base;
         let fields = |i: usize| Framing { offset: first + i as u64, durable, now, continues: i + 1 < records.len() };
         let written = match (&mut ww.map, records) {
+            // One keyless record in the open granule: encoded straight into the page cache, and
+            // indexed later without taking the index's lock now (see `PendingIndex`).
+            (Some(map), [r]) if r.key.is_none() && ww.pending.fits() => {
+                let f = fields(0).of(r);
+                let headers_len = format::headers_block_len(&r.headers).unwrap_or(0);
+                ww.pending.add(&ww.active, total, start + total, f.timestamp);
+                map.write_with(start, len, &mut |dst| {
+                    format::encode_frame_into(dst, &f, headers_len);
+                })
+            }
             // One record: encoded straight into the page cache, no copy in between.
             (Some(map), [r]) => {
                 let f = fields(0).of(r);
                 let headers_len = format::headers_block_len(&r.headers).unwrap_or(0);
+                let mut ix = lock(&ww.active.index);
+                ww.pending.settle_into(&mut ix);
                 ix.push(f.offset - base, start, total, f.timestamp);
                 ix.note_key(f.key, f.offset - base, start);
+                ww.pending.room = ix.open_granule_room();
+                drop(ix);
                 map.write_with(start, len, &mut |dst| {
                     format::encode_frame_into(dst, &f, headers_len);
                 })
@@ -239,6 +327,8 @@ impl Shared {
             // A batch is encoded into the (cache-hot) buffer and copied in one go: measured
             // 20% faster for 1,000 records of 100 B than many small stores into cold pages.
             (map, _) => {
+                let mut ix = lock(&ww.active.index);
+                ww.pending.settle_into(&mut ix);
                 ww.buf.clear();
                 for (i, r) in records.iter().enumerate() {
                     let f = fields(i).of(r);
@@ -248,13 +338,14 @@ impl Shared {
                     ix.push(f.offset - base, start + at, n as u64, f.timestamp);
                     ix.note_key(f.key, f.offset - base, start + at);
                 }
+                ww.pending.room = ix.open_granule_room();
+                drop(ix);
                 match map {
                     Some(map) => map.write(start, &ww.buf),
                     None => ww.active.file.write_all_at(&ww.buf, start),
                 }
             }
         };
-        drop(ix);
         // On failure the index may name frames that are not on disk; nobody reads it again
         // (poisoned), and reopening rebuilds it.
         self.poisoning(written.map_err(|e| Error::io("write", &w.active.path, e)))?;
@@ -579,7 +670,10 @@ impl Shared {
         if since < self.opts.checkpoint_interval_bytes {
             return;
         }
-        index::write_index_files(self.opts.storage.as_ref(), &self.dir, &lock(&active.index));
+        let mut ix = lock(&active.index);
+        w.pending.settle_into(&mut ix);
+        index::write_index_files(self.opts.storage.as_ref(), &self.dir, &ix);
+        drop(ix);
         // A failed checkpoint write loses nothing: recovery falls back to the previous one.
         let _ = w.checkpoint.write(Checkpoint { segment_base: active.base, position: end, next_offset: upto });
     }
@@ -617,7 +711,8 @@ impl Shared {
         self.timed_data_sync(&old)?;
         self.mark_synced(w.next_offset);
         {
-            let ix = lock(&old.index);
+            let mut ix = lock(&old.index);
+            w.pending.settle_into(&mut ix);
             index::write_index_files(self.opts.storage.as_ref(), &self.dir, &ix);
             crate::log::keys::write_at_roll(self, &ix);
             lock(&self.time_ranges).insert(old.base, ix.as_ref().time_range());
@@ -648,6 +743,7 @@ impl Shared {
         let index = IndexBuilder::new(base, self.opts.index_interval_bytes);
         let active = Arc::new(Active::new(base, path, file, index, &self.opts, true));
         w.active = active.clone();
+        w.pending = PendingIndex::new();
         w.position = SEGMENT_HEADER_LEN as u64;
         w.allocated = w.position;
         if let Some(b) = &mut w.budget {
@@ -748,7 +844,11 @@ impl Shared {
         self.poisoning(w.active.file.sync_data().map_err(|e| Error::io("fsync", &w.active.path, e)))?;
         self.synced_offset.fetch_max(w.next_offset, Ordering::AcqRel);
         self.publish(&w.active, w.next_offset, w.position);
-        index::write_index_files(self.opts.storage.as_ref(), &self.dir, &lock(&w.active.index));
+        let ww = &mut *w;
+        let mut ix = lock(&ww.active.index);
+        ww.pending.settle_into(&mut ix);
+        index::write_index_files(self.opts.storage.as_ref(), &self.dir, &ix);
+        drop(ix);
         let c = Checkpoint { segment_base: w.active.base, position: w.position, next_offset: w.next_offset };
         w.checkpoint.write(c)
     }
