@@ -285,10 +285,8 @@ pub(crate) struct Shared {
     pub synced_records: AtomicU64,
     /// Whether the writer currently appends through a writable map.
     pub mapped_writes: AtomicBool,
-    /// Threads inside `append` (group commit: how many records a leader may wait for).
+    /// Threads inside `append` (group commit: how many appends a leader may wait for).
     pub appenders: AtomicUsize,
-    /// Offset after the last record written (not necessarily synced or published).
-    pub written_offset: AtomicU64,
     /// Duration of the last group commit fsync, in nanoseconds.
     pub last_fsync_nanos: AtomicU64,
     /// `Always` appends written so far (counted under the writer lock), the count the last
@@ -806,7 +804,6 @@ impl Log {
             synced_records: AtomicU64::new(0),
             mapped_writes: AtomicBool::new(false),
             appenders: AtomicUsize::new(0),
-            written_offset: AtomicU64::new(rec.next_offset),
             last_fsync_nanos: AtomicU64::new(0),
             appends_written: AtomicU64::new(0),
             appends_synced: AtomicU64::new(0),

@@ -351,7 +351,6 @@ impl Shared {
         self.poisoning(written.map_err(|e| Error::io("write", &w.active.path, e)))?;
         w.position += total;
         w.next_offset += records.len() as u64;
-        self.written_offset.store(w.next_offset, Ordering::Release);
         if w.map.is_none() && w.position > w.allocated {
             self.preallocate(&mut w);
         }
