@@ -166,21 +166,9 @@ fn append_os_large_parts(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let tmp = tempfile::tempdir().expect("tempdir");
                 let file = std::fs::File::create(tmp.path().join("baseline")).expect("create");
-                let mut w = std::io::BufWriter::with_capacity(256 << 10, file);
-                let mut frame = Vec::with_capacity(size + 64);
-                let mut since_sync = 0u64;
+                let mut synced = SyncedBufWriter::new(std::io::BufWriter::with_capacity(256 << 10, file), size);
                 let start = Instant::now();
-                for offset in 0..iters {
-                    frame_of(&mut frame, offset, p);
-                    w.write_all(&frame).expect("write");
-                    since_sync += frame.len() as u64;
-                    if since_sync >= segment_bytes {
-                        w.flush().expect("flush");
-                        w.get_ref().sync_data().expect("fdatasync");
-                        since_sync = 0;
-                    }
-                }
-                w.flush().expect("flush");
+                synced.write(iters, p, segment_bytes, |_| {});
                 start.elapsed()
             });
         });
@@ -213,25 +201,16 @@ fn append_os_sustained(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(size as u64));
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("baseline");
-        let mut w = std::io::BufWriter::with_capacity(256 << 10, std::fs::File::create(&path).expect("create"));
-        let mut written = 0u64;
-        let mut frame = Vec::with_capacity(size + 64);
+        let file = std::fs::File::create(&path).expect("create");
+        let mut synced = SyncedBufWriter::new(std::io::BufWriter::with_capacity(256 << 10, file), size);
         g.bench_with_input(BenchmarkId::new("bufwriter_synced_per_segment", size), &payload, |b, p| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
-                for offset in 0..iters {
-                    frame_of(&mut frame, offset, p);
-                    w.write_all(&frame).expect("write");
-                    written += frame.len() as u64;
-                    if written >= segment_bytes {
-                        w.flush().expect("flush");
-                        w.get_ref().sync_data().expect("fdatasync");
-                        written = 0;
-                        // A new file, as a roll makes (the old one dropped, as retention does).
-                        w = std::io::BufWriter::with_capacity(256 << 10, std::fs::File::create(&path).expect("create"));
-                    }
-                }
-                w.flush().expect("flush");
+                // A new file at each fdatasync, as a roll makes (the old one dropped, as
+                // retention does).
+                synced.write(iters, p, segment_bytes, |w| {
+                    *w = std::io::BufWriter::with_capacity(256 << 10, std::fs::File::create(&path).expect("create"));
+                });
                 start.elapsed()
             });
         });
@@ -250,6 +229,43 @@ fn append_os_sustained(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// The BufWriter baseline with the durability points of an `Os` log: frames written through
+/// a BufWriter, fdatasynced each time a segment's worth was written since the last.
+struct SyncedBufWriter {
+    w: std::io::BufWriter<std::fs::File>,
+    frame: Vec<u8>,
+    since_sync: u64,
+}
+
+impl SyncedBufWriter {
+    fn new(w: std::io::BufWriter<std::fs::File>, size: usize) -> Self {
+        SyncedBufWriter { w, frame: Vec::with_capacity(size + 64), since_sync: 0 }
+    }
+
+    /// Writes `iters` frames of `payload`; after each fdatasync calls `at_sync` (which may put
+    /// a new file in place); flushes at the end.
+    fn write(
+        &mut self,
+        iters: u64,
+        payload: &[u8],
+        segment_bytes: u64,
+        mut at_sync: impl FnMut(&mut std::io::BufWriter<std::fs::File>),
+    ) {
+        for offset in 0..iters {
+            frame_of(&mut self.frame, offset, payload);
+            self.w.write_all(&self.frame).expect("write");
+            self.since_sync += self.frame.len() as u64;
+            if self.since_sync >= segment_bytes {
+                self.w.flush().expect("flush");
+                self.w.get_ref().sync_data().expect("fdatasync");
+                self.since_sync = 0;
+                at_sync(&mut self.w);
+            }
+        }
+        self.w.flush().expect("flush");
+    }
 }
 
 /// Milliseconds since the Unix epoch, from the same vDSO clock evlog reads.
