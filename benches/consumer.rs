@@ -1,8 +1,11 @@
 //! Consumer benchmarks; prints a markdown table (each figure is one run of many operations).
 //!
 //! - poll + durable commit every 1,000 records vs plain `Log::iter` over the same 1M records;
-//! - tail latency: from `append` returning (`Durability::Os`) to `poll` returning in another
-//!   thread that was waiting (blocked at once, or busy-waiting 1 ms first: `spin_before_block`);
+//! - tail latency: from `append` called (`Durability::Os`) to `poll` returning in another
+//!   thread that was waiting (blocked at once, or busy-waiting 1 ms first: `spin_before_block`).
+//!   One append every 200 µs, the producer sleeping in between; and, with the spinning consumer,
+//!   the producer pacing itself by busy-waiting instead, as Chronicle Queue's latency harness
+//!   (JLBH) does: a producer that slept starts its append with caches its idle vCPU lost;
 //! - commit latency per `CommitDurability`.
 //!
 //! `cargo bench --bench consumer`
@@ -74,8 +77,12 @@ fn main() {
 
     // Tail latency: a consumer waiting in poll (blocked at once, or busy-waiting first), woken
     // by an append in another thread.
-    for (topic, spin) in [("tail", Duration::ZERO), ("tail-spin", Duration::from_millis(1))] {
-        tail_latency(&store, topic, spin);
+    for (topic, spin, pacing) in [
+        ("tail", Duration::ZERO, Pacing::Sleep),
+        ("tail-spin", Duration::from_millis(1), Pacing::Sleep),
+        ("tail-spin-paced", Duration::from_millis(1), Pacing::BusyWait),
+    ] {
+        tail_latency(&store, topic, spin, pacing);
     }
 
     // Commit latency.
@@ -98,8 +105,17 @@ fn main() {
     }
 }
 
+/// How the tail-latency producer waits between appends.
+#[derive(Debug, Clone, Copy)]
+enum Pacing {
+    /// `thread::sleep`: the producer's CPU idles.
+    Sleep,
+    /// A busy loop on the clock, as a latency-sensitive producer (and JLBH) paces itself.
+    BusyWait,
+}
+
 /// Append → poll latency percentiles for a consumer that spins `spin` before it blocks.
-fn tail_latency(store: &Store, topic: &str, spin: Duration) {
+fn tail_latency(store: &Store, topic: &str, spin: Duration, pacing: Pacing) {
     let tail = store.topic(topic).expect("topic");
     let mut opts = ConsumerOptions::default();
     opts.spin_before_block = spin;
@@ -116,7 +132,16 @@ fn tail_latency(store: &Store, topic: &str, spin: Duration) {
                 while !ready.swap(false, Ordering::AcqRel) {
                     std::hint::spin_loop();
                 }
-                std::thread::sleep(Duration::from_micros(200));
+                let gap = Duration::from_micros(200);
+                match pacing {
+                    Pacing::Sleep => std::thread::sleep(gap),
+                    Pacing::BusyWait => {
+                        let from = Instant::now();
+                        while from.elapsed() < gap {
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
                 // Timed from the call: the consumer is often woken before `append` returns.
                 let t = Instant::now();
                 tail.append(b"tick").expect("append");
@@ -136,7 +161,7 @@ fn tail_latency(store: &Store, topic: &str, spin: Duration) {
     let mut lat: Vec<Duration> = sent.iter().zip(&received).map(|(s, r)| r.saturating_duration_since(*s)).collect();
     lat.sort();
     println!(
-        "| tail latency, `append` (Os) called → waiting `poll` (spin_before_block {spin:?}) returns in another thread | p50 {}, p99 {}, p99.9 {}, max {} |",
+        "| tail latency, `append` (Os) called → waiting `poll` (spin_before_block {spin:?}) returns in another thread, producer paced by {pacing:?} | p50 {}, p99 {}, p99.9 {}, max {} |",
         micros(percentile(&lat, 0.5)),
         micros(percentile(&lat, 0.99)),
         micros(percentile(&lat, 0.999)),

@@ -437,22 +437,32 @@ impl Shared {
 
     /// The second half of `wake_waiters`, for a caller whose last write to `published` was
     /// itself SeqCst (a full barrier already).
+    #[inline]
     fn notify_waiters(&self) {
         if let Some(s) = &self.opts.append_signal {
             s.notify();
         }
         if self.waiters.load(Ordering::SeqCst) > 0 {
-            let _g = lock(&self.appended);
-            self.appended_cv.notify_all();
+            self.wake_sleepers();
         }
     }
 
+    #[inline(never)]
+    fn wake_sleepers(&self) {
+        let _g = lock(&self.appended);
+        self.appended_cv.notify_all();
+    }
+
+    /// Every append looks: inline, with the error built out of line.
+    #[inline]
     pub fn check_poison(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) {
-            let cause = lock(&self.poison_cause).clone().unwrap_or_default();
-            return Err(Error::Poisoned { path: self.dir.clone(), cause });
-        }
-        Ok(())
+        if self.poisoned.load(Ordering::Acquire) { Err(self.poisoned_error()) } else { Ok(()) }
+    }
+
+    #[cold]
+    fn poisoned_error(&self) -> Error {
+        let cause = lock(&self.poison_cause).clone().unwrap_or_default();
+        Error::Poisoned { path: self.dir.clone(), cause }
     }
 
     /// Marks the log poisoned after a failed write or fsync and wakes every waiter.

@@ -564,6 +564,7 @@ impl Shared {
 
     /// Passes `r` through, poisoning the log when it failed: the one place where a failed write,
     /// truncation, fsync or segment creation on the append path turns into poison.
+    #[inline]
     fn poisoning<T>(&self, r: Result<T>) -> Result<T> {
         if let Err(e) = &r {
             self.poison(e);
