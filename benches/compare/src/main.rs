@@ -1,6 +1,10 @@
-//! evlog beside its peers, same machine, same payloads, one run. Prints a markdown table.
+//! evlog beside its peers, same machine, same payloads. Prints a markdown table.
 //!
-//! `cargo run --release --manifest-path benches/compare/Cargo.toml [-- quick]`
+//! `cargo run --release --manifest-path benches/compare/Cargo.toml [-- quick] [-- runs=N]`
+//!
+//! `runs=N` measures every system N times (each run in fresh directories, the systems in the
+//! same order each time) and prints each cell's median, as issue 14's table was made ("medians
+//! of 3"): on a shared host one run's figure moves by ±20%, for peers as much as for evlog.
 //!
 //! Every durable figure states what "durable" means for that system: a figure from a system that
 //! does not fsync is not comparable to one that does.
@@ -45,6 +49,22 @@ struct Row {
     open_ms: Option<f64>,
     /// Records found after reopening a store whose writer was SIGKILLed, of those it appended.
     kept: Option<(u64, u64)>,
+}
+
+/// Each cell's median over runs of one system (the lower middle for an even count); for
+/// "kept after kill -9", the fewest kept.
+fn median_row(mut runs: Vec<Row>) -> Row {
+    let median = |cell: fn(&Row) -> Option<f64>| {
+        let mut v: Vec<f64> = runs.iter().filter_map(cell).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len().saturating_sub(1) / 2).copied()
+    };
+    let kept = runs.iter().filter_map(|r| r.kept).min_by_key(|&(k, _)| k);
+    let (unsynced_100, unsynced_1k) = (median(|r| r.unsynced_100), median(|r| r.unsynced_1k));
+    let (durable_1, durable_8) = (median(|r| r.durable_1), median(|r| r.durable_8));
+    let (read, open_ms) = (median(|r| r.read), median(|r| r.open_ms));
+    let first = runs.swap_remove(0);
+    Row { unsynced_100, unsynced_1k, durable_1, durable_8, read, open_ms, kept, ..first }
 }
 
 fn frame(offset: u64, payload: &[u8], out: &mut Vec<u8>) {
@@ -497,10 +517,9 @@ fn main() {
     } else {
         Sizes { unsynced: 1_000_000, durable: 2_000, threads: 500 }
     };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let mut rows = Vec::new();
-    for (name, f) in [
+    let runs: usize =
+        std::env::args().find_map(|a| a.strip_prefix("runs=").map(|n| n.parse().expect("runs=N"))).unwrap_or(1).max(1);
+    let systems = [
         ("raw", raw as fn(&Path, &Sizes) -> Row),
         ("raw-prealloc", raw_prealloc),
         ("evlog", evlog_row),
@@ -509,10 +528,16 @@ fn main() {
         ("queue-file", queue_file_row),
         ("okaywal", okaywal_row),
         ("sqlite", sqlite_row),
-    ] {
-        eprintln!("measuring {name} …");
-        rows.push(f(dir, &s));
+    ];
+    let mut all: Vec<Vec<Row>> = (0..systems.len()).map(|_| Vec::new()).collect();
+    for run in 0..runs {
+        for ((name, f), rows) in systems.iter().zip(&mut all) {
+            eprintln!("run {} of {runs}: measuring {name} …", run + 1);
+            let tmp = tempfile::tempdir().expect("tempdir");
+            rows.push(f(tmp.path(), &s));
+        }
     }
+    let rows: Vec<Row> = all.into_iter().map(median_row).collect();
     println!(
         "| system | durability of the durable columns | unsynced 100 B | unsynced 1 KiB | durable, 1 thread | durable, 8 threads | read after kill -9 + reopen | reopen after kill -9 | kept after kill -9 |"
     );
@@ -543,7 +568,8 @@ fn main() {
     }
     println!();
     println!(
-        "records/s; {} records unsynced ({} at 1 KiB), {} durable per thread count. * sled's flush ends in sync_file_range on Linux: not durable against a power cut.",
+        "records/s{}; {} records unsynced ({} at 1 KiB), {} durable per thread count. * sled's flush ends in sync_file_range on Linux: not durable against a power cut.",
+        if runs > 1 { format!(", each cell the median of {runs} runs") } else { String::new() },
         s.unsynced,
         s.unsynced / 4,
         s.durable
