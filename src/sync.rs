@@ -1,6 +1,7 @@
 //! Locking helpers shared by every layer.
 
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Locks `m`, taking the data even if a thread panicked while holding it: evlog's shared state
 /// stays consistent across a panic (every critical section either completes or changes nothing
@@ -62,5 +63,30 @@ impl GroupCommit {
     pub(crate) fn wake_all(&self) {
         let _flushing = lock(&self.flushing);
         self.done.notify_all();
+    }
+}
+
+/// Longest a group-commit leader waits for others to join its flush.
+const GATHER_MAX: Duration = Duration::from_millis(2);
+
+/// A group-commit leader's gather, before its flush: while fewer writes wait (`waiting()`) than
+/// are expected, yield so they join this flush instead of waiting a whole flush for the next.
+/// Expected: the callers inside an operation that will flush (`active()`), and while any is, at
+/// least as many as the last flush covered (`last_round`): the callers it released are about to
+/// write again, and one caught between two operations (out of the last, not yet in the next)
+/// must not end the wait. Bounded by half of the last flush's time (`last_flush_nanos`) and
+/// `GATHER_MAX`; a lone caller never waits, nor does a leader when no operation is under way.
+/// Yielding, not sleeping: on a small VM a leader that blocks lets both vCPUs halt, and the
+/// flush that follows completes slower (measured; see docs/benchmarks.md).
+pub(crate) fn gather(last_flush_nanos: u64, last_round: u64, waiting: impl Fn() -> u64, active: impl Fn() -> u64) {
+    let budget = Duration::from_nanos(last_flush_nanos / 2).min(GATHER_MAX);
+    let start = Instant::now();
+    loop {
+        let active = active();
+        let expected = if active == 0 { 0 } else { active.max(last_round) };
+        if waiting() >= expected || start.elapsed() >= budget {
+            return;
+        }
+        std::thread::yield_now();
     }
 }

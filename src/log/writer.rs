@@ -35,9 +35,6 @@ static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 /// reached yet (the first append into a new segment, say): enough for the next few appends.
 const SYNC_ALLOCATE_BYTES: u64 = 64 << 10;
 
-/// Longest a group commit leader waits for concurrent appenders to join its fsync.
-const GATHER_MAX: Duration = Duration::from_millis(2);
-
 /// What must hold for a conditional append (`Log::append_expecting`, `append_expecting_key`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Expect<'a> {
@@ -616,27 +613,13 @@ impl Shared {
 
     /// One group commit: fsync everything written so far, then publish and maybe checkpoint.
     fn lead_sync(&self) -> Result<()> {
-        // Gather: while fewer appends wait than are expected, yield so they join this fsync
-        // instead of waiting a whole fsync for the next. Expected: the threads inside `append`,
-        // and while any is, at least as many as the last fsync covered: the threads it released
-        // are about to append again, and one caught between two appends (out of the last, not
-        // yet in the next) must not end the wait. Bounded by half of the last fsync's
-        // time; a lone appender never waits, nor does a sync with no append under way.
-        let budget = Duration::from_nanos(self.last_fsync_nanos.load(Ordering::Relaxed) / 2).min(GATHER_MAX);
-        let start = Instant::now();
-        loop {
-            let waiting = self
-                .appends_written
-                .load(Ordering::Acquire)
-                .saturating_sub(self.appends_synced.load(Ordering::Acquire));
-            let appenders = self.appenders.load(Ordering::Acquire) as u64;
-            let expected =
-                if appenders == 0 { 0 } else { appenders.max(self.last_round_appends.load(Ordering::Relaxed)) };
-            if waiting >= expected || start.elapsed() >= budget {
-                break;
-            }
-            std::thread::yield_now();
-        }
+        // Gather the appends the last fsync released (see `sync::gather`).
+        crate::sync::gather(
+            self.last_fsync_nanos.load(Ordering::Relaxed),
+            self.last_round_appends.load(Ordering::Relaxed),
+            || self.appends_written.load(Ordering::Acquire).saturating_sub(self.appends_synced.load(Ordering::Acquire)),
+            || self.appenders.load(Ordering::Acquire) as u64,
+        );
         let (active, upto, end, appends) = {
             let w = lock(self.writer()?);
             (w.active.clone(), w.next_offset, w.position, self.appends_written.load(Ordering::Acquire))

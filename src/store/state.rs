@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const GROUPS_TREE: &str = "groups";
 const STATE_TREE_PREFIX: &str = "state:";
@@ -131,9 +131,6 @@ pub(crate) struct StateDb {
     /// or not at all.
     gate: RwLock<()>,
 }
-
-/// Longest a group commit leader waits for other committers to join its flush.
-const GATHER_MAX: Duration = Duration::from_millis(2);
 
 /// Held by a thread from the start of an operation that will commit durably to the end of its
 /// commit (see [`StateDb::committing`]).
@@ -467,24 +464,15 @@ impl StateDb {
         Committing(&self.committers)
     }
 
-    /// A leader's gather: while fewer commits wait than are expected, yield so they join this
-    /// flush. Expected: the threads inside a queue operation (`committing`), and at least as
-    /// many as the last flush covered while any is: the workers the last flush released are
-    /// about to write again, and one caught between two operations (its guard dropped, the
-    /// next not taken yet) must not end the wait. Bounded by half of the last flush's time; a
-    /// lone committer never waits, nor does a leader when no queue operation is under way.
+    /// A leader's gather (see `sync::gather`): the committers are the threads inside a queue
+    /// operation (`committing`).
     fn gather(&self, covered: &AtomicU64) {
-        let budget = Duration::from_nanos(self.last_flush_nanos.load(Ordering::Relaxed) / 2).min(GATHER_MAX);
-        let start = Instant::now();
-        loop {
-            let waiting = self.writes.load(Ordering::SeqCst).saturating_sub(covered.load(Ordering::Acquire));
-            let committers = self.committers.load(Ordering::Acquire) as u64;
-            let expected = if committers == 0 { 0 } else { committers.max(self.last_round.load(Ordering::Relaxed)) };
-            if waiting >= expected || start.elapsed() >= budget {
-                return;
-            }
-            std::thread::yield_now();
-        }
+        crate::sync::gather(
+            self.last_flush_nanos.load(Ordering::Relaxed),
+            self.last_round.load(Ordering::Relaxed),
+            || self.writes.load(Ordering::SeqCst).saturating_sub(covered.load(Ordering::Acquire)),
+            || self.committers.load(Ordering::Acquire) as u64,
+        );
     }
 
     fn flush_once(&self, durability: CommitDurability) -> Result<()> {
