@@ -150,6 +150,34 @@ pub enum Error {
         name: String,
     },
 
+    /// An atomic append was committed (its journal record is durable) but a topic's part could
+    /// not be written or made durable now. The transaction is not lost: the journal keeps it,
+    /// the store completes it at the next atomic append that can, and at the latest when it next
+    /// opens. Parts of other topics may already be visible.
+    #[error(
+        "atomic append {txn} is committed, but its part in topic {topic:?} could not be completed now ({source}); it will be completed when the store next opens, or sooner"
+    )]
+    AtomicAppendIncomplete {
+        /// The transaction's id (its journal offset).
+        txn: u64,
+        /// The topic whose part failed.
+        topic: String,
+        /// Why.
+        source: Box<Error>,
+    },
+
+    /// The journal write of an atomic append failed after bytes may have reached it: the append
+    /// may be committed. Nothing of it reached any topic; if it was committed, the store
+    /// completes it when it next opens. The journal is poisoned: later atomic appends fail
+    /// until the store is reopened.
+    #[error(
+        "atomic append: the journal write failed ({source}); the append may be committed, and if it is, it will be completed when the store next opens; nothing of it reached a topic"
+    )]
+    AtomicAppendUnknown {
+        /// Why.
+        source: Box<Error>,
+    },
+
     /// A topic cannot be deleted while handles to it are in use.
     #[error("topic {name:?} is in use ({handles} other handles)")]
     TopicInUse {

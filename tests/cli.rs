@@ -265,6 +265,20 @@ fn append_to_a_full_topic_stops_with_topic_full_and_every_printed_offset_is_read
 }
 
 #[test]
+fn compact_seals_the_active_segment_and_compacts_records_that_never_left_it() {
+    // Issue 26, item 5: every record sat in the active segment and `compact` did nothing.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let input: String = (0..1_000).map(|i| format!("{{\"key\":\"k{}\",\"value\":\"{i}\"}}\n", i % 10)).collect();
+    let o = evlog(tmp.path(), &["append", "t", "--json", "--sync", "os"], &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = json_lines(&evlog(tmp.path(), &["compact", "t"], ""));
+    assert_eq!(c[0]["records_before"], 1_000, "{c:?}");
+    assert_eq!(c[0]["records_after"], 10, "{c:?}");
+    assert_eq!(c[0]["compacted_below"], 1_000, "{c:?}");
+    assert_eq!(json_lines(&evlog(tmp.path(), &["dump", "t"], "")).len(), 10);
+}
+
+#[test]
 fn compact_keeps_the_newest_record_of_each_key_and_reports_bytes_before_and_after() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // A budget shrinks segments to a quarter of it: 1 MiB segments, so compaction has sealed ones.

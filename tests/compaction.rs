@@ -307,7 +307,7 @@ fn a_full_disk_during_compaction_leaves_the_segment_as_it_was_and_no_partial_rew
     // Full from the first write of a rewrite: nothing changes. From a later one: the segments
     // rewritten before stay compacted (each is whole), the one being rewritten is untouched.
     for skip in [0, 1] {
-        faulty.fail_always(Op::Write, Some(".compact.tmp"), skip, Fault::NoSpace);
+        faulty.fail_always(Op::Write, Some(".compact."), skip, Fault::NoSpace);
         let err = log.compact(&CompactOptions::default()).expect_err("the disk is full");
         assert!(matches!(err, evlog::LogError::StorageFull { .. }), "{err}");
         let files = mem.list_dir(Path::new("/log")).expect("list");

@@ -31,7 +31,7 @@
 //! forwarder copies a record's headers *except* `evlog.source`, `kafka.partition` and
 //! `kafka.offset` (the marks of earlier hops, meaningful only where they were made) and puts its
 //! own `evlog.source` first; the importer copies a Kafka record's headers except
-//! `kafka.partition` and `kafka.offset` and appends its own. The `evlog.source` of the hop before
+//! `kafka.partition`, `kafka.offset` and the reserved `evlog.txn` and appends its own. The `evlog.source` of the hop before
 //! an import is kept on the imported record (where the event came from), and replaced by the
 //! next forward. Provenance further back is not kept.
 //!
@@ -68,9 +68,11 @@ fn forwarded_header(name: &str) -> bool {
     ![SOURCE_HEADER, KAFKA_PARTITION_HEADER, KAFKA_OFFSET_HEADER].contains(&name)
 }
 
-/// Headers the importer does not copy from Kafka: it appends its own.
+/// Headers the importer does not copy from Kafka: it appends its own marks, and never the
+/// reserved `evlog.txn` (an atomic append's mark means something only in the store that wrote
+/// it; local appends refuse it, so that no foreign record makes a part look applied).
 fn imported_header(name: &str) -> bool {
-    ![KAFKA_PARTITION_HEADER, KAFKA_OFFSET_HEADER].contains(&name)
+    ![KAFKA_PARTITION_HEADER, KAFKA_OFFSET_HEADER, crate::format::reserved_headers::TXN].contains(&name)
 }
 
 fn kafka_err(what: &str, e: ClientError) -> Error {

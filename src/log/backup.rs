@@ -34,6 +34,9 @@ impl Log {
     pub fn backup_into(&self, dest: &Path) -> Result<LogBackup> {
         let s = &self.shared;
         let storage = s.opts.storage.as_ref();
+        // The sealed segments are linked while no compaction, compression or retention
+        // rewrites or removes them (`rewrite.rs`); a drop-oldest budget still may, see below.
+        let _owner = s.rewrite_owner();
         let (bases, active_base, (next, end)) = {
             let v = s.view();
             (v.bases.clone(), v.active.base, s.visible())
@@ -41,6 +44,7 @@ impl Log {
         create_dir_durable(storage, dest).map_err(|e| Error::io("create directory", dest, e))?;
         let mut b = LogBackup { next_offset: next, ..LogBackup::default() };
         let mut first = None;
+        let mut copied = Vec::new();
         for (base, _) in consecutive(&bases) {
             let name = format::segment_file_name(base);
             let (from, to) = (s.dir.join(&name), dest.join(&name));
@@ -52,9 +56,16 @@ impl Log {
             match done {
                 Ok(()) => {
                     first.get_or_insert(base);
+                    copied.push(to);
                 }
-                // Retention removed the oldest segments since: the copy starts after them.
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && first.is_none() => {}
+                // A drop-oldest budget removed the oldest segments since (oldest first, so every
+                // segment before this one too): the copy starts after them.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    for p in copied.drain(..) {
+                        storage.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+                    }
+                    first = None;
+                }
                 Err(e) => return Err(e),
             }
         }

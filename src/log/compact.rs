@@ -6,22 +6,21 @@
 //! Invariants:
 //! - A record is dropped only when a newer record of its key was seen (or it is a tombstone
 //!   past its retention with no newer record): whatever the key map could not hold is kept.
-//! - A rewrite never changes a segment in place: the kept frames go to `<segment>.compact.tmp`,
-//!   which is fdatasynced, then renamed over the segment under the writer lock (so retention
-//!   cannot remove the segment meanwhile) and the directory fsynced. A crash leaves the old
-//!   segment or the new one, never both and never neither; a leftover `.tmp` is removed when the
-//!   log next opens for writing.
+//! - A rewrite never changes a segment in place: it goes through `rewrite.rs` (one owner at a
+//!   time, a temp file of its own, swapped only if the segment is still the file it read). A
+//!   crash leaves the old segment or the new one, never both and never neither.
 
 use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, SEGMENT_FLAG_COMPACTED, SEGMENT_HEADER_LEN};
 use crate::log::index::IndexBuilder;
 use crate::log::record::RecordRef;
+use crate::log::rewrite::Input;
 use crate::log::segment::{self, FrameCursor, RawStep};
 use crate::log::{Log, Shared, consecutive};
-use crate::storage::OpenMode;
+use crate::storage::StorageFile;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::time::Duration;
 
@@ -44,11 +43,20 @@ pub struct CompactOptions {
     /// Memory for the map from key to newest offset (keys plus 64 bytes each). Keys first seen
     /// once it is full are not compacted this time (their records are all kept).
     pub keys_bytes_max: u64,
+    /// Seal the active segment first, so that every record appended before the call is
+    /// compacted (an explicit compaction: `Store::compact_topic`, `evlog compact`). Off by
+    /// default and in background maintenance, which would otherwise cut a small segment at
+    /// every pass.
+    pub seal_active: bool,
 }
 
 impl Default for CompactOptions {
     fn default() -> Self {
-        CompactOptions { tombstone_retention: TOMBSTONE_RETENTION_DEFAULT, keys_bytes_max: COMPACT_KEYS_BYTES_DEFAULT }
+        CompactOptions {
+            tombstone_retention: TOMBSTONE_RETENTION_DEFAULT,
+            keys_bytes_max: COMPACT_KEYS_BYTES_DEFAULT,
+            seal_active: false,
+        }
     }
 }
 
@@ -56,6 +64,11 @@ impl CompactOptions {
     /// These options with `retention` as the tombstone retention.
     pub fn with_tombstone_retention(self, retention: Duration) -> Self {
         CompactOptions { tombstone_retention: retention, ..self }
+    }
+
+    /// These options with `seal_active` set: the active segment is sealed and compacted too.
+    pub fn sealing_active(self) -> Self {
+        CompactOptions { seal_active: true, ..self }
     }
 }
 
@@ -79,6 +92,9 @@ pub struct CompactReport {
     pub keys: u64,
     /// Records whose key did not fit in `keys_bytes_max` (kept).
     pub records_untracked: u64,
+    /// Every record below this offset was in the compacted (sealed) segments; records from here
+    /// on (the active segment's) were left as they are.
+    pub compacted_below: u64,
 }
 
 impl CompactReport {
@@ -136,15 +152,27 @@ impl Newest {
 }
 
 impl Log {
-    /// Compacts the sealed segments by key now: see [`CompactOptions`]. The active segment is
-    /// never touched. Readers and consumers go on meanwhile; those past a rewritten segment see
-    /// the same records, those before it see fewer (offsets keep their values: gaps).
+    /// Compacts the log by key now: see [`CompactOptions`]. With `seal_active` (what
+    /// [`Store::compact_topic`](crate::Store::compact_topic) and `evlog compact` use) the active
+    /// segment is sealed first, so everything appended before the call is compacted; without
+    /// it only the sealed segments are. [`CompactReport::compacted_below`] says where the
+    /// compacted part ends: records from there on were left as they are. Readers and consumers
+    /// go on meanwhile; those past a rewritten segment see the same records, those before it
+    /// see fewer (offsets keep their values: gaps). One rewrite of the log runs at a time
+    /// (compaction, compression, backup's links, retention wait for each other).
     pub fn compact(&self, opts: &CompactOptions) -> Result<CompactReport> {
         let s = &self.shared;
         s.writable()?;
         crate::trace::span!("evlog.compact", dir = %s.dir.display());
-        let sealed: Vec<(u64, u64)> = consecutive(&s.view().bases.clone()).collect();
-        let mut report = CompactReport::default();
+        let _owner = s.rewrite_owner();
+        if opts.seal_active {
+            s.seal_active()?;
+        }
+        let (sealed, compacted_below): (Vec<(u64, u64)>, u64) = {
+            let v = s.view();
+            (consecutive(&v.bases).collect(), v.active.base)
+        };
+        let mut report = CompactReport { compacted_below, ..CompactReport::default() };
         if sealed.is_empty() {
             return Ok(report);
         }
@@ -158,14 +186,6 @@ impl Log {
         }
         Ok(report)
     }
-}
-
-/// Opens segment `base` for a sequential read; returns its file length and the cursor.
-fn open_segment(s: &Shared, path: &Path, base: u64) -> Result<(u64, FrameCursor)> {
-    let file = s.opts.storage.open(path, OpenMode::Read).map_err(|e| Error::io("open", path, e))?;
-    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
-    let cursor = segment::sealed_cursor(file, path, base, SEGMENT_HEADER_LEN as u64, REWRITE_BUFFER_BYTES)?;
-    Ok((len, cursor))
 }
 
 /// Calls `each` with every frame of the segment (its bytes and record), in order.
@@ -185,15 +205,20 @@ fn walk(cursor: &mut FrameCursor, mut each: impl FnMut(&[u8], &RecordRef<'_>, bo
     }
 }
 
+/// A cursor over the frames of the segment a rewrite opened.
+fn cursor_of(input: &Input) -> Result<FrameCursor> {
+    segment::sealed_cursor(input.file.clone(), &input.path, input.base, SEGMENT_HEADER_LEN as u64, REWRITE_BUFFER_BYTES)
+}
+
 /// Rewrites segment `base` (records `base..end`) without what compaction drops, if it drops
 /// anything.
 fn rewrite(s: &Shared, base: u64, end: u64, newest: &Newest, cutoff: i64) -> Result<CompactReport> {
-    let path = s.dir.join(format::segment_file_name(base));
-    let (len, mut cursor) = open_segment(s, &path, base)?;
+    let Some(input) = s.open_for_rewrite(base, end)? else { return Ok(CompactReport::default()) };
+    let len = input.identity.len;
     let mut r = CompactReport { bytes_before: len, ..CompactReport::default() };
     let mut dropped = 0u64;
     let mut tombstones = 0u64;
-    walk(&mut cursor, |_, rec, _| {
+    walk(&mut cursor_of(&input)?, |_, rec, _| {
         r.records_before += 1;
         if !newest.keeps(rec, cutoff, &mut tombstones) {
             dropped += 1;
@@ -205,20 +230,16 @@ fn rewrite(s: &Shared, base: u64, end: u64, newest: &Newest, cutoff: i64) -> Res
         r.bytes_after = len;
         return Ok(r);
     }
-    let tmp = PathBuf::from(format!("{}.compact.tmp", path.display()));
-    let written = write_compacted(s, &path, &tmp, base, newest, cutoff);
-    let (index, new_len, kept) = match written {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = s.opts.storage.remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    if !s.swap_sealed(base, end, &tmp, &index)? {
-        // Removed by retention meanwhile: nothing to swap.
-        let _ = s.opts.storage.remove_file(&tmp);
+    let mut kept = 0u64;
+    let swapped = s.replace_sealed(&input, "compact", |out, tmp| {
+        let (index, new_len, n) = write_compacted(s, &input, out, tmp, newest, cutoff)?;
+        kept = n;
+        Ok((index, new_len))
+    })?;
+    let Some(new_len) = swapped else {
+        // Removed by a budget, or changed, meanwhile: nothing was swapped.
         return Ok(CompactReport::default());
-    }
+    };
     r.records_after = kept;
     r.bytes_after = new_len;
     r.tombstones_removed = tombstones;
@@ -226,31 +247,30 @@ fn rewrite(s: &Shared, base: u64, end: u64, newest: &Newest, cutoff: i64) -> Res
     Ok(r)
 }
 
-/// Writes the kept frames of segment `base` to `tmp` (header flagged compacted) and fdatasyncs
-/// it; returns its index, length and record count.
+/// Writes the kept frames of the segment `input` read to `out` (header flagged compacted);
+/// returns its index, length and record count.
 fn write_compacted(
     s: &Shared,
-    path: &Path,
+    input: &Input,
+    out: &dyn StorageFile,
     tmp: &Path,
-    base: u64,
     newest: &Newest,
     cutoff: i64,
 ) -> Result<(IndexBuilder, u64, u64)> {
-    let out = s.opts.storage.open(tmp, OpenMode::CreateTruncate).map_err(|e| Error::io("create", tmp, e))?;
+    let base = input.base;
     let mut buf = Vec::with_capacity(REWRITE_BUFFER_BYTES);
     buf.extend_from_slice(&format::encode_segment_header_with_flags(base, SEGMENT_FLAG_COMPACTED));
     let mut at = 0u64;
     let mut index = IndexBuilder::new(base, s.opts.index_interval_bytes);
     let mut kept = 0u64;
     let mut ignored = 0u64;
-    let (_, mut cursor) = open_segment(s, path, base)?;
     let flush = |buf: &mut Vec<u8>, at: &mut u64| -> Result<()> {
         out.write_all_at(buf, *at).map_err(|e| Error::io("write", tmp, e))?;
         *at += buf.len() as u64;
         buf.clear();
         Ok(())
     };
-    walk(&mut cursor, |bytes, rec, continues| {
+    walk(&mut cursor_of(input)?, |bytes, rec, continues| {
         if !newest.keeps(rec, cutoff, &mut ignored) {
             return Ok(());
         }
@@ -268,6 +288,5 @@ fn write_compacted(
         Ok(())
     })?;
     flush(&mut buf, &mut at)?;
-    out.sync_data().map_err(|e| Error::io("fsync", tmp, e))?;
     Ok((index, at, kept))
 }

@@ -11,8 +11,8 @@
 //! - A block holds whole frames: a frame is never split between blocks.
 //! - A block's checksum is verified before it is decompressed; a bad block, table or trailer is
 //!   `Corruption` naming the file and position, never a panic.
-//! - A segment is compressed like compaction rewrites one: into `<segment>.compress.tmp`,
-//!   fdatasynced, renamed over the segment under the writer lock.
+//! - A segment is compressed like compaction rewrites one, through `rewrite.rs`: one owner at a
+//!   time, a temp file of its own, swapped only if the segment is still the file it read.
 
 use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::compressed::{
@@ -21,9 +21,10 @@ use crate::format::compressed::{
 };
 use crate::format::{self, SEGMENT_FLAG_COMPRESSED, SEGMENT_HEADER_LEN};
 use crate::log::index::IndexBuilder;
+use crate::log::rewrite::Input;
 use crate::log::segment::{self, RawStep};
 use crate::log::{Log, Shared, consecutive};
-use crate::storage::{OpenMode, StorageFile};
+use crate::storage::StorageFile;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -131,57 +132,44 @@ pub struct CompressReport {
 
 impl Log {
     /// Compresses every sealed segment not compressed yet (LZ4 blocks). Readers go on
-    /// meanwhile and read the same records from the compressed files.
+    /// meanwhile and read the same records from the compressed files. One rewrite of the log
+    /// runs at a time (compaction, compression, backup's links, retention wait for each other).
     pub fn compress(&self) -> Result<CompressReport> {
         let s = &self.shared;
         s.writable()?;
         crate::trace::span!("evlog.compress", dir = %s.dir.display());
+        let _owner = s.rewrite_owner();
         let sealed: Vec<(u64, u64)> = consecutive(&s.view().bases.clone()).collect();
         let mut report = CompressReport::default();
         for (base, end) in sealed {
-            let path = s.dir.join(format::segment_file_name(base));
-            let file = s.opts.storage.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
-            let flags = segment::check_header(file.as_ref(), &path, base)?;
-            if flags & SEGMENT_FLAG_COMPRESSED != 0 {
+            let Some(input) = s.open_for_rewrite(base, end)? else { continue };
+            if input.identity.flags & SEGMENT_FLAG_COMPRESSED != 0 {
                 continue;
             }
-            let before = file.len().map_err(|e| Error::io("stat", &path, e))?;
-            let tmp = PathBuf::from(format!("{}.compress.tmp", path.display()));
-            let written = write_compressed(s, file, &path, &tmp, base, flags);
-            let (index, after) = match written {
-                Ok(w) => w,
-                Err(e) => {
-                    let _ = s.opts.storage.remove_file(&tmp);
-                    return Err(e);
-                }
-            };
-            if s.swap_sealed(base, end, &tmp, &index)? {
+            if let Some(after) =
+                s.replace_sealed(&input, "compress", |out, tmp| write_compressed(s, &input, out, tmp))?
+            {
                 report.segments_compressed += 1;
-                report.bytes_before += before;
+                report.bytes_before += input.identity.len;
                 report.bytes_after += after;
-            } else {
-                let _ = s.opts.storage.remove_file(&tmp);
             }
         }
         Ok(report)
     }
 }
 
-/// Writes segment `base` (read from `file`) compressed into `tmp`, fdatasynced; returns its
-/// index (the same positions as the original) and its length.
-fn write_compressed(
-    s: &Shared,
-    file: Arc<dyn StorageFile>,
-    path: &Path,
-    tmp: &Path,
-    base: u64,
-    flags: u16,
-) -> Result<(IndexBuilder, u64)> {
-    let out = s.opts.storage.open(tmp, OpenMode::CreateTruncate).map_err(|e| Error::io("create", tmp, e))?;
-    out.write_all_at(&format::encode_segment_header_with_flags(base, flags | SEGMENT_FLAG_COMPRESSED), 0)
-        .map_err(|e| Error::io("write", tmp, e))?;
+/// Writes the segment `input` read, compressed, into `out`; returns its index (the same
+/// positions as the original) and its length.
+fn write_compressed(s: &Shared, input: &Input, out: &dyn StorageFile, tmp: &Path) -> Result<(IndexBuilder, u64)> {
+    let (base, path) = (input.base, &input.path);
+    out.write_all_at(
+        &format::encode_segment_header_with_flags(base, input.identity.flags | SEGMENT_FLAG_COMPRESSED),
+        0,
+    )
+    .map_err(|e| Error::io("write", tmp, e))?;
     let mut at = SEGMENT_HEADER_LEN as u64;
-    let mut cursor = segment::sealed_cursor(file, path, base, SEGMENT_HEADER_LEN as u64, BLOCK_BYTES_TARGET)?;
+    let mut cursor =
+        segment::sealed_cursor(input.file.clone(), path, base, SEGMENT_HEADER_LEN as u64, BLOCK_BYTES_TARGET)?;
     let mut index = IndexBuilder::new(base, s.opts.index_interval_bytes);
     let mut table = Vec::new();
     let mut block: Vec<u8> = Vec::with_capacity(BLOCK_BYTES_TARGET * 2);
@@ -234,6 +222,5 @@ fn write_compressed(
     let tail = encode_table(&table, at);
     out.write_all_at(&tail, at).map_err(|e| Error::io("write", tmp, e))?;
     at += tail.len() as u64;
-    out.sync_data().map_err(|e| Error::io("fsync", tmp, e))?;
     Ok((index, at))
 }

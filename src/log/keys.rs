@@ -117,16 +117,22 @@ fn scan_keys(cursor: &mut FrameCursor, base: u64, mut each: impl FnMut(&[u8], u3
 
 /// Builds the key map of the active segment's bytes `[header, end)`, read with `pread`.
 pub(crate) fn build_active_map(s: &Shared, active: &Active, end: u64) -> Result<KeyMap> {
+    let mut map = KeyMap::default();
+    extend_active_map(s, active, &mut map, SEGMENT_HEADER_LEN as u64, end)?;
+    Ok(map)
+}
+
+/// Adds the keyed frames of the active segment's bytes `[from, end)` to `map`.
+pub(crate) fn extend_active_map(s: &Shared, active: &Active, map: &mut KeyMap, from: u64, end: u64) -> Result<()> {
     let mut cursor = FrameCursor::new(
         Source::File(active.file.clone(), None),
         active.path.clone(),
-        SEGMENT_HEADER_LEN as u64,
+        from,
         end,
         s.opts.read_buffer_bytes.max(KEY_SCAN_CHUNK_BYTES),
     );
-    let mut map = KeyMap::default();
     scan_keys(&mut cursor, active.base, |k, rel, pos| map.note(k, active.base, rel, pos))?;
-    Ok(map)
+    Ok(())
 }
 
 /// Encodes a key index file from (hash, relative offset, position) entries.
@@ -304,8 +310,8 @@ fn active_candidates(s: &Shared, active: &Active, end: u64, h: u64) -> Result<Ve
         return Ok(build_active_map(s, active, end)?.positions(h));
     }
     if lock(&active.index).keys.is_none() {
-        // Built under the writer lock, so no append slips between the scan and the map.
-        s.ensure_active_map_locking()?;
+        // Built outside the writer lock, caught up under it (`Shared::ensure_active_map`).
+        s.ensure_active_map()?;
     }
     let ix = lock(&active.index);
     Ok(ix.keys.as_ref().map(|m| m.positions(h)).unwrap_or_default())

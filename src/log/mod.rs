@@ -25,6 +25,7 @@ pub(crate) mod keys;
 pub(crate) mod options;
 pub(crate) mod record;
 pub(crate) mod recovery;
+pub(crate) mod rewrite;
 pub(crate) mod segment;
 pub(crate) mod writer;
 
@@ -308,6 +309,16 @@ pub(crate) struct Shared {
     pub space_freed: Condvar,
     /// Sealed segments' key index files, checked and mapped, by base offset (`keys.rs`).
     pub key_indexes: Mutex<HashMap<u64, crate::storage::SharedBytes>>,
+    /// Held by whatever rewrites, links or removes sealed segments outside the append path:
+    /// one owner at a time (`rewrite.rs`).
+    pub rewrite: Mutex<()>,
+    /// How many times each sealed segment was swapped for a rewrite (`rewrite.rs`: a swap
+    /// replaces only the file its rewrite read).
+    pub swaps: Mutex<HashMap<u64, u64>>,
+    /// Bumped under the writer lock whenever the set or the content of the sealed segments
+    /// changes (a roll, a swap, a removal): a key looked up in the sealed segments outside the
+    /// writer lock is still the answer if this did not move (`writer.rs`, `Expect::KeyLast`).
+    pub sealed_generation: AtomicU64,
 }
 
 impl Shared {
@@ -825,6 +836,9 @@ impl Log {
             segment_bytes_limit: AtomicU64::new(opts.segment_bytes_max),
             space_freed: Condvar::new(),
             key_indexes: Mutex::new(HashMap::new()),
+            rewrite: Mutex::new(()),
+            swaps: Mutex::new(HashMap::new()),
+            sealed_generation: AtomicU64::new(0),
             opts,
         }
     }
@@ -872,7 +886,7 @@ impl Log {
     ) -> Result<u64> {
         let mut r = record.clone();
         r.key = Some(key);
-        let expect = writer::Expect::KeyLast(key, expected_last_offset);
+        let expect = writer::Expect::KeyLast { key, expected: expected_last_offset, sealed: None, generation: 0 };
         Ok(self.shared.append_if(std::slice::from_ref(&r), expect)?.start)
     }
 
@@ -1041,18 +1055,11 @@ impl Log {
     }
 
     /// Checks `records` against this log's limits as `append_batch` would, writing nothing.
+    /// Holds this log's writer lock with room made for `records` (see `Reservation`): what an
+    /// atomic append holds on each topic from before its commit until its part is written.
     #[cfg(feature = "store")]
-    pub(crate) fn validate_batch(&self, records: &[NewRecord<'_>]) -> Result<()> {
-        // The `evlog.txn` header an atomic append adds (16 bytes with its name) must fit too.
-        let marked: Vec<NewRecord<'_>> = records
-            .iter()
-            .map(|r| {
-                let mut r = r.clone();
-                r.headers.push((format::reserved_headers::TXN, &[0u8; 8]));
-                r
-            })
-            .collect();
-        self.shared.validate(&marked).map(|_| ())
+    pub(crate) fn reserve_batch(&self, records: &[NewRecord<'_>]) -> Result<writer::Reservation<'_>> {
+        self.shared.reserve_batch(records)
     }
 
     /// The durability this log's appends have.

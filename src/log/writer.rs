@@ -42,9 +42,24 @@ pub(crate) enum Expect<'a> {
     Nothing,
     /// The log's next offset is this.
     NextOffset(u64),
-    /// The newest record with this key has this offset (`None`: no record has it).
-    KeyLast(&'a [u8], Option<u64>),
+    /// The newest record with this key has this offset (`None`: no record has it). `sealed` is
+    /// the key's newest offset in the sealed segments, looked up before the writer lock was
+    /// taken, while `Shared::sealed_generation` was `generation`: still the answer if the
+    /// generation did not move.
+    KeyLast { key: &'a [u8], expected: Option<u64>, sealed: Option<u64>, generation: u64 },
 }
+
+/// Whether an append's precondition could be checked under the writer lock.
+enum Checked {
+    Holds,
+    /// The sealed segments changed since the key was looked up in them: look again.
+    Stale,
+}
+
+/// How often a conditional append looks a key up again outside the writer lock after the
+/// sealed segments changed under it, before it looks under the lock (rolls and rewrites are
+/// rare next to appends; this bounds the retries of an append racing a busy roller).
+const KEY_LOOKUPS_UNLOCKED_MAX: u32 = 8;
 
 /// Frames appended to the active segment's open granule but not yet added to its index: a
 /// single keyless record that joins the open granule is appended without taking the index's
@@ -253,31 +268,63 @@ impl Shared {
     /// Appends `records` as one write if `expect` holds under the writer lock (checked after
     /// any roll, before a byte is written); otherwise writes nothing and returns the mismatch.
     pub fn append_if(&self, records: &[NewRecord<'_>], expect: Expect<'_>) -> Result<Range<u64>> {
+        let Expect::KeyLast { key, expected, .. } = expect else {
+            // Only a key lookup can be stale: these always come back `Some`.
+            return self.append_checked(records, expect).map(Option::unwrap_or_default);
+        };
+        // The key's newest offset in the sealed segments is read without the writer lock (it may
+        // read files and build a key index), and so is the active segment's key map on its first
+        // use: appends go on meanwhile. Under the lock the lookup stands if no roll, rewrite or
+        // removal changed the sealed segments since.
+        self.ensure_active_map()?;
+        for _ in 0..KEY_LOOKUPS_UNLOCKED_MAX {
+            let generation = self.sealed_generation.load(Ordering::Acquire);
+            let sealed = match self.last_offset_for_key_sealed(key) {
+                Ok(o) => o,
+                // A segment removed or swapped under the lookup: look again.
+                Err(_) if self.sealed_generation.load(Ordering::Acquire) != generation => continue,
+                Err(e) => return Err(e),
+            };
+            if let Some(range) = self.append_checked(records, Expect::KeyLast { key, expected, sealed, generation })? {
+                return Ok(range);
+            }
+        }
+        // Under the lock (`u64::MAX` never matches a generation): rare, and bounded by the log.
+        let expect = Expect::KeyLast { key, expected, sealed: None, generation: u64::MAX };
+        self.append_checked(records, expect)?
+            .ok_or_else(|| Error::io("append", &self.dir, std::io::Error::other("key lookup")))
+    }
+
+    /// `append_if` with the precondition as given; `None` (nothing written) when it was
+    /// `Expect::KeyLast` and the sealed segments changed since its lookup.
+    fn append_checked(&self, records: &[NewRecord<'_>], expect: Expect<'_>) -> Result<Option<Range<u64>>> {
         let writer = self.writer()?;
         self.check_poison()?;
         if records.is_empty() {
             let w = lock(writer);
-            return Ok(w.next_offset..w.next_offset);
+            return Ok(Some(w.next_offset..w.next_offset));
         }
         // Validate everything before touching the file: a rejected batch writes nothing.
         let (total, needs_now) = self.validate(records)?;
         let now = if needs_now { now_ms() } else { 0 };
 
         if self.opts.durability != Durability::Always {
-            return self.write_records(writer, records, total, now, &expect).map(|(first, end)| first..end);
+            return self.write_records(writer, records, total, now, &expect).map(|w| w.map(|(first, end)| first..end));
         }
         // Counted for group commit: a leader gathers about as many records as threads append.
         self.appenders.fetch_add(1, Ordering::AcqRel);
-        let result = self.write_records(writer, records, total, now, &expect).and_then(|(first, end)| {
+        let result = self.write_records(writer, records, total, now, &expect).and_then(|written| {
+            let Some((first, end)) = written else { return Ok(None) };
             self.sync_to(end)?;
-            Ok(first..end)
+            Ok(Some(first..end))
         });
         self.appenders.fetch_sub(1, Ordering::AcqRel);
         result
     }
 
     /// Frames and writes validated records under the writer lock; publishes them unless they
-    /// must wait for an fsync. Returns the offsets written.
+    /// must wait for an fsync. Returns the offsets written (`None`: nothing written, the
+    /// precondition's lookup is stale).
     fn write_records(
         &self,
         writer: &std::sync::Mutex<Writer>,
@@ -285,15 +332,23 @@ impl Shared {
         total: u64,
         now: i64,
         expect: &Expect<'_>,
-    ) -> Result<(u64, u64)> {
+    ) -> Result<Option<(u64, u64)>> {
         let mut w = self.make_room(lock(writer), total)?;
-        self.check_expect(&w, expect)?;
+        if let Checked::Stale = self.check_expect(&w, expect)? {
+            return Ok(None);
+        }
         self.reserve(&mut w, total)?;
+        self.write_locked(&mut w, records, total, now).map(Some)
+    }
+
+    /// Frames and writes validated records (`total` bytes) that room was made for, under the
+    /// writer lock `w`; publishes them unless they must wait for an fsync.
+    fn write_locked(&self, w: &mut Writer, records: &[NewRecord<'_>], total: u64, now: i64) -> Result<(u64, u64)> {
         let durable = self.synced_offset.load(Ordering::Acquire);
         let first = w.next_offset;
         let start = w.position;
         let len = usize::try_from(total).unwrap_or(usize::MAX);
-        let ww = &mut *w;
+        let ww = w;
         let base = ww.active.base;
         let fields = |i: usize| Framing { offset: first + i as u64, durable, now, continues: i + 1 < records.len() };
         let written = match (&mut ww.map, records) {
@@ -345,11 +400,12 @@ impl Shared {
         };
         // On failure the index may name frames that are not on disk; nobody reads it again
         // (poisoned), and reopening rebuilds it.
+        let w = ww;
         self.poisoning(written.map_err(|e| Error::io("write", &w.active.path, e)))?;
         w.position += total;
         w.next_offset += records.len() as u64;
         if w.map.is_none() && w.position > w.allocated {
-            self.preallocate(&mut w);
+            self.preallocate(w);
         }
         if self.opts.durability != Durability::Always {
             self.publish_written(w.next_offset, w.position);
@@ -360,17 +416,32 @@ impl Shared {
         Ok((first, w.next_offset))
     }
 
+    /// Takes the writer lock with room made for `records` (an atomic append's marked part:
+    /// checked against every limit, the budget under its policy, poison, free space), so that
+    /// writing them later under the same lock cannot be refused. An atomic append holds one on
+    /// each of its topics from before its commit until its parts are written.
+    #[cfg(feature = "store")]
+    pub(crate) fn reserve_batch(&self, records: &[NewRecord<'_>]) -> Result<Reservation<'_>> {
+        let writer = self.writer()?;
+        self.check_poison()?;
+        let (total, _) = self.validate_marked(records)?;
+        let mut w = self.make_room(lock(writer), total)?;
+        self.reserve(&mut w, total)?;
+        Ok(Reservation { shared: self, w, total })
+    }
+
     /// Checks an append's precondition against the state the writer lock holds.
-    fn check_expect(&self, w: &Writer, expect: &Expect<'_>) -> Result<()> {
+    fn check_expect(&self, w: &Writer, expect: &Expect<'_>) -> Result<Checked> {
         let topic = || self.dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         match *expect {
-            Expect::Nothing => Ok(()),
-            Expect::NextOffset(expected) if expected == w.next_offset => Ok(()),
+            Expect::Nothing => Ok(Checked::Holds),
+            Expect::NextOffset(expected) if expected == w.next_offset => Ok(Checked::Holds),
             Expect::NextOffset(expected) => {
                 Err(Error::OffsetMismatch { topic: topic(), expected, actual: w.next_offset })
             }
-            Expect::KeyLast(key, expected) => {
-                // One look at the active segment's map (built on the first such append).
+            Expect::KeyLast { key, expected, sealed, generation } => {
+                // One look at the active segment's map (built before the lock was taken, unless
+                // a roll since started a new segment).
                 let in_active = {
                     let mut ix = lock(&w.active.index);
                     if ix.keys.is_none() {
@@ -380,10 +451,12 @@ impl Shared {
                 };
                 let actual = match in_active {
                     Some(o) => Some(o),
-                    None => self.last_offset_for_key_sealed(key)?,
+                    None if generation == self.sealed_generation.load(Ordering::Acquire) => sealed,
+                    None if generation == u64::MAX => self.last_offset_for_key_sealed(key)?,
+                    None => return Ok(Checked::Stale),
                 };
                 if actual == expected {
-                    Ok(())
+                    Ok(Checked::Holds)
                 } else {
                     Err(Error::KeyVersionMismatch { topic: topic(), expected, actual })
                 }
@@ -391,26 +464,48 @@ impl Shared {
         }
     }
 
-    /// Builds the active segment's key map if it is not kept yet (the writer lock is held, so
-    /// every later append goes into it).
-    pub(crate) fn ensure_active_map(&self, w: &Writer) -> Result<()> {
-        if lock(&w.active.index).keys.is_some() {
+    /// Builds the active segment's key map if it is not kept yet: the segment is scanned up to
+    /// where it was written without the writer lock (appends go on), then, under the lock, the
+    /// frames appended meanwhile are added and the map installed, so every later append goes
+    /// into it. A roll in between leaves the new segment for its first lookup.
+    pub(crate) fn ensure_active_map(&self) -> Result<()> {
+        let writer = self.writer()?;
+        let (active, scanned) = {
+            let w = lock(writer);
+            if lock(&w.active.index).keys.is_some() {
+                return Ok(());
+            }
+            (w.active.clone(), w.position)
+        };
+        let mut map = crate::log::keys::build_active_map(self, &active, scanned)?;
+        let w = lock(writer);
+        if !Arc::ptr_eq(&w.active, &active) {
             return Ok(());
         }
-        let map = crate::log::keys::build_active_map(self, &w.active, w.position)?;
-        lock(&w.active.index).keys = Some(map);
+        let mut ix = lock(&w.active.index);
+        if ix.keys.is_none() {
+            crate::log::keys::extend_active_map(self, &active, &mut map, scanned, w.position)?;
+            ix.keys = Some(map);
+        }
         Ok(())
-    }
-
-    /// `ensure_active_map`, taking the writer lock.
-    pub(crate) fn ensure_active_map_locking(&self) -> Result<()> {
-        let w = lock(self.writer()?);
-        self.ensure_active_map(&w)
     }
 
     /// Checks records against the log's limits as an append would; returns their bytes and
     /// whether one needs the time now.
     pub(crate) fn validate(&self, records: &[NewRecord<'_>]) -> Result<(u64, bool)> {
+        if records.iter().any(|r| r.headers.iter().any(|(n, _)| *n == format::reserved_headers::TXN)) {
+            return Err(Error::InvalidHeaders {
+                reason: format!(
+                    "{:?} is reserved for atomic appends (Store::append_atomic) and cannot be set on a record",
+                    format::reserved_headers::TXN
+                ),
+            });
+        }
+        self.validate_marked(records)
+    }
+
+    /// `validate` without the reserved-header check: for an atomic append's marked parts.
+    fn validate_marked(&self, records: &[NewRecord<'_>]) -> Result<(u64, bool)> {
         let capacity = self.segment_limit() - SEGMENT_HEADER_LEN as u64;
         // A budget's smaller segments may hold less than `record_bytes_max`.
         let body_max = self.opts.record_bytes_max.min(capacity - FRAME_HEADER_LEN as u64);
@@ -589,12 +684,12 @@ impl Shared {
     /// Cuts preallocated zeros off the active segment (before it is sealed or closed). The
     /// write map goes first: a map must never outlive its file's end.
     fn trim(&self, w: &mut Writer) -> Result<()> {
-        // Dropping the map waits for its background allocation, which may have grown the file
-        // past what the writer last saw.
-        if w.map.take().is_some() {
-            let len = w.active.file.len().map_err(|e| Error::io("stat", &w.active.path, e))?;
-            w.allocated = w.allocated.max(len);
-        }
+        // The file's own length, not only what the writer counted: dropping the map waits for
+        // its background allocation, which may have grown the file past what the writer last
+        // saw, and a zero-fill write that failed half way (torn) left bytes past `allocated`.
+        w.map = None;
+        let len = w.active.file.len().map_err(|e| Error::io("stat", &w.active.path, e))?;
+        w.allocated = w.allocated.max(len);
         if w.allocated > w.position {
             w.active.file.set_len(w.position).map_err(|e| Error::io("truncate", &w.active.path, e))?;
             w.allocated = w.position;
@@ -739,14 +834,32 @@ impl Shared {
             v.active = active;
             self.set_visible(base, SEGMENT_HEADER_LEN as u64);
         }
+        self.sealed_generation.fetch_add(1, Ordering::AcqRel);
         self.wake_waiters();
         Ok(())
     }
 
     /// Removes sealed segments entirely below `offset`, oldest first, then fsyncs the directory.
+    /// Retention: takes the rewrite lock first (one owner of sealed files at a time).
     pub fn remove_before(&self, offset: u64) -> Result<u64> {
-        let mut w = lock(self.writer()?);
+        let writer = self.writer()?;
+        let _owner = self.rewrite_owner();
+        let mut w = lock(writer);
         self.remove_segments_below(&mut w, offset)
+    }
+
+    /// Seals the active segment if it holds any record (an explicit compaction's first step):
+    /// a roll like the one a full segment makes, fsync included.
+    pub fn seal_active(&self) -> Result<()> {
+        let mut w = lock(self.writer()?);
+        if w.closed {
+            return Err(Error::Poisoned { path: self.dir.clone(), cause: "log closed".into() });
+        }
+        self.check_poison()?;
+        if w.position > SEGMENT_HEADER_LEN as u64 {
+            self.roll(&mut w)?;
+        }
+        Ok(())
     }
 
     /// Fails with `ReadOnly` unless this handle writes.
@@ -754,18 +867,26 @@ impl Shared {
         self.writer().map(|_| ())
     }
 
-    /// Puts the compacted rewrite `tmp` of sealed segment `base` (records up to `end`) in its
-    /// place: under the writer lock, so retention cannot remove the segment meanwhile; the old
-    /// index files go first (a crash then only costs a rebuild), then the rename and the
+    /// Puts the rewrite `tmp` of sealed segment `base` (records up to `end`) in its place
+    /// (`rewrite.rs`): under the writer lock, so retention cannot remove the segment meanwhile;
+    /// the old index files go first (a crash then only costs a rebuild), then the rename and the
     /// directory fsync, then the new index files. Returns false, touching nothing, when the
-    /// segment is no longer there.
-    pub fn swap_sealed(&self, base: u64, end: u64, tmp: &std::path::Path, index: &IndexBuilder) -> Result<bool> {
+    /// segment is no longer there or `still_as_read` (asked under the writer lock) says it
+    /// changed since the rewrite read it.
+    pub fn swap_sealed(
+        &self,
+        base: u64,
+        end: u64,
+        tmp: &std::path::Path,
+        index: &IndexBuilder,
+        still_as_read: impl FnOnce() -> Result<bool>,
+    ) -> Result<bool> {
         let mut w = lock(self.writer()?);
         let present = {
             let v = self.view();
             v.bases.iter().position(|&b| b == base).is_some_and(|i| v.bases.get(i + 1) == Some(&end))
         };
-        if !present {
+        if !present || !still_as_read()? {
             return Ok(false);
         }
         let storage = self.opts.storage.as_ref();
@@ -782,6 +903,7 @@ impl Shared {
         lock(&self.cache).forget(base);
         lock(&self.time_ranges).remove(&base);
         self.forget_key_index(base);
+        self.sealed_generation.fetch_add(1, Ordering::AcqRel);
         // Appends blocked by a full budget look again.
         self.space_freed.notify_all();
         Ok(true)
@@ -808,6 +930,7 @@ impl Shared {
             lock(&self.time_ranges).remove(&base);
         }
         if !doomed.is_empty() {
+            self.sealed_generation.fetch_add(1, Ordering::AcqRel);
             storage.sync_dir(&self.dir).map_err(|e| Error::io("fsync directory", &self.dir, e))?;
             self.space_freed.notify_all();
         }
@@ -834,6 +957,38 @@ impl Shared {
         drop(ix);
         let c = Checkpoint { segment_base: w.active.base, position: w.position, next_offset: w.next_offset };
         w.checkpoint.write(c)
+    }
+}
+
+/// A log's writer lock, held with room made for one batch (`Shared::reserve_batch`).
+#[cfg(feature = "store")]
+pub(crate) struct Reservation<'a> {
+    shared: &'a Shared,
+    w: MutexGuard<'a, Writer>,
+    total: u64,
+}
+
+#[cfg(feature = "store")]
+impl Reservation<'_> {
+    /// Writes `records` (of the size reserved) under the held lock and lets it go; returns
+    /// their offsets. Under `Always` they are published once `Shared::sync_to` made them
+    /// durable (the caller syncs after letting every lock go).
+    pub fn write(mut self, records: &[NewRecord<'_>], timestamp_now: i64) -> Result<Range<u64>> {
+        let (total, _) = self.shared.validate_marked(records)?;
+        if total != self.total {
+            return Err(Error::InvalidOptions {
+                reason: format!("an atomic append's part is {total} bytes, {} were reserved", self.total),
+            });
+        }
+        let (first, end) = self.shared.write_locked(&mut self.w, records, total, timestamp_now)?;
+        Ok(first..end)
+    }
+}
+
+#[cfg(feature = "store")]
+impl std::fmt::Debug for Reservation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation").field("dir", &self.shared.dir).field("total", &self.total).finish()
     }
 }
 

@@ -71,7 +71,10 @@ impl Store {
             .map_err(|e| Error::io("create directory", &state_dir, e))?;
         report.state_keys = inner.state.backup_into(&state_dir)?;
         for name in self.topics()? {
-            let topic = self.topic(&name)?;
+            // Held, never opened anew: a topic deleted since it was listed is not in the copy,
+            // and a delete waits for its copy to end instead of failing.
+            let Some(hold) = self.hold_topic(&name, true)? else { continue };
+            let Some(topic) = hold.topic() else { continue };
             let to = dest.join("topics").join(&name);
             let b = topic.backup_into(&to)?;
             report.topics += 1;

@@ -3,8 +3,9 @@
 //! configuration asks, compaction by key and compression of its sealed segments. [`Store::run_maintenance`] runs one pass now (what
 //! tests and the CLI use; the thread can be switched off with `maintenance_interval: None`).
 //!
-//! The thread holds the store only weakly between passes, so dropping the last `Store` handle
-//! stops it (the handle's drop wakes it); a pass in progress finishes first, holding the store.
+//! The thread holds the store only weakly between passes. Dropping the last `Store` handle
+//! stops it and waits for it (a pass in progress finishes first), so the directory lock is let
+//! go by the time the drop returns.
 
 use crate::error::Result;
 use crate::store::{Store, StoreInner};
@@ -78,17 +79,20 @@ impl Stop {
 }
 
 /// Starts the maintenance thread of `inner`, every `interval`.
-pub(crate) fn spawn(inner: &Arc<StoreInner>, interval: Duration) {
+pub(crate) fn spawn(inner: &Arc<StoreInner>, interval: Duration) -> Option<std::thread::JoinHandle<()>> {
     let weak: Weak<StoreInner> = Arc::downgrade(inner);
     let stop = inner.maintenance_stop.clone();
     let name = "evlog-maintenance".to_string();
     // A store without its thread still works (run_maintenance); nothing to report here.
-    let _ = std::thread::Builder::new().name(name).spawn(move || {
-        while !stop.wait(interval) {
-            let Some(inner) = weak.upgrade() else { return };
-            let _ = Store { inner }.run_maintenance();
-        }
-    });
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            while !stop.wait(interval) {
+                let Some(inner) = weak.upgrade() else { return };
+                let _ = Store::internal(inner).run_maintenance();
+            }
+        })
+        .ok()
 }
 
 impl Store {
@@ -98,8 +102,7 @@ impl Store {
     /// not stop the others.
     pub fn run_maintenance(&self) -> Result<MaintenanceStats> {
         crate::trace::span!("evlog.maintenance");
-        let mut names: Vec<String> = lock(&self.inner().topics).keys().cloned().collect();
-        names.sort();
+        let names = self.open_topic_names();
         let mut pass = MaintenanceStats { passes: 1, ..MaintenanceStats::default() };
         for name in names {
             let mut one = MaintenanceStats { passes: 1, ..MaintenanceStats::default() };
@@ -115,13 +118,16 @@ impl Store {
         Ok(pass)
     }
 
+    /// One topic's step of a pass, holding it (never opening it: a topic deleted since the pass
+    /// listed it is skipped, and a delete waits for the step instead of failing).
     fn maintain_topic(&self, name: &str, pass: &mut MaintenanceStats) -> Result<()> {
-        let topic = self.topic(name)?;
-        pass.retention_records_removed += self.enforce_retention(name)?.records_removed;
+        let Some(hold) = self.hold_topic(name, false)? else { return Ok(()) };
+        let Some(topic) = hold.topic() else { return Ok(()) };
+        pass.retention_records_removed += self.retention_of(topic)?.records_removed;
         pass.budget_records_removed += topic.enforce_budget()?;
         let config = self.topic_config(name)?;
         if config.compact_by_key {
-            let r = self.compact_topic(name)?;
+            let r = topic.compact(&config.compact_options())?;
             pass.segments_compacted += r.segments_rewritten;
             pass.compaction_bytes_freed += r.bytes_before.saturating_sub(r.bytes_after);
         }

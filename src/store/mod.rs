@@ -207,12 +207,64 @@ pub struct RetentionReport {
     pub first_offset: u64,
 }
 
+/// The open topics, and who is busy with which: one lock orders opening, deleting and a
+/// maintenance pass's hold on a topic.
+#[derive(Debug, Default)]
+struct Topics {
+    open: HashMap<String, Arc<Topic>>,
+    /// Topics a `delete_topic` is removing: maintenance and backups skip them.
+    deleting: HashSet<String>,
+    /// Maintenance passes and backups holding each topic now (a delete waits for them to let
+    /// go).
+    maintaining: HashMap<String, usize>,
+}
+
+/// Whether opening a topic may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Create {
+    Yes,
+    No,
+}
+
+/// A maintenance pass's or a backup's hold on a topic (`Store::hold_topic`); a delete of the
+/// topic waits until it is dropped.
+pub(crate) struct MaintenanceHold<'a> {
+    store: &'a Store,
+    name: String,
+    /// Taken (dropped) before the hold is counted off: a delete woken then finds no handle.
+    topic: Option<Arc<Topic>>,
+}
+
+impl MaintenanceHold<'_> {
+    /// The topic held.
+    pub fn topic(&self) -> Option<&Topic> {
+        self.topic.as_deref()
+    }
+}
+
+impl Drop for MaintenanceHold<'_> {
+    fn drop(&mut self) {
+        drop(self.topic.take());
+        let inner = &self.store.inner;
+        let mut topics = crate::sync::lock(&inner.topics);
+        if let Some(n) = topics.maintaining.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                topics.maintaining.remove(&self.name);
+            }
+        }
+        inner.topics_cv.notify_all();
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct StoreInner {
     pub root: PathBuf,
     pub opts: StoreOptions,
     pub state: StateDb,
-    topics: Mutex<HashMap<String, Arc<Topic>>>,
+    topics: Mutex<Topics>,
+    /// Signalled when a maintenance pass lets go of a topic (a delete waits for it).
+    topics_cv: std::sync::Condvar,
     retention: Mutex<HashMap<String, RetentionOptions>>,
     /// (topic, group) pairs with a live consumer.
     pub live: Mutex<HashSet<(String, String)>>,
@@ -224,6 +276,8 @@ pub(crate) struct StoreInner {
     pub metric_samples: Mutex<HashMap<String, (std::time::Instant, u64)>>,
     /// Stops the maintenance thread when the store goes.
     maintenance_stop: Arc<maintenance::Stop>,
+    /// The maintenance thread, joined when the last user handle drops.
+    maintenance_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// What maintenance did so far, in all and per topic.
     maintenance_stats: Mutex<maintenance::MaintenanceStats>,
     maintenance_by_topic: Mutex<HashMap<String, maintenance::MaintenanceStats>>,
@@ -252,9 +306,33 @@ impl StoreInner {
 }
 
 /// Topics and consumer groups under one root directory. `Send + Sync`; clone it freely.
+///
+/// When the last `Store` handle drops, the maintenance thread is stopped and waited for (a
+/// pass in progress finishes first), so that the directory lock goes with the last handle and
+/// the store can be opened again at once (a live `Consumer` still holds it).
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Dropped before `inner`: the last user handle stops the maintenance thread first.
+    _handle: Option<Arc<UserHandle>>,
     inner: Arc<StoreInner>,
+}
+
+/// Shared by the `Store` handles an application holds (not by the maintenance thread's).
+#[derive(Debug)]
+struct UserHandle {
+    inner: Arc<StoreInner>,
+}
+
+impl Drop for UserHandle {
+    fn drop(&mut self) {
+        self.inner.maintenance_stop.stop();
+        let thread = crate::sync::lock(&self.inner.maintenance_thread).take();
+        if let Some(t) = thread
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Store {
@@ -291,22 +369,24 @@ impl Store {
             root,
             opts,
             state,
-            topics: Mutex::new(HashMap::new()),
+            topics: Mutex::new(Topics::default()),
+            topics_cv: std::sync::Condvar::new(),
             retention: Mutex::new(HashMap::new()),
             live: Mutex::new(HashSet::new()),
             signal: Arc::default(),
             shared: registry::Live::default(),
             metric_samples: Mutex::new(HashMap::new()),
             maintenance_stop: Arc::default(),
+            maintenance_thread: Mutex::new(None),
             maintenance_stats: Mutex::default(),
             maintenance_by_topic: Mutex::default(),
             journal: Mutex::new(None),
             _lock: lock,
         });
         if let Some(interval) = inner.opts.maintenance_interval {
-            maintenance::spawn(&inner, interval);
+            *crate::sync::lock(&inner.maintenance_thread) = maintenance::spawn(&inner, interval);
         }
-        let store = Store { inner };
+        let store = Store { _handle: Some(Arc::new(UserHandle { inner: inner.clone() })), inner };
         store.finish_deletions()?;
         store.recover_atomic_appends()?;
         store.remove_leftover_replay_runs()?;
@@ -349,6 +429,11 @@ impl Store {
         &self.inner
     }
 
+    /// A handle for the store's own threads: it does not keep the maintenance thread running.
+    pub(crate) fn internal(inner: Arc<StoreInner>) -> Store {
+        Store { _handle: None, inner }
+    }
+
     pub(crate) fn inner_arc(&self) -> Arc<StoreInner> {
         self.inner.clone()
     }
@@ -361,11 +446,26 @@ impl Store {
     /// Opens the topic `name`, creating it if needed. Opening runs the log's recovery and clamps
     /// committed offsets that point past the recovered end (see [`Topic::clamped_groups`]).
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.open_topic(name, Create::Yes)
+    }
+
+    /// Opens the topic `name`; with `Create::No` it must exist ([`Error::NotFound`] otherwise).
+    /// Whether it exists is decided under the topics' lock, so a topic being deleted is never
+    /// created again by a call that only meant to use it.
+    fn open_topic(&self, name: &str, create: Create) -> Result<Arc<Topic>> {
         validate_name(name)?;
+        let mut topics = crate::sync::lock(&self.inner.topics);
+        self.open_locked(&mut topics, name, create)
+    }
+
+    /// `open_topic` under the topics' lock.
+    fn open_locked(&self, topics: &mut Topics, name: &str, create: Create) -> Result<Arc<Topic>> {
         let inner = &self.inner;
-        let mut topics = crate::sync::lock(&inner.topics);
-        if let Some(t) = topics.get(name) {
+        if let Some(t) = topics.open.get(name) {
             return Ok(t.clone());
+        }
+        if create == Create::No && !inner.topic_exists(name)? {
+            return Err(Error::NotFound { kind: "topic", name: name.to_string() });
         }
         let mut log_opts = inner.opts.log.clone();
         log_opts.append_signal = Some(inner.signal.clone());
@@ -389,8 +489,36 @@ impl Store {
             clamped: Mutex::new(clamped),
             extensions: registry::Extensions::default(),
         });
-        topics.insert(name.to_string(), topic.clone());
+        topics.open.insert(name.to_string(), topic.clone());
         Ok(topic)
+    }
+
+    /// The names of the open topics, sorted.
+    pub(crate) fn open_topic_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = crate::sync::lock(&self.inner.topics).open.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Holds topic `name` for a maintenance pass or a backup, unless it is being deleted or no
+    /// longer there: an open topic, or with `open_existing` one that exists on disk. Never
+    /// creates a topic, and a delete waits for the hold to go instead of failing.
+    pub(crate) fn hold_topic(&self, name: &str, open_existing: bool) -> Result<Option<MaintenanceHold<'_>>> {
+        let mut topics = crate::sync::lock(&self.inner.topics);
+        if topics.deleting.contains(name) {
+            return Ok(None);
+        }
+        let topic = match topics.open.get(name) {
+            Some(t) => t.clone(),
+            None if !open_existing => return Ok(None),
+            None => match self.open_locked(&mut topics, name, Create::No) {
+                Ok(t) => t,
+                Err(Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            },
+        };
+        *topics.maintaining.entry(name.to_string()).or_insert(0) += 1;
+        Ok(Some(MaintenanceHold { store: self, name: name.to_string(), topic: Some(topic) }))
     }
 
     /// Names of all topics, sorted.
@@ -409,20 +537,40 @@ impl Store {
     }
 
     /// Deletes a topic, its files and its groups. Fails with [`Error::TopicInUse`] while other
-    /// handles to it (or consumers of it) are alive, [`Error::NotFound`] if it does not exist.
+    /// handles to it (or consumers of it) are alive, [`Error::NotFound`] if it does not exist. A
+    /// maintenance pass over the topic is not a handle: the delete waits for it to let go (it
+    /// skips the topic from then on).
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         validate_name(name)?;
         let inner = &self.inner;
         let mut topics = crate::sync::lock(&inner.topics);
-        if let Some(t) = topics.get(name) {
+        while topics.deleting.contains(name) {
+            // Another delete of the same name is under way: its outcome decides this one's.
+            topics = inner.topics_cv.wait(topics).unwrap_or_else(|e| e.into_inner());
+        }
+        if !topics.open.contains_key(name) && !inner.topic_exists(name)? {
+            return Err(Error::NotFound { kind: "topic", name: name.to_string() });
+        }
+        topics.deleting.insert(name.to_string());
+        while topics.maintaining.contains_key(name) {
+            topics = inner.topics_cv.wait(topics).unwrap_or_else(|e| e.into_inner());
+        }
+        let result = self.delete_unheld(&mut topics, name);
+        topics.deleting.remove(name);
+        inner.topics_cv.notify_all();
+        result
+    }
+
+    /// `delete_topic` once no maintenance pass holds the topic, under the topics' lock.
+    fn delete_unheld(&self, topics: &mut Topics, name: &str) -> Result<()> {
+        let inner = &self.inner;
+        if let Some(t) = topics.open.get(name) {
             let handles = Arc::strong_count(t) - 1;
             if handles > 0 {
                 return Err(Error::TopicInUse { name: name.to_string(), handles });
             }
-        } else if !inner.topic_exists(name)? {
-            return Err(Error::NotFound { kind: "topic", name: name.to_string() });
         }
-        if let Some(t) = topics.remove(name)
+        if let Some(t) = topics.open.remove(name)
             && let Some(t) = Arc::into_inner(t)
         {
             t.log.close()?;
@@ -494,11 +642,14 @@ impl Store {
     }
 
     /// Compacts a topic by key now (see [`Log::compact`]), keeping tombstones for the topic's
-    /// configured `tombstone_retention`, whether or not `compact_by_key` is set.
+    /// configured `tombstone_retention`, whether or not `compact_by_key` is set. The active
+    /// segment is sealed first, so every record appended before the call is compacted
+    /// ([`CompactReport::compacted_below`](crate::CompactReport::compacted_below) says up to
+    /// where).
     pub fn compact_topic(&self, name: &str) -> Result<crate::CompactReport> {
         let t = self.existing_topic(name)?;
         let config = self.topic_config(name)?;
-        Ok(t.compact(&config.compact_options())?)
+        Ok(t.compact(&config.compact_options().sealing_active())?)
     }
 
     /// Compresses a topic's sealed segments now (see [`Log::compress`]), whatever its
@@ -526,8 +677,13 @@ impl Store {
     /// Applies retention to one topic now: deletes whole sealed segments that are too old or
     /// beyond the size limit, oldest first, and never the active one.
     pub fn enforce_retention(&self, topic: &str) -> Result<RetentionReport> {
+        self.retention_of(&*self.existing_topic(topic)?)
+    }
+
+    /// `enforce_retention` of an open topic.
+    pub(crate) fn retention_of(&self, t: &Topic) -> Result<RetentionReport> {
+        let topic = t.name();
         crate::trace::span!("evlog.retention", topic);
-        let t = self.existing_topic(topic)?;
         let mut r = crate::sync::lock(&self.inner.retention).get(topic).copied().unwrap_or(self.inner.opts.retention);
         if let Some(age) = self.topic_config(topic)?.retention_age {
             r.retention_age_max = Some(age);
@@ -558,11 +714,7 @@ impl Store {
     }
 
     fn existing_topic(&self, topic: &str) -> Result<Arc<Topic>> {
-        validate_name(topic)?;
-        if !self.inner.topic_exists(topic)? {
-            return Err(Error::NotFound { kind: "topic", name: topic.to_string() });
-        }
-        self.topic(topic)
+        self.open_topic(topic, Create::No)
     }
 
     fn existing_idle_group(&self, topic: &str, group: &str) -> Result<()> {

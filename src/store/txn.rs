@@ -38,8 +38,19 @@ pub(crate) const TXN_DIR: &str = "txn";
 #[derive(Debug)]
 pub(crate) struct Journal {
     log: Log,
-    /// The oldest transaction the roll-forward had to leave pending: the journal keeps it.
-    keep_from: std::sync::atomic::AtomicU64,
+    /// Committed transactions not completed yet (a part failed after the commit, or the
+    /// roll-forward at open could not apply one), with the topics whose part is already in: the
+    /// journal keeps every segment from the oldest of them on.
+    pending: BTreeMap<u64, BTreeSet<String>>,
+}
+
+impl Journal {
+    /// Removes the journal's sealed segments whose transactions are all done.
+    fn trim(&self) -> Result<()> {
+        let keep_from = self.pending.keys().next().copied().unwrap_or(u64::MAX);
+        self.log.remove_before(keep_from.min(self.log.next_offset()))?;
+        Ok(())
+    }
 }
 
 /// One topic's part of a transaction, as journaled.
@@ -137,8 +148,25 @@ impl Journal {
         let mut o = inner.opts.log.clone();
         o.durability = Durability::Always;
         o.append_signal = None;
-        Ok(Journal { log: Log::open(&dir, o)?, keep_from: std::sync::atomic::AtomicU64::new(u64::MAX) })
+        Ok(Journal { log: Log::open(&dir, o)?, pending: BTreeMap::new() })
     }
+}
+
+/// Each record of `rs` with the `evlog.txn` header naming transaction `mark` (u64 LE) in place
+/// of any it had, and a timestamp (`now` where it had none).
+fn marked<'a>(rs: impl Iterator<Item = NewRecord<'a>>, mark: &'a [u8; 8], now: i64) -> Vec<NewRecord<'a>> {
+    rs.map(|r| {
+        let mut headers: Vec<(&str, &[u8])> = r.headers.iter().copied().filter(|(n, _)| *n != TXN).collect();
+        headers.push((TXN, mark));
+        NewRecord { timestamp: Some(r.timestamp.unwrap_or(now)), key: r.key, headers, payload: r.payload }
+    })
+    .collect()
+}
+
+/// Whether the reason an append failed is one of the record or the topic's limits (nothing was
+/// written) rather than the disk's.
+fn refused(e: &Error) -> bool {
+    !matches!(e, Error::Io { .. } | Error::Corruption { .. } | Error::Poisoned { .. } | Error::StorageFull { .. })
 }
 
 impl Store {
@@ -148,6 +176,14 @@ impl Store {
     /// ARCHITECTURE.md). Returns each record's offset, in the order given. Every topic must
     /// exist ([`Error::NotFound`] otherwise, nothing written); an empty list is refused. Durable
     /// on return (the journal is fsynced; the topics' parts are rolled forward after a crash).
+    ///
+    /// Errors: before the commit, every part is checked under its topic's writer lock (its
+    /// size, its budget under the topic's `when_full`, poison, free space) and the lock is held
+    /// until the part is written, so a refused append returns a plain error and wrote nothing.
+    /// After the commit it never returns a plain error: [`Error::AtomicAppendIncomplete`] (with
+    /// the transaction's id) when a part could not be written or made durable, and
+    /// [`Error::AtomicAppendUnknown`] when the journal write itself failed; the journal keeps
+    /// every unfinished transaction until it is completed.
     pub fn append_atomic(&self, records: &[(&str, NewRecord<'_>)]) -> Result<Vec<u64>> {
         if records.is_empty() {
             return Err(Error::InvalidOptions { reason: "an atomic append needs at least one record".into() });
@@ -160,40 +196,131 @@ impl Store {
         }
         let mut topics = Vec::with_capacity(by_topic.len());
         for name in by_topic.keys() {
-            if !self.inner().topic_exists(name)? {
-                return Err(Error::NotFound { kind: "topic", name: name.to_string() });
-            }
-            topics.push(self.topic(name)?);
+            topics.push(self.existing_topic(name)?);
         }
         let mut journal = lock(&self.inner().journal);
         if journal.is_none() {
             *journal = Some(Journal::open(self)?);
         }
-        let Some(j) = journal.as_ref() else { return Err(Error::InvalidOptions { reason: "no journal".into() }) };
+        let Some(j) = journal.as_mut() else { return Err(Error::InvalidOptions { reason: "no journal".into() }) };
+        if j.log.is_poisoned() {
+            // Refused before anything is written.
+            j.log.sync()?;
+        }
+        self.complete_pending(j);
         let now = crate::clock::now_ms();
-        let parts: Vec<(String, u64, Vec<NewRecord<'_>>)> = by_topic
-            .iter()
-            .zip(&topics)
-            .map(|((name, rs), t)| (name.to_string(), t.next_offset(), rs.iter().map(|(_, r)| r.clone()).collect()))
-            .collect();
-        // Every part must fit its topic before anything is committed.
-        for ((_, _, rs), t) in parts.iter().zip(&topics) {
-            t.validate_batch(rs)?;
+        let placeholder = [0u8; 8];
+        // Each topic's writer lock, in name order, with room made for its marked part: nothing
+        // can refuse the part once the transaction is committed (but the disk).
+        let mut held = Vec::with_capacity(topics.len());
+        let mut parts: Vec<(String, u64, Vec<NewRecord<'_>>)> = Vec::with_capacity(topics.len());
+        for ((name, rs), t) in by_topic.iter().zip(&topics) {
+            let reservation = t.reserve_batch(&marked(rs.iter().map(|(_, r)| r.clone()), &placeholder, now))?;
+            held.push(reservation);
+            parts.push((name.to_string(), t.next_offset(), rs.iter().map(|(_, r)| r.clone()).collect()));
         }
         let payload = encode(&parts, now)?;
-        let id = j.log.append(&payload)?;
-        // Committed. Now the topics, in name order.
+        let id = match j.log.append(&payload) {
+            Ok(id) => id,
+            Err(e) if j.log.is_poisoned() => return Err(Error::AtomicAppendUnknown { source: Box::new(e.into()) }),
+            Err(e) => return Err(e.into()),
+        };
+        // Committed. Now the topics, in name order, each under the lock it holds.
+        let mark = id.to_le_bytes();
         let mut offsets = vec![0u64; records.len()];
-        for (((_, rs), t), (_, _, _)) in by_topic.iter().zip(&topics).zip(&parts) {
-            let first = apply(t, rs.iter().map(|(_, r)| r.clone()), id, now)?;
-            for (k, (i, _)) in rs.iter().enumerate() {
-                if let Some(o) = offsets.get_mut(*i) {
-                    *o = first + k as u64;
+        let mut applied = BTreeSet::new();
+        let mut failure = None;
+        for ((name, rs), reservation) in by_topic.iter().zip(held) {
+            if failure.is_some() {
+                continue; // dropping the reservation lets the lock go
+            }
+            match reservation.write(&marked(rs.iter().map(|(_, r)| r.clone()), &mark, now), now) {
+                Ok(range) => {
+                    for (k, (i, _)) in rs.iter().enumerate() {
+                        if let Some(o) = offsets.get_mut(*i) {
+                            *o = range.start + k as u64;
+                        }
+                    }
+                    applied.insert(name.to_string());
+                }
+                Err(e) => failure = Some((name.to_string(), Error::from(e))),
+            }
+        }
+        // Every lock is let go: now each part is made durable (under `Always` that publishes it).
+        if failure.is_none() {
+            for (name, t) in by_topic.keys().zip(&topics) {
+                if let Err(e) = t.sync() {
+                    applied.remove(*name);
+                    failure = Some((name.to_string(), e.into()));
+                    break;
                 }
             }
         }
-        mark_done(j, id)?;
+        if let Some((topic, source)) = failure {
+            j.pending.insert(id, applied);
+            return Err(Error::AtomicAppendIncomplete { txn: id, topic, source: Box::new(source) });
+        }
+        if let Err(e) = mark_done(j, id) {
+            // Every part is in and durable; only the marker is missing, and the roll-forward
+            // at the next open finds the parts and writes it.
+            j.pending.insert(id, by_topic.keys().map(|n| n.to_string()).collect());
+            return Err(Error::AtomicAppendIncomplete { txn: id, topic: TXN_DIR.to_string(), source: Box::new(e) });
+        }
         Ok(offsets)
+    }
+
+    /// Tries to complete the transactions a failure left pending in this process; what still
+    /// fails stays pending (and is completed when the store next opens).
+    fn complete_pending(&self, j: &mut Journal) {
+        let ids: Vec<u64> = j.pending.keys().copied().collect();
+        for id in ids {
+            let Ok(Some(entry)) = j.log.read(id) else { continue };
+            let applied = j.pending.get(&id).cloned().unwrap_or_default();
+            if matches!(self.roll_forward(id, &entry, &applied), Ok(true)) && mark_done(j, id).is_ok() {
+                j.pending.remove(&id);
+            }
+        }
+    }
+
+    /// Applies the parts of transaction `id` (journal record `entry`) that are not in their
+    /// topics yet, except those of `applied`; true when every part is in. A read error is
+    /// returned, never taken for "not applied".
+    fn roll_forward(&self, id: u64, entry: &Record, applied: &BTreeSet<String>) -> Result<bool> {
+        for part in decode(entry)? {
+            if applied.contains(&part.topic) || !self.inner().topic_exists(&part.topic)? {
+                continue; // in already, or deleted since: nothing to complete
+            }
+            let t = self.existing_topic(&part.topic)?;
+            let mut found = false;
+            for r in t.iter(part.from) {
+                if txn_of(&r?) == Some(id) {
+                    found = true;
+                    break;
+                }
+            }
+            if found {
+                continue;
+            }
+            let records: Vec<NewRecord<'_>> = part
+                .records
+                .iter()
+                .map(|r| NewRecord {
+                    timestamp: Some(r.timestamp()),
+                    key: r.key(),
+                    headers: r.headers().collect(),
+                    payload: r.payload(),
+                })
+                .collect();
+            let mark = id.to_le_bytes();
+            let batch = marked(records.into_iter(), &mark, 0);
+            match t.reserve_batch(&batch).and_then(|reservation| reservation.write(&batch, 0)).map_err(Error::from) {
+                Ok(_) => t.sync()?,
+                // A part that cannot be appended now (a full topic, say) stays pending.
+                Err(e) if refused(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
     /// The next offset of each of `topics` at one moment between atomic appends (taken under
@@ -212,7 +339,7 @@ impl Store {
         if !self.inner().storage().dir_exists(&dir).map_err(|e| Error::io("stat", &dir, e))? {
             return Ok(());
         }
-        let j = Journal::open(self)?;
+        let mut j = Journal::open(self)?;
         let mut pending: BTreeMap<u64, Record> = BTreeMap::new();
         let mut done = BTreeSet::new();
         for r in j.log.iter(0) {
@@ -227,66 +354,26 @@ impl Store {
             }
         }
         for (id, entry) in pending.iter().filter(|(id, _)| !done.contains(id)) {
-            for part in decode(entry)? {
-                if !self.inner().topic_exists(&part.topic)? {
-                    continue; // deleted since: nothing to complete
-                }
-                let t = self.topic(&part.topic)?;
-                let applied = t.iter(part.from).any(|r| r.is_ok_and(|r| txn_of(&r) == Some(*id)));
-                if !applied {
-                    // A part that cannot be appended now (a full topic, say) stays pending: the
-                    // store still opens, and the next open tries again.
-                    let records: Vec<NewRecord<'_>> = part
-                        .records
-                        .iter()
-                        .map(|r| NewRecord {
-                            timestamp: Some(r.timestamp()),
-                            key: r.key(),
-                            headers: r.headers().collect(),
-                            payload: r.payload(),
-                        })
-                        .collect();
-                    if let Err(e) = apply(&t, records.into_iter(), *id, 0) {
-                        if matches!(e, Error::Corruption { .. } | Error::Io { .. }) {
-                            return Err(e);
-                        }
-                        j.keep_from.store(*id, std::sync::atomic::Ordering::Relaxed);
-                        *lock(&self.inner().journal) = Some(j);
-                        return Ok(());
-                    }
-                }
+            // Transactions are completed in commit order: one that cannot be yet keeps itself
+            // and every later one pending (the store still opens; the next open tries again).
+            if !j.pending.is_empty() || !self.roll_forward(*id, entry, &BTreeSet::new())? {
+                j.pending.insert(*id, BTreeSet::new());
+                continue;
             }
             mark_done(&j, *id)?;
         }
-        // Every transaction is done now: the journal's sealed segments can go.
-        j.log.remove_before(j.log.next_offset())?;
+        j.trim()?;
         *lock(&self.inner().journal) = Some(j);
         Ok(())
     }
 }
 
-/// Appends one topic's part as one atomic batch, each record marked with the transaction.
-fn apply<'a>(t: &crate::store::Topic, records: impl Iterator<Item = NewRecord<'a>>, id: u64, now: i64) -> Result<u64> {
-    let mark = id.to_le_bytes();
-    let batch: Vec<NewRecord<'_>> = records
-        .map(|r| {
-            let mut headers: Vec<(&str, &[u8])> = r.headers.iter().copied().filter(|(n, _)| *n != TXN).collect();
-            headers.push((TXN, &mark));
-            NewRecord { timestamp: Some(r.timestamp.unwrap_or(now)), key: r.key, headers, payload: r.payload }
-        })
-        .collect();
-    let range = t.append_batch(&batch)?;
-    if t.durability() != Durability::Always {
-        t.sync()?;
-    }
-    Ok(range.start)
-}
-
-/// Marks transaction `id` done; the journal's sealed segments go (transactions are applied one
-/// at a time, so every transaction before this one is done too).
+/// Marks transaction `id` done, then removes the journal's sealed segments whose
+/// transactions are all done (never one holding a pending transaction).
 fn mark_done(j: &Journal, id: u64) -> Result<()> {
     let mark = id.to_le_bytes();
-    j.log.append_record(&NewRecord::new(&[]).header(TXN, &mark))?;
-    j.log.remove_before(id.min(j.keep_from.load(std::sync::atomic::Ordering::Relaxed)))?;
-    Ok(())
+    let marker = [NewRecord::new(&[]).header(TXN, &mark)];
+    j.log.reserve_batch(&marker)?.write(&marker, crate::clock::now_ms())?;
+    j.log.sync()?;
+    j.trim()
 }

@@ -489,7 +489,8 @@ fn backup(dir: &Path, dest: &Path) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `evlog compact TOPIC`: compacts now (needs the store) and prints what it did.
+/// `evlog compact TOPIC`: seals the active segment and compacts everything before it now
+/// (needs the store), and prints what it did and up to which offset (`compacted_below`).
 fn compact(dir: &Path, topic: &str) -> CmdResult {
     topic_dir(dir, topic)?;
     let store = open_store(dir, Durability::Always)?;
@@ -503,6 +504,7 @@ fn compact(dir: &Path, topic: &str) -> CmdResult {
         "bytes_after": r.bytes_after,
         "tombstones_removed": r.tombstones_removed,
         "keys": r.keys,
+        "compacted_below": r.compacted_below,
     }))?;
     Ok(ExitCode::SUCCESS)
 }
