@@ -180,11 +180,14 @@ fn maintenance_beside_topic_deletions_never_brings_a_deleted_topic_back_nor_refu
 /// The file whose reads block, who hears of the first one, and what releases it.
 type Blocked = (String, mpsc::Sender<()>, Arc<Barrier>);
 
-/// A storage whose reads of one file block until released: a slow disk under one segment.
+/// A storage where an open or a read of one file blocks until released: a slow disk under one
+/// segment.
 #[derive(Debug, Clone)]
 struct Gate {
     inner: Arc<dyn Storage>,
     blocked: Arc<Mutex<Option<Blocked>>>,
+    /// Opens and reads of the gated file let through before one blocks.
+    pass_first: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Debug)]
@@ -196,17 +199,7 @@ struct GateFile {
 
 impl StorageFile for GateFile {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        let hold = self
-            .gate
-            .blocked
-            .lock()
-            .expect("gate")
-            .as_ref()
-            .and_then(|(p, tx, release)| self.path.ends_with(p.as_str()).then(|| (tx.clone(), release.clone())));
-        if let Some((tx, release)) = hold {
-            let _ = tx.send(());
-            release.wait();
-        }
+        self.gate.pass(&self.path);
         self.inner.read_at(buf, pos)
     }
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
@@ -223,6 +216,31 @@ impl StorageFile for GateFile {
     }
 }
 
+impl Gate {
+    /// An open or a read of `path`: the first one of the gated file past `pass_first` tells the
+    /// test and waits until it is released (once).
+    fn pass(&self, path: &str) {
+        let hold = {
+            let mut blocked = self.blocked.lock().expect("gate");
+            match blocked.as_ref() {
+                Some((p, ..)) if path.ends_with(p.as_str()) => {
+                    if self.pass_first.load(Ordering::Relaxed) > 0 {
+                        self.pass_first.fetch_sub(1, Ordering::Relaxed);
+                        None
+                    } else {
+                        blocked.take().map(|(_, tx, release)| (tx, release))
+                    }
+                }
+                _ => None,
+            }
+        };
+        if let Some((tx, release)) = hold {
+            let _ = tx.send(());
+            release.wait();
+        }
+    }
+}
+
 impl Storage for Gate {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.inner.create_dir_all(path)
@@ -234,6 +252,7 @@ impl Storage for Gate {
         self.inner.list_dir(path)
     }
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        self.pass(&path.display().to_string());
         let inner = self.inner.open(path, mode)?;
         Ok(Arc::new(GateFile { inner, path: path.display().to_string(), gate: self.clone() }))
     }
@@ -258,7 +277,7 @@ impl Storage for Gate {
 /// segment while holding the writer lock, so every other append waited on that read.
 #[test]
 fn a_conditional_append_reading_sealed_segments_does_not_hold_other_appends_back() {
-    let gate = Gate { inner: Arc::new(MemStorage::new()), blocked: Arc::default() };
+    let gate = Gate { inner: Arc::new(MemStorage::new()), blocked: Arc::default(), pass_first: Arc::default() };
     let mut o = Options::with_durability(Durability::Os);
     o.segment_bytes_max = 8 << 10;
     o.record_bytes_max = 1024;
@@ -344,4 +363,85 @@ fn a_torn_zero_fill_before_a_roll_never_leaves_zeros_inside_a_sealed_segment() {
     log.close().expect("close");
     let log = Log::open("/z", o).expect("reopen");
     assert_eq!(log.iter(0).filter(|r| r.is_ok()).count(), 2);
+}
+
+/// A key looked up beside a compaction of the segment it reads: the lookup (outside the writer
+/// lock) built the segment's key index from the file the compaction then replaced, and cached
+/// it after the compaction had forgotten the old one; later lookups read the new file at the old
+/// positions.
+#[test]
+fn a_key_lookup_beside_a_compaction_never_leaves_a_key_index_of_the_replaced_file() {
+    let gate = Gate { inner: Arc::new(MemStorage::new()), blocked: Arc::default(), pass_first: Arc::default() };
+    let mut o = Options::with_durability(Durability::Os);
+    o.segment_bytes_max = 8 << 10;
+    o.record_bytes_max = 1024;
+    o.storage = Arc::new(gate.clone());
+    let log = Arc::new(Log::open("/kc", o).expect("log"));
+    let mut newest = HashMap::new();
+    for i in 0..300u64 {
+        // Early keys of their own survive compaction, at other positions in the rewritten file.
+        let k = if i < 40 && i % 2 == 0 { format!("u{i}") } else { format!("k{}", i % 7) };
+        let o = log
+            .append_record(&NewRecord::new(format!("v{i} {}", "p".repeat(100)).as_bytes()).key(k.as_bytes()))
+            .expect("append");
+        newest.insert(k, o);
+    }
+    let oldest = format!("{:020}.log", log.first_offset());
+    let (tx, rx) = mpsc::channel();
+    let release = Arc::new(Barrier::new(2));
+    *gate.blocked.lock().expect("gate") = Some((oldest, tx, release.clone()));
+    // A key found in no segment: the lookup reads every sealed one; the oldest is opened, then
+    // its first read held up.
+    gate.pass_first.store(1, Ordering::Relaxed);
+    let lookup = {
+        let log = log.clone();
+        std::thread::spawn(move || log.last_offset_for_key(b"absent"))
+    };
+    rx.recv_timeout(Duration::from_secs(30)).expect("the lookup opened the oldest segment");
+    log.compact(&CompactOptions::default()).expect("compact");
+    release.wait();
+    assert_eq!(lookup.join().expect("lookup").expect("lookup"), None);
+    for (k, o) in &newest {
+        assert_eq!(log.last_offset_for_key(k.as_bytes()).expect("lookup after the compaction"), Some(*o), "{k}");
+        let all: Vec<u64> = log.iter_key(k.as_bytes(), 0).map(|r| r.expect("record").offset()).collect();
+        assert_eq!(all.last(), Some(o), "{k}: {all:?}");
+    }
+}
+
+/// Found by the simulation: an iterator loaded a sealed segment (its flags, its index), a
+/// compression swapped the file, and the iterator's scan opened the segment by name again:
+/// the compressed bytes were read as plain frames (or a compacted file without its gaps), and
+/// the read reported corruption.
+#[test]
+fn an_iterator_beside_a_compression_reads_the_file_it_loaded_not_the_one_swapped_in() {
+    let gate = Gate { inner: Arc::new(MemStorage::new()), blocked: Arc::default(), pass_first: Arc::default() };
+    let mut o = Options::with_durability(Durability::Os);
+    o.segment_bytes_max = 8 << 10;
+    o.record_bytes_max = 1024;
+    o.storage = Arc::new(gate.clone());
+    let log = Arc::new(Log::open("/ic", o).expect("log"));
+    let mut want = Vec::new();
+    for i in 0..200u64 {
+        let p = format!("v{i} {}", "p".repeat(100)).into_bytes();
+        log.append(&p).expect("append");
+        want.push(p);
+    }
+    let oldest = format!("{:020}.log", log.first_offset());
+    let (tx, rx) = mpsc::channel();
+    let release = Arc::new(Barrier::new(2));
+    *gate.blocked.lock().expect("gate") = Some((oldest, tx, release.clone()));
+    // The load opens the file and reads its header and all of it (this storage has no maps)
+    // under the segment cache's lock; what comes next (the scan) is held up.
+    gate.pass_first.store(3, Ordering::Relaxed);
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || log.iter(0).map(|r| r.map(|r| r.payload().to_vec())).collect::<Vec<_>>())
+    };
+    rx.recv_timeout(Duration::from_secs(30)).expect("the iterator opened the oldest segment");
+    let c = log.compress().expect("compress");
+    assert!(c.segments_compressed > 0, "{c:?}");
+    release.wait();
+    let got: Vec<Vec<u8>> =
+        reader.join().expect("reader").into_iter().map(|r| r.expect("every record reads back")).collect();
+    assert_eq!(got, want);
 }

@@ -229,7 +229,16 @@ impl Sim {
                     }
                 }
                 40..=49 => self.atomic(store, &mut rng),
-                50..=56 => {
+                50..=51 => {
+                    // Appends expecting the next offset: of racing writers, one wins.
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    let p = payload(id, &mut rng);
+                    let mut r = NewRecord::new(&p);
+                    r.key = key.as_deref();
+                    let res = store.topic(topic).and_then(|t| Ok(t.append_expecting(t.next_offset(), &r)?));
+                    self.record(topic, key.clone(), &p, self.outcome(&res));
+                }
+                52..=56 => {
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                     let p = payload(id, &mut rng);
                     let k = format!("k{}", rng.below(KEYS)).into_bytes();
@@ -262,9 +271,13 @@ impl Sim {
                     let _ = store.enforce_retention("budgeted");
                 }
                 68..=69 => {
+                    // The budget and its policy change under the appenders.
                     let bytes = [1 << 20, 2 << 20][rng.below(2) as usize];
-                    let _ = store
-                        .configure_topic("budgeted", TopicConfig::default().with_budget(bytes, WhenFull::DropOldest));
+                    let when_full = [WhenFull::DropOldest, WhenFull::Error, WhenFull::Block][rng.below(3) as usize];
+                    let config = TopicConfig::default()
+                        .with_budget(bytes, when_full)
+                        .with_block_timeout(Duration::from_millis(5));
+                    let _ = store.configure_topic("budgeted", config);
                 }
                 70..=73 if w == 1 => {
                     // The scratch topic: created, written, deleted, over and over.
@@ -400,8 +413,9 @@ impl Sim {
             3 => "/txn/".to_string(),
             t => format!("topics/{}/", TOPICS[t as usize]),
         };
-        match rng.below(4) {
+        match rng.below(5) {
             0 => fault.fail_once(Op::Write, Some(&path), rng.below(5), Fault::Eio),
+            4 => fault.fail_once(Op::Write, Some(&path), rng.below(5), Fault::NoSpace),
             1 => fault.fail_once(
                 Op::Write,
                 Some(&path),
@@ -541,7 +555,10 @@ impl Sim {
                     running.remove(&w);
                 }
                 Ok((w, Some(p))) => panic!("seed {}: thread w{w} panicked: {p}", self.seed),
-                Err(_) => panic!("seed {}: deadlock? threads still running after 120 s: {running:?}", self.seed),
+                Err(_) => {
+                    let names: Vec<String> = running.iter().map(|w| format!("sim-{}-w{w}", self.seed)).collect();
+                    panic!("seed {}: deadlock? threads still running after 120 s: {names:?}", self.seed)
+                }
             }
         }
         for h in handles {

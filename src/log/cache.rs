@@ -10,7 +10,7 @@ use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::log::compress::CompressedSegment;
 use crate::log::index::{self, IndexBuilder, LoadedIndex};
 use crate::log::segment::{self, FrameCursor, SealedFile, Source};
-use crate::storage::{OpenMode, SharedBytes, Storage};
+use crate::storage::{OpenMode, SharedBytes, Storage, StorageFile};
 
 /// Read size of an index rebuild's scan.
 const REBUILD_CHUNK_BYTES: usize = 1 << 20;
@@ -30,6 +30,10 @@ pub(crate) struct Sealed {
     pub compacted: bool,
     /// The block table of a compressed segment.
     pub compressed: Option<Arc<CompressedSegment>>,
+    /// The file that was loaded: scans read this one, never the path again, so a compaction or
+    /// compression that swaps the segment meanwhile cannot put another file's bytes under this
+    /// one's flags and index.
+    pub file: Arc<dyn StorageFile>,
 }
 
 impl Sealed {
@@ -47,15 +51,14 @@ impl Sealed {
     /// time into one reused buffer, for sequential scans: nothing of the file stays in the
     /// process's resident set, and a file truncated or unreadable under it is an error, never
     /// `SIGBUS`.
-    pub fn scan_cursor(&self, storage: &dyn Storage, pos: u64, chunk_bytes: usize) -> Result<FrameCursor> {
+    pub fn scan_cursor(&self, pos: u64, chunk_bytes: usize) -> FrameCursor {
         if self.compressed.is_some() {
             // Blocks are read with pread already.
-            return Ok(self.cursor(pos));
+            return self.cursor(pos);
         }
-        let file = storage.open(&self.path, OpenMode::Read).map_err(|e| Error::io("open", &self.path, e))?;
         let end = self.data.len() as u64;
-        Ok(FrameCursor::new(Source::File(file, None), self.path.clone(), pos, end, chunk_bytes)
-            .with_gaps(self.compacted))
+        FrameCursor::new(Source::File(self.file.clone(), None), self.path.clone(), pos, end, chunk_bytes)
+            .with_gaps(self.compacted)
     }
 }
 
@@ -149,7 +152,7 @@ fn load(storage: &dyn Storage, dir: &Path, base: u64, end_offset: u64, write_ind
             (LoadedIndex::from_builder(&b), true)
         }
     };
-    Ok((Sealed { end_offset, path, data, index, compacted, compressed: sealed_file.compressed }, rebuilt))
+    Ok((Sealed { end_offset, path, data, index, compacted, compressed: sealed_file.compressed, file }, rebuilt))
 }
 
 /// Scans a whole sealed segment of `len` bytes with `pread` (not its map: a file cut short

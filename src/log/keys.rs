@@ -165,7 +165,12 @@ impl Shared {
     /// Segment `base`'s key index file, checked (mapped from its file, or rebuilt by a scan and
     /// written); its entries follow the `INDEX_HEADER_LEN`-byte header.
     fn key_index(&self, base: u64, reader: &SealedFile) -> Result<SharedBytes> {
-        if let Some(k) = lock(&self.key_indexes).get(&base) {
+        // A cached index stands only for the file it was built from: one loaded from a segment
+        // that a compaction replaced meanwhile (the lookup runs beside it, outside the writer
+        // lock) covers other bytes, and is built again.
+        if let Some(k) = lock(&self.key_indexes).get(&base)
+            && format::decode_index(KEY_INDEX_MAGIC, KEY_ENTRY_LEN, k).is_ok_and(|h| h.covered_bytes == reader.len)
+        {
             return Ok(k.clone());
         }
         let loaded = self

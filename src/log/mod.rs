@@ -385,7 +385,7 @@ impl Shared {
                 let (r, pos) = s.index.as_ref().lookup(rel).unwrap_or((0, SEGMENT_HEADER_LEN as u64));
                 let cursor = match access {
                     Access::Random => s.cursor(pos),
-                    Access::Scan => s.scan_cursor(self.opts.storage.as_ref(), pos, self.opts.read_buffer_bytes)?,
+                    Access::Scan => s.scan_cursor(pos, self.opts.read_buffer_bytes),
                 };
                 Cur { end_offset: Some(end_offset), active: None, cursor, next: base + r, readable: end_offset }
             }
