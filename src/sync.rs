@@ -1,6 +1,7 @@
 //! Locking helpers shared by every layer.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Locks `m`, taking the data even if a thread panicked while holding it: evlog's shared state
@@ -88,5 +89,91 @@ pub(crate) fn gather(last_flush_nanos: u64, last_round: u64, waiting: impl Fn() 
             return;
         }
         std::thread::yield_now();
+    }
+}
+
+/// A wake-up shared by several logs (a store's topics): bumped by every publish, waited on by
+/// readers of many topics at once (`then_live` replays). Costs an atomic add per publish and a
+/// futex wake only while someone waits.
+#[derive(Debug, Default)]
+pub struct AppendSignal {
+    generation: AtomicU64,
+    waiters: AtomicUsize,
+    m: Mutex<()>,
+    cv: Condvar,
+    /// Tasks waiting (async): id -> waker. `async_waiters` mirrors its length so `notify`
+    /// takes the lock only when someone waits.
+    wakers: Mutex<std::collections::HashMap<u64, std::task::Waker>>,
+    async_waiters: AtomicUsize,
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    next_waker_id: AtomicU64,
+}
+
+#[cfg_attr(not(feature = "store"), allow(dead_code))] // waited on by the store's consumers and replays
+impl AppendSignal {
+    /// The current generation; pass it to `wait_past`.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Wakes everyone waiting (an append, or a queue's nack).
+    pub(crate) fn notify(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _g = lock(&self.m);
+            self.cv.notify_all();
+        }
+        if self.async_waiters.load(Ordering::SeqCst) > 0 {
+            let wakers: Vec<_> = {
+                let mut w = lock(&self.wakers);
+                self.async_waiters.store(0, Ordering::SeqCst);
+                w.drain().map(|(_, w)| w).collect()
+            };
+            for w in wakers {
+                w.wake();
+            }
+        }
+    }
+
+    /// Registers `waker` under `id` (a fresh id when `None`) to be woken by the next notify;
+    /// returns the id and whether the generation already moved past `generation` (then the
+    /// caller must not wait).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn register(&self, id: Option<u64>, generation: u64, waker: &std::task::Waker) -> (u64, bool) {
+        let id = id.unwrap_or_else(|| self.next_waker_id.fetch_add(1, Ordering::Relaxed));
+        {
+            let mut w = lock(&self.wakers);
+            w.insert(id, waker.clone());
+            self.async_waiters.store(w.len(), Ordering::SeqCst);
+        }
+        // Pairs with `notify`: either it sees our waker, or we see its new generation.
+        (id, self.generation.load(Ordering::SeqCst) != generation)
+    }
+
+    /// Forgets a registered waker (a dropped future).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn unregister(&self, id: u64) {
+        let mut w = lock(&self.wakers);
+        w.remove(&id);
+        self.async_waiters.store(w.len(), Ordering::SeqCst);
+    }
+
+    /// Blocks until any log published after `generation` was read, or `timeout` passes.
+    pub(crate) fn wait_past(&self, generation: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&self.m);
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let woke = loop {
+            if self.generation.load(Ordering::SeqCst) != generation {
+                break true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            g = self.cv.wait_timeout(g, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        woke
     }
 }

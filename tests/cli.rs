@@ -1,6 +1,6 @@
 //! The `evlog` binary, end to end.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -262,6 +262,30 @@ fn append_to_a_full_topic_stops_with_topic_full_and_every_printed_offset_is_read
         .map(|v| v["offset"].as_u64().expect("offset"))
         .collect();
     assert!(printed.iter().all(|o| dumped.contains(o)), "every printed offset reads back");
+}
+
+#[test]
+fn a_reader_that_closes_stdout_early_ends_the_command_quietly() {
+    // `evlog dump t | head -1`: the pipe closes after one line; evlog ends without an error.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Enough for dump to fill the pipe (over 64 KiB), few enough for append to answer through it.
+    let input: String = (0..1_000).map(|i| format!("record {i} {}\n", "x".repeat(200))).collect();
+    assert!(evlog(tmp.path(), &["append", "t"], &input).status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_evlog"))
+        .arg("--dir")
+        .arg(tmp.path())
+        .args(["dump", "t"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn evlog");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("a line");
+    // The reader (and with it the pipe) is gone now.
+    let out = child.wait_with_output().expect("wait");
+    assert!(first.contains("record 0"), "{first}");
+    assert_eq!(stderr(&out), "", "nothing said about the closed pipe");
+    assert!(out.status.success(), "{:?}", out.status);
 }
 
 #[test]

@@ -176,7 +176,7 @@ impl Consumer {
 
     /// The store-wide append signal (for async waiting).
     #[cfg(feature = "tokio")]
-    pub(crate) fn signal(&self) -> &Arc<crate::log::AppendSignal> {
+    pub(crate) fn signal(&self) -> &Arc<crate::sync::AppendSignal> {
         &self.store.signal
     }
 

@@ -98,7 +98,7 @@ pub struct Options {
     /// [`FaultStorage`](crate::storage::FaultStorage) here.
     pub storage: Arc<dyn Storage>,
     /// Set by a store on its topics' logs: one wake-up for appends to any of them.
-    pub(crate) append_signal: Option<Arc<crate::log::AppendSignal>>,
+    pub(crate) append_signal: Option<Arc<crate::sync::AppendSignal>>,
 }
 
 impl Default for Options {

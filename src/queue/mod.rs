@@ -640,7 +640,7 @@ impl Queue {
 
     /// The store-wide append signal and the queue's clock (for async waiting).
     #[cfg(feature = "tokio")]
-    pub(crate) fn waiting_parts(&self) -> (Arc<crate::log::AppendSignal>, Arc<dyn Clock>) {
+    pub(crate) fn waiting_parts(&self) -> (Arc<crate::sync::AppendSignal>, Arc<dyn Clock>) {
         (self.inner.store.inner().signal.clone(), self.inner.opts.clock.clone())
     }
 

@@ -269,7 +269,7 @@ pub(crate) struct StoreInner {
     /// (topic, group) pairs with a live consumer.
     pub live: Mutex<HashSet<(String, String)>>,
     /// Bumped by an append to any topic (live replays wait on it).
-    pub signal: Arc<crate::log::AppendSignal>,
+    pub signal: Arc<crate::sync::AppendSignal>,
     /// What the layers above share while it is open (work queues by topic and group).
     pub shared: registry::Live,
     /// The previous `metrics` sample (time, offset) of each topic and topic/group.

@@ -75,13 +75,22 @@ fn topic_names(dir: &Path, only: Option<&str>) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
+/// What a command returns when its reader closed stdout (`evlog dump t | head -1`): `main` then
+/// ends quietly, as `cat` does, after every handle was dropped on the way out.
+pub const STDOUT_CLOSED: &str = "stdout closed by its reader";
+
+/// A failed write to stdout as a command's error: `STDOUT_CLOSED` for a closed pipe.
+fn stdout_error(e: std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::BrokenPipe { STDOUT_CLOSED.to_string() } else { format!("stdout: {e}") }
+}
+
 fn out() -> std::io::StdoutLock<'static> {
     std::io::stdout().lock()
 }
 
 fn print_line(v: &Value) -> Result<(), String> {
     let mut o = out();
-    writeln!(o, "{v}").and_then(|()| o.flush()).map_err(|e| format!("stdout: {e}"))
+    writeln!(o, "{v}").and_then(|()| o.flush()).map_err(stdout_error)
 }
 
 pub fn run(cli: Cli) -> CmdResult {
@@ -156,9 +165,9 @@ fn append(dir: &Path, topic: &str, as_json: bool, sync: Sync, key: Option<String
         }
         let mut o = out();
         for p in pending.drain(..) {
-            writeln!(o, "{p}").map_err(|e| format!("stdout: {e}"))?;
+            writeln!(o, "{p}").map_err(stdout_error)?;
         }
-        o.flush().map_err(|e| format!("stdout: {e}"))
+        o.flush().map_err(stdout_error)
     };
     // Lines are read as bytes: one line that is not UTF-8 is that line's error, not the end of
     // the whole input.
@@ -609,7 +618,7 @@ fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Option<f64>) -
     }
     let mut o = out();
     for t in &topics {
-        let w = |o: &mut std::io::StdoutLock<'_>, s: String| writeln!(o, "{s}").map_err(|e| format!("stdout: {e}"));
+        let w = |o: &mut std::io::StdoutLock<'_>, s: String| writeln!(o, "{s}").map_err(stdout_error);
         w(&mut o, format!("topic {}", t["topic"].as_str().unwrap_or("?")))?;
         w(&mut o, format!("  segments {}, {} bytes", t["segments"], t["bytes"]))?;
         w(&mut o, format!("  offsets {}..{}", t["first_offset"], t["next_offset"]))?;

@@ -221,6 +221,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,
+        // The reader of stdout went away: nothing more to say, and nobody to say it to.
+        Err(e) if e == commands::STDOUT_CLOSED => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("evlog: {e}");
             ExitCode::from(2)
