@@ -1,7 +1,8 @@
 //! The crate's errors, one enum per layer under one umbrella:
 //!
 //! - [`LogError`]: everything a [`Log`](crate::Log) returns. [`Error`] has each of its variants
-//!   under the same name, so `Error::Corruption` matches whichever layer met the bad bytes.
+//!   under the same name, so `Error::Corruption` matches whichever layer met the bad bytes. Both
+//!   are generated from one list of those variants (`errors!`), so they cannot drift apart.
 //! - [`Error`]'s own variants: the store's and its consumers' (names, groups, the consumer
 //!   database, codecs) — every layer above the store can meet them.
 //! - [`ReplayError`], [`QueueError`], [`KafkaError`]: what only that layer refuses, nested as
@@ -17,111 +18,44 @@ use std::path::PathBuf;
 /// Result alias used throughout evlog.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Defines [`Error`] (its own variants, then the log layer's) and [`LogError`] (the log layer's)
+/// from one list, with `From<LogError> for Error` mapping each log variant to its namesake: the
+/// log layer's variants are written once.
+macro_rules! errors {
+    (
+        $(#[$error_meta:meta])*
+        pub enum Error { $($own:tt)* }
+        $(#[$log_meta:meta])*
+        pub enum LogError {
+            $( $(#[$vmeta:meta])* $name:ident { $( $(#[$fmeta:meta])* $field:ident : $ty:ty ),* $(,)? } ),* $(,)?
+        }
+    ) => {
+        $(#[$error_meta])*
+        pub enum Error {
+            $($own)*
+            $( $(#[$vmeta])* $name { $( $(#[$fmeta])* $field : $ty ),* } ),*
+        }
+
+        $(#[$log_meta])*
+        pub enum LogError {
+            $( $(#[$vmeta])* $name { $( $(#[$fmeta])* $field : $ty ),* } ),*
+        }
+
+        impl From<LogError> for Error {
+            fn from(e: LogError) -> Self {
+                match e {
+                    $( LogError::$name { $($field),* } => Error::$name { $($field),* } ),*
+                }
+            }
+        }
+    };
+}
+
+errors! {
 /// Everything that can go wrong in evlog.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An I/O operation failed. If it was a write or an fsync on the append path, the log is now
-    /// poisoned and later appends return [`Error::Poisoned`]; reads keep working.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done, e.g. "write" or "fsync".
-        op: &'static str,
-        /// The file or directory concerned.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
-    },
-
-    /// The disk (or quota) is full, or below `disk_reserve_bytes`. Nothing after the last
-    /// acknowledged record was acknowledged. When a write or an fsync failed (`op` "write",
-    /// "fsync"), the log is poisoned for appends but stays readable: free space, then reopen.
-    /// When it was refused before anything was written (`op` "allocate", "create" at a roll,
-    /// "reserve space"), nothing is poisoned: the same handle appends again once there is room.
-    #[error("no space left while {op} {path}: {source}; free space (and reopen the log if it is poisoned)")]
-    StorageFull {
-        /// What was being done.
-        op: &'static str,
-        /// The file concerned.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
-    },
-
-    /// Bytes on disk failed validation: a bad checksum, magic, version, length or offset. Never
-    /// returned for a torn tail that recovery may legitimately truncate.
-    #[error("corruption in {path} at byte {position}{}: {reason}", fmt_offset(*.offset))]
-    Corruption {
-        /// The file that holds the bad bytes.
-        path: PathBuf,
-        /// Byte position of the bad frame or field in that file.
-        position: u64,
-        /// The log offset expected at that position, when known.
-        offset: Option<u64>,
-        /// What exactly failed.
-        reason: String,
-    },
-
-    /// Another `Log` (in this or another process) holds the directory's writer lock.
-    #[error("log directory {path} is locked by another writer")]
-    Locked {
-        /// The log directory.
-        path: PathBuf,
-    },
-
-    /// An earlier write or fsync failed, so the log refuses further appends: Linux may have
-    /// dropped the dirty pages, and retrying an fsync could report success for lost data.
-    /// Reopen the log to run recovery.
-    #[error("log {path} is poisoned after an earlier I/O failure ({cause}); reopen it to recover")]
-    Poisoned {
-        /// The log directory.
-        path: PathBuf,
-        /// The first failure's message.
-        cause: String,
-    },
-
-    /// A record's key, headers and payload together exceed `Options::record_bytes_max`.
-    #[error("record of {size} bytes exceeds record_bytes_max = {max}")]
-    RecordTooLarge {
-        /// Bytes of key + headers + payload.
-        size: u64,
-        /// The configured limit.
-        max: u64,
-    },
-
-    /// A batch does not fit in one segment (`Options::segment_bytes_max`), so it could not be
-    /// written atomically.
-    #[error("batch of {size} framed bytes exceeds what one segment holds ({max} bytes)")]
-    BatchTooLarge {
-        /// Framed bytes of the whole batch.
-        size: u64,
-        /// What one segment can hold after its header.
-        max: u64,
-    },
-
-    /// A record's headers break a format limit (count, name length).
-    #[error("invalid record headers: {reason}")]
-    InvalidHeaders {
-        /// What limit was broken.
-        reason: String,
-    },
-
-    /// The options are inconsistent (e.g. a record limit larger than a segment).
-    #[error("invalid options: {reason}")]
-    InvalidOptions {
-        /// What is wrong.
-        reason: String,
-    },
-
-    /// The path given as a log directory exists but is not a directory.
-    #[error("{path} is not a directory")]
-    NotADirectory {
-        /// The path given.
-        path: PathBuf,
-    },
-
     /// A topic or group name breaks the naming rule: 1–249 characters of `[A-Za-z0-9._-]`, not
     /// `.` or `..`. Nothing was touched.
     #[error("invalid name {name:?}: {reason}")]
@@ -131,7 +65,6 @@ pub enum Error {
         /// What rule it breaks.
         reason: &'static str,
     },
-
     /// A consumer of this group on this topic is already live (one per group and topic).
     #[error("group {group:?} on topic {topic:?} already has a live consumer")]
     GroupBusy {
@@ -140,7 +73,6 @@ pub enum Error {
         /// The group.
         group: String,
     },
-
     /// A topic or group that does not exist.
     #[error("{kind} {name:?} not found")]
     NotFound {
@@ -149,7 +81,6 @@ pub enum Error {
         /// Its name (for a group: `topic/group`).
         name: String,
     },
-
     /// An atomic append was committed (its journal record is durable) but a topic's part could
     /// not be written or made durable now. The transaction is not lost: the journal keeps it,
     /// the store completes it at the next atomic append that can, and at the latest when it next
@@ -165,7 +96,6 @@ pub enum Error {
         /// Why.
         source: Box<Error>,
     },
-
     /// The journal write of an atomic append failed after bytes may have reached it: the append
     /// may be committed. Nothing of it reached any topic; if it was committed, the store
     /// completes it when it next opens. The journal is poisoned: later atomic appends fail
@@ -177,7 +107,6 @@ pub enum Error {
         /// Why.
         source: Box<Error>,
     },
-
     /// A topic cannot be deleted while handles to it are in use.
     #[error("topic {name:?} is in use ({handles} other handles)")]
     TopicInUse {
@@ -186,7 +115,6 @@ pub enum Error {
         /// Handles still held besides the store's own.
         handles: usize,
     },
-
     /// A commit past the end of the topic. Nothing was written.
     #[error("cannot commit offset {offset} for group {group:?} on topic {topic:?}: the topic ends at {next_offset}")]
     CommitOutOfRange {
@@ -199,7 +127,6 @@ pub enum Error {
         /// The topic's next offset.
         next_offset: u64,
     },
-
     /// `Consumer::ack` of an offset the consumer has not polled yet. Nothing changed.
     #[error(
         "ack of offset {offset} for group {group:?} on topic {topic:?}, which was not polled yet (position {position})"
@@ -214,7 +141,6 @@ pub enum Error {
         /// The consumer's position: offsets below it were polled.
         position: u64,
     },
-
     /// A thread evlog needed could not be started (the system is out of threads or memory).
     #[error("could not start a thread for {what}: {source}")]
     Spawn {
@@ -224,7 +150,6 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-
     /// An event bus subscription's worker thread panicked (outside a handler: handler panics are
     /// caught and retried). What it had committed stays committed.
     #[error("the event bus worker of group {group:?} on topic {topic:?} panicked")]
@@ -234,7 +159,6 @@ pub enum Error {
         /// The subscription's group.
         group: String,
     },
-
     /// The consumer-state database (sled) failed.
     #[error("consumer state {path}: {op} failed: {cause}")]
     State {
@@ -245,7 +169,6 @@ pub enum Error {
         /// sled's message.
         cause: String,
     },
-
     /// A value in the consumer-state database does not have the layout evlog writes (FORMAT.md
     /// § Consumer state): a committed offset, a queue entry or a queue cursor of the wrong size.
     /// evlog never guesses a replacement (re-reading or skipping records without a word); fix or
@@ -260,14 +183,12 @@ pub enum Error {
         /// What is wrong with its value.
         reason: String,
     },
-
     /// A `commit_with` closure aborted; neither the state nor the offset changed.
     #[error("commit aborted by the application: {reason}")]
     StateAborted {
         /// The closure's reason.
         reason: String,
     },
-
     /// A value could not be encoded by a typed topic's codec. Nothing was appended.
     #[error("cannot encode a value for topic {topic:?}: {reason}")]
     Encode {
@@ -276,7 +197,6 @@ pub enum Error {
         /// The codec's message.
         reason: String,
     },
-
     /// A record's payload could not be decoded into the typed topic's type (written by another
     /// type or codec, or by hand). The record itself is intact; skip it or read it as bytes.
     #[error("cannot decode topic {topic:?} offset {offset}: {reason}")]
@@ -288,21 +208,117 @@ pub enum Error {
         /// The codec's message.
         reason: String,
     },
-
     /// A replay refused to go on (see [`ReplayError`]).
     #[error(transparent)]
     Replay(#[from] ReplayError),
-
     /// A work queue refused an operation (see [`QueueError`]).
     #[error(transparent)]
     Queue(#[from] QueueError),
-
     /// Kafka could not be reached or refused something (feature `kafka`; see [`KafkaError`]).
     /// The local log is unchanged.
     #[cfg(feature = "kafka")]
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+}
 
+/// What can go wrong in the log layer: everything a [`Log`](crate::Log) returns. The store and
+/// the layers above return [`Error`], which has every one of these variants under the same name
+/// (`From<LogError> for Error` maps each to its namesake), so matching `Error::Corruption` works
+/// whichever layer the error came from.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// An I/O operation failed. If it was a write or an fsync on the append path, the log is now
+    /// poisoned and later appends return [`Error::Poisoned`]; reads keep working.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. "write" or "fsync".
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The disk (or quota) is full, or below `disk_reserve_bytes`. Nothing after the last
+    /// acknowledged record was acknowledged. When a write or an fsync failed (`op` "write",
+    /// "fsync"), the log is poisoned for appends but stays readable: free space, then reopen.
+    /// When it was refused before anything was written (`op` "allocate", "create" at a roll,
+    /// "reserve space"), nothing is poisoned: the same handle appends again once there is room.
+    #[error("no space left while {op} {path}: {source}; free space (and reopen the log if it is poisoned)")]
+    StorageFull {
+        /// What was being done.
+        op: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Bytes on disk failed validation: a bad checksum, magic, version, length or offset. Never
+    /// returned for a torn tail that recovery may legitimately truncate.
+    #[error("corruption in {path} at byte {position}{}: {reason}", fmt_offset(*.offset))]
+    Corruption {
+        /// The file that holds the bad bytes.
+        path: PathBuf,
+        /// Byte position of the bad frame or field in that file.
+        position: u64,
+        /// The log offset expected at that position, when known.
+        offset: Option<u64>,
+        /// What exactly failed.
+        reason: String,
+    },
+    /// Another `Log` (in this or another process) holds the directory's writer lock.
+    #[error("log directory {path} is locked by another writer")]
+    Locked {
+        /// The log directory.
+        path: PathBuf,
+    },
+    /// An earlier write or fsync failed, so the log refuses further appends: Linux may have
+    /// dropped the dirty pages, and retrying an fsync could report success for lost data.
+    /// Reopen the log to run recovery.
+    #[error("log {path} is poisoned after an earlier I/O failure ({cause}); reopen it to recover")]
+    Poisoned {
+        /// The log directory.
+        path: PathBuf,
+        /// The first failure's message.
+        cause: String,
+    },
+    /// A record's key, headers and payload together exceed `Options::record_bytes_max`.
+    #[error("record of {size} bytes exceeds record_bytes_max = {max}")]
+    RecordTooLarge {
+        /// Bytes of key + headers + payload.
+        size: u64,
+        /// The configured limit.
+        max: u64,
+    },
+    /// A batch does not fit in one segment (`Options::segment_bytes_max`), so it could not be
+    /// written atomically.
+    #[error("batch of {size} framed bytes exceeds what one segment holds ({max} bytes)")]
+    BatchTooLarge {
+        /// Framed bytes of the whole batch.
+        size: u64,
+        /// What one segment can hold after its header.
+        max: u64,
+    },
+    /// A record's headers break a format limit (count, name length).
+    #[error("invalid record headers: {reason}")]
+    InvalidHeaders {
+        /// What limit was broken.
+        reason: String,
+    },
+    /// The options are inconsistent (e.g. a record limit larger than a segment).
+    #[error("invalid options: {reason}")]
+    InvalidOptions {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The path given as a log directory exists but is not a directory.
+    #[error("{path} is not a directory")]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
     /// An append would take the topic past its disk budget (`bytes_max`) and its policy is
     /// `error`, or `block` and no space was freed in time. Nothing of it was written; the log is
     /// not poisoned: the same handle appends again once retention or a consumer frees space.
@@ -315,7 +331,6 @@ pub enum Error {
         /// The topic's budget.
         bytes_max: u64,
     },
-
     /// A conditional append (`append_expecting`) found another next offset than expected:
     /// another writer appended first. Nothing was written; read what is new and retry.
     #[error("topic {topic:?}: expected the next offset to be {expected}, it is {actual}; nothing was written")]
@@ -327,7 +342,6 @@ pub enum Error {
         /// The next offset the log had.
         actual: u64,
     },
-
     /// A conditional append per key (`append_expecting_key`) found another newest offset for the
     /// key than expected (`None`: no record of the key). Nothing was written.
     #[error(
@@ -341,7 +355,6 @@ pub enum Error {
         /// The key's newest offset (`None`: no record).
         actual: Option<u64>,
     },
-
     /// A record's key is longer than [`KEY_BYTES_MAX`](crate::KEY_BYTES_MAX). Nothing was written.
     #[error("key of {size} bytes is over the limit of {max} bytes; nothing was written")]
     KeyTooLarge {
@@ -350,13 +363,13 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
-
     /// A write was attempted through a read-only handle.
     #[error("log {path} is open read-only")]
     ReadOnly {
         /// The log directory.
         path: PathBuf,
     },
+}
 }
 
 /// What the replay layer refuses. Everything else a replay can return (I/O, corruption) belongs
@@ -486,181 +499,8 @@ pub enum KafkaError {
     },
 }
 
-/// What can go wrong in the log layer: everything a [`Log`](crate::Log) returns. The store and
-/// the layers above return [`Error`], which has every one of these variants under the same name
-/// (`From<LogError> for Error` maps each to its namesake), so matching `Error::Corruption` works
-/// whichever layer the error came from.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LogError {
-    /// An I/O operation failed. If it was a write or an fsync on the append path, the log is now
-    /// poisoned and later appends return [`LogError::Poisoned`]; reads keep working.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done, e.g. "write" or "fsync".
-        op: &'static str,
-        /// The file or directory concerned.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
-    },
-    /// The disk (or quota) is full, or below `disk_reserve_bytes`: see [`Error::StorageFull`]
-    /// for when the log is poisoned and when it is not.
-    #[error("no space left while {op} {path}: {source}; free space (and reopen the log if it is poisoned)")]
-    StorageFull {
-        /// What was being done.
-        op: &'static str,
-        /// The file concerned.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
-    },
-    /// returned for a torn tail that recovery may legitimately truncate.
-    #[error("corruption in {path} at byte {position}{}: {reason}", fmt_offset(*.offset))]
-    Corruption {
-        /// The file that holds the bad bytes.
-        path: PathBuf,
-        /// Byte position of the bad frame or field in that file.
-        position: u64,
-        /// The log offset expected at that position, when known.
-        offset: Option<u64>,
-        /// What exactly failed.
-        reason: String,
-    },
-    /// Another `Log` (in this or another process) holds the directory's writer lock.
-    #[error("log directory {path} is locked by another writer")]
-    Locked {
-        /// The log directory.
-        path: PathBuf,
-    },
-    /// Reopen the log to run recovery.
-    #[error("log {path} is poisoned after an earlier I/O failure ({cause}); reopen it to recover")]
-    Poisoned {
-        /// The log directory.
-        path: PathBuf,
-        /// The first failure's message.
-        cause: String,
-    },
-    /// A record's key, headers and payload together exceed `Options::record_bytes_max`.
-    #[error("record of {size} bytes exceeds record_bytes_max = {max}")]
-    RecordTooLarge {
-        /// Bytes of key + headers + payload.
-        size: u64,
-        /// The configured limit.
-        max: u64,
-    },
-    /// written atomically.
-    #[error("batch of {size} framed bytes exceeds what one segment holds ({max} bytes)")]
-    BatchTooLarge {
-        /// Framed bytes of the whole batch.
-        size: u64,
-        /// What one segment can hold after its header.
-        max: u64,
-    },
-    /// A record's headers break a format limit (count, name length).
-    #[error("invalid record headers: {reason}")]
-    InvalidHeaders {
-        /// What limit was broken.
-        reason: String,
-    },
-    /// The options are inconsistent (e.g. a record limit larger than a segment).
-    #[error("invalid options: {reason}")]
-    InvalidOptions {
-        /// What is wrong.
-        reason: String,
-    },
-    /// The path given as a log directory exists but is not a directory.
-    #[error("{path} is not a directory")]
-    NotADirectory {
-        /// The path given.
-        path: PathBuf,
-    },
-    /// An append would take the topic past its disk budget (`bytes_max`) and its policy is
-    /// `error`, or `block` and no space was freed in time. Nothing of it was written; the log is
-    /// not poisoned: the same handle appends again once retention or a consumer frees space.
-    #[error("topic {topic:?} is full: its budget is {bytes_max} bytes ({path}); nothing of this append was written")]
-    TopicFull {
-        /// The topic (the log directory's name).
-        topic: String,
-        /// The log directory.
-        path: PathBuf,
-        /// The topic's budget.
-        bytes_max: u64,
-    },
-
-    /// A conditional append (`append_expecting`) found another next offset than expected:
-    /// another writer appended first. Nothing was written; read what is new and retry.
-    #[error("topic {topic:?}: expected the next offset to be {expected}, it is {actual}; nothing was written")]
-    OffsetMismatch {
-        /// The topic (the log directory's name).
-        topic: String,
-        /// The next offset the caller expected.
-        expected: u64,
-        /// The next offset the log had.
-        actual: u64,
-    },
-
-    /// A conditional append per key (`append_expecting_key`) found another newest offset for the
-    /// key than expected (`None`: no record of the key). Nothing was written.
-    #[error(
-        "topic {topic:?}: expected the key's newest record at {expected:?}, it is at {actual:?}; nothing was written"
-    )]
-    KeyVersionMismatch {
-        /// The topic (the log directory's name).
-        topic: String,
-        /// The offset the caller expected (`None`: no record yet).
-        expected: Option<u64>,
-        /// The key's newest offset (`None`: no record).
-        actual: Option<u64>,
-    },
-
-    /// A record's key is longer than [`KEY_BYTES_MAX`](crate::KEY_BYTES_MAX). Nothing was written.
-    #[error("key of {size} bytes is over the limit of {max} bytes; nothing was written")]
-    KeyTooLarge {
-        /// The key's length.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
-
-    /// A write was attempted through a read-only handle.
-    #[error("log {path} is open read-only")]
-    ReadOnly {
-        /// The log directory.
-        path: PathBuf,
-    },
-}
-
 /// Result of the log layer.
 pub type LogResult<T> = std::result::Result<T, LogError>;
-
-impl From<LogError> for Error {
-    fn from(e: LogError) -> Self {
-        match e {
-            LogError::Io { op, path, source } => Error::Io { op, path, source },
-            LogError::StorageFull { op, path, source } => Error::StorageFull { op, path, source },
-            LogError::Corruption { path, position, offset, reason } => {
-                Error::Corruption { path, position, offset, reason }
-            }
-            LogError::Locked { path } => Error::Locked { path },
-            LogError::Poisoned { path, cause } => Error::Poisoned { path, cause },
-            LogError::RecordTooLarge { size, max } => Error::RecordTooLarge { size, max },
-            LogError::BatchTooLarge { size, max } => Error::BatchTooLarge { size, max },
-            LogError::InvalidHeaders { reason } => Error::InvalidHeaders { reason },
-            LogError::InvalidOptions { reason } => Error::InvalidOptions { reason },
-            LogError::NotADirectory { path } => Error::NotADirectory { path },
-            LogError::ReadOnly { path } => Error::ReadOnly { path },
-            LogError::TopicFull { topic, path, bytes_max } => Error::TopicFull { topic, path, bytes_max },
-            LogError::OffsetMismatch { topic, expected, actual } => Error::OffsetMismatch { topic, expected, actual },
-            LogError::KeyTooLarge { size, max } => Error::KeyTooLarge { size, max },
-            LogError::KeyVersionMismatch { topic, expected, actual } => {
-                Error::KeyVersionMismatch { topic, expected, actual }
-            }
-        }
-    }
-}
 
 impl LogError {
     /// Wraps an I/O error, turning "no space" into [`LogError::StorageFull`].
