@@ -244,6 +244,31 @@ fn config_refuses_bad_values_naming_the_flag() {
 }
 
 #[test]
+fn bad_times_and_durations_are_refused_by_the_argument_parser_naming_the_flag() {
+    // Times, durations, sizes and policies are parsed with the arguments: a bad one is one line
+    // naming its flag, exit code 2, before anything is opened.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    assert!(evlog(tmp.path(), &["append", "t"], "one\n").status.success());
+    for (args, flag) in [
+        (&["dump", "t", "--from-time", "yesterday"][..], "--from-time"),
+        (&["dump", "t", "--to-time", "2026-13-01T00:00:00Z"][..], "--to-time"),
+        (&["replay", "t", "--max-lateness", "a while"][..], "--max-lateness"),
+        (&["replay", "t", "--from", "then"][..], "--from"),
+        (&["groups", "reset", "t", "g", "--to-time", "later"][..], "--to-time"),
+        (&["config", "t", "--retention-age", "0s"][..], "--retention-age"),
+    ] {
+        let o = evlog(tmp.path(), args, "");
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = stderr(&o);
+        assert!(err.contains(flag) && err.trim().lines().count() == 1, "{args:?}: {err}");
+    }
+    // Good values still work.
+    let o = evlog(tmp.path(), &["dump", "t", "--from-time", "1970-01-01T00:00:00Z", "--to-time", "4102444800000"], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json_lines(&o).len(), 1);
+}
+
+#[test]
 fn append_to_a_full_topic_stops_with_topic_full_and_every_printed_offset_is_readable() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let o = evlog(tmp.path(), &["config", "t", "--bytes-max", "1MiB"], "");

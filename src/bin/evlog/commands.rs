@@ -1,6 +1,6 @@
 //! The subcommands.
 
-use crate::text::{parse_duration, parse_size, parse_time, record_json, unbase64};
+use crate::text::{parse_time, record_json, unbase64};
 use crate::{Cli, Command, GroupsAction, OnError, Sync};
 use evlog::{
     Compression, ConsumerOptions, Durability, Error, Log, NewRecord, Options, StartAt, Store, StoreOptions,
@@ -315,10 +315,10 @@ fn print_record(topic: &str, r: &evlog::Record) -> Result<(), String> {
     print_line(&record_json(topic, r.offset(), r.timestamp(), r.key(), &headers, r.payload()))
 }
 
-fn dump(dir: &Path, topic: &str, from_offset: u64, from_time: Option<String>, to_time: Option<String>) -> CmdResult {
+fn dump(dir: &Path, topic: &str, from_offset: u64, from_time: Option<i64>, to_time: Option<i64>) -> CmdResult {
     let log = read_only(dir, topic)?;
-    let to = to_time.as_deref().map(parse_time).transpose()?.unwrap_or(i64::MAX);
-    let from_ts = from_time.as_deref().map(parse_time).transpose()?;
+    let to = to_time.unwrap_or(i64::MAX);
+    let from_ts = from_time;
     let start = match from_ts {
         Some(ts) => log.offset_for_timestamp(ts).map_err(msg)?.unwrap_or(log.next_offset()).max(from_offset),
         None => from_offset,
@@ -349,24 +349,18 @@ fn tail(dir: &Path, topic: &str, follow: bool, lines: u64) -> CmdResult {
     }
 }
 
-fn replay(
-    dir: &Path,
-    topics: &[String],
-    from: Option<String>,
-    to: Option<String>,
-    lateness: Option<String>,
-) -> CmdResult {
+fn replay(dir: &Path, topics: &[String], from: Option<i64>, to: Option<i64>, lateness: Option<Duration>) -> CmdResult {
     let store = open_store(dir, Durability::Always)?;
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     let mut b = store.replay(&refs);
     if let Some(f) = from {
-        b = b.from(parse_time(&f)?);
+        b = b.from(f);
     }
     if let Some(t) = to {
-        b = b.to(parse_time(&t)?);
+        b = b.to(t);
     }
     if let Some(l) = lateness {
-        b = b.max_lateness(parse_duration(&l)?);
+        b = b.max_lateness(l);
     }
     let mut r = b.start().map_err(msg)?;
     for e in r.by_ref() {
@@ -383,13 +377,13 @@ fn replay(
 
 /// What `evlog config` was asked to change (`Some(None)`: remove the setting).
 struct ConfigChange {
-    bytes_max: Option<Option<String>>,
-    when_full: Option<String>,
-    block_timeout: Option<String>,
-    retention_age: Option<Option<String>>,
+    bytes_max: Option<Option<u64>>,
+    when_full: Option<WhenFull>,
+    block_timeout: Option<Duration>,
+    retention_age: Option<Option<Duration>>,
     compact_by_key: Option<bool>,
-    tombstone_retention: Option<String>,
-    compression: Option<String>,
+    tombstone_retention: Option<Duration>,
+    compression: Option<Compression>,
 }
 
 impl ConfigChange {
@@ -403,53 +397,29 @@ impl ConfigChange {
             && self.compression.is_none()
     }
 
-    /// `c` with the changes applied; a bad value is an error naming its flag.
-    fn apply(&self, mut c: TopicConfig) -> Result<TopicConfig, String> {
-        fn flag(name: &'static str) -> impl Fn(String) -> String {
-            move |e| format!("--{name}: {e}")
-        }
-        if let Some(policy) = &self.when_full {
-            let w = WhenFull::from_name(policy)
-                .ok_or_else(|| format!("--when-full: {policy:?} is not one of error, block, drop-oldest"))?;
+    /// `c` with the changes applied (each value was parsed, and a bad one refused naming its
+    /// flag, by clap).
+    fn apply(&self, mut c: TopicConfig) -> TopicConfig {
+        if let Some(w) = self.when_full {
             c = c.with_when_full(w);
         }
-        match &self.bytes_max {
-            Some(Some(size)) => c = c.with_budget(parse_size(size).map_err(flag("bytes-max"))?, c.when_full),
+        match self.bytes_max {
+            Some(Some(bytes)) => c = c.with_budget(bytes, c.when_full),
             Some(None) => c = c.without_budget(),
             None => {}
         }
-        if let Some(d) = &self.block_timeout {
-            c = c.with_block_timeout(parse_duration(d).map_err(flag("block-timeout"))?);
+        if let Some(d) = self.block_timeout {
+            c = c.with_block_timeout(d);
         }
-        match &self.retention_age {
-            Some(Some(d)) => {
-                let age = parse_duration(d).map_err(flag("retention-age"))?;
-                if age.is_zero() {
-                    return Err(format!("--retention-age: {d:?} is zero; give a duration above zero"));
-                }
-                c = c.with_retention_age(Some(age));
-            }
-            Some(None) => c = c.with_retention_age(None),
-            None => {}
+        if let Some(age) = self.retention_age {
+            c = c.with_retention_age(age);
         }
-        let tombstones = match &self.tombstone_retention {
-            Some(d) => parse_duration(d).map_err(flag("tombstone-retention"))?,
-            None => c.tombstone_retention,
-        };
+        let tombstones = self.tombstone_retention.unwrap_or(c.tombstone_retention);
         c = c.with_compaction(self.compact_by_key.unwrap_or(c.compact_by_key), tombstones);
-        if let Some(codec) = &self.compression {
-            let chosen = match Compression::from_name(codec) {
-                Some(chosen) => chosen,
-                None if codec == "zstd" => {
-                    return Err(
-                        "--compression: zstd is not built into evlog (it needs a C library); use lz4 or none".into()
-                    );
-                }
-                None => return Err(format!("--compression: {codec:?} is not one of none, lz4")),
-            };
+        if let Some(chosen) = self.compression {
             c = c.with_compression(chosen);
         }
-        Ok(c)
+        c
     }
 }
 
@@ -530,7 +500,7 @@ fn config(dir: &Path, topic: &str, change: ConfigChange) -> CmdResult {
     let c = if change.is_empty() {
         current
     } else {
-        let c = change.apply(current)?;
+        let c = change.apply(current);
         let store = open_store(dir, Durability::Always)?;
         store.configure_topic(topic, c).map_err(|e| match e {
             Error::InvalidOptions { reason } if reason.starts_with("bytes_max") => format!("--bytes-max: {reason}"),
@@ -788,7 +758,7 @@ fn groups(dir: &Path, action: GroupsAction) -> CmdResult {
         GroupsAction::Reset { topic, group, to_offset, to_time, earliest, latest } => {
             let to = match (to_offset, to_time, earliest, latest) {
                 (Some(o), None, false, false) => StartAt::Offset(o),
-                (None, Some(t), false, false) => StartAt::Timestamp(parse_time(&t)?),
+                (None, Some(t), false, false) => StartAt::Timestamp(t),
                 (None, None, true, false) => StartAt::Earliest,
                 (None, None, false, true) => StartAt::Latest,
                 _ => return Err("give exactly one of --to-offset, --to-time, --earliest, --latest".into()),

@@ -9,6 +9,7 @@ mod text;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(name = "evlog", version, about = "A durable embedded event log: inspect, verify, repair, replay, demo")]
@@ -70,10 +71,10 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         from_offset: u64,
         /// ms since the epoch or RFC 3339.
-        #[arg(long)]
-        from_time: Option<String>,
-        #[arg(long)]
-        to_time: Option<String>,
+        #[arg(long, value_parser = text::parse_time)]
+        from_time: Option<i64>,
+        #[arg(long, value_parser = text::parse_time)]
+        to_time: Option<i64>,
     },
     /// The last records of a topic; -f to follow.
     Tail {
@@ -87,13 +88,13 @@ enum Command {
     Replay {
         #[arg(required = true)]
         topics: Vec<String>,
-        #[arg(long)]
-        from: Option<String>,
-        #[arg(long)]
-        to: Option<String>,
+        #[arg(long, value_parser = text::parse_time)]
+        from: Option<i64>,
+        #[arg(long, value_parser = text::parse_time)]
+        to: Option<i64>,
         /// e.g. 5s, 200ms, 1m.
-        #[arg(long)]
-        max_lateness: Option<String>,
+        #[arg(long, value_parser = text::parse_duration)]
+        max_lateness: Option<Duration>,
     },
     /// Segments, bytes, offsets, time range, consumer groups with lag (records and seconds).
     Info {
@@ -110,20 +111,20 @@ enum Command {
     Config {
         topic: String,
         /// Disk budget: 10MiB, 1GiB... (at least 1MiB).
-        #[arg(long, value_name = "SIZE", conflicts_with = "no_bytes_max")]
-        bytes_max: Option<String>,
+        #[arg(long, value_name = "SIZE", conflicts_with = "no_bytes_max", value_parser = text::parse_size)]
+        bytes_max: Option<u64>,
         /// Lift the disk budget.
         #[arg(long)]
         no_bytes_max: bool,
         /// What an append past the budget does: error, block or drop-oldest.
-        #[arg(long, value_name = "POLICY")]
-        when_full: Option<String>,
+        #[arg(long, value_name = "POLICY", value_parser = text::parse_when_full)]
+        when_full: Option<evlog::WhenFull>,
         /// Longest wait of a blocked append: 30s, 5m...
-        #[arg(long, value_name = "DURATION")]
-        block_timeout: Option<String>,
+        #[arg(long, value_name = "DURATION", value_parser = text::parse_duration)]
+        block_timeout: Option<Duration>,
         /// Retention by age: 90s, 7d...
-        #[arg(long, value_name = "DURATION", conflicts_with = "no_retention_age")]
-        retention_age: Option<String>,
+        #[arg(long, value_name = "DURATION", conflicts_with = "no_retention_age", value_parser = text::parse_age)]
+        retention_age: Option<Duration>,
         /// Drop the retention age (the store's default applies).
         #[arg(long)]
         no_retention_age: bool,
@@ -134,11 +135,11 @@ enum Command {
         #[arg(long)]
         no_compact_by_key: bool,
         /// How long compaction keeps a tombstone: 1d, 12h...
-        #[arg(long, value_name = "DURATION")]
-        tombstone_retention: Option<String>,
+        #[arg(long, value_name = "DURATION", value_parser = text::parse_duration)]
+        tombstone_retention: Option<Duration>,
         /// Compression of sealed segments by background maintenance: none or lz4.
-        #[arg(long, value_name = "CODEC")]
-        compression: Option<String>,
+        #[arg(long, value_name = "CODEC", value_parser = text::parse_compression)]
+        compression: Option<evlog::Compression>,
     },
     /// Compresses a topic's sealed segments now (LZ4); prints bytes before and after as JSON.
     Compress { topic: String },
@@ -206,8 +207,8 @@ enum GroupsAction {
         group: String,
         #[arg(long, conflicts_with_all = ["to_time", "earliest", "latest"])]
         to_offset: Option<u64>,
-        #[arg(long)]
-        to_time: Option<String>,
+        #[arg(long, value_parser = text::parse_time)]
+        to_time: Option<i64>,
         #[arg(long)]
         earliest: bool,
         #[arg(long)]
@@ -218,7 +219,26 @@ enum GroupsAction {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version (and the help a bare `evlog` gets) print as clap prints them.
+        Err(e) if !e.use_stderr() || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            e.exit()
+        }
+        // A bad argument: clap's message (it names the flag and the value) folded into one line,
+        // as every other error is, without the usage and the pointer to --help.
+        Err(e) => {
+            let text = e.render().to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .collect();
+            let line = message.join(" ");
+            eprintln!("evlog: {}", line.strip_prefix("error: ").unwrap_or(&line));
+            return ExitCode::from(2);
+        }
+    };
     match commands::run(cli) {
         Ok(code) => code,
         // The reader of stdout went away: nothing more to say, and nobody to say it to.

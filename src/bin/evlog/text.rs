@@ -29,6 +29,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from(d).map_err(|_| format!("{s:?} is negative"))
 }
 
+/// A duration above zero (a retention age: zero would delete everything sealed).
+pub fn parse_age(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?} is zero; give a duration above zero")),
+        d => Ok(d),
+    }
+}
+
+/// What an append past a topic's budget does: `error`, `block` or `drop-oldest`.
+pub fn parse_when_full(s: &str) -> Result<evlog::WhenFull, String> {
+    evlog::WhenFull::from_name(s).ok_or_else(|| format!("{s:?} is not one of error, block, drop-oldest"))
+}
+
+/// How sealed segments are stored: `none` or `lz4`.
+pub fn parse_compression(s: &str) -> Result<evlog::Compression, String> {
+    match evlog::Compression::from_name(s) {
+        Some(c) => Ok(c),
+        None if s == "zstd" => Err("zstd is not built into evlog (it needs a C library); use lz4 or none".into()),
+        None => Err(format!("{s:?} is not one of none, lz4")),
+    }
+}
+
 /// `10MiB`, `1GiB`, `512KiB`, `4096` (bytes), `10MB` (10⁷ bytes), `1.5GiB`. Zero and overflow
 /// are errors.
 pub fn parse_size(s: &str) -> Result<u64, String> {
