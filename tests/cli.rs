@@ -136,6 +136,22 @@ fn read_commands_work_beside_a_running_writer_and_others_say_it_is_in_use() {
 }
 
 #[test]
+fn info_names_the_real_reason_groups_are_unavailable_not_in_use() {
+    // The consumer database cannot be opened, and no other process holds the store: `info`
+    // still shows the topics and says why the groups are missing (it used to say "in use").
+    let tmp = tempfile::tempdir().expect("tempdir");
+    assert!(evlog(tmp.path(), &["append", "t"], "one\n").status.success());
+    let consumers = tmp.path().join("consumers");
+    std::fs::remove_dir_all(&consumers).expect("remove consumers/");
+    std::fs::write(&consumers, b"not a directory").expect("a file in its place");
+    let i = evlog(tmp.path(), &["info", "--json"], "");
+    assert!(i.status.success(), "{}", stderr(&i));
+    let groups = json_lines(&i)[0][0]["groups"].as_str().expect("a reason").to_string();
+    assert!(groups.starts_with("unavailable: ") && !groups.contains("in use"), "{groups}");
+    assert_eq!(json_lines(&i)[0][0]["next_offset"], 1);
+}
+
+#[test]
 fn errors_are_one_line_and_never_a_panic() {
     let tmp = tempfile::tempdir().expect("tempdir");
     for args in [&["dump", "missing"][..], &["dump", "../escape"], &["groups", "delete", "t", "g"], &["replay", "nope"]]

@@ -512,10 +512,102 @@ fn config(dir: &Path, topic: &str, change: ConfigChange) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One group of a topic as `info` shows it.
+struct GroupLine {
+    group: String,
+    committed: u64,
+    lag: u64,
+    /// Age of the oldest uncommitted record, by its timestamp.
+    lag_seconds: f64,
+}
+
+/// One topic as `info` shows it: built once, printed as text or JSON.
+struct TopicInfo {
+    name: String,
+    segments: usize,
+    bytes: u64,
+    first_offset: u64,
+    next_offset: u64,
+    timestamps: Option<(i64, i64)>,
+    append_rate: Option<f64>,
+    config: TopicConfig,
+    /// Work queues (group, cursor, scheduled, delayed); `None` without the consumer database.
+    queues: Option<Vec<evlog::QueueInfo>>,
+    /// The groups, or why they cannot be shown.
+    groups: Result<Vec<GroupLine>, String>,
+}
+
+impl TopicInfo {
+    fn json(&self) -> Value {
+        json!({
+            "topic": self.name,
+            "segments": self.segments,
+            "bytes": self.bytes,
+            "first_offset": self.first_offset,
+            "next_offset": self.next_offset,
+            "min_timestamp": self.timestamps.map(|t| t.0),
+            "max_timestamp": self.timestamps.map(|t| t.1),
+            "append_rate": self.append_rate,
+            "config": config_json(&self.name, &self.config),
+            "queues": self.queues.as_ref().map(|qs| qs
+                .iter()
+                .map(|q| json!({"group": q.group, "cursor": q.cursor, "scheduled": q.scheduled, "delayed": q.delayed}))
+                .collect::<Vec<_>>()),
+            "groups": match &self.groups {
+                Ok(gs) => Value::Array(
+                    gs.iter()
+                        .map(|g| json!({"group": g.group, "committed": g.committed, "lag": g.lag, "lag_seconds": g.lag_seconds}))
+                        .collect(),
+                ),
+                Err(why) => Value::String(format!("unavailable: {why}")),
+            },
+        })
+    }
+
+    fn text(&self) -> Vec<String> {
+        let mut lines = vec![
+            format!("topic {}", self.name),
+            format!("  segments {}, {} bytes", self.segments, self.bytes),
+            format!("  offsets {}..{}", self.first_offset, self.next_offset),
+        ];
+        match self.timestamps {
+            Some((lo, hi)) => lines.push(format!("  timestamps {lo} ..= {hi}")),
+            None => lines.push("  timestamps: none".into()),
+        }
+        if let Some(r) = self.append_rate {
+            lines.push(format!("  append rate {r:.1} records/s"));
+        }
+        for q in self.queues.iter().flatten() {
+            lines.push(format!("  queue {}: {} scheduled, {} delayed", q.group, q.scheduled, q.delayed));
+        }
+        if let Some(b) = self.config.bytes_max {
+            lines.push(format!("  budget {b} bytes, when full: {}", self.config.when_full.name()));
+        }
+        if let Some(a) = self.config.retention_age {
+            lines.push(format!("  retention age {} s", a.as_secs_f64()));
+        }
+        match &self.groups {
+            Ok(gs) if gs.is_empty() => lines.push("  groups: none".into()),
+            Ok(gs) => lines.extend(gs.iter().map(|g| {
+                format!("  group {} committed {} lag {} records, {} s", g.group, g.committed, g.lag, g.lag_seconds)
+            })),
+            Err(why) => lines.push(format!("  groups: unavailable: {why}")),
+        }
+        lines
+    }
+}
+
 fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Option<f64>) -> CmdResult {
     let names = topic_names(dir, only)?;
-    // Groups live in the consumer database, which a running application holds.
-    let store = Store::open(dir, StoreOptions::default()).ok();
+    // Groups and queues live in the consumer database, which a running application holds (sled
+    // cannot be opened read-only): open it without maintenance, and say why when it cannot be.
+    let mut opts = StoreOptions::default();
+    opts.maintenance_interval = None;
+    let store = match Store::open(dir, opts) {
+        Ok(s) => Ok(s),
+        Err(Error::Locked { .. }) => Err("the store is in use by another process".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
     let logs = names.iter().map(|n| read_only(dir, n)).collect::<Result<Vec<_>, _>>()?;
     // The append rate: offsets gained while watching (the writer may be another process).
     let rates: Vec<Option<f64>> = match rate_secs {
@@ -533,96 +625,51 @@ fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Option<f64>) -
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let mut topics = Vec::new();
-    for ((name, log), rate) in names.iter().zip(&logs).zip(rates) {
-        let ranges = log.segment_time_ranges().map_err(msg)?;
-        let (mut lo, mut hi) = (None::<i64>, None::<i64>);
-        for (_, _, r) in &ranges {
+    for ((name, log), append_rate) in names.iter().zip(&logs).zip(rates) {
+        let mut timestamps: Option<(i64, i64)> = None;
+        for (_, _, r) in log.segment_time_ranges().map_err(msg)? {
             if let Some((a, b)) = r {
-                lo = Some(lo.map_or(*a, |x| x.min(*a)));
-                hi = Some(hi.map_or(*b, |x| x.max(*b)));
+                timestamps = Some(timestamps.map_or((a, b), |(lo, hi)| (lo.min(a), hi.max(b))));
             }
         }
-        let groups: Value = match &store {
-            Some(s) => Value::Array(
-                s.groups(name)
-                    .map_err(msg)?
-                    .into_iter()
-                    .map(|g| {
-                        // Age of the oldest uncommitted record, by its timestamp.
-                        let lag_seconds = match log.read(g.committed.max(log.first_offset())) {
-                            Ok(Some(r)) if g.lag > 0 => (now_ms.saturating_sub(r.timestamp())).max(0) as f64 / 1e3,
-                            _ => 0.0,
-                        };
-                        json!({"group": g.group, "committed": g.committed, "lag": g.lag, "lag_seconds": lag_seconds})
-                    })
-                    .collect(),
-            ),
-            None => Value::String("unavailable: the store is in use by another process".into()),
+        let groups = match &store {
+            Ok(s) => Ok(s
+                .groups(name)
+                .map_err(msg)?
+                .into_iter()
+                .map(|g| {
+                    let lag_seconds = match log.read(g.committed.max(log.first_offset())) {
+                        Ok(Some(r)) if g.lag > 0 => (now_ms.saturating_sub(r.timestamp())).max(0) as f64 / 1e3,
+                        _ => 0.0,
+                    };
+                    GroupLine { group: g.group, committed: g.committed, lag: g.lag, lag_seconds }
+                })
+                .collect()),
+            Err(why) => Err(why.clone()),
         };
-        topics.push(json!({
-            "topic": name,
-            "segments": log.segment_count(),
-            "bytes": log.size_bytes().map_err(msg)?,
-            "first_offset": log.first_offset(),
-            "next_offset": log.next_offset(),
-            "min_timestamp": lo,
-            "max_timestamp": hi,
-            "append_rate": rate,
-            "config": config_json(name, &TopicConfig::read(&evlog::storage::RealStorage, log.dir()).map_err(msg)?),
-            "queues": match &store {
-                Some(s) => Value::Array(
-                    s.queue_infos(name)
-                        .map_err(msg)?
-                        .into_iter()
-                        .map(|q| json!({"group": q.group, "cursor": q.cursor, "scheduled": q.scheduled, "delayed": q.delayed}))
-                        .collect(),
-                ),
-                None => Value::Null,
+        topics.push(TopicInfo {
+            name: name.clone(),
+            segments: log.segment_count(),
+            bytes: log.size_bytes().map_err(msg)?,
+            first_offset: log.first_offset(),
+            next_offset: log.next_offset(),
+            timestamps,
+            append_rate,
+            config: TopicConfig::read(&evlog::storage::RealStorage, log.dir()).map_err(msg)?,
+            queues: match &store {
+                Ok(s) => Some(s.queue_infos(name).map_err(msg)?),
+                Err(_) => None,
             },
-            "groups": groups,
-        }));
+            groups,
+        });
     }
     if as_json {
-        print_line(&Value::Array(topics))?;
+        print_line(&Value::Array(topics.iter().map(TopicInfo::json).collect()))?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut o = out();
-    for t in &topics {
-        let w = |o: &mut std::io::StdoutLock<'_>, s: String| writeln!(o, "{s}").map_err(stdout_error);
-        w(&mut o, format!("topic {}", t["topic"].as_str().unwrap_or("?")))?;
-        w(&mut o, format!("  segments {}, {} bytes", t["segments"], t["bytes"]))?;
-        w(&mut o, format!("  offsets {}..{}", t["first_offset"], t["next_offset"]))?;
-        w(&mut o, format!("  timestamps {} ..= {}", t["min_timestamp"], t["max_timestamp"]))?;
-        if let Some(r) = t["append_rate"].as_f64() {
-            w(&mut o, format!("  append rate {r:.1} records/s"))?;
-        }
-        if let Value::Array(qs) = &t["queues"] {
-            for q in qs {
-                w(&mut o, format!("  queue {}: {} scheduled, {} delayed", q["group"], q["scheduled"], q["delayed"]))?;
-            }
-        }
-        let c = &t["config"];
-        if let Some(b) = c["bytes_max"].as_u64() {
-            w(&mut o, format!("  budget {b} bytes, when full: {}", c["when_full"].as_str().unwrap_or("?")))?;
-        }
-        if let Some(a) = c["retention_age_ms"].as_u64() {
-            w(&mut o, format!("  retention age {} s", a as f64 / 1e3))?;
-        }
-        match &t["groups"] {
-            Value::Array(gs) if gs.is_empty() => w(&mut o, "  groups: none".into())?,
-            Value::Array(gs) => {
-                for g in gs {
-                    w(
-                        &mut o,
-                        format!(
-                            "  group {} committed {} lag {} records, {} s",
-                            g["group"], g["committed"], g["lag"], g["lag_seconds"]
-                        ),
-                    )?;
-                }
-            }
-            other => w(&mut o, format!("  groups: {}", other.as_str().unwrap_or("?")))?,
-        }
+    for line in topics.iter().flat_map(TopicInfo::text) {
+        writeln!(o, "{line}").map_err(stdout_error)?;
     }
     Ok(ExitCode::SUCCESS)
 }
