@@ -139,3 +139,8 @@ pub use store::{
     DEDUPE_WINDOW_RECORDS_DEFAULT, GroupInfo, NAME_BYTES_MAX, RetentionOptions, RetentionReport, Store, StoreOptions,
     Topic, validate_name,
 };
+
+/// The README's code blocks, compiled (not run) as doctests: the landing page stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
