@@ -121,7 +121,9 @@ impl PriorityQueue {
     pub async fn lease_async(&self) -> Result<Delivery> {
         // A priority queue has at least one lane (checked when it is made).
         let Some(first) = self.lanes().first() else {
-            return Err(crate::Error::InvalidOptions { reason: "a priority queue needs at least one lane".into() });
+            return Err(crate::error::Error::InvalidOptions {
+                reason: "a priority queue needs at least one lane".into(),
+            });
         };
         let (signal, clock) = first.waiting_parts();
         let next_due = || self.lanes().iter().map(Queue::next_due).min().unwrap_or(i64::MAX);

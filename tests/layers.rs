@@ -109,3 +109,114 @@ fn unsafe_code_lives_only_in_the_map_module_and_each_block_says_why_it_is_sound(
         }
     }
 }
+
+/// The code of a line: without a `//` comment (doc comments link through the crate root freely).
+fn code_of(line: &str) -> &str {
+    line.split("//").next().unwrap_or("")
+}
+
+#[test]
+fn no_library_file_names_an_item_through_the_crate_roots_reexports() {
+    // `crate::Log` instead of `crate::log::Log` hides which module a file depends on from the
+    // layer rule above: library code (lib.rs aside, and comments) names items by their module.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::set_current_dir(root).expect("cd");
+    let mut files = Vec::new();
+    sources(Path::new("src"), &mut files);
+    let mut through_root = Vec::new();
+    for file in files.iter().filter(|f| !f.ends_with("lib.rs")) {
+        let text = std::fs::read_to_string(file).expect("read");
+        for (n, line) in text.lines().enumerate() {
+            let mut rest = code_of(line);
+            while let Some(at) = rest.find("crate::") {
+                rest = &rest[at + "crate::".len()..];
+                if rest.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    through_root.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(through_root.is_empty(), "paths through lib.rs's re-exports:\n{}", through_root.join("\n"));
+}
+
+/// A library file's module path: `src/log/writer.rs` → `log::writer`, `src/log/mod.rs` → `log`.
+fn module_path(file: &Path) -> String {
+    let rel = file.strip_prefix("src").expect("under src").with_extension("");
+    let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let parts = if parts.last().is_some_and(|p| p == "mod") { &parts[..parts.len() - 1] } else { &parts[..] };
+    parts.join("::")
+}
+
+#[test]
+fn no_two_files_of_a_module_folder_depend_on_each_other_in_a_cycle() {
+    // Within each top-level folder (a layer's module), the files (each folder's mod.rs left out:
+    // it declares them) and the `crate::` paths between them form no cycle: a reader can take the
+    // files in an order where each uses only those before it.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::set_current_dir(root).expect("cd");
+    let mut files = Vec::new();
+    sources(Path::new("src"), &mut files);
+    let modules: Vec<(String, &PathBuf)> = files
+        .iter()
+        .filter(|f| f.components().count() > 2 && !f.ends_with("mod.rs"))
+        .map(|f| (module_path(f), f))
+        .collect();
+    let known: std::collections::HashSet<&str> = modules.iter().map(|(m, _)| m.as_str()).collect();
+    let mut edges: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for (module, file) in &modules {
+        let top = module.split("::").next().unwrap_or_default();
+        let text = std::fs::read_to_string(file).expect("read");
+        for line in text.lines().map(code_of) {
+            let mut rest = line;
+            while let Some(at) = rest.find("crate::") {
+                rest = &rest[at + "crate::".len()..];
+                let path: String =
+                    rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':').collect();
+                // The longest prefix of the path that is a file of the same folder.
+                let segments: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
+                let target =
+                    (1..=segments.len()).rev().map(|n| segments[..n].join("::")).find(|p| known.contains(p.as_str()));
+                if let Some(t) = target.filter(|t| t != module && t.split("::").next() == Some(top)) {
+                    edges.entry(module.clone()).or_default().insert(t);
+                }
+            }
+        }
+    }
+    // Depth-first search for a back edge; the cycle found is named in order.
+    fn visit(
+        node: &str,
+        edges: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        state: &mut std::collections::HashMap<String, u8>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(node.to_string(), 1);
+        stack.push(node.to_string());
+        for next in edges.get(node).into_iter().flatten() {
+            match state.get(next.as_str()) {
+                Some(1) => {
+                    let from = stack.iter().position(|n| n == next).unwrap_or(0);
+                    let mut cycle = stack[from..].to_vec();
+                    cycle.push(next.clone());
+                    return Some(cycle);
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(c) = visit(next, edges, state, stack) {
+                        return Some(c);
+                    }
+                }
+            }
+        }
+        stack.pop();
+        state.insert(node.to_string(), 2);
+        None
+    }
+    let mut state = std::collections::HashMap::new();
+    for (module, _) in &modules {
+        if !state.contains_key(module.as_str()) {
+            let cycle = visit(module, &edges, &mut state, &mut Vec::new());
+            assert!(cycle.is_none(), "a cycle between files: {}", cycle.unwrap_or_default().join(" -> "));
+        }
+    }
+    assert!(edges.len() > 10, "the check sees the files' paths: {} files with edges", edges.len());
+}

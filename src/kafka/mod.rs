@@ -404,7 +404,12 @@ impl Forwarder {
 
     /// Takes in Kafka's acknowledgements and commits the group up to the first record still
     /// unacknowledged (or the position, when none is). Returns the committed offset.
-    fn settle(&mut self, c: &mut crate::Consumer, unacked: &mut BTreeSet<u64>, committed: u64) -> Result<u64> {
+    fn settle(
+        &mut self,
+        c: &mut crate::consume::consumer::Consumer,
+        unacked: &mut BTreeSet<u64>,
+        committed: u64,
+    ) -> Result<u64> {
         while let Ok(ack) = self.acks.try_recv() {
             let offset = ack.map_err(|reason| KafkaError::Delivery { reason })?;
             unacked.remove(&offset);

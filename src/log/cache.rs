@@ -7,7 +7,7 @@
 
 use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, SEGMENT_HEADER_LEN};
-use crate::log::compress::CompressedSegment;
+use crate::log::compressed::CompressedSegment;
 use crate::log::index::{self, IndexBuilder, LoadedIndex};
 use crate::log::segment::{self, FrameCursor, SealedFile, Source};
 use crate::storage::{OpenMode, SharedBytes, Storage, StorageFile};

@@ -94,7 +94,7 @@ pub(crate) struct IndexBuilder {
     record_count: u64,
     covered_bytes: u64,
     /// The active segment's keyed records, once a key was looked up (`keys.rs`).
-    pub keys: Option<crate::log::keys::KeyMap>,
+    pub keys: Option<crate::log::keymap::KeyMap>,
 }
 
 impl IndexBuilder {

@@ -7,10 +7,10 @@
 //!   covered bytes) and rebuilt by a scan when missing or invalid, like the other index files.
 //!   Kept mapped, once checked, in `Shared::key_indexes` (apart from the segment cache, whose
 //!   byte budget a scan of a large log cycles through).
-//! - The active segment: `KeyMap`, built by one scan of the segment the first time a key is
-//!   looked up, then kept up to date by every append under the writer lock: positions by hash
-//!   (for `iter_key`), and each key's newest offset by exact key (so a conditional append per
-//!   key reads nothing).
+//! - The active segment: `KeyMap` (`keymap.rs`), built by one scan of the segment the first time a
+//!   key is looked up, then kept up to date by every append under the writer lock: positions by
+//!   hash (for `iter_key`), and each key's newest offset by exact key (so a conditional append
+//!   per key reads nothing).
 //!
 //! A lookup in a sealed segment reads each candidate record and compares its key, so hash
 //! collisions cost a read, never a wrong answer.
@@ -18,12 +18,12 @@
 use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, INDEX_HEADER_LEN, KEY_ENTRY_LEN, KEY_INDEX_MAGIC, SEGMENT_HEADER_LEN};
 use crate::log::index::IndexBuilder;
+use crate::log::keymap::KeyMap;
 use crate::log::record::Record;
 use crate::log::segment::{FrameCursor, RawStep, SealedFile, Source, Step};
 use crate::log::{Active, Log, Shared, consecutive, lock};
 use crate::storage::{OpenMode, SharedBytes};
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Read size of a key index rebuild's scan.
@@ -32,66 +32,6 @@ const KEY_SCAN_CHUNK_BYTES: usize = 1 << 20;
 const RECORD_READ_BYTES: usize = 512;
 /// Most key index files kept mapped at once (least recently loaded out).
 pub(crate) const KEY_INDEXES_OPEN_MAX: usize = 4096;
-
-/// A hasher for keys that are already FNV-1a hashes: passes the u64 through.
-#[derive(Default, Clone)]
-pub(crate) struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used; anything else folds in, still deterministic.
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type ByHash<V> = HashMap<u64, V, BuildHasherDefault<Prehashed>>;
-
-/// The active segment's keyed records: by key hash, one lookup per append.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct KeyMap {
-    by_hash: ByHash<HashSlot>,
-}
-
-/// The records of the keys with one hash.
-#[derive(Debug, Default, Clone)]
-struct HashSlot {
-    /// (relative offset, position) of each record, in offset order.
-    positions: Vec<(u32, u32)>,
-    /// Each distinct key with this hash and its newest offset.
-    newest: Vec<(Box<[u8]>, u64)>,
-}
-
-impl KeyMap {
-    /// Notes the record at `offset` (relative `rel`, byte `pos`) with key `key`.
-    pub fn note(&mut self, key: &[u8], base: u64, rel: u32, pos: u32) {
-        let slot = self.by_hash.entry(format::key_hash(key)).or_default();
-        slot.positions.push((rel, pos));
-        let offset = base + u64::from(rel);
-        match slot.newest.iter_mut().find(|(k, _)| &**k == key) {
-            Some(e) => e.1 = offset,
-            None => slot.newest.push((key.into(), offset)),
-        }
-    }
-
-    /// The newest offset of `key` in the segment.
-    pub fn newest(&self, key: &[u8]) -> Option<u64> {
-        let slot = self.by_hash.get(&format::key_hash(key))?;
-        slot.newest.iter().find(|(k, _)| &**k == key).map(|e| e.1)
-    }
-
-    /// (relative offset, position) of the records whose key has hash `h`.
-    fn positions(&self, h: u64) -> Vec<(u32, u32)> {
-        self.by_hash.get(&h).map(|s| s.positions.clone()).unwrap_or_default()
-    }
-}
 
 /// Every keyed frame under `cursor` as (hash, relative offset, position), calling `each` with
 /// its key; returns the frames seen.
@@ -155,8 +95,7 @@ fn write_key_index(s: &Shared, base: u64, bytes: &[u8]) {
 /// At a roll: writes the sealed segment's key index from its key map, if one was built.
 pub(crate) fn write_at_roll(s: &Shared, ix: &IndexBuilder) {
     if let Some(map) = &ix.keys {
-        let entries =
-            map.by_hash.iter().flat_map(|(&h, s)| s.positions.iter().map(move |&(rel, pos)| (h, rel, pos))).collect();
+        let entries = map.entries().collect();
         write_key_index(s, ix.base_offset(), &encode_key_index(&ix.header_with_entries(0), entries));
     }
 }

@@ -20,7 +20,9 @@ pub(crate) mod cache;
 pub(crate) mod checkpoint;
 pub(crate) mod compact;
 pub(crate) mod compress;
+pub(crate) mod compressed;
 pub(crate) mod index;
+pub(crate) mod keymap;
 pub(crate) mod keys;
 pub(crate) mod options;
 pub(crate) mod record;
@@ -957,7 +959,7 @@ impl Log {
     /// the next append on, the log's segments hold at most `bytes_max` bytes (its active
     /// segment's preallocated zeros aside), and its segments roll at a quarter of it. Not
     /// persisted: a [`Store`](crate::Store) keeps it in the topic's configuration.
-    pub fn set_budget(&self, budget: Option<crate::Budget>) -> Result<()> {
+    pub fn set_budget(&self, budget: Option<crate::log::budget::Budget>) -> Result<()> {
         self.shared.set_budget(budget)
     }
 
@@ -982,7 +984,7 @@ impl Log {
     }
 
     /// The log's disk budget, if it has one.
-    pub fn budget(&self) -> Option<crate::Budget> {
+    pub fn budget(&self) -> Option<crate::log::budget::Budget> {
         self.shared.budget()
     }
 

@@ -14,7 +14,7 @@
 
 use crate::error::{LogError as Error, LogResult as Result};
 use crate::format::{self, DecodedFrame, FRAME_HEADER_LEN, FrameError, SEGMENT_HEADER_LEN};
-use crate::log::compress::CompressedSegment;
+use crate::log::compressed::CompressedSegment;
 use crate::storage::{Bytes, OpenMode, PublishedMap, SharedBytes, Storage, StorageFile};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1023,7 +1023,7 @@ impl PriorityQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::StoreOptions;
+    use crate::store::StoreOptions;
     use std::path::Path;
 
     #[test]

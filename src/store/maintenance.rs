@@ -132,7 +132,7 @@ impl Store {
             pass.compaction_bytes_freed += r.bytes_before.saturating_sub(r.bytes_after);
         }
         // After compaction, which writes plain segments.
-        if config.compression == crate::Compression::Lz4 {
+        if config.compression == crate::store::config::Compression::Lz4 {
             let r = topic.compress()?;
             pass.segments_compressed += r.segments_compressed;
             pass.compression_bytes_freed += r.bytes_before.saturating_sub(r.bytes_after);

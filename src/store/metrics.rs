@@ -36,7 +36,7 @@ pub struct TopicStats {
     pub groups: Vec<GroupStats>,
     /// What background maintenance (or `run_maintenance`) did to this topic since the store
     /// opened: records removed by retention and budgets, segments compacted and compressed.
-    pub maintenance: crate::MaintenanceStats,
+    pub maintenance: crate::store::maintenance::MaintenanceStats,
 }
 
 /// One consumer group's figures at one moment.

@@ -646,7 +646,7 @@ impl Store {
     /// segment is sealed first, so every record appended before the call is compacted
     /// ([`CompactReport::compacted_below`](crate::CompactReport::compacted_below) says up to
     /// where).
-    pub fn compact_topic(&self, name: &str) -> Result<crate::CompactReport> {
+    pub fn compact_topic(&self, name: &str) -> Result<crate::log::compact::CompactReport> {
         let t = self.existing_topic(name)?;
         let config = self.topic_config(name)?;
         Ok(t.compact(&config.compact_options().sealing_active())?)
@@ -654,7 +654,7 @@ impl Store {
 
     /// Compresses a topic's sealed segments now (see [`Log::compress`]), whatever its
     /// configuration says.
-    pub fn compress_topic(&self, name: &str) -> Result<crate::CompressReport> {
+    pub fn compress_topic(&self, name: &str) -> Result<crate::log::compress::CompressReport> {
         Ok(self.existing_topic(name)?.compress()?)
     }
 
