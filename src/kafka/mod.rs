@@ -99,7 +99,7 @@ impl Store {
         h.write_u32(std::process::id());
         let id = format!("{:016x}", h.finish());
         crate::storage::replace_file_durable(storage.as_ref(), &path, id.as_bytes())
-            .map_err(|(op, e)| Error::io(op, &path, e))?;
+            .map_err(|e| Error::io(e.op, &path, e.source))?;
         Ok(id)
     }
 }

@@ -17,9 +17,9 @@
 //!   made with plain `create_dir_all`: nothing durable depends on them, and open removes them.)
 //! - [`StorageFile::map`] is only called on files that no writer will change again (sealed
 //!   segments and index files, which are replaced by rename, never rewritten in place).
-//! - A [`WriteMap`] (the active segment's, one at a time, owned by the writer lock) is never
+//! - A `WriteMap` (the active segment's, one at a time, owned by the writer lock) is never
 //!   written past the blocks it allocated, and is dropped before its file is truncated.
-//! - Both map methods take an [`Internal`] token that only evlog can make, so no safe code
+//! - Both map methods take an `Internal` token that only evlog can make, so no safe code
 //!   outside evlog can make a map.
 
 mod fault;
@@ -118,17 +118,28 @@ pub fn create_dir_durable(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
 /// and the directory fsynced (the rename is what the caller's acknowledgement depends on). A
 /// `.tmp` left by a crash is ignored by readers and overwritten by the next replacement.
 /// Returns the operation that failed with its error.
-pub fn replace_file_durable(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<(), (&'static str, io::Error)> {
+#[cfg_attr(not(feature = "store"), allow(dead_code))] // topic configurations and store ids
+pub(crate) fn replace_file_durable(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<(), StepError> {
+    let step = |op: &'static str| move |source: io::Error| StepError { op, source };
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = Path::new(&tmp);
-    let f = storage.open(tmp, OpenMode::CreateTruncate).map_err(|e| ("create", e))?;
-    f.write_all_at(bytes, 0).map_err(|e| ("write", e))?;
-    f.sync_data().map_err(|e| ("fsync", e))?;
+    let f = storage.open(tmp, OpenMode::CreateTruncate).map_err(step("create"))?;
+    f.write_all_at(bytes, 0).map_err(step("write"))?;
+    f.sync_data().map_err(step("fsync"))?;
     drop(f);
-    storage.rename(tmp, path).map_err(|e| ("rename", e))?;
-    storage.sync_dir(dir).map_err(|e| ("fsync directory", e))
+    storage.rename(tmp, path).map_err(step("rename"))?;
+    storage.sync_dir(dir).map_err(step("fsync directory"))
+}
+
+/// The step of a multi-step file operation that failed, and the system's error.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "store"), allow(dead_code))]
+pub(crate) struct StepError {
+    /// What was being done: "create", "write", "fsync", "rename", "fsync directory".
+    pub op: &'static str,
+    pub source: io::Error,
 }
 
 /// A held lock; dropping it releases the lock.
@@ -148,7 +159,7 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Makes written data (and the length) durable: `fdatasync`.
     fn sync_data(&self) -> io::Result<()>;
     /// A read-only view of the whole file as it is now: real files are mapped, the default reads
-    /// the file into memory. Callable inside evlog only (the [`Internal`] token cannot be made
+    /// the file into memory. Callable inside evlog only (the `Internal` token cannot be made
     /// elsewhere): a map of a file that changes under it is undefined behaviour, and only evlog
     /// knows which of its files never change again.
     fn map(&self, _: Internal) -> io::Result<SharedBytes> {
@@ -157,14 +168,14 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     }
 
     /// A writable shared map of the file's first `len_max` bytes, for the active segment's
-    /// appends (see [`WriteMap`]). Callable inside evlog only, for the same reason as `map`;
+    /// appends (see `WriteMap`). Callable inside evlog only, for the same reason as `map`;
     /// `Unsupported` by default, and then evlog writes with `write_all_at`.
     fn map_write(&self, _len_max: u64, _: Internal) -> io::Result<Box<dyn WriteMap>> {
         Err(io::Error::new(io::ErrorKind::Unsupported, "this storage has no writable maps"))
     }
 
     /// A read-only map of the file's first `len_max` bytes for the active segment's in-process
-    /// readers, read only below the published end (see [`PublishedMap`]); `None` (the default)
+    /// readers, read only below the published end (see `PublishedMap`); `None` (the default)
     /// makes them read with `read_at`. Callable inside evlog only.
     fn map_published(&self, _len_max: u64, _: Internal) -> io::Result<Option<PublishedMap>> {
         Ok(None)
@@ -208,56 +219,71 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     }
 }
 
-/// Proof that a call comes from inside evlog: its field is private to this module, so code
-/// outside evlog can neither make one nor call the methods that take one. Implementors outside
-/// evlog cannot name it either, so they keep the default methods.
-#[derive(Debug, Clone, Copy)]
-pub struct Internal(());
+/// Types the storage traits mention but code outside evlog cannot name: they are `pub` inside a
+/// private module, so the traits stay implementable (their methods that take or return these
+/// keep their defaults) while nothing outside evlog reaches a writable map or makes the token.
+mod sealed {
+    use std::sync::Arc;
+    use std::{fmt, io};
+
+    /// Proof that a call comes from inside evlog: its field is private to this module, so code
+    /// outside evlog can neither make one nor call the methods that take one. Implementors outside
+    /// evlog cannot name it either, so they keep the default methods.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Internal(pub(super) ());
+
+    /// A writable shared map of a file that is being appended to. Bytes copied into it are in the
+    /// kernel's page cache the moment the copy ends (a killed process loses nothing); they are on
+    /// the disk after the file's `sync_data`. Only bytes below `WriteMap::allocated` are ever
+    /// touched: a page of a map past the file's allocated blocks would raise `SIGBUS`.
+    pub trait WriteMap: Send + Sync + fmt::Debug {
+        /// Bytes from the start of the file that have disk blocks (and may be written).
+        fn allocated(&self) -> u64;
+        /// Allocates disk blocks up to `upto` (at most the map's length), growing the file. Fails
+        /// with `StorageFull` when the disk is full, `Unsupported` when the file system cannot
+        /// allocate; either way nothing that was written changes.
+        fn allocate(&mut self, upto: u64) -> io::Result<()>;
+        /// Asks for blocks up to `upto` to be allocated in the background, off the append path;
+        /// returns whether that will happen (by default it does not, and `allocate` does it all).
+        /// Failures there are not reported: an append that needs the space calls `allocate`.
+        fn allocate_ahead(&mut self, upto: u64) -> bool {
+            let _ = upto;
+            false
+        }
+        /// Asks for the written bytes below `upto` to be sent to the disk in the background, with
+        /// no wait (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`): a hint that lets a later
+        /// fdatasync find little left to write. It makes nothing durable and reports nothing (an
+        /// I/O error it meets is still reported by the next fdatasync). Returns whether that will
+        /// happen (by default it does not).
+        fn write_back_behind(&mut self, upto: u64) -> bool {
+            let _ = upto;
+            false
+        }
+        /// Copies `data` into the file at `pos`. Fails, touching nothing, unless `pos + data.len()`
+        /// is within `WriteMap::allocated`.
+        fn write(&mut self, pos: u64, data: &[u8]) -> io::Result<()>;
+        /// Lets `fill` write `len` bytes at `pos` in place (a real map hands it the mapped bytes, so
+        /// a frame is encoded straight into the page cache with no copy in between); the same
+        /// bounds as `write`. By default `fill` writes into a buffer that `write` then copies.
+        fn write_with(&mut self, pos: u64, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+            let mut buf = vec![0u8; len];
+            fill(&mut buf);
+            self.write(pos, &buf)
+        }
+    }
+
+    /// A read-only map of the active segment for readers in the writing process: reading the
+    /// published part of the segment costs no system call. Only its published prefix is ever read.
+    #[derive(Clone)]
+    pub struct PublishedMap(pub(super) Arc<super::map::PublishedMap>);
+}
+
+pub(crate) use sealed::{Internal, PublishedMap, WriteMap};
 
 /// The token for evlog's own calls of [`StorageFile::map`] and [`StorageFile::map_write`].
 pub(crate) const INTERNAL: Internal = Internal(());
 
-/// A writable shared map of a file that is being appended to. Bytes copied into it are in the
-/// kernel's page cache the moment the copy ends (a killed process loses nothing); they are on
-/// the disk after the file's `sync_data`. Only bytes below [`WriteMap::allocated`] are ever
-/// touched: a page of a map past the file's allocated blocks would raise `SIGBUS`.
-pub trait WriteMap: Send + Sync + fmt::Debug {
-    /// Bytes from the start of the file that have disk blocks (and may be written).
-    fn allocated(&self) -> u64;
-    /// Allocates disk blocks up to `upto` (at most the map's length), growing the file. Fails
-    /// with `StorageFull` when the disk is full, `Unsupported` when the file system cannot
-    /// allocate; either way nothing that was written changes.
-    fn allocate(&mut self, upto: u64) -> io::Result<()>;
-    /// Asks for blocks up to `upto` to be allocated in the background, off the append path;
-    /// returns whether that will happen (by default it does not, and `allocate` does it all).
-    /// Failures there are not reported: an append that needs the space calls `allocate`.
-    fn allocate_ahead(&mut self, upto: u64) -> bool {
-        let _ = upto;
-        false
-    }
-    /// Asks for the written bytes below `upto` to be sent to the disk in the background, with
-    /// no wait (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`): a hint that lets a later
-    /// fdatasync find little left to write. It makes nothing durable and reports nothing (an
-    /// I/O error it meets is still reported by the next fdatasync). Returns whether that will
-    /// happen (by default it does not).
-    fn write_back_behind(&mut self, upto: u64) -> bool {
-        let _ = upto;
-        false
-    }
-    /// Copies `data` into the file at `pos`. Fails, touching nothing, unless `pos + data.len()`
-    /// is within [`WriteMap::allocated`].
-    fn write(&mut self, pos: u64, data: &[u8]) -> io::Result<()>;
-    /// Lets `fill` write `len` bytes at `pos` in place (a real map hands it the mapped bytes, so
-    /// a frame is encoded straight into the page cache with no copy in between); the same
-    /// bounds as `write`. By default `fill` writes into a buffer that `write` then copies.
-    fn write_with(&mut self, pos: u64, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
-        let mut buf = vec![0u8; len];
-        fill(&mut buf);
-        self.write(pos, &buf)
-    }
-}
-
-/// The error a [`WriteMap`] returns for a write past its allocated bytes.
+/// The error a `WriteMap` returns for a write past its allocated bytes.
 pub(crate) fn past_allocation(pos: u64, len: usize, allocated: u64) -> io::Error {
     io::Error::other(format!(
         "write of {len} bytes at {pos} past the {allocated} allocated bytes of a map (refused: it would fault)"
@@ -278,11 +304,6 @@ enum Owner {
     /// The first `.1` bytes of the active segment's published map.
     Published(Arc<map::PublishedMap>, usize),
 }
-
-/// A read-only map of the active segment for readers in the writing process: reading the
-/// published part of the segment costs no system call. Only its published prefix is ever read.
-#[derive(Clone)]
-pub struct PublishedMap(Arc<map::PublishedMap>);
 
 impl PublishedMap {
     /// The segment's first `end` bytes. `end` must be at most the log's published end in this

@@ -87,7 +87,7 @@ impl Store {
                 let bytes =
                     f.read_vec(0, usize::try_from(len).unwrap_or(0)).map_err(|e| Error::io("read", &config, e))?;
                 let target = to.join(TOPIC_CONFIG_FILE);
-                replace_file_durable(storage, &target, &bytes).map_err(|(op, e)| Error::io(op, &target, e))?;
+                replace_file_durable(storage, &target, &bytes).map_err(|e| Error::io(e.op, &target, e.source))?;
             }
         }
         let topics = dest.join("topics");

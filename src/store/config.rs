@@ -201,6 +201,6 @@ impl TopicConfig {
     pub(crate) fn write(&self, storage: &dyn Storage, topic_dir: &Path) -> Result<()> {
         let path = topic_dir.join(TOPIC_CONFIG_FILE);
         replace_file_durable(storage, &path, &encode_topic_config(&self.to_fields()))
-            .map_err(|(op, e)| Error::io(op, &path, e))
+            .map_err(|e| Error::io(e.op, &path, e.source))
     }
 }
