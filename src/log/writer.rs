@@ -261,8 +261,10 @@ impl Shared {
     }
 
     /// Appends `records` as one write; see `Log::append_batch`.
+    #[inline]
     pub fn append(&self, records: &[NewRecord<'_>]) -> Result<Range<u64>> {
-        self.append_if(records, Expect::Nothing)
+        // No precondition, so never stale: the direct route.
+        self.append_checked(records, Expect::Nothing).map(Option::unwrap_or_default)
     }
 
     /// Appends `records` as one write if `expect` holds under the writer lock (checked after
@@ -297,6 +299,7 @@ impl Shared {
 
     /// `append_if` with the precondition as given; `None` (nothing written) when it was
     /// `Expect::KeyLast` and the sealed segments changed since its lookup.
+    #[inline]
     fn append_checked(&self, records: &[NewRecord<'_>], expect: Expect<'_>) -> Result<Option<Range<u64>>> {
         let writer = self.writer()?;
         self.check_poison()?;
@@ -343,6 +346,7 @@ impl Shared {
 
     /// Frames and writes validated records (`total` bytes) that room was made for, under the
     /// writer lock `w`; publishes them unless they must wait for an fsync.
+    #[inline]
     fn write_locked(&self, w: &mut Writer, records: &[NewRecord<'_>], total: u64, now: i64) -> Result<(u64, u64)> {
         let durable = self.synced_offset.load(Ordering::Acquire);
         let first = w.next_offset;
@@ -492,8 +496,12 @@ impl Shared {
 
     /// Checks records against the log's limits as an append would; returns their bytes and
     /// whether one needs the time now.
+    #[inline]
     pub(crate) fn validate(&self, records: &[NewRecord<'_>]) -> Result<(u64, bool)> {
-        if records.iter().any(|r| r.headers.iter().any(|(n, _)| *n == format::reserved_headers::TXN)) {
+        if records
+            .iter()
+            .any(|r| !r.headers.is_empty() && r.headers.iter().any(|(n, _)| *n == format::reserved_headers::TXN))
+        {
             return Err(Error::InvalidHeaders {
                 reason: format!(
                     "{:?} is reserved for atomic appends (Store::append_atomic) and cannot be set on a record",
@@ -505,6 +513,7 @@ impl Shared {
     }
 
     /// `validate` without the reserved-header check: for an atomic append's marked parts.
+    #[inline]
     fn validate_marked(&self, records: &[NewRecord<'_>]) -> Result<(u64, bool)> {
         let capacity = self.segment_limit() - SEGMENT_HEADER_LEN as u64;
         // A budget's smaller segments may hold less than `record_bytes_max`.
