@@ -273,16 +273,32 @@ impl Storage for Gate {
     }
 }
 
-/// Item 4: a conditional append for a key found in no active record looked through every sealed
-/// segment while holding the writer lock, so every other append waited on that read.
-#[test]
-fn a_conditional_append_reading_sealed_segments_does_not_hold_other_appends_back() {
+impl Gate {
+    /// Arms the gate on the file named `file`: returns where its hold is announced and the
+    /// barrier that releases it.
+    fn hold(&self, file: &str) -> (mpsc::Receiver<()>, Arc<Barrier>) {
+        let (tx, rx) = mpsc::channel();
+        let release = Arc::new(Barrier::new(2));
+        *self.blocked.lock().expect("gate") = Some((file.to_string(), tx, release.clone()));
+        (rx, release)
+    }
+}
+
+/// A log over in-memory storage behind a gate, with small segments (8 KiB, records to 1 KiB).
+fn gated_log(dir: &str) -> (Gate, Arc<Log>) {
     let gate = Gate { inner: Arc::new(MemStorage::new()), blocked: Arc::default(), pass_first: Arc::default() };
     let mut o = Options::with_durability(Durability::Os);
     o.segment_bytes_max = 8 << 10;
     o.record_bytes_max = 1024;
     o.storage = Arc::new(gate.clone());
-    let log = Arc::new(Log::open("/k", o).expect("log"));
+    (gate, Arc::new(Log::open(dir, o).expect("log")))
+}
+
+/// Item 4: a conditional append for a key found in no active record looked through every sealed
+/// segment while holding the writer lock, so every other append waited on that read.
+#[test]
+fn a_conditional_append_reading_sealed_segments_does_not_hold_other_appends_back() {
+    let (gate, log) = gated_log("/k");
     for i in 0..400u64 {
         log.append_record(
             &NewRecord::new(format!("v{i} {}", "p".repeat(100)).as_bytes()).key(format!("k{}", i % 7).as_bytes()),
@@ -291,10 +307,7 @@ fn a_conditional_append_reading_sealed_segments_does_not_hold_other_appends_back
     }
     assert!(log.segment_count() > 3, "several sealed segments");
     // No key index file yet for the oldest segment's lookup: the lookup reads the segment.
-    let oldest = format!("{:020}.log", log.first_offset());
-    let (tx, rx) = mpsc::channel();
-    let release = Arc::new(Barrier::new(2));
-    *gate.blocked.lock().expect("gate") = Some((oldest, tx, release.clone()));
+    let (rx, release) = gate.hold(&format!("{:020}.log", log.first_offset()));
     let conditional = {
         let log = log.clone();
         std::thread::spawn(move || {
@@ -371,12 +384,7 @@ fn a_torn_zero_fill_before_a_roll_never_leaves_zeros_inside_a_sealed_segment() {
 /// positions.
 #[test]
 fn a_key_lookup_beside_a_compaction_never_leaves_a_key_index_of_the_replaced_file() {
-    let gate = Gate { inner: Arc::new(MemStorage::new()), blocked: Arc::default(), pass_first: Arc::default() };
-    let mut o = Options::with_durability(Durability::Os);
-    o.segment_bytes_max = 8 << 10;
-    o.record_bytes_max = 1024;
-    o.storage = Arc::new(gate.clone());
-    let log = Arc::new(Log::open("/kc", o).expect("log"));
+    let (gate, log) = gated_log("/kc");
     let mut newest = HashMap::new();
     for i in 0..300u64 {
         // Early keys of their own survive compaction, at other positions in the rewritten file.
@@ -386,10 +394,7 @@ fn a_key_lookup_beside_a_compaction_never_leaves_a_key_index_of_the_replaced_fil
             .expect("append");
         newest.insert(k, o);
     }
-    let oldest = format!("{:020}.log", log.first_offset());
-    let (tx, rx) = mpsc::channel();
-    let release = Arc::new(Barrier::new(2));
-    *gate.blocked.lock().expect("gate") = Some((oldest, tx, release.clone()));
+    let (rx, release) = gate.hold(&format!("{:020}.log", log.first_offset()));
     // A key found in no segment: the lookup reads every sealed one; the oldest is opened, then
     // its first read held up.
     gate.pass_first.store(1, Ordering::Relaxed);
@@ -414,22 +419,14 @@ fn a_key_lookup_beside_a_compaction_never_leaves_a_key_index_of_the_replaced_fil
 /// the read reported corruption.
 #[test]
 fn an_iterator_beside_a_compression_reads_the_file_it_loaded_not_the_one_swapped_in() {
-    let gate = Gate { inner: Arc::new(MemStorage::new()), blocked: Arc::default(), pass_first: Arc::default() };
-    let mut o = Options::with_durability(Durability::Os);
-    o.segment_bytes_max = 8 << 10;
-    o.record_bytes_max = 1024;
-    o.storage = Arc::new(gate.clone());
-    let log = Arc::new(Log::open("/ic", o).expect("log"));
+    let (gate, log) = gated_log("/ic");
     let mut want = Vec::new();
     for i in 0..200u64 {
         let p = format!("v{i} {}", "p".repeat(100)).into_bytes();
         log.append(&p).expect("append");
         want.push(p);
     }
-    let oldest = format!("{:020}.log", log.first_offset());
-    let (tx, rx) = mpsc::channel();
-    let release = Arc::new(Barrier::new(2));
-    *gate.blocked.lock().expect("gate") = Some((oldest, tx, release.clone()));
+    let (rx, release) = gate.hold(&format!("{:020}.log", log.first_offset()));
     // The load opens the file and reads its header and all of it (this storage has no maps)
     // under the segment cache's lock; what comes next (the scan) is held up.
     gate.pass_first.store(3, Ordering::Relaxed);
