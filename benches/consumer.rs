@@ -57,7 +57,7 @@ fn main() {
         let mut best = f64::MAX;
         for run in 0..3 {
             let mut o = ConsumerOptions::default();
-            o.commit_durability = durability;
+            o.durability = durability;
             let mut c = store.consumer(&format!("g{i}-{run}"), "bench", o).expect("consumer");
             let t = Instant::now();
             let mut count = 0u64;
@@ -88,7 +88,7 @@ fn main() {
     // Commit latency.
     for durability in [CommitDurability::Always, CommitDurability::Os, CommitDurability::Lazy] {
         let mut o = ConsumerOptions::default();
-        o.commit_durability = durability;
+        o.durability = durability;
         let mut c = store.consumer(&format!("commit-{durability:?}"), "bench", o).expect("consumer");
         let mut lat = Vec::with_capacity(2000);
         for i in 0..2000u64 {

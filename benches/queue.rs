@@ -34,7 +34,7 @@ fn main() {
             }
             // Plain consumer group: one record, one commit.
             let mut o = ConsumerOptions::default();
-            o.commit_durability = durability;
+            o.durability = durability;
             let mut c = store.consumer("g", &topic, o).expect("consumer");
             let start = Instant::now();
             for _ in 0..n {

@@ -82,6 +82,6 @@ fn main() {
     println!("| {} random reads | {:.0} ms |", n.div_ceil(997), random.as_secs_f64() * 1e3);
     println!("| file descriptors (before open → max while iterating) | {fds_before} → {fds_max} |");
     println!("| maps of log files (max while iterating) | {maps_max} (open_segments_max = 32, 3 maps per segment) |");
-    println!("| mapped segments now | {} |", log.mapped_segments());
+    println!("| mapped segments now | {} |", log.stats().mapped_segments);
     println!("| RSS before open → peak after | {} KiB → {} KiB |", rss_before, peak);
 }

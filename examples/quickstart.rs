@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..1_000i64 {
         log.append_record(&NewRecord::new(format!("order {i} placed").as_bytes()).timestamp(T0 + i * 10))?;
     }
-    println!("1,000 durable appends in {:?} ({} fdatasyncs)", t.elapsed(), log.data_fsyncs());
+    println!("1,000 durable appends in {:?} ({} fdatasyncs)", t.elapsed(), log.stats().fsyncs);
 
     // 2. A batch is one write and one fsync, and atomic across crashes. Event times may be out
     //    of order: a late device reports readings from the past.

@@ -33,3 +33,32 @@ fn the_path_check_finds_a_path_that_does_not_exist() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     assert!(!root.join(&paths[0]).exists() && root.join(&paths[1]).exists());
 }
+
+/// The most ARCHITECTURE.md may hold: a newcomer reads it in one sitting.
+const ARCHITECTURE_BYTES_MAX: usize = 15 * 1024;
+
+#[test]
+fn architecture_md_is_short_and_holds_no_measured_figures_or_dates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    assert!(text.len() <= ARCHITECTURE_BYTES_MAX, "ARCHITECTURE.md is {} bytes", text.len());
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let units = ["ns", "µs", "us", "ms", "GB/s", "MB/s", "GiB/s", "MiB/s", "records/s"];
+    let figures: Vec<String> = words
+        .windows(2)
+        .filter(|w| {
+            w[0].chars().next().is_some_and(|c| c.is_ascii_digit())
+                && units.contains(&w[1].trim_matches(|c: char| ",.;:)".contains(c)))
+        })
+        .map(|w| w.join(" "))
+        .collect();
+    assert!(figures.is_empty(), "measured figures belong in docs/benchmarks.md: {figures:?}");
+    let dates: Vec<&&str> = words
+        .iter()
+        .filter(|w| {
+            let b = w.as_bytes();
+            b.len() >= 10 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[7] == b'-'
+        })
+        .collect();
+    assert!(dates.is_empty(), "dates belong in docs/benchmarks.md: {dates:?}");
+}

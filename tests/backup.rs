@@ -45,7 +45,7 @@ fn a_backup_taken_while_appending_and_committing_is_consistent_and_opens_on_its_
             // Exactly-once bookkeeping: the count and sum of the records up to the committed
             // offset, committed with it.
             let mut o = ConsumerOptions::default();
-            o.commit_durability = CommitDurability::Os;
+            o.durability = CommitDurability::Os;
             let mut c = store.consumer("billing", "orders", o).expect("consumer");
             let mut commits = 0;
             while !stop.load(Ordering::Relaxed) {

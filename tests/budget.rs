@@ -1,4 +1,4 @@
-//! Disk budgets and per-topic configuration: `Log::set_budget`, `Store::configure_topic`, and
+//! Disk budgets and per-topic configuration: `Options::budget`, `Store::configure_topic`, and
 //! what each policy does when an append would go past the budget.
 
 use evlog::storage::{CrashMode, MemStorage};
@@ -18,10 +18,16 @@ fn payload(i: u64) -> Vec<u8> {
     p
 }
 
-fn mem_log(mem: &MemStorage) -> Log {
+fn mem_options(mem: &MemStorage, budget: Option<Budget>) -> Options {
     let mut o = Options::with_durability(Durability::Os);
     o.storage = Arc::new(mem.clone());
-    Log::open("/log", o).expect("open")
+    o.budget = budget;
+    o
+}
+
+/// The log in `mem` under `budget` (a log's budget is an option of its open).
+fn mem_log(mem: &MemStorage, budget: Option<Budget>) -> Log {
+    Log::open("/log", mem_options(mem, budget)).expect("open")
 }
 
 /// Appends until the budget refuses one; returns how many were appended.
@@ -46,8 +52,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 #[test]
 fn an_append_past_an_error_budget_fails_with_topic_full_writes_nothing_and_the_handle_recovers() {
     let mem = MemStorage::new();
-    let log = mem_log(&mem);
-    log.set_budget(Some(Budget::new(BUDGET_BYTES_MIN, WhenFull::Error))).expect("budget");
+    let log = mem_log(&mem, Some(Budget::new(BUDGET_BYTES_MIN, WhenFull::Error)));
     let n = fill(&log);
     assert!(n > 900 && n < 1100, "about 1 MiB of 1 KiB records: {n}");
     let next = log.next_offset();
@@ -66,14 +71,15 @@ fn an_append_past_an_error_budget_fails_with_topic_full_writes_nothing_and_the_h
 #[test]
 fn a_budget_below_the_floor_is_refused_and_records_larger_than_its_segments_are_too_large() {
     let mem = MemStorage::new();
-    let log = mem_log(&mem);
-    let err = log.set_budget(Some(Budget::new(BUDGET_BYTES_MIN - 1, WhenFull::Error))).expect_err("too small");
+    let too_small = Some(Budget::new(BUDGET_BYTES_MIN - 1, WhenFull::Error));
+    let err = Log::open("/log", mem_options(&mem, too_small)).expect_err("too small");
     assert!(matches!(err, LogError::InvalidOptions { ref reason } if reason.contains("bytes_max")), "{err}");
-    log.set_budget(Some(Budget::new(BUDGET_BYTES_MIN, WhenFull::DropOldest))).expect("budget");
+    let log = mem_log(&mem, Some(Budget::new(BUDGET_BYTES_MIN, WhenFull::DropOldest)));
     // Segments are a quarter of the budget: a record of 300 KiB cannot fit in one.
     let big = vec![1u8; 300 << 10];
     assert!(matches!(log.append(&big), Err(LogError::RecordTooLarge { max, .. }) if max < BUDGET_BYTES_MIN / 4));
-    log.set_budget(None).expect("lift");
+    log.close().expect("close");
+    let log = mem_log(&mem, None);
     log.append(&big).expect("fits once the budget is lifted");
 }
 
@@ -116,18 +122,19 @@ fn drop_oldest_keeps_a_topic_under_its_budget_and_consumers_see_the_gap_as_skipp
 #[test]
 fn a_blocked_append_waits_for_space_and_gives_up_with_topic_full_after_its_timeout() {
     let mem = MemStorage::new();
-    let log = Arc::new(mem_log(&mem));
-    log.set_budget(Some(Budget::new(BUDGET_BYTES_MIN, WhenFull::Error))).expect("budget");
+    let log = mem_log(&mem, Some(Budget::new(BUDGET_BYTES_MIN, WhenFull::Error)));
     fill(&log);
+    log.close().expect("close");
     let mut budget = Budget::new(BUDGET_BYTES_MIN, WhenFull::Block);
     budget.block_timeout = Duration::from_millis(100);
-    log.set_budget(Some(budget)).expect("budget");
+    let log = mem_log(&mem, Some(budget));
     let started = Instant::now();
     assert!(matches!(log.append(&payload(0)), Err(LogError::TopicFull { .. })));
     assert!(started.elapsed() >= Duration::from_millis(100), "waited for its timeout");
     // With a long timeout, an append goes on as soon as space is freed.
     budget.block_timeout = Duration::from_secs(60);
-    log.set_budget(Some(budget)).expect("budget");
+    log.close().expect("close");
+    let log = Arc::new(mem_log(&mem, Some(budget)));
     let appender = {
         let log = log.clone();
         std::thread::spawn(move || log.append(&payload(7)))

@@ -131,7 +131,7 @@ fn every_byte_flip_in_an_index_file_is_rebuilt_and_reported() {
                 assert_eq!(log.read(o).expect("read").expect("present").payload(), &expected[o as usize][..]);
             }
             assert_eq!(log.offset_for_timestamp(i64::MIN).expect("ts"), Some(0));
-            assert_eq!(log.index_rebuilds(), 1, "{name} byte {i}: the rebuild is reported");
+            assert_eq!(log.stats().index_rebuilds, 1, "{name} byte {i}: the rebuild is reported");
             drop(log);
             mem.corrupt_file(&path, |b| {
                 b.clear();

@@ -220,3 +220,89 @@ fn no_two_files_of_a_module_folder_depend_on_each_other_in_a_cycle() {
     }
     assert!(edges.len() > 10, "the check sees the files' paths: {} files with edges", edges.len());
 }
+
+/// The largest a library file may grow before it is split along its seams.
+const FILE_LINES_MAX: usize = 700;
+/// The longest a library function may be.
+const FUNCTION_LINES_MAX: usize = 70;
+
+#[test]
+fn no_library_file_is_longer_than_the_limit() {
+    let mut files = Vec::new();
+    sources(Path::new("src"), &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter(|f| !f.starts_with("src/bin") && !f.ends_with("tests.rs"))
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f).unwrap().lines().count();
+            (n > FILE_LINES_MAX).then(|| format!("{} ({n} lines)", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "files over {FILE_LINES_MAX} lines: {long:?}");
+}
+
+/// Functions of a file that span more than `FUNCTION_LINES_MAX` lines, from a `fn` line to the
+/// closing brace at its indentation (unit tests excluded: they follow `#[cfg(test)]`).
+fn long_functions(text: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let end_of_code = lines.iter().position(|l| l.trim() == "#[cfg(test)]").unwrap_or(lines.len());
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate().take(end_of_code) {
+        let code = code_of(line);
+        let trimmed = code.trim_start();
+        let is_fn = [
+            "fn ",
+            "pub fn ",
+            "pub(crate) fn ",
+            "pub(super) fn ",
+            "const fn ",
+            "pub const fn ",
+            "async fn ",
+            "pub async fn ",
+        ]
+        .iter()
+        .any(|p| trimmed.starts_with(p));
+        if !is_fn || trimmed.ends_with(';') {
+            continue;
+        }
+        let indent = code.len() - trimmed.len();
+        let close = format!("{}}}", " ".repeat(indent));
+        if let Some(len) = lines[i..end_of_code].iter().position(|l| l.trim_end() == close)
+            && len + 1 > FUNCTION_LINES_MAX
+        {
+            let after_fn = trimmed.split_once("fn ").map_or(trimmed, |(_, rest)| rest);
+            let name = after_fn.split(['(', '<']).next().unwrap_or(after_fn).to_string();
+            out.push((name, len + 1));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_library_function_is_longer_than_the_limit() {
+    let mut files = Vec::new();
+    sources(Path::new("src"), &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter(|f| !f.starts_with("src/bin") && !f.ends_with("tests.rs"))
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            long_functions(&text).into_iter().map(move |(name, n)| format!("{}: {name} ({n} lines)", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "functions over {FUNCTION_LINES_MAX} lines: {long:#?}");
+}
+
+#[test]
+fn the_logs_shared_state_has_no_public_field() {
+    let text = std::fs::read_to_string("src/log/mod.rs").unwrap();
+    let start = text.find("pub(crate) struct Shared {").expect("Shared is defined in src/log/mod.rs");
+    let body = &text[start..];
+    let body = &body[..body.find("\n}").unwrap()];
+    let public: Vec<&str> =
+        body.lines().skip(1).map(str::trim).filter(|l| l.starts_with("pub ") || l.starts_with("pub(")).collect();
+    assert!(
+        public.is_empty(),
+        "Shared's state is written by the files that own it, not through public fields: {public:?}"
+    );
+}

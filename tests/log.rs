@@ -94,7 +94,7 @@ fn segments_roll_at_segment_bytes_max_and_reads_cross_them() {
     for i in [0, 1, 57, 150, 299] {
         assert_eq!(log.read(i).expect("read").expect("present").payload(), &payload(i)[..]);
     }
-    assert!(log.mapped_segments() <= 2, "open_segments_max caps maps: {}", log.mapped_segments());
+    assert!(log.stats().mapped_segments <= 2, "open_segments_max caps maps: {}", log.stats().mapped_segments);
 }
 
 #[test]
@@ -459,7 +459,7 @@ fn index_files_written_at_rolls_checkpoints_and_close_include_the_records_indexe
             let expected = (0..600u64).find(|&i| ts(i) >= probe);
             assert_eq!(log.offset_for_timestamp(probe).expect("lookup"), expected, "ts {probe}");
         }
-        assert_eq!(log.index_rebuilds(), 0, "{durability:?}: every index file read was whole");
+        assert_eq!(log.stats().index_rebuilds, 0, "{durability:?}: every index file read was whole");
     }
 }
 
@@ -518,7 +518,7 @@ fn concurrent_appenders_keep_a_gap_free_total_order() {
     }
     offsets.sort_unstable();
     assert_eq!(offsets, (0..800).collect::<Vec<_>>());
-    assert!(log.data_fsyncs() <= 800, "fsyncs {}", log.data_fsyncs());
+    assert!(log.stats().fsyncs <= 800, "fsyncs {}", log.stats().fsyncs);
     let records: Vec<_> = log.iter(0).map(|r| r.expect("record")).collect();
     assert_eq!(records.len(), 800);
     for (i, r) in records.iter().enumerate() {
@@ -626,7 +626,7 @@ fn interval_mode_syncs_in_the_background() {
         std::thread::yield_now();
     }
     assert!(mem.sync_count() > base, "the flusher synced");
-    assert!(log.data_fsyncs() >= 1, "the append itself did not sync; the flusher did");
+    assert!(log.stats().fsyncs >= 1, "the append itself did not sync; the flusher did");
 }
 
 #[test]

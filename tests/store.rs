@@ -26,6 +26,15 @@ fn open(root: &Path) -> Store {
     Store::open(root, StoreOptions::with_log(small_log(Durability::Always))).expect("open store")
 }
 
+/// The store at `root` opened again with `retention` (a store's retention is an option of its
+/// open; a topic's own age is in its `TopicConfig`).
+fn reopen_with_retention(store: Store, root: &Path, retention: RetentionOptions) -> Store {
+    drop(store);
+    let mut opts = StoreOptions::with_log(small_log(Durability::Always));
+    opts.retention = retention;
+    Store::open(root, opts).expect("open store")
+}
+
 fn fill(store: &Store, topic: &str, n: u64) {
     common::fill(store, topic, n, |i| format!("{topic}-{i}"));
 }
@@ -246,9 +255,8 @@ fn a_group_below_the_first_offset_continues_from_it_and_reports_what_it_missed()
     c.poll(3, NONE).expect("poll");
     c.commit().expect("commit");
     drop(c);
-    store
-        .set_retention("t", RetentionOptions { retention_bytes_max: Some(4096), ..RetentionOptions::default() })
-        .expect("set");
+    let retention = RetentionOptions { retention_bytes_max: Some(4096), ..RetentionOptions::default() };
+    let store = reopen_with_retention(store, tmp.path(), retention);
     let r = store.enforce_retention("t").expect("retention");
     assert!(r.first_offset > 3, "{r:?}");
     let mut c = store.consumer("slow", "t", ConsumerOptions::default()).expect("consumer");
@@ -279,17 +287,20 @@ fn retention_deletes_whole_sealed_segments_by_size_and_age_and_can_wait_for_lagg
         keep_uncommitted: true,
         ..Default::default()
     };
-    store.set_retention("t", age).expect("set");
+    drop(t);
+    let store = reopen_with_retention(store, tmp.path(), age);
     let r = store.enforce_retention("t").expect("retention");
     assert!(r.first_offset <= 10, "kept for the lagging group: {r:?}");
     // Without that, every sealed segment whose newest event is old goes, and only those.
-    store.set_retention("t", RetentionOptions { keep_uncommitted: false, ..age }).expect("set");
+    let store = reopen_with_retention(store, tmp.path(), RetentionOptions { keep_uncommitted: false, ..age });
     let r = store.enforce_retention("t").expect("retention");
     assert!(r.first_offset > 10 && r.first_offset <= 100, "{r:?}");
-    assert!(t.read(r.first_offset).expect("read").is_some());
+    assert!(store.topic("t").expect("topic").read(r.first_offset).expect("read").is_some());
     // Size: never the active segment.
-    store.set_retention("t", RetentionOptions { retention_bytes_max: Some(0), ..Default::default() }).expect("set");
+    let retention = RetentionOptions { retention_bytes_max: Some(0), ..Default::default() };
+    let store = reopen_with_retention(store, tmp.path(), retention);
     store.enforce_retention("t").expect("retention");
+    let t = store.topic("t").expect("topic");
     assert_eq!(t.segment_count(), 1);
     assert_eq!(t.next_offset(), 200);
 }
@@ -356,7 +367,7 @@ fn a_durable_commit_fsyncs_the_database_files_and_a_failed_fsync_poisons_commits
     let store = Store::open(tmp.path(), opts).expect("store");
     fill(&store, "t", 3);
     let mut o = ConsumerOptions::default();
-    o.commit_durability = CommitDurability::Lazy;
+    o.durability = CommitDurability::Lazy;
     let mut c = store.consumer("g", "t", o).expect("consumer");
     c.poll(2, NONE).expect("poll");
     faulty.fail_always(Op::SyncData, Some("consumers"), 0, Fault::Eio);

@@ -38,14 +38,13 @@ fn open_recovery_roll_and_retention_emit_spans() {
         let mut log = Options::default();
         log.segment_bytes_max = 1024;
         log.record_bytes_max = 256;
-        let store = Store::open(tmp.path(), StoreOptions::with_log(log)).expect("store");
+        let mut opts = StoreOptions::with_log(log);
+        opts.retention = RetentionOptions { retention_bytes_max: Some(1), ..RetentionOptions::default() };
+        let store = Store::open(tmp.path(), opts).expect("store");
         let t = store.topic("t").expect("topic");
         for _ in 0..40 {
             t.append(&[1u8; 100]).expect("append");
         }
-        store
-            .set_retention("t", RetentionOptions { retention_bytes_max: Some(1), ..RetentionOptions::default() })
-            .expect("retention");
         store.enforce_retention("t").expect("enforce");
     });
     let seen = names.0.lock().expect("lock").clone();

@@ -47,7 +47,7 @@ pub struct ConsumerOptions {
     /// Commit automatically.
     pub auto_commit: Option<AutoCommit>,
     /// How durable each commit is before it returns (default: fsynced).
-    pub commit_durability: CommitDurability,
+    pub durability: CommitDurability,
     /// What `commit()` commits.
     pub ack_mode: AckMode,
     /// How long a `poll` that finds nothing busy-waits for a record before it blocks (default
@@ -251,7 +251,7 @@ impl Consumer {
     /// [`Error::CommitOutOfRange`] (writing nothing) past the topic's next offset.
     pub fn commit_offset(&mut self, offset: u64) -> Result<()> {
         self.check_in_range(offset)?;
-        self.store.state.commit(self.topic.name(), &self.group, offset, self.opts.commit_durability)?;
+        self.store.state.commit(self.topic.name(), &self.group, offset, self.opts.durability)?;
         self.committed_to(offset);
         Ok(())
     }
@@ -268,14 +268,7 @@ impl Consumer {
         validate_name(state_tree)?;
         let offset = self.commit_point();
         self.check_in_range(offset)?;
-        self.store.state.commit_with(
-            self.topic.name(),
-            &self.group,
-            offset,
-            state_tree,
-            self.opts.commit_durability,
-            f,
-        )?;
+        self.store.state.commit_with(self.topic.name(), &self.group, offset, state_tree, self.opts.durability, f)?;
         self.committed_to(offset);
         Ok(())
     }

@@ -38,8 +38,8 @@ impl Log {
         // rewrites or removes them (`rewrite.rs`); a drop-oldest budget still may, see below.
         let _owner = s.rewrite_owner();
         let (bases, active_base, (next, end)) = {
-            let v = s.view();
-            (v.bases.clone(), v.active.base, s.visible())
+            let v = s.published.view();
+            (v.bases.clone(), v.active.base, s.published.visible())
         };
         create_dir_durable(storage, dest).map_err(|e| Error::io("create directory", dest, e))?;
         let mut b = LogBackup { next_offset: next, ..LogBackup::default() };

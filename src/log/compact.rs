@@ -169,7 +169,7 @@ impl Log {
             s.seal_active()?;
         }
         let (sealed, compacted_below): (Vec<(u64, u64)>, u64) = {
-            let v = s.view();
+            let v = s.published.view();
             (consecutive(&v.bases).collect(), v.active.base)
         };
         let mut report = CompactReport { compacted_below, ..CompactReport::default() };

@@ -46,7 +46,7 @@ impl Log {
         s.writable()?;
         crate::trace::span!("evlog.compress", dir = %s.dir.display());
         let _owner = s.rewrite_owner();
-        let sealed: Vec<(u64, u64)> = consecutive(&s.view().bases.clone()).collect();
+        let sealed: Vec<(u64, u64)> = consecutive(&s.published.view().bases.clone()).collect();
         let mut report = CompressReport::default();
         for (base, end) in sealed {
             let Some(input) = s.open_for_rewrite(base, end)? else { continue };

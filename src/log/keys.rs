@@ -264,8 +264,8 @@ fn active_candidates(s: &Shared, active: &Active, end: u64, h: u64) -> Result<Ve
 impl Shared {
     /// The segments as readers see them now, oldest first.
     fn key_segments(&self) -> Vec<Seg> {
-        let v = self.view();
-        let (visible, end) = self.visible();
+        let v = self.published.view();
+        let (visible, end) = self.published.visible();
         let mut segs: Vec<Seg> = consecutive(&v.bases).map(|(base, end)| Seg::Sealed { base, end }).collect();
         segs.push(Seg::Active { active: v.active.clone(), end, visible });
         segs
@@ -274,7 +274,7 @@ impl Shared {
     /// The newest offset of `key` in the sealed segments (what `append_expecting_key` compares
     /// with when the active segment has no record of the key).
     pub(crate) fn last_offset_for_key_sealed(&self, key: &[u8]) -> Result<Option<u64>> {
-        let bases = self.view().bases.clone();
+        let bases = self.published.view().bases.clone();
         let sealed: Vec<(u64, u64)> = consecutive(&bases).collect();
         for (base, end) in sealed.into_iter().rev() {
             if let Some(r) = segment_records(self, &Seg::Sealed { base, end }, key, 0)?.pop() {

@@ -94,6 +94,11 @@ pub struct Options {
     pub disk_reserve_bytes: u64,
     /// What to do about corruption in the middle of the log.
     pub recovery: RecoveryMode,
+    /// The log's disk budget, if any ([`Budget`](crate::Budget)): its segments hold at most
+    /// `bytes_max` bytes (the active segment's preallocated zeros aside) and roll at a quarter
+    /// of it. A store's topics take theirs from their [`TopicConfig`](crate::TopicConfig)
+    /// instead, which keeps it with the topic; a store refuses one here.
+    pub budget: Option<crate::log::budget::Budget>,
     /// Where the bytes go. Tests put [`MemStorage`](crate::storage::MemStorage) or
     /// [`FaultStorage`](crate::storage::FaultStorage) here.
     pub storage: Arc<dyn Storage>,
@@ -117,6 +122,7 @@ impl Default for Options {
             read_buffer_bytes: 256 << 10,
             disk_reserve_bytes: 0,
             recovery: RecoveryMode::Strict,
+            budget: None,
             storage: Arc::new(RealStorage),
             append_signal: None,
         }
@@ -168,6 +174,9 @@ impl Options {
             && d.is_zero()
         {
             return bad("Durability::Interval needs a non-zero interval; use Always".into());
+        }
+        if let Some(b) = &self.budget {
+            b.validate()?;
         }
         Ok(())
     }

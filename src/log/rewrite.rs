@@ -3,7 +3,7 @@
 //! swap it in under the writer lock if the segment is still the file that was read.
 //!
 //! Invariants:
-//! - One owner at a time: `Shared::rewrite` is held for the whole of `Log::compact`,
+//! - One owner at a time: `Rewrites::owner` is held for the whole of `Log::compact`,
 //!   `Log::compress`, `Log::backup_into` (its links and copies of sealed segments) and
 //!   `Log::remove_before` (retention). Drop-oldest budgets remove segments on the append path
 //!   without it, under the writer lock; the swap sees that the segment is gone.
@@ -13,7 +13,7 @@
 //!   directory fsynced. A crash leaves the old segment or the new one; a leftover `.tmp` is
 //!   removed when the log next opens for writing.
 //! - The swap replaces only the file that was read: the segment is still in the log, no swap
-//!   replaced it since (`Shared::swaps`), and its length and header flags are those read.
+//!   replaced it since (`Rewrites::swaps`), and its length and header flags are those read.
 //!   Otherwise the temp file is removed, nothing changes, and the rewrite reports nothing done.
 
 use crate::error::{LogError as Error, LogResult as Result};
@@ -22,9 +22,10 @@ use crate::log::Shared;
 use crate::log::index::IndexBuilder;
 use crate::log::segment;
 use crate::storage::{OpenMode, StorageFile};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Makes temp names unique within the process (the directory lock keeps other processes out).
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -36,7 +37,7 @@ pub(crate) struct Identity {
     pub len: u64,
     /// Header flags (compacted, compressed).
     pub flags: u16,
-    /// How many times this log swapped the segment before (`Shared::swaps`).
+    /// How many times this log swapped the segment before (`Rewrites::swaps`).
     swaps: u64,
 }
 
@@ -51,16 +52,24 @@ pub(crate) struct Input {
     pub identity: Identity,
 }
 
+/// The one owner of sealed-segment rewrites: its lock, and how many times each segment was
+/// swapped (a swap replaces only the file its rewrite read).
+#[derive(Debug, Default)]
+pub(crate) struct Rewrites {
+    owner: Mutex<()>,
+    swaps: Mutex<HashMap<u64, u64>>,
+}
+
 impl Shared {
     /// Takes the log's rewrite lock: held by whatever rewrites, links or removes sealed files
     /// outside the append path (see the module docs).
     pub(crate) fn rewrite_owner(&self) -> MutexGuard<'_, ()> {
-        crate::sync::lock(&self.rewrite)
+        crate::sync::lock(&self.rewrites.owner)
     }
 
     /// How many times segment `base` was swapped by this handle.
     fn swaps_of(&self, base: u64) -> u64 {
-        crate::sync::lock(&self.swaps).get(&base).copied().unwrap_or(0)
+        crate::sync::lock(&self.rewrites.swaps).get(&base).copied().unwrap_or(0)
     }
 
     /// Opens sealed segment `base` (records up to `end`) for a rewrite and notes what it is;
@@ -70,7 +79,7 @@ impl Shared {
         let swaps = self.swaps_of(base);
         let file = match self.opts.storage.open(&path, OpenMode::Read) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.view().bases.contains(&base) => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.published.view().bases.contains(&base) => {
                 return Ok(None);
             }
             Err(e) => return Err(Error::io("open", &path, e)),
@@ -117,7 +126,7 @@ impl Shared {
         let swapped = written.and_then(|(index, len)| {
             let swapped = self.swap_sealed(input.base, input.end, &tmp, &index, || self.still_as_read(input))?;
             if swapped {
-                *crate::sync::lock(&self.swaps).entry(input.base).or_insert(0) += 1;
+                *crate::sync::lock(&self.rewrites.swaps).entry(input.base).or_insert(0) += 1;
             }
             Ok(swapped.then_some(len))
         });

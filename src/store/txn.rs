@@ -25,11 +25,13 @@ use crate::format::{self, reserved_headers::TXN};
 use crate::log::Log;
 use crate::log::options::Durability;
 use crate::log::record::{NewRecord, Record};
+use crate::log::writer::room::Reservation;
 use crate::storage::{Bytes, create_dir_durable};
-use crate::store::{Store, validate_name};
+use crate::store::{Store, Topic, validate_name};
 use crate::sync::lock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The journal's directory under the store root.
 pub(crate) const TXN_DIR: &str = "txn";
@@ -226,36 +228,8 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         // Committed. Now the topics, in name order, each under the lock it holds.
-        let mark = id.to_le_bytes();
         let mut offsets = vec![0u64; records.len()];
-        let mut applied = BTreeSet::new();
-        let mut failure = None;
-        for ((name, rs), reservation) in by_topic.iter().zip(held) {
-            if failure.is_some() {
-                continue; // dropping the reservation lets the lock go
-            }
-            match reservation.write(&marked(rs.iter().map(|(_, r)| r.clone()), &mark, now), now) {
-                Ok(range) => {
-                    for (k, (i, _)) in rs.iter().enumerate() {
-                        if let Some(o) = offsets.get_mut(*i) {
-                            *o = range.start + k as u64;
-                        }
-                    }
-                    applied.insert(name.to_string());
-                }
-                Err(e) => failure = Some((name.to_string(), Error::from(e))),
-            }
-        }
-        // Every lock is let go: now each part is made durable (under `Always` that publishes it).
-        if failure.is_none() {
-            for (name, t) in by_topic.keys().zip(&topics) {
-                if let Err(e) = t.sync() {
-                    applied.remove(*name);
-                    failure = Some((name.to_string(), e.into()));
-                    break;
-                }
-            }
-        }
+        let (applied, failure) = write_parts(&by_topic, held, &topics, id, now, &mut offsets);
         if let Some((topic, source)) = failure {
             j.pending.insert(id, applied);
             return Err(Error::AtomicAppendIncomplete { txn: id, topic, source: Box::new(source) });
@@ -376,4 +350,48 @@ fn mark_done(j: &Journal, id: u64) -> Result<()> {
     j.log.reserve_batch(&marker)?.write(&marker, crate::clock::now_ms())?;
     j.log.sync()?;
     j.trim()
+}
+
+/// Writes each part of committed transaction `id` under the lock its reservation holds (a part
+/// after a failed one is not written; dropping its reservation lets the lock go), then, with
+/// every lock let go, makes each part durable (under `Always` that publishes it). Fills
+/// `offsets` (in the order the records were given); returns the topics whose part is in, and
+/// the first failure.
+fn write_parts(
+    by_topic: &BTreeMap<&str, Vec<(usize, NewRecord<'_>)>>,
+    held: Vec<Reservation<'_>>,
+    topics: &[Arc<Topic>],
+    id: u64,
+    now: i64,
+    offsets: &mut [u64],
+) -> (BTreeSet<String>, Option<(String, Error)>) {
+    let mark = id.to_le_bytes();
+    let mut applied = BTreeSet::new();
+    let mut failure = None;
+    for ((name, rs), reservation) in by_topic.iter().zip(held) {
+        if failure.is_some() {
+            continue;
+        }
+        match reservation.write(&marked(rs.iter().map(|(_, r)| r.clone()), &mark, now), now) {
+            Ok(range) => {
+                for (k, (i, _)) in rs.iter().enumerate() {
+                    if let Some(o) = offsets.get_mut(*i) {
+                        *o = range.start + k as u64;
+                    }
+                }
+                applied.insert(name.to_string());
+            }
+            Err(e) => failure = Some((name.to_string(), Error::from(e))),
+        }
+    }
+    if failure.is_none() {
+        for (name, t) in by_topic.keys().zip(topics) {
+            if let Err(e) = t.sync() {
+                applied.remove(*name);
+                failure = Some((name.to_string(), e.into()));
+                break;
+            }
+        }
+    }
+    (applied, failure)
 }

@@ -210,7 +210,7 @@ fn evlog_row(dir: &Path, s: &Sizes) -> Row {
         }
     });
     row.durable_8 = Some(rate(8 * s.threads, t));
-    eprintln!("evlog 8 threads: {:.1} records per fdatasync", (8 * s.threads) as f64 / log.data_fsyncs().max(1) as f64);
+    eprintln!("evlog 8 threads: {:.1} records per fdatasync", (8 * s.threads) as f64 / log.stats().fsyncs.max(1) as f64);
     row
 }
 

@@ -293,18 +293,8 @@ impl Ctx<'_> {
                         ));
                         return self.repair_or_fail(&bases, last_idx, s.complete_pos, s.complete_next, e);
                     }
-                    TailVerdict::Torn { dropped_records, zero_tail_bytes, truncated_bytes } => {
-                        if self.opts.recovery == RecoveryMode::Repair && truncated_bytes > 0 {
-                            // Repair never deletes data: keep a copy of the torn bytes.
-                            let torn =
-                                tail.get(..byte_count(truncated_bytes, &path, s.complete_pos)?).unwrap_or_default();
-                            let saved = save_to_quarantine(self.storage, self.dir, last, s.complete_pos, torn)?;
-                            self.report.quarantined_files.push(saved);
-                        }
-                        active.set_len(s.complete_pos).map_err(|e| Error::io("truncate", &path, e))?;
-                        self.report.zero_tail_bytes = zero_tail_bytes;
-                        self.report.truncated_bytes = truncated_bytes;
-                        self.report.dropped_records = dropped_records;
+                    torn @ TailVerdict::Torn { .. } => {
+                        self.cut_torn_tail(active.as_ref(), &path, last, s.complete_pos, &tail, torn)?;
                     }
                 }
             }
@@ -321,6 +311,31 @@ impl Ctx<'_> {
             report: std::mem::take(&mut self.report),
         })
     }
+    /// Cuts the torn tail `tail` of the active segment `last` off at `complete_pos` (a copy kept
+    /// in `quarantine/` under `RecoveryMode::Repair`), and reports what was cut.
+    fn cut_torn_tail(
+        &mut self,
+        active: &dyn StorageFile,
+        path: &Path,
+        last: u64,
+        complete_pos: u64,
+        tail: &[u8],
+        verdict: TailVerdict,
+    ) -> Result<()> {
+        let TailVerdict::Torn { dropped_records, zero_tail_bytes, truncated_bytes } = verdict else { return Ok(()) };
+        if self.opts.recovery == RecoveryMode::Repair && truncated_bytes > 0 {
+            // Repair never deletes data: keep a copy of the torn bytes.
+            let torn = tail.get(..byte_count(truncated_bytes, path, complete_pos)?).unwrap_or_default();
+            let saved = save_to_quarantine(self.storage, self.dir, last, complete_pos, torn)?;
+            self.report.quarantined_files.push(saved);
+        }
+        active.set_len(complete_pos).map_err(|e| Error::io("truncate", path, e))?;
+        self.report.zero_tail_bytes = zero_tail_bytes;
+        self.report.truncated_bytes = truncated_bytes;
+        self.report.dropped_records = dropped_records;
+        Ok(())
+    }
+
     /// Scans a segment from `from` (expecting offset `next`), feeding complete batches to `index`.
     fn scan(
         &mut self,
