@@ -176,7 +176,7 @@ fn append_os_large_parts(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let tmp = tempfile::tempdir().expect("tempdir");
                 let mut o = os_options();
-                o.segment_bytes_max = evlog::SEGMENT_BYTES_LIMIT;
+                o.segment_bytes_max = evlog::defaults::SEGMENT_BYTES_LIMIT;
                 let log = Log::open(tmp.path(), o).expect("open");
                 let start = Instant::now();
                 for _ in 0..iters {

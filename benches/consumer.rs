@@ -10,7 +10,8 @@
 //!
 //! `cargo bench --bench consumer`
 
-use evlog::{CommitDurability, ConsumerOptions, Durability, NewRecord, Options, Store, StoreOptions};
+use evlog::store::CommitDurability;
+use evlog::{ConsumerOptions, Durability, NewRecord, Options, Store, StoreOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -11,7 +11,8 @@
 //!
 //! `cargo bench --bench event_sourcing`
 
-use evlog::{CommitDurability, Durability, Log, NewRecord, Options, QueueOptions, Store, StoreOptions};
+use evlog::store::CommitDurability;
+use evlog::{Durability, Log, NewRecord, Options, QueueOptions, Store, StoreOptions};
 use std::time::Instant;
 
 fn rate(n: u64, secs: f64) -> String {

@@ -11,7 +11,8 @@
 //!
 //! `cargo bench --bench lifecycle`
 
-use evlog::{CompactOptions, Durability, Log, NewRecord, Options, Store, StoreOptions};
+use evlog::log::CompactOptions;
+use evlog::{Durability, Log, NewRecord, Options, Store, StoreOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -7,7 +7,8 @@
 //!
 //! `cargo bench --bench queue`
 
-use evlog::{CommitDurability, ConsumerOptions, Durability, NewRecord, Options, QueueOptions, Store, StoreOptions};
+use evlog::store::CommitDurability;
+use evlog::{ConsumerOptions, Durability, NewRecord, Options, QueueOptions, Store, StoreOptions};
 use std::time::{Duration, Instant};
 
 fn main() {

@@ -7,7 +7,8 @@
 //!
 //! `cargo run --release --example balances`
 
-use evlog::{Abort, ConsumerOptions, NewRecord, StateTx, Store, StoreOptions};
+use evlog::store::{Abort, StateTx};
+use evlog::{ConsumerOptions, NewRecord, Store, StoreOptions};
 use std::time::Duration;
 
 fn balance(v: Option<Vec<u8>>) -> u64 {

@@ -3,7 +3,9 @@
 //!
 //! `cargo run --release --example event_bus`
 
-use evlog::{EventBus, Store, StoreOptions, SubscriptionOptions, Typed};
+use evlog::bus::SubscriptionOptions;
+use evlog::consume::Typed;
+use evlog::{EventBus, Store, StoreOptions};
 use serde::{Deserialize, Serialize};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -49,7 +51,7 @@ fn main() -> Result<(), evlog::Error> {
         println!(
             "dead letter: user {} because {:?}",
             d.value.user,
-            String::from_utf8_lossy(d.record.header(evlog::DEAD_REASON_HEADER).unwrap_or_default())
+            String::from_utf8_lossy(d.record.header(evlog::headers::DEAD_REASON_HEADER).unwrap_or_default())
         );
     }
     drop((dead, typed));

@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release --example replay`
 
-use evlog::{NewRecord, Store, StoreOptions, Summary, WindowSpec};
+use evlog::replay::{Summary, WindowSpec};
+use evlog::{NewRecord, Store, StoreOptions};
 
 fn main() -> Result<(), evlog::Error> {
     let root = std::env::temp_dir().join(format!("evlog-replay-{}", std::process::id()));
@@ -21,7 +22,7 @@ fn main() -> Result<(), evlog::Error> {
         .map(|e| e.map(|e| format!("{}@{}", e.topic, e.timestamp)))
         .collect::<Result<_, _>>()?;
     println!("first events by event time: {first:?}");
-    let value = |e: &evlog::ReplayEvent| f64::from_le_bytes(e.payload[..].try_into().unwrap_or([0; 8]));
+    let value = |e: &evlog::replay::ReplayEvent| f64::from_le_bytes(e.payload[..].try_into().unwrap_or([0; 8]));
     for w in store.replay(&["sensor-a", "sensor-b"]).start()?.windows(
         WindowSpec::tumbling(1000),
         Summary::default(),

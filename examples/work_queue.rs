@@ -46,7 +46,7 @@ fn main() -> Result<(), evlog::Error> {
                 "dead letter from {}: {:?} because {:?}",
                 lane.topic().name(),
                 String::from_utf8_lossy(r.payload()),
-                String::from_utf8_lossy(r.header(evlog::DEAD_REASON_HEADER).unwrap_or_default())
+                String::from_utf8_lossy(r.header(evlog::headers::DEAD_REASON_HEADER).unwrap_or_default())
             );
         }
     }

@@ -355,7 +355,7 @@ pub enum LogError {
         /// The key's newest offset (`None`: no record).
         actual: Option<u64>,
     },
-    /// A record's key is longer than [`KEY_BYTES_MAX`](crate::KEY_BYTES_MAX). Nothing was written.
+    /// A record's key is longer than [`KEY_BYTES_MAX`](crate::defaults::KEY_BYTES_MAX). Nothing was written.
     #[error("key of {size} bytes is over the limit of {max} bytes; nothing was written")]
     KeyTooLarge {
         /// The key's length.

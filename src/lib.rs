@@ -54,8 +54,8 @@
 // `tests/layers.rs`, described in ARCHITECTURE.md § Layers):
 // 0 `error`, `clock`, `sync`, `trace` · 1 `format` · 2 `storage` · 3 `log` · 4 `store` ·
 // 5 `consume` · 6 `replay`, `queue` · 7 `bus`, `kafka` · 8 `asynchronous`.
-mod clock;
-mod error;
+pub mod clock;
+pub mod error;
 mod sync;
 mod trace;
 
@@ -63,84 +63,83 @@ mod trace;
 pub mod format;
 pub mod storage;
 
-mod log;
+pub mod log;
 
 #[cfg(feature = "store")]
-mod store;
+pub mod store;
 
 #[cfg(feature = "store")]
-mod consume;
+pub mod consume;
 #[cfg(feature = "typed")]
 pub use consume::codec;
 
 #[cfg(feature = "store")]
-mod queue;
+pub mod queue;
 #[cfg(feature = "store")]
-mod replay;
+pub mod replay;
 
 #[cfg(feature = "typed")]
-mod bus;
+pub mod bus;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 
 #[cfg(feature = "tokio")]
 mod asynchronous;
 
+// The handful of types most applications touch; everything else through its module.
 #[cfg(feature = "tokio")]
 pub use asynchronous::ReplayStream;
 #[cfg(feature = "typed")]
-pub use bus::{EventBus, Subscription, SubscriptionBuilder, SubscriptionOptions, SubscriptionStats};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use bus::EventBus;
 #[cfg(feature = "typed")]
-pub use consume::codec::{Bincode, Codec};
+pub use consume::TypedTopic;
 #[cfg(feature = "store")]
-pub use consume::consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, ConsumerStart, StartAt};
+pub use consume::{Consumer, ConsumerOptions, Producer};
+pub use error::{Error, LogError, Result};
+pub use log::{Durability, Log, NewRecord, Options, Record, RecordRef};
 #[cfg(feature = "store")]
-pub use consume::producer::{PRODUCER_ID_HEADER, Producer, SEQUENCE_HEADER, Sent};
-#[cfg(feature = "typed")]
-pub use consume::typed::{SCHEMA_HEADER, SCHEMA_VERSION_DEFAULT, Typed, TypedConsumer, TypedTopic};
-#[cfg(feature = "kafka")]
-pub use error::KafkaError;
-pub use error::{Error, LogError, LogResult, QueueError, ReplayError, Result};
-pub use log::backup::LogBackup;
-pub use log::budget::{BLOCK_TIMEOUT_DEFAULT, BUDGET_BYTES_MIN, Budget, WhenFull};
-pub use log::compact::{COMPACT_KEYS_BYTES_DEFAULT, CompactOptions, CompactReport, TOMBSTONE_RETENTION_DEFAULT};
-pub use log::compress::CompressReport;
-pub use log::keys::KeyIter;
-pub use log::options::{Durability, KEY_BYTES_MAX, Options, RecoveryMode, SEGMENT_BYTES_LIMIT, WritePath};
-pub use log::record::{NewRecord, Record, RecordRef};
-pub use log::recovery::{RecoveryReport, RepairReport};
-#[doc(hidden)] // recovery's pure tail classifier, public for its fuzz target
-pub use log::recovery::{TailVerdict, classify_tail};
-pub use log::{Iter, Log, LogStats, SegmentInfo, SegmentTimes};
+pub use queue::{Queue, QueueOptions};
 #[cfg(feature = "store")]
-pub use queue::{
-    DEAD_DELIVERIES_HEADER, DEAD_GROUP_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER, DEAD_TOPIC_HEADER,
-    DELIVER_AT_HEADER, Delivery, LOW_SHARE_EVERY_DEFAULT, Peeked, PriorityQueue, Queue, QueueInfo, QueueOptions,
-    QueueStats,
-};
+pub use replay::Replay;
 #[cfg(feature = "store")]
-pub use replay::window::{Summary, Window, WindowSpec, Windows};
-#[cfg(feature = "store")]
-pub use replay::{REPLAY_MEMORY_BYTES_DEFAULT, Replay, ReplayBuilder, ReplayEvent, ReplayEventRef, ReplayStats};
-pub use storage::Bytes;
-#[cfg(feature = "store")]
-pub use store::backup::BackupReport;
-#[cfg(feature = "store")]
-pub use store::config::{Compression, TopicConfig};
-#[cfg(feature = "store")]
-pub use store::maintenance::{MAINTENANCE_INTERVAL_DEFAULT, MaintenanceStats};
-#[cfg(feature = "store")]
-pub use store::metrics::{GroupStats, TopicStats};
-#[cfg(feature = "store")]
-pub use store::state::{Abort, CommitDurability, StateTx};
-#[cfg(feature = "store")]
-pub use store::{
-    DEDUPE_WINDOW_RECORDS_DEFAULT, GroupInfo, NAME_BYTES_MAX, RetentionOptions, RetentionReport, Store, StoreOptions,
-    Topic, validate_name,
-};
+pub use store::{Store, StoreOptions, Topic, TopicConfig};
+
+/// The reserved header names evlog writes and reads (FORMAT.md § Reserved header names).
+pub mod headers {
+    #[cfg(feature = "store")]
+    pub use crate::consume::producer::{PRODUCER_ID_HEADER, SEQUENCE_HEADER};
+    #[cfg(feature = "typed")]
+    pub use crate::consume::typed::SCHEMA_HEADER;
+    #[cfg(feature = "store")]
+    pub use crate::queue::{
+        DEAD_DELIVERIES_HEADER, DEAD_GROUP_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER, DEAD_TOPIC_HEADER,
+        DELIVER_AT_HEADER,
+    };
+}
+
+/// Defaults and limits, each named with its unit.
+pub mod defaults {
+    #[cfg(feature = "typed")]
+    pub use crate::consume::typed::SCHEMA_VERSION_DEFAULT;
+    pub use crate::log::budget::{BLOCK_TIMEOUT_DEFAULT, BUDGET_BYTES_MIN};
+    pub use crate::log::compact::{COMPACT_KEYS_BYTES_DEFAULT, TOMBSTONE_RETENTION_DEFAULT};
+    pub use crate::log::options::{KEY_BYTES_MAX, SEGMENT_BYTES_LIMIT};
+    #[cfg(feature = "store")]
+    pub use crate::queue::LOW_SHARE_EVERY_DEFAULT;
+    #[cfg(feature = "store")]
+    pub use crate::replay::REPLAY_MEMORY_BYTES_DEFAULT;
+    #[cfg(feature = "store")]
+    pub use crate::store::maintenance::MAINTENANCE_INTERVAL_DEFAULT;
+    #[cfg(feature = "store")]
+    pub use crate::store::{DEDUPE_WINDOW_RECORDS_DEFAULT, NAME_BYTES_MAX};
+}
 
 /// The README's code blocks, compiled (not run) as doctests: the landing page stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guide's code blocks (`docs/guide.md`), compiled (not run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide.md")]
+pub struct GuideDoctests;

@@ -62,3 +62,39 @@ fn architecture_md_is_short_and_holds_no_measured_figures_or_dates() {
         .collect();
     assert!(dates.is_empty(), "dates belong in docs/benchmarks.md: {dates:?}");
 }
+
+/// The most items the crate root may offer: the types most applications touch, and modules.
+const ROOT_ITEMS_MAX: usize = 40;
+
+/// The names `src/lib.rs` makes public at the crate root: its `pub mod`s and the names of its
+/// top-level `pub use`s (a module's own contents not counted).
+fn root_items(lib: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut statement = String::new();
+    for line in lib.lines().filter(|l| !l.starts_with(' ') && !l.starts_with("//")) {
+        if let Some(rest) = line.strip_prefix("pub mod ") {
+            names.push(rest.trim_end_matches([';', '{', ' ']).to_string());
+        } else if line.starts_with("pub use ") || !statement.is_empty() {
+            statement.push_str(line);
+            if line.ends_with(';') {
+                let body = statement.trim_start_matches("pub use ").trim_end_matches(';');
+                let list = match body.split_once('{') {
+                    Some((_, inner)) => inner.trim_end_matches('}').to_string(),
+                    None => body.rsplit("::").next().unwrap_or(body).to_string(),
+                };
+                names.extend(list.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()));
+                statement.clear();
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_crate_root_offers_a_handful_of_types_and_modules() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).expect("src/lib.rs");
+    let items = root_items(&lib);
+    assert!(items.contains(&"Log".to_string()) && items.contains(&"headers".to_string()), "{items:?}");
+    assert!(items.len() <= ROOT_ITEMS_MAX, "{} root items: {items:?}", items.len());
+}

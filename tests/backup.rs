@@ -1,7 +1,8 @@
 //! Online backup: a consistent copy of a live store, and a clean failure when the disk fills.
 
 use evlog::storage::{Fault, FaultStorage, Op, RealStorage};
-use evlog::{CommitDurability, ConsumerOptions, Durability, Error, Options, Store, StoreOptions};
+use evlog::store::CommitDurability;
+use evlog::{ConsumerOptions, Durability, Error, Options, Store, StoreOptions};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,11 +1,10 @@
 //! Disk budgets and per-topic configuration: `Options::budget`, `Store::configure_topic`, and
 //! what each policy does when an append would go past the budget.
 
+use evlog::defaults::BUDGET_BYTES_MIN;
+use evlog::log::{Budget, WhenFull};
 use evlog::storage::{CrashMode, MemStorage};
-use evlog::{
-    BUDGET_BYTES_MIN, Budget, ConsumerOptions, Durability, Error, Log, LogError, NewRecord, Options, Store,
-    StoreOptions, TopicConfig, WhenFull,
-};
+use evlog::{ConsumerOptions, Durability, Error, Log, LogError, NewRecord, Options, Store, StoreOptions, TopicConfig};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,9 @@
 //! The event bus: delivery, retries, dead letters, filter/map, shutdown and resume.
 
-use evlog::{DEAD_DELIVERIES_HEADER, DEAD_REASON_HEADER, EventBus, Store, StoreOptions, SubscriptionOptions, Typed};
+use evlog::bus::SubscriptionOptions;
+use evlog::consume::Typed;
+use evlog::headers::{DEAD_DELIVERIES_HEADER, DEAD_REASON_HEADER};
+use evlog::{EventBus, Store, StoreOptions};
 use serde::{Deserialize, Serialize};
 use std::sync::mpsc;
 use std::time::Duration;

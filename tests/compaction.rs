@@ -1,7 +1,8 @@
 //! Compaction by key: Kafka semantics, sparse offsets for every reader, crash safety.
 
+use evlog::log::CompactOptions;
 use evlog::storage::{CrashMode, FaultStorage, MemStorage, Storage};
-use evlog::{CompactOptions, Durability, Log, NewRecord, Options};
+use evlog::{Durability, Log, NewRecord, Options};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -218,7 +219,8 @@ fn a_power_cut_at_any_point_of_a_compaction_leaves_the_old_or_the_new_segment_ne
 
 #[test]
 fn a_consumer_acking_records_one_by_one_commits_past_compaction_gaps_and_reports_no_skips() {
-    use evlog::{AckMode, ConsumerOptions, Store, StoreOptions};
+    use evlog::consume::AckMode;
+    use evlog::{ConsumerOptions, Store, StoreOptions};
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut o = StoreOptions::with_log(options(Arc::new(evlog::storage::RealStorage)));
     o.log.durability = Durability::Os;

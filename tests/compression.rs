@@ -1,8 +1,9 @@
 //! Compressed sealed segments: the same records, by offset and by time, checksummed blocks,
 //! crash-safe rewrites.
 
+use evlog::log::CompactOptions;
 use evlog::storage::{CrashMode, FaultStorage, MemStorage, Storage};
-use evlog::{CompactOptions, Durability, Log, LogError, NewRecord, Options};
+use evlog::{Durability, Log, LogError, NewRecord, Options};
 use std::path::Path;
 use std::sync::Arc;
 

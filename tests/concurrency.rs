@@ -1,8 +1,9 @@
 //! Public operations run at the same time, and partial failures: each test here reproduces one
 //! defect found by running two public calls at once (issue 26) and asserts the promise that broke.
 
+use evlog::log::{CompactOptions, WhenFull};
 use evlog::storage::{Fault, FaultStorage, MemStorage, Op, OpenMode, Storage, StorageFile};
-use evlog::{CompactOptions, Durability, Error, Log, NewRecord, Options, Store, StoreOptions, TopicConfig, WhenFull};
+use evlog::{Durability, Error, Log, NewRecord, Options, Store, StoreOptions, TopicConfig};
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;

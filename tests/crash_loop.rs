@@ -13,7 +13,9 @@
 
 mod common;
 
-use evlog::{ConsumerOptions, Durability, Log, NewRecord, Options, RetentionOptions, Store, StoreOptions, WritePath};
+use evlog::log::WritePath;
+use evlog::store::RetentionOptions;
+use evlog::{ConsumerOptions, Durability, Log, NewRecord, Options, Store, StoreOptions};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

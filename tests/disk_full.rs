@@ -1,7 +1,8 @@
 //! A real full disk: a size-limited tmpfs (skipped, with a message, where mounting is not
 //! permitted). The fault-injecting storage covers ENOSPC everywhere else (tests/log.rs).
 
-use evlog::{Durability, Log, LogError, Options, WritePath};
+use evlog::log::WritePath;
+use evlog::{Durability, Log, LogError, Options};
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -1,7 +1,8 @@
 //! Event sourcing on the log: conditional appends (by next offset and by key), per-key streams.
 
+use evlog::defaults::KEY_BYTES_MAX;
 use evlog::storage::{CrashMode, MemStorage, Storage};
-use evlog::{Durability, KEY_BYTES_MAX, Log, LogError, NewRecord, Options};
+use evlog::{Durability, Log, LogError, NewRecord, Options};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;

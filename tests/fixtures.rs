@@ -6,10 +6,9 @@
 //! To regenerate (only when the format version is bumped on purpose, keeping the old fixture):
 //! `cargo test --release --test fixtures -- --ignored`.
 
-use evlog::{
-    CommitDurability, ConsumerOptions, Durability, NewRecord, Options, QueueOptions, Store, StoreOptions, TopicConfig,
-    WhenFull,
-};
+use evlog::log::WhenFull;
+use evlog::store::CommitDurability;
+use evlog::{ConsumerOptions, Durability, NewRecord, Options, QueueOptions, Store, StoreOptions, TopicConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

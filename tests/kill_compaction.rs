@@ -6,7 +6,8 @@
 
 mod common;
 
-use evlog::{CompactOptions, Durability, Log, NewRecord};
+use evlog::log::CompactOptions;
+use evlog::{Durability, Log, NewRecord};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

@@ -5,7 +5,8 @@
 
 mod common;
 
-use evlog::{Abort, ConsumerOptions, Durability, NewRecord, StateTx, Store};
+use evlog::store::{Abort, StateTx};
+use evlog::{ConsumerOptions, Durability, NewRecord, Store};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Duration;

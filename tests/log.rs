@@ -2,8 +2,9 @@
 
 mod common;
 
+use evlog::log::{RecoveryMode, WritePath};
 use evlog::storage::{CrashMode, Fault, FaultStorage, MemStorage, Op, Storage};
-use evlog::{Durability, Log, LogError, NewRecord, Options, RecoveryMode, WritePath};
+use evlog::{Durability, Log, LogError, NewRecord, Options};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -1,6 +1,8 @@
 //! Background maintenance: retention, `drop-oldest` budgets and compaction, run by a pass.
 
-use evlog::{Compression, Durability, NewRecord, Options, Store, StoreOptions, TopicConfig, WhenFull};
+use evlog::log::WhenFull;
+use evlog::store::Compression;
+use evlog::{Durability, NewRecord, Options, Store, StoreOptions, TopicConfig};
 use std::path::Path;
 use std::time::{Duration, Instant};
 

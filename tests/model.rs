@@ -5,8 +5,9 @@
 //! crash it must hold a prefix of the model at least as long as everything acknowledged as
 //! durable, and recovery must never mistake a crash for corruption.
 
+use evlog::log::WritePath;
 use evlog::storage::{CrashMode, MemStorage};
-use evlog::{Durability, Log, NewRecord, Options, WritePath};
+use evlog::{Durability, Log, NewRecord, Options};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

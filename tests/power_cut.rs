@@ -8,8 +8,9 @@
 //! reported as corruption) and yield a prefix of what was written that holds everything the
 //! durability mode promised.
 
+use evlog::log::WritePath;
 use evlog::storage::{CrashMode, FaultStorage, MemStorage, Storage};
-use evlog::{Durability, Log, NewRecord, Options, WritePath};
+use evlog::{Durability, Log, NewRecord, Options};
 use std::path::Path;
 use std::sync::Arc;
 

@@ -11,11 +11,10 @@
 //! n-th change" is one point of one sequence. After every cut the store must open and hold every
 //! acknowledged record, commit, ack and deletion.
 
+use evlog::consume::StartAt;
 use evlog::storage::{CrashMode, FaultStorage, MemStorage, OpenMode, RealStorage, Storage, StorageFile};
-use evlog::{
-    CommitDurability, ConsumerOptions, Durability, Options, QueueOptions, RetentionOptions, StartAt, Store,
-    StoreOptions,
-};
+use evlog::store::{CommitDurability, RetentionOptions};
+use evlog::{ConsumerOptions, Durability, Options, QueueOptions, Store, StoreOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};

@@ -2,10 +2,12 @@
 
 mod common;
 
-use evlog::{
-    CommitDurability, DEAD_DELIVERIES_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER, Delivery, Error, ManualClock,
-    NewRecord, QueueError, QueueOptions, Store, StoreOptions,
-};
+use evlog::clock::ManualClock;
+use evlog::error::QueueError;
+use evlog::headers::{DEAD_DELIVERIES_HEADER, DEAD_OFFSET_HEADER, DEAD_REASON_HEADER};
+use evlog::queue::Delivery;
+use evlog::store::CommitDurability;
+use evlog::{Error, NewRecord, QueueOptions, Store, StoreOptions};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -264,7 +266,7 @@ fn four_worker_threads_finish_every_record_once_with_random_failures() {
             t.iter(0)
                 .map(|r| {
                     let r = r.expect("record");
-                    std::str::from_utf8(r.header(evlog::DEAD_OFFSET_HEADER).expect("header"))
+                    std::str::from_utf8(r.header(evlog::headers::DEAD_OFFSET_HEADER).expect("header"))
                         .expect("utf-8")
                         .parse()
                         .expect("number")

@@ -2,7 +2,9 @@
 
 mod common;
 
-use evlog::{Durability, Error, NewRecord, Options, ReplayError, ReplayEvent, Store, StoreOptions};
+use evlog::error::ReplayError;
+use evlog::replay::ReplayEvent;
+use evlog::{Durability, Error, NewRecord, Options, Store, StoreOptions};
 use proptest::prelude::*;
 use std::path::Path;
 use std::time::Duration;
@@ -340,11 +342,11 @@ proptest! {
             t.append_record(&NewRecord::new(&(i as u64).to_le_bytes()).timestamp(*ts)).expect("append");
         }
         let value = |e: &ReplayEvent| u64::from_le_bytes(e.payload[..].try_into().expect("8")) as f64;
-        let got: Vec<evlog::Window<evlog::Summary>> = store
+        let got: Vec<evlog::replay::Window<evlog::replay::Summary>> = store
             .replay(&["t"])
             .start()
             .expect("start")
-            .windows(evlog::WindowSpec::sliding(size, slide), evlog::Summary::default(), |s, e| s.add(value(e)))
+            .windows(evlog::replay::WindowSpec::sliding(size, slide), evlog::replay::Summary::default(), |s, e| s.add(value(e)))
             .expect("windows")
             .collect::<Result<_, _>>()
             .expect("windows");
@@ -352,7 +354,7 @@ proptest! {
         let mut want = Vec::new();
         let mut end = (-30 - slide).div_euclid(slide) * slide;
         while end <= 60 + size + slide {
-            let mut s = evlog::Summary::default();
+            let mut s = evlog::replay::Summary::default();
             let mut count = 0;
             for (i, &ts) in timestamps.iter().enumerate() {
                 if end - size < ts && ts <= end {
@@ -361,7 +363,7 @@ proptest! {
                 }
             }
             if count > 0 {
-                want.push(evlog::Window { end, count, value: s });
+                want.push(evlog::replay::Window { end, count, value: s });
             }
             end += slide;
         }
@@ -375,7 +377,11 @@ fn bad_window_specs_are_rejected() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = open(tmp.path());
     store.topic("t").expect("topic");
-    for spec in [evlog::WindowSpec::tumbling(0), evlog::WindowSpec::sliding(5, 10), evlog::WindowSpec::sliding(5, -1)] {
+    for spec in [
+        evlog::replay::WindowSpec::tumbling(0),
+        evlog::replay::WindowSpec::sliding(5, 10),
+        evlog::replay::WindowSpec::sliding(5, -1),
+    ] {
         let r = store.replay(&["t"]).start().expect("start");
         assert!(matches!(r.windows(spec, 0u64, |n, _| *n += 1), Err(Error::InvalidOptions { .. })));
     }

@@ -24,11 +24,11 @@
 //! runs. `cargo test` runs a short budget; `EVLOG_SIM_SEEDS=<n>` (and `EVLOG_SIM_OPS=<per thread>`)
 //! run longer by hand.
 
+use evlog::consume::AckMode;
+use evlog::log::WhenFull;
 use evlog::storage::{CrashMode, Fault, FaultStorage, MemStorage, Op};
-use evlog::{
-    AckMode, Compression, ConsumerOptions, Durability, Error, NewRecord, Options, QueueOptions, Store, StoreOptions,
-    TopicConfig, WhenFull,
-};
+use evlog::store::Compression;
+use evlog::{ConsumerOptions, Durability, Error, NewRecord, Options, QueueOptions, Store, StoreOptions, TopicConfig};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,11 +2,10 @@
 
 mod common;
 
+use evlog::consume::{AckMode, AutoCommit, StartAt};
 use evlog::storage::{CrashMode, Fault, FaultStorage, MemStorage, Op, RealStorage, Storage};
-use evlog::{
-    Abort, AckMode, AutoCommit, CommitDurability, ConsumerOptions, Durability, Error, NewRecord, Options,
-    RetentionOptions, StartAt, Store, StoreOptions,
-};
+use evlog::store::{Abort, CommitDurability, RetentionOptions};
+use evlog::{ConsumerOptions, Durability, Error, NewRecord, Options, Store, StoreOptions};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -318,7 +317,7 @@ fn commit_with_keeps_state_and_offset_in_one_transaction() {
     let mut c = store.consumer("balances", "deposits", ConsumerOptions::default()).expect("consumer");
     let records = c.poll(2, NONE).expect("poll");
     let sum: u64 = records.iter().map(|r| u64::from_le_bytes(r.payload().try_into().expect("8 bytes"))).sum();
-    let apply = |tx: &evlog::StateTx<'_>, add: u64| -> Result<(), Abort> {
+    let apply = |tx: &evlog::store::StateTx<'_>, add: u64| -> Result<(), Abort> {
         let old = tx.get(b"alice")?.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or([0; 8])));
         tx.insert(b"alice", &(old + add).to_le_bytes())
     };

@@ -1,7 +1,8 @@
 //! `tracing` spans (feature `tracing`): open, recovery, roll and retention are visible.
 #![cfg(feature = "tracing")]
 
-use evlog::{Options, RetentionOptions, Store, StoreOptions};
+use evlog::store::RetentionOptions;
+use evlog::{Options, Store, StoreOptions};
 use std::sync::{Arc, Mutex};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};

@@ -1,7 +1,8 @@
 //! Typed topics, codecs and idempotent producers.
 
+use evlog::codec::Codec;
 use evlog::storage::{CrashMode, MemStorage};
-use evlog::{Codec, ConsumerOptions, Durability, Error, NewRecord, Options, Store, StoreOptions};
+use evlog::{ConsumerOptions, Durability, Error, NewRecord, Options, Store, StoreOptions};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -101,18 +102,18 @@ fn a_retried_sequence_returns_the_original_offset_and_appends_nothing() {
     let b = p.send(&NewRecord::new(b"b").key(b"k")).expect("send");
     assert_eq!((a.sequence, b.sequence), (0, 1));
     let again = p.send_with_sequence(0, &NewRecord::new(b"a")).expect("retry");
-    assert_eq!(again, evlog::Sent { offset: a.offset, sequence: 0, duplicate: true });
+    assert_eq!(again, evlog::consume::Sent { offset: a.offset, sequence: 0, duplicate: true });
     // Another producer id with the same sequence is a different record.
     let other = store.producer("t", "other").expect("producer").send_with_sequence(0, &NewRecord::new(b"o"));
     assert!(!other.expect("send").duplicate);
     let t = store.topic("t").expect("topic");
     assert_eq!(t.next_offset(), 3);
     let r = t.read(1).expect("read").expect("there");
-    assert_eq!(r.header(evlog::PRODUCER_ID_HEADER), Some(&b"svc"[..]));
-    assert_eq!(r.header(evlog::SEQUENCE_HEADER), Some(&1u64.to_le_bytes()[..]));
+    assert_eq!(r.header(evlog::headers::PRODUCER_ID_HEADER), Some(&b"svc"[..]));
+    assert_eq!(r.header(evlog::headers::SEQUENCE_HEADER), Some(&1u64.to_le_bytes()[..]));
     assert_eq!(r.key(), Some(&b"k"[..]));
     // The reserved headers cannot be forged through the producer.
-    let forged = p.send(&NewRecord::new(b"x").header(evlog::SEQUENCE_HEADER, b"12345678"));
+    let forged = p.send(&NewRecord::new(b"x").header(evlog::headers::SEQUENCE_HEADER, b"12345678"));
     assert!(matches!(forged, Err(Error::InvalidHeaders { .. })));
 }
 
@@ -231,7 +232,7 @@ fn events_of_older_schema_versions_are_upcast_and_newer_ones_are_a_decode_error_
     assert_eq!(all[0], CustomerV2 { id: 1, full_name: "Ada".into(), email: None });
     assert_eq!(all[1].email.as_deref(), Some("grace@navy.mil"));
     assert_eq!(
-        store.topic("customers").expect("t").read(1).expect("read").expect("r").header(evlog::SCHEMA_HEADER),
+        store.topic("customers").expect("t").read(1).expect("read").expect("r").header(evlog::headers::SCHEMA_HEADER),
         Some(&2u32.to_le_bytes()[..])
     );
     // An old reader meets a record of a newer version: named, never misread.

@@ -4,7 +4,7 @@
 #![no_main]
 
 use evlog::format::decode_frame;
-use evlog::{TailVerdict, classify_tail};
+use evlog::log::{TailVerdict, classify_tail};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (u64, u16, &[u8])| {

@@ -3,7 +3,7 @@
 //! same bytes (bincode's encoding is canonical for these types).
 #![no_main]
 
-use evlog::{Bincode, Codec};
+use evlog::codec::{Bincode, Codec};
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
 

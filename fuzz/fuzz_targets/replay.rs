@@ -5,7 +5,8 @@
 #![no_main]
 
 use evlog::storage::MemStorage;
-use evlog::{Durability, Error, NewRecord, Options, ReplayError, Store, StoreOptions};
+use evlog::{Durability, Error, NewRecord, Options, Store, StoreOptions};
+use evlog::error::ReplayError;
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

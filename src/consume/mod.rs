@@ -8,3 +8,9 @@ pub(crate) mod consumer;
 pub(crate) mod producer;
 #[cfg(feature = "typed")]
 pub(crate) mod typed;
+
+pub use crate::consume::consumer::{AckMode, AutoCommit, Consumer, ConsumerOptions, ConsumerStart, StartAt};
+pub use crate::consume::producer::Producer;
+pub use crate::consume::producer::Sent;
+#[cfg(feature = "typed")]
+pub use crate::consume::typed::{Typed, TypedConsumer, TypedTopic};

@@ -41,11 +41,8 @@ pub(crate) mod writer;
 use crate::error::{LogError as Error, LogResult as Result};
 use crate::format;
 use crate::log::cache::SegmentCache;
-use crate::log::options::{Durability, Options};
 use crate::log::poison::Poison;
 use crate::log::publish::{Active, Publication, View};
-use crate::log::record::{NewRecord, Record, RecordRef};
-use crate::log::recovery::RecoveryReport;
 use crate::log::rewrite::Rewrites;
 use crate::log::stats::Counters;
 use crate::log::writer::durable::Shutdown;
@@ -61,6 +58,17 @@ use std::time::Duration;
 pub use crate::log::read::Iter;
 pub use crate::log::stats::LogStats;
 pub(crate) use crate::sync::lock;
+
+pub use crate::log::backup::LogBackup;
+pub use crate::log::budget::{Budget, WhenFull};
+pub use crate::log::compact::{CompactOptions, CompactReport};
+pub use crate::log::compress::CompressReport;
+pub use crate::log::keys::KeyIter;
+pub use crate::log::options::{Durability, Options, RecoveryMode, WritePath};
+pub use crate::log::record::{NewRecord, Record, RecordRef};
+pub use crate::log::recovery::{RecoveryReport, RepairReport};
+#[doc(hidden)] // recovery's pure tail classifier, public for its fuzz target
+pub use crate::log::recovery::{TailVerdict, classify_tail};
 
 /// Everything a `Log`, its iterators and its flusher thread share. No field is public: each
 /// group of state is written by the file that owns it.
@@ -188,7 +196,7 @@ impl Log {
     }
 
     /// Verifies every record of the log in `dir` and repairs what is corrupt, never deleting a
-    /// byte: opens it in [`RecoveryMode::Repair`](crate::RecoveryMode::Repair) (a torn tail is
+    /// byte: opens it in [`RecoveryMode::Repair`](crate::log::RecoveryMode::Repair) (a torn tail is
     /// cut, corruption after the checkpoint is moved into `quarantine/`), then reads every sealed
     /// segment and the active one; at the first corrupt record it moves every later segment into `quarantine/` and
     /// opens again, which cuts that segment at the corruption (its tail goes to `quarantine/`

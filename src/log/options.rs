@@ -94,7 +94,7 @@ pub struct Options {
     pub disk_reserve_bytes: u64,
     /// What to do about corruption in the middle of the log.
     pub recovery: RecoveryMode,
-    /// The log's disk budget, if any ([`Budget`](crate::Budget)): its segments hold at most
+    /// The log's disk budget, if any ([`Budget`](crate::log::Budget)): its segments hold at most
     /// `bytes_max` bytes (the active segment's preallocated zeros aside) and roll at a quarter
     /// of it. A store's topics take theirs from their [`TopicConfig`](crate::TopicConfig)
     /// instead, which keeps it with the topic; a store refuses one here.

@@ -128,7 +128,7 @@ impl Record {
 }
 
 /// A record borrowed from the log's bytes: what [`Log::scan`](crate::Log::scan) and
-/// [`Iter::next_ref`](crate::Iter::next_ref) hand out. The same accessors as [`Record`],
+/// [`Iter::next_ref`](crate::log::Iter::next_ref) hand out. The same accessors as [`Record`],
 /// without an allocation or a reference count per record; it lives until the next record is
 /// read. Its checksum was verified like any record's.
 #[derive(Clone, Copy)]

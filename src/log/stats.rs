@@ -22,7 +22,7 @@ pub struct LogStats {
     /// records per fsync that group commit achieved.
     pub synced_records: u64,
     /// Whether appends currently go through a writable map of the active segment
-    /// ([`WritePath::Auto`](crate::WritePath::Auto) where the storage allows) rather than
+    /// ([`WritePath::Auto`](crate::log::WritePath::Auto) where the storage allows) rather than
     /// `pwrite`.
     pub mapped_writes: bool,
     /// Index files found missing or invalid and rebuilt from their segment since open (the

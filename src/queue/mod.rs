@@ -21,7 +21,7 @@
 //!   the source offset, so a crash between the dead-letter append and the removal of the entry
 //!   cannot put it there twice.
 //! - Only the holder of the newest delivery may ack or nack; an ack after the lease moved to
-//!   another worker is [`QueueError::LeaseLost`](crate::QueueError::LeaseLost).
+//!   another worker is [`QueueError::LeaseLost`](crate::error::QueueError::LeaseLost).
 mod dead;
 mod lease;
 mod priority;
@@ -285,7 +285,7 @@ impl Queue {
 
     /// Acknowledges several deliveries with one durable write. Each that is still the newest
     /// delivery of its record is acked; if some were not, the others are still acked and the
-    /// first such one is returned as [`QueueError::LeaseLost`](crate::QueueError::LeaseLost).
+    /// first such one is returned as [`QueueError::LeaseLost`](crate::error::QueueError::LeaseLost).
     pub fn ack_many(&self, deliveries: &[Delivery]) -> Result<()> {
         let inner = &*self.inner;
         let _committing = inner.store.inner().state.committing();

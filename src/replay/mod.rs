@@ -47,6 +47,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streaming::{Out, Pending};
+pub use window::{Summary, Window, WindowSpec, Windows};
 
 /// Default memory budget of a replay.
 pub const REPLAY_MEMORY_BYTES_DEFAULT: u64 = 64 << 20;

@@ -20,7 +20,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub struct TopicConfig {
     /// Most bytes the topic's segments may hold; `None` = no budget. At least
-    /// [`BUDGET_BYTES_MIN`](crate::BUDGET_BYTES_MIN); the topic's segments roll at a quarter of it.
+    /// [`BUDGET_BYTES_MIN`](crate::defaults::BUDGET_BYTES_MIN); the topic's segments roll at a quarter of it.
     pub bytes_max: Option<u64>,
     /// What an append that would go past `bytes_max` does.
     pub when_full: WhenFull,

@@ -30,12 +30,17 @@ pub(crate) mod txn;
 
 use topics::{Create, Topics};
 
+pub use crate::store::backup::BackupReport;
+pub use crate::store::config::{Compression, TopicConfig};
+pub use crate::store::maintenance::MaintenanceStats;
+pub use crate::store::metrics::{GroupStats, TopicStats};
+pub use crate::store::state::{Abort, CommitDurability, StateTx};
+
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::log::options::Options;
 use crate::storage::{LockGuard, RealStorage, Storage, create_dir_durable};
-use crate::store::config::TopicConfig;
-use crate::store::state::{CommitDurability, StateDb};
+use crate::store::state::StateDb;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -440,7 +445,7 @@ impl Store {
     /// Compacts a topic by key now (see [`Log::compact`]), keeping tombstones for the topic's
     /// configured `tombstone_retention`, whether or not `compact_by_key` is set. The active
     /// segment is sealed first, so every record appended before the call is compacted
-    /// ([`CompactReport::compacted_below`](crate::CompactReport::compacted_below) says up to
+    /// ([`CompactReport::compacted_below`](crate::log::CompactReport::compacted_below) says up to
     /// where).
     pub fn compact_topic(&self, name: &str) -> Result<crate::log::compact::CompactReport> {
         let t = self.existing_topic(name)?;

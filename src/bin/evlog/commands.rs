@@ -2,10 +2,10 @@
 
 use crate::text::{parse_time, record_json, unbase64};
 use crate::{Cli, Command, GroupsAction, OnError, Sync};
-use evlog::{
-    Compression, ConsumerOptions, Durability, Error, Log, NewRecord, Options, StartAt, Store, StoreOptions,
-    TopicConfig, WhenFull,
-};
+use evlog::consume::StartAt;
+use evlog::log::WhenFull;
+use evlog::store::Compression;
+use evlog::{ConsumerOptions, Durability, Error, Log, NewRecord, Options, Store, StoreOptions, TopicConfig};
 use serde_json::{Value, json};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -47,7 +47,7 @@ fn open_store(dir: &Path, durability: Durability) -> Result<Store, String> {
 }
 
 fn topic_dir(dir: &Path, topic: &str) -> Result<PathBuf, String> {
-    evlog::validate_name(topic).map_err(msg)?;
+    evlog::store::validate_name(topic).map_err(msg)?;
     let p = dir.join("topics").join(topic);
     if !p.is_dir() {
         return Err(format!("topic {topic:?} not found in {}", dir.display()));
@@ -69,7 +69,7 @@ fn topic_names(dir: &Path, only: Option<&str>) -> Result<Vec<String>, String> {
     let mut names: Vec<String> = std::fs::read_dir(&tdir)
         .map_err(|e| format!("{}: not an evlog store ({e})", dir.display()))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| evlog::validate_name(n).is_ok())
+        .filter(|n| evlog::store::validate_name(n).is_ok())
         .collect();
     names.sort();
     Ok(names)
@@ -220,7 +220,7 @@ fn append(dir: &Path, topic: &str, as_json: bool, sync: Sync, key: Option<String
 }
 
 /// What appending one line did: bad input (`Err`), or the append's own result.
-type LineResult = Result<evlog::LogResult<u64>, String>;
+type LineResult = Result<evlog::error::LogResult<u64>, String>;
 
 fn append_plain(t: &evlog::Topic, line: &str, key: Option<&str>) -> LineResult {
     let mut r = NewRecord::new(line.as_bytes());
@@ -532,7 +532,7 @@ struct TopicInfo {
     append_rate: Option<f64>,
     config: TopicConfig,
     /// Work queues (group, cursor, scheduled, delayed); `None` without the consumer database.
-    queues: Option<Vec<evlog::QueueInfo>>,
+    queues: Option<Vec<evlog::queue::QueueInfo>>,
     /// The groups, or why they cannot be shown.
     groups: Result<Vec<GroupLine>, String>,
 }
@@ -772,7 +772,7 @@ fn repair(dir: &Path, only: Option<&str>, yes: bool) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe_repair(topic: &str, r: &evlog::RecoveryReport) {
+fn describe_repair(topic: &str, r: &evlog::log::RecoveryReport) {
     if r.truncated_bytes > 0 {
         println!(
             "{topic}: cut a torn tail of {} bytes ({} complete records never acknowledged)",

@@ -118,7 +118,7 @@ enum Command {
         no_bytes_max: bool,
         /// What an append past the budget does: error, block or drop-oldest.
         #[arg(long, value_name = "POLICY", value_parser = text::parse_when_full)]
-        when_full: Option<evlog::WhenFull>,
+        when_full: Option<evlog::log::WhenFull>,
         /// Longest wait of a blocked append: 30s, 5m...
         #[arg(long, value_name = "DURATION", value_parser = text::parse_duration)]
         block_timeout: Option<Duration>,
@@ -139,7 +139,7 @@ enum Command {
         tombstone_retention: Option<Duration>,
         /// Compression of sealed segments by background maintenance: none or lz4.
         #[arg(long, value_name = "CODEC", value_parser = text::parse_compression)]
-        compression: Option<evlog::Compression>,
+        compression: Option<evlog::store::Compression>,
     },
     /// Compresses a topic's sealed segments now (LZ4); prints bytes before and after as JSON.
     Compress { topic: String },

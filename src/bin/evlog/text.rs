@@ -38,13 +38,13 @@ pub fn parse_age(s: &str) -> Result<Duration, String> {
 }
 
 /// What an append past a topic's budget does: `error`, `block` or `drop-oldest`.
-pub fn parse_when_full(s: &str) -> Result<evlog::WhenFull, String> {
-    evlog::WhenFull::from_name(s).ok_or_else(|| format!("{s:?} is not one of error, block, drop-oldest"))
+pub fn parse_when_full(s: &str) -> Result<evlog::log::WhenFull, String> {
+    evlog::log::WhenFull::from_name(s).ok_or_else(|| format!("{s:?} is not one of error, block, drop-oldest"))
 }
 
 /// How sealed segments are stored: `none` or `lz4`.
-pub fn parse_compression(s: &str) -> Result<evlog::Compression, String> {
-    match evlog::Compression::from_name(s) {
+pub fn parse_compression(s: &str) -> Result<evlog::store::Compression, String> {
+    match evlog::store::Compression::from_name(s) {
         Some(c) => Ok(c),
         None if s == "zstd" => Err("zstd is not built into evlog (it needs a C library); use lz4 or none".into()),
         None => Err(format!("{s:?} is not one of none, lz4")),
