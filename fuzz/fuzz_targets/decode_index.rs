@@ -7,7 +7,7 @@ use evlog::storage::{MemStorage, OpenMode, Storage};
 use evlog::{Durability, Log, NewRecord, Options};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 fn options(mem: &MemStorage) -> Options {
     let mut o = Options::with_durability(Durability::Os);
@@ -15,6 +15,8 @@ fn options(mem: &MemStorage) -> Options {
     o.segment_bytes_max = 400;
     o.record_bytes_max = 64;
     o.index_interval_bytes = 50;
+    o.read_buffer_bytes = 256;
+    o.preallocate_bytes = 0;
     o
 }
 
@@ -24,16 +26,24 @@ fn ts(i: u64) -> i64 {
     ((i * 37) % 11) as i64
 }
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&which, bytes)) = data.split_first() else { return };
-    let mem = MemStorage::new();
-    let dir = Path::new("/f");
-    {
-        let log = Log::open(dir, options(&mem)).expect("open");
+/// The log every input starts from, built once: `N` records over two segments, closed.
+fn fixture() -> &'static MemStorage {
+    static FIXTURE: OnceLock<MemStorage> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let mem = MemStorage::new();
+        let log = Log::open("/f", options(&mem)).expect("open");
         for i in 0..N {
             log.append_record(&NewRecord::new(format!("r{i}").as_bytes()).timestamp(ts(i))).expect("append");
         }
-    }
+        log.close().expect("close");
+        mem
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, bytes)) = data.split_first() else { return };
+    let mem = fixture().fork();
+    let dir = Path::new("/f");
     let name = if which % 2 == 0 { offset_index_file_name(0) } else { time_index_file_name(0) };
     let f = mem.open(&dir.join(name), OpenMode::CreateTruncate).expect("index");
     f.write_all_at(bytes, 0).expect("write");

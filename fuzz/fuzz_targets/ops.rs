@@ -40,6 +40,8 @@ fn options(storage: Arc<dyn evlog::storage::Storage>, always: bool) -> Options {
     o.checkpoint_interval_bytes = 200;
     o.read_buffer_bytes = 48;
     o.open_segments_max = 2;
+    // Preallocation, its zero tail and its trim stay exercised, at a size that costs little.
+    o.preallocate_bytes = 256;
     o
 }
 

@@ -4,7 +4,10 @@
 //! has an offset inside the segment's range, in increasing order.
 #![no_main]
 
-use evlog::format::{SEGMENT_FLAG_COMPACTED, SEGMENT_FLAG_COMPRESSED, encode_segment_header, encode_segment_header_with_flags, segment_file_name};
+use evlog::format::{
+    SEGMENT_FLAG_COMPACTED, SEGMENT_FLAG_COMPRESSED, encode_segment_header, encode_segment_header_with_flags,
+    segment_file_name,
+};
 use evlog::storage::{MemStorage, OpenMode, Storage};
 use evlog::{Durability, Log, LogError, Options};
 use libfuzzer_sys::fuzz_target;

@@ -4,36 +4,46 @@
 //! the same events and refuses at the same point.
 #![no_main]
 
+use evlog::error::ReplayError;
 use evlog::storage::MemStorage;
 use evlog::{Durability, Error, NewRecord, Options, Store, StoreOptions};
-use evlog::error::ReplayError;
 use libfuzzer_sys::fuzz_target;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 static RUN: AtomicU64 = AtomicU64::new(0);
 
+/// One store for the whole run (opening its sled database per input would cost more than the
+/// replay): each input gets topics of its own, deleted after it.
+fn store() -> &'static Store {
+    static STORE: OnceLock<Store> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let root = std::env::temp_dir().join(format!("evlog-fuzz-replay-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut log = Options::with_durability(Durability::Os);
+        log.storage = Arc::new(MemStorage::new());
+        log.segment_bytes_max = 512;
+        log.record_bytes_max = 64;
+        log.index_interval_bytes = 64;
+        log.read_buffer_bytes = 256;
+        log.preallocate_bytes = 0;
+        Store::open(&root, StoreOptions::with_log(log)).expect("store")
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&cfg, rest)) = data.split_first() else { return };
     let topics = usize::from(cfg % 3) + 1;
-    let root = std::env::temp_dir().join(format!(
-        "evlog-fuzz-replay-{}-{}",
-        std::process::id(),
-        RUN.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut log = Options::with_durability(Durability::Os);
-    log.storage = Arc::new(MemStorage::new());
-    log.segment_bytes_max = 512;
-    log.record_bytes_max = 64;
-    log.index_interval_bytes = 64;
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let store = store();
+    let names: Vec<String> = (0..topics).map(|t| format!("r{run}-t{t}")).collect();
     {
-        let store = Store::open(&root, StoreOptions::with_log(log)).expect("store");
         let mut model = Vec::new();
         for pair in rest.chunks(2).take(200) {
             let t = usize::from(pair[0]) % topics;
             let ts = i64::from(*pair.get(1).unwrap_or(&0) as i8);
-            let name = format!("t{t}");
+            let name = names[t].clone();
             let o = store
                 .topic(&name)
                 .expect("topic")
@@ -41,11 +51,10 @@ fuzz_target!(|data: &[u8]| {
                 .expect("append");
             model.push((ts, name, o));
         }
-        for t in 0..topics {
-            store.topic(&format!("t{t}")).expect("topic");
+        for name in &names {
+            store.topic(name).expect("topic");
         }
         model.sort();
-        let names: Vec<String> = (0..topics).map(|t| format!("t{t}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let streaming = cfg & 8 != 0;
         let builder = || {
@@ -83,5 +92,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(scanned.is_err(), refused, "scan_events and the iterator agree on refusing");
         assert_eq!(lent, got);
     }
-    let _ = std::fs::remove_dir_all(&root);
+    for name in &names {
+        store.delete_topic(name).expect("delete");
+    }
 });

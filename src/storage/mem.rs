@@ -57,7 +57,7 @@ impl std::fmt::Debug for MemStorage {
 /// The root directory's inode.
 const ROOT: u64 = 0;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct MemState {
     generation: u64,
     next_id: u64,
@@ -149,14 +149,16 @@ fn not_a_directory(path: &Path) -> io::Error {
 }
 
 /// The names along `path` (root and `.` skipped). `..` is not supported: evlog never builds one.
-fn names(path: &Path) -> io::Result<Vec<String>> {
+/// The names of `path`'s components, borrowed (no allocation per component: every storage call
+/// resolves its path).
+fn names(path: &Path) -> io::Result<Vec<&str>> {
     let mut out = Vec::new();
     for c in path.components() {
         match c {
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            Component::Normal(n) => out.push(
-                n.to_str().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path is not UTF-8"))?.to_string(),
-            ),
+            Component::Normal(n) => {
+                out.push(n.to_str().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path is not UTF-8"))?)
+            }
             Component::ParentDir => {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "`..` in a MemStorage path"));
             }
@@ -193,10 +195,15 @@ impl MemState {
 
     /// The inode at `path`, following live entries; `None` if a component is missing.
     fn resolve(&self, path: &Path) -> io::Result<Option<u64>> {
+        self.walk(path, &names(path)?)
+    }
+
+    /// The inode reached from the root through `names`; `None` if one is missing.
+    fn walk(&self, path: &Path, names: &[&str]) -> io::Result<Option<u64>> {
         let mut at = ROOT;
-        for name in names(path)? {
+        for name in names {
             let Some(d) = self.dir(at) else { return Err(not_a_directory(path)) };
-            match d.live.get(&name) {
+            match d.live.get(*name) {
                 Some(&id) => at = id,
                 None => return Ok(None),
             }
@@ -208,9 +215,8 @@ impl MemState {
     fn parent_of(&self, path: &Path) -> io::Result<(u64, String)> {
         let mut ns = names(path)?;
         let name = ns.pop().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the root has no parent"))?;
-        let parent: PathBuf = ns.iter().collect();
-        match self.resolve(&Path::new("/").join(parent))? {
-            Some(id) if self.dir(id).is_some() => Ok((id, name)),
+        match self.walk(path, &ns)? {
+            Some(id) if self.dir(id).is_some() => Ok((id, name.to_string())),
             Some(_) => Err(not_a_directory(path)),
             None => Err(not_found(path)),
         }
@@ -248,6 +254,14 @@ impl MemStorage {
 
     fn lock_state(&self) -> MutexGuard<'_, MemState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of every file and directory (live and durable images alike) that shares nothing
+    /// with this storage, without its locks: a fixture built once and copied per test case.
+    pub fn fork(&self) -> MemStorage {
+        let mut copy = self.lock_state().clone();
+        copy.locks.clear();
+        MemStorage { state: Arc::new(Mutex::new(copy)) }
     }
 
     /// Simulates a crash: every handle opened so far dies, and files and directories become what
@@ -368,12 +382,12 @@ impl Storage for MemStorage {
         let mut s = self.lock_state();
         let mut at = ROOT;
         for name in names(path)? {
-            let existing = s.dir(at).ok_or_else(|| not_a_directory(path))?.live.get(&name).copied();
+            let existing = s.dir(at).ok_or_else(|| not_a_directory(path))?.live.get(name).copied();
             at = match existing {
                 Some(id) => id,
                 None => {
                     let id = s.new_node(Node::Dir(DirData::default()));
-                    s.dir_mut(at).ok_or_else(|| not_a_directory(path))?.live.insert(name, id);
+                    s.dir_mut(at).ok_or_else(|| not_a_directory(path))?.live.insert(name.to_string(), id);
                     id
                 }
             };

@@ -408,7 +408,11 @@ impl StateDb {
 
     /// Removes every group of a topic.
     pub fn delete_topic_groups(&self, topic: &str) -> Result<()> {
-        for (g, _) in self.group_entries(topic)? {
+        let groups = self.group_entries(topic)?;
+        if groups.is_empty() {
+            return Ok(()); // nothing written, nothing to make durable
+        }
+        for (g, _) in groups {
             let _writing = self.writing();
             self.groups.remove(group_key(topic, &g)).map_err(|e| sled_err("write", &self.path, e))?;
         }

@@ -173,7 +173,8 @@ impl Writer {
             active,
             position,
             next_offset,
-            buf: Vec::with_capacity(64 << 10),
+            // Grown by the first batch (a log that appends single records never needs it).
+            buf: Vec::new(),
             checkpoint,
             closed: false,
             allocated: position,
