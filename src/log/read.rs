@@ -212,6 +212,7 @@ impl Iter {
         self.next
     }
 
+    #[inline]
     fn next_record(&mut self) -> Result<Option<Record>> {
         let Some(rel) = self.advance()? else { return Ok(None) };
         let Some(c) = &self.cur else { return Ok(None) };
@@ -222,6 +223,7 @@ impl Iter {
 
     /// The next record, borrowed from the bytes the iterator holds: no allocation and no
     /// reference count (what [`Log::scan`] uses). It lives until the next call.
+    #[inline]
     pub fn next_ref(&mut self) -> Result<Option<RecordRef<'_>>> {
         let Some(rel) = self.advance()? else { return Ok(None) };
         let Some(c) = &self.cur else { return Ok(None) };
@@ -420,6 +422,7 @@ pub(crate) struct InChunk<'a> {
 impl Iterator for Iter {
     type Item = Result<Record>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;

@@ -67,6 +67,7 @@ pub struct Record {
 impl Record {
     /// `frame` holds exactly the frame's bytes and `d` was decoded from them (checksum matched),
     /// so every range of `d` lies inside `frame`: the accessors below never fall back.
+    #[inline]
     pub(crate) fn from_frame(frame: Bytes, d: &DecodedFrame) -> Self {
         debug_assert!(
             d.len == frame.len()
@@ -86,6 +87,7 @@ impl Record {
     }
 
     /// The record's offset in the log.
+    #[inline]
     pub fn offset(&self) -> u64 {
         self.offset
     }
@@ -98,6 +100,7 @@ impl Record {
         self.key.clone().and_then(|r| self.frame.get(r))
     }
     /// The payload.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         self.frame.get(self.payload.clone()).unwrap_or_default()
     }

@@ -297,6 +297,7 @@ impl FrameCursor {
     }
 
     /// The frame `step_raw` just returned, as an owned handle (a reference on the chunk).
+    #[inline]
     pub fn frame_bytes(&self, rel: usize, len: usize) -> Option<Bytes> {
         self.chunk.slice(rel..rel.checked_add(len)?)
     }
@@ -308,6 +309,7 @@ impl FrameCursor {
     }
 
     /// The frame `step_raw` just returned, borrowed from the chunk.
+    #[inline]
     pub fn frame_slice(&self, rel: usize, len: usize) -> Option<&[u8]> {
         self.chunk.get(rel..rel.checked_add(len)?)
     }
@@ -320,6 +322,7 @@ impl FrameCursor {
 
     /// Decodes the next frame like `step`, leaving its bytes in the cursor's chunk at `rel`
     /// (valid until the next step), so a caller can borrow them instead of taking a reference.
+    #[inline]
     pub fn step_raw(&mut self, expected: Option<u64>) -> Result<RawStep> {
         if self.pos >= self.end {
             return Ok(RawStep::End);

@@ -24,6 +24,7 @@
 //!   another worker is [`QueueError::LeaseLost`](crate::error::QueueError::LeaseLost).
 mod dead;
 mod lease;
+mod persist;
 mod priority;
 mod state;
 
@@ -38,8 +39,9 @@ use crate::error::{Error, QueueError, Result};
 use crate::format::state::QUEUE_ACK_CHUNK_OFFSETS;
 use crate::log::record::{NewRecord, Record};
 use crate::log::{Iter, lock};
-use crate::store::state::{AckChunk, CommitDurability, QueueEntry, QueueState, QueueTree, QueueWrites};
+use crate::store::state::CommitDurability;
 use crate::store::{Store, Topic, validate_name};
+use persist::{AckChunk, QueueEntry, QueueState, QueueTree, QueueWrites};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -195,8 +197,8 @@ impl Store {
         let db = &self.inner().state;
         let now = crate::clock::now_ms();
         let mut out = Vec::new();
-        for group in db.queue_groups(topic) {
-            let saved = db.queue_load(&db.queue_tree(topic, &group)?)?;
+        for group in persist::groups(db, topic) {
+            let saved = persist::load(db, &persist::tree(db, topic, &group)?)?;
             let waiting = |scheduled: bool| {
                 saved.entries.iter().filter(|(_, e)| e.ready_at_ms > now && (e.deliveries == 0) == scheduled).count()
                     as u64
@@ -226,7 +228,7 @@ impl Store {
         if self.inner().shared.is_live::<QueueInner>((topic, group)) {
             return Err(Error::GroupBusy { topic: topic.to_string(), group: group.to_string() });
         }
-        self.inner().state.queue_delete(topic, group)
+        persist::delete(&self.inner().state, topic, group)
     }
 }
 
@@ -255,7 +257,7 @@ impl Queue {
         if w.is_empty() {
             return Ok(());
         }
-        self.inner.store.inner().state.queue_apply(&self.inner.tree, w)
+        persist::apply(&self.inner.store.inner().state, &self.inner.tree, w)
     }
 
     /// Appends `record` to be leased no earlier than `deliver_at_ms` (ms since the Unix epoch,

@@ -144,12 +144,12 @@ impl QueueInner {
         }
         let dead = DeadLetters::new(store, "queue", group, topic, opts.dead_letter_topic.as_deref())?;
         let db = &store.inner().state;
-        let tree = db.queue_tree(topic, group)?;
-        let saved = db.queue_load(&tree)?;
+        let tree = persist::tree(db, topic, group)?;
+        let saved = persist::load(db, &tree)?;
         let (first, next) = (t.first_offset(), t.next_offset());
         let mut writes = QueueWrites::default();
         let st = load_state(saved, &opts, &t, (first, next), &mut writes)?;
-        db.queue_apply(&tree, &writes)?;
+        persist::apply(db, &tree, &writes)?;
         if !writes.is_empty() {
             db.make_durable(opts.durability)?;
         }

@@ -105,7 +105,7 @@ impl ReplayBuilder {
             topics.push(self.store.topic(n)?);
         }
         let saved = match &self.name {
-            Some(n) => self.store.inner().state.replay_progress(n)?,
+            Some(n) => progress::load(&self.store.inner().state, n)?,
             None => None,
         };
         let ends: Vec<u64> = match &saved {

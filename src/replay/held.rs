@@ -56,10 +56,12 @@ fn widen((start, end): (u32, u32)) -> Range<usize> {
 }
 
 impl Chunks {
+    #[inline]
     fn slot(&self, n: u64) -> Option<&Slot> {
         self.slots.get(usize::try_from(n.checked_sub(self.base)?).ok()?)
     }
 
+    #[inline]
     fn slot_mut(&mut self, n: u64) -> Option<&mut Slot> {
         self.slots.get_mut(usize::try_from(n.checked_sub(self.base)?).ok()?)
     }
@@ -104,6 +106,7 @@ impl Chunks {
     }
 
     /// The source reads no more: its current chunk is unpinned.
+    #[inline]
     pub fn stop_reading(&mut self, at: &mut Reading) {
         if let Some(n) = at.slot.take() {
             self.release(n);
@@ -120,6 +123,7 @@ impl Chunks {
     }
 
     /// The bytes a held record is counted for against the memory budget.
+    #[inline]
     pub fn bytes_of(h: &Held) -> u64 {
         let len = |(start, end): (u32, u32)| u64::from(end - start);
         ENTRY_OVERHEAD_BYTES + len(h.payload) + h.record_key.map_or(0, len)
@@ -128,6 +132,7 @@ impl Chunks {
     /// The record as an owned entry: its payload a reference into the chunk (`copy` false) or a
     /// copy (`copy` true: for a record that may be held long after its neighbours, so that it
     /// does not keep their chunk alive). Lets go of the record's hold.
+    #[inline]
     pub fn take(&mut self, h: Held, copy: bool) -> Entry {
         let payload = match self.slot(h.slot) {
             Some(s) if copy => s.bytes.get(widen(h.payload)).and_then(|p| Bytes::from_vec(p.to_vec())),
@@ -146,6 +151,7 @@ impl Chunks {
     }
 
     /// Lets go of one hold on slot `n`; drops the slots at the front that nothing holds.
+    #[inline]
     fn release(&mut self, n: u64) {
         if let Some(s) = self.slot_mut(n) {
             s.refs = s.refs.saturating_sub(1);
@@ -162,12 +168,14 @@ impl Chunks {
 
     /// The buffer of a dropped chunk nothing else owns, if one is kept: a reader reads its next
     /// chunk into it.
+    #[inline]
     pub fn take_spare(&mut self) -> Option<Vec<u8>> {
         self.spare.take()
     }
 
     /// Chunks kept now (for tests).
     #[cfg(test)]
+    #[inline]
     pub fn kept(&self) -> usize {
         self.slots.len()
     }
@@ -177,11 +185,13 @@ impl Chunks {
 mod tests {
     use super::*;
 
+    #[inline]
     fn chunk(n: usize) -> SharedBytes {
         SharedBytes::from_vec((0..n).map(|i| i as u8).collect())
     }
 
     #[test]
+    #[inline]
     fn a_chunk_is_kept_while_a_held_record_or_its_reader_uses_it_and_dropped_after() {
         let mut chunks = Chunks::default();
         let mut at = Reading::default();

@@ -26,6 +26,7 @@ mod builder;
 mod exact;
 mod held;
 mod live;
+mod progress;
 mod source;
 mod streaming;
 pub(crate) mod window;
@@ -244,9 +245,10 @@ impl Replay {
             ends: self.ends.clone(),
             last: self.last,
         };
-        self.store.inner().state.save_replay_progress(name, &p)
+        progress::save(&self.store.inner().state, name, &p)
     }
 
+    #[inline]
     fn emit(&mut self, e: Entry, late: bool) -> ReplayEvent {
         self.account(e.key, late);
         ReplayEvent {
@@ -260,6 +262,7 @@ impl Replay {
     }
 
     /// What the history hands out, as an owned entry.
+    #[inline]
     fn owned(&mut self, out: Out) -> Entry {
         match out {
             Out::Entry(e) => e,
@@ -268,6 +271,7 @@ impl Replay {
     }
 
     /// A history entry as lent by `scan_events`.
+    #[inline]
     fn entry_ref<'a>(&'a self, e: &'a Entry) -> ReplayEventRef<'a> {
         ReplayEventRef {
             topic: self.names.get(usize::from(e.key.1)).map_or("?", |n| n),
@@ -280,6 +284,7 @@ impl Replay {
     }
 
     /// Notes an event about to be handed out: the resume point, the counters, the pace.
+    #[inline]
     fn account(&mut self, key: Key, late: bool) {
         if !late {
             self.last = Some(key);
@@ -302,10 +307,12 @@ impl Replay {
     }
 
     /// The name of source `index` (entries only carry indexes of this replay's sources).
+    #[inline]
     fn topic_name(&self, index: u16) -> Arc<str> {
         self.names.get(usize::from(index)).cloned().unwrap_or_else(|| Arc::from("?"))
     }
 
+    #[inline]
     fn already_emitted(&self, key: Key) -> bool {
         self.resume_after.is_some_and(|r| key <= r)
     }
@@ -315,6 +322,7 @@ impl Replay {
         &self.store
     }
 
+    #[inline]
     fn next_event(&mut self) -> Result<Option<ReplayEvent>> {
         if let Some(out) = self.next_history()? {
             let e = self.owned(out);
@@ -326,6 +334,7 @@ impl Replay {
 
 impl Iterator for Replay {
     type Item = Result<ReplayEvent>;
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;

@@ -208,6 +208,7 @@ pub(super) struct Window {
 impl Window {
     /// Counts a record read (`body` bytes of key and payload) and notes its timestamp; whether
     /// it lies in `[from, to)`.
+    #[inline]
     pub(super) fn admits(&mut self, stats: &mut ReplayStats, ts: i64, body: usize) -> bool {
         stats.records_read += 1;
         stats.bytes_read += (crate::format::FRAME_HEADER_LEN + body) as u64;
@@ -218,6 +219,7 @@ impl Window {
 
 impl Replay {
     /// The next entry of source `i` (none past the last source).
+    #[inline]
     pub(super) fn source_next(&mut self, i: usize) -> Result<Option<Entry>> {
         match self.sources.get_mut(i) {
             Some(s) => s.next(&mut self.stats),
@@ -226,6 +228,7 @@ impl Replay {
     }
 
     /// Streaming: the next record of source `i`, held in its chunk (none past the last source).
+    #[inline]
     pub(super) fn source_next_held(&mut self, i: usize) -> Result<Option<Held>> {
         match self.sources.get_mut(i) {
             Some(s) => s.next_held(&mut self.stats, &mut self.chunks),

@@ -22,6 +22,7 @@ pub(super) enum Out {
 }
 
 impl Pending {
+    #[inline]
     pub(super) fn push(&mut self, h: Held, chunks: &mut Chunks) {
         if self.in_order.back().is_none_or(|b| b.key <= h.key) {
             self.in_order.push_back(h);
@@ -31,6 +32,7 @@ impl Pending {
             self.late.push(Reverse(chunks.take(h, true)));
         }
     }
+    #[inline]
     pub(super) fn min_key(&self) -> Option<Key> {
         match (self.in_order.front(), self.late.peek()) {
             (Some(a), Some(Reverse(b))) => Some(a.key.min(b.key)),
@@ -40,6 +42,7 @@ impl Pending {
         }
     }
     /// The record with the smallest key and the bytes it was counted for.
+    #[inline]
     pub(super) fn pop(&mut self) -> Option<(Out, u64)> {
         let from_queue = match (self.in_order.front(), self.late.peek()) {
             (Some(a), Some(Reverse(b))) => a.key <= b.key,
@@ -164,6 +167,7 @@ impl Replay {
     /// Hands `f` the in-order records the cached watermark has already passed, in the order
     /// `next_streaming` would (a late record with a smaller key goes first, so the loop stops
     /// there and leaves it to the merge); returns how many and whether `f` asked to stop.
+    #[inline]
     pub(super) fn drain_ready(
         &mut self,
         f: &mut impl FnMut(ReplayEventRef<'_>) -> std::ops::ControlFlow<()>,
@@ -190,6 +194,7 @@ impl Replay {
     }
 
     /// A record held in its chunk as lent by `scan_events`.
+    #[inline]
     pub(super) fn held_ref<'a>(&'a self, h: &Held) -> ReplayEventRef<'a> {
         let (payload, key) = self.chunks.get(h);
         ReplayEventRef {
@@ -271,6 +276,7 @@ impl Replay {
     }
 
     /// The streaming merge's intake, borrowed apart from the sources.
+    #[inline]
     pub(super) fn intake(&mut self) -> Option<Intake<'_>> {
         let Mode::Streaming(pending) = &mut self.mode else { return None };
         Some(intake!(self, pending))
@@ -278,6 +284,7 @@ impl Replay {
 
     /// Whether the burst reading source `i` should stop: something can go out, or another
     /// topic holds the watermark back.
+    #[inline]
     pub(super) fn can_emit(&self, i: usize, lateness: i64, others: i64) -> bool {
         let mine = self.sources.get(i).and_then(|s| s.max_seen).map_or(i64::MIN, |m| m.saturating_sub(lateness));
         let Mode::Streaming(pending) = &self.mode else { return true };
@@ -291,6 +298,7 @@ impl Replay {
     /// for the next round, after the merge has emitted): reading on costs nothing the budget
     /// minds and saves a round of the merge per record, and a budget the one-record-at-a-time
     /// merge keeps to is never exceeded. Returns a failure and whether the burst is over.
+    #[inline]
     pub(super) fn take_in_chunk(
         &mut self,
         i: usize,

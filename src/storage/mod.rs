@@ -375,6 +375,7 @@ impl SharedBytes {
 
     /// The bytes `range` as an owned, zero-copy handle; `None` when the range is not inside
     /// these bytes (or ends past 4 GiB, which no segment reaches).
+    #[inline]
     pub fn slice(&self, range: Range<usize>) -> Option<Bytes> {
         if range.start > range.end || range.end > self.len() {
             return None;
@@ -451,6 +452,7 @@ impl Bytes {
 
 impl Deref for Bytes {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         let range = self.start as usize..self.end as usize;
         // Never out of bounds: every constructor checked the range (see the type's invariant).

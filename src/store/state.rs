@@ -5,7 +5,8 @@
 //!   commit time in ms since the Unix epoch (i64 LE). Names never contain 0x00.
 //! - tree `state:<name>`: the application's own keys and values, written by
 //!   `Consumer::commit_with` in the same transaction as the group offset.
-//! - tree `replays`: key = replay name, value = its progress (see replay.rs).
+//! - tree `replays`: key = replay name, value = its progress (`replay/mod.rs`).
+//! - trees `queue:<topic>:<group>`: a work queue's state (`queue/persist.rs`).
 //!
 //! Invariants:
 //! - A durable commit returns only after sled's `flush()` and a real fdatasync of every file in
@@ -14,11 +15,7 @@
 //! - Nothing outside this module names a sled type.
 
 use crate::error::{Error, Result};
-use crate::format::state::{
-    QUEUE_ACK_CHUNK_LEN, ReplayProgress, decode_ack_chunk, decode_ack_chunk_key, decode_committed, decode_queue_cursor,
-    decode_queue_entry, decode_queue_head, decode_replay_progress, encode_ack_chunk_key, encode_committed,
-    encode_queue_entry, encode_queue_head, encode_queue_key, encode_replay_progress,
-};
+use crate::format::state::{decode_committed, encode_committed};
 use crate::storage::{OpenMode, Storage};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -28,17 +25,9 @@ use std::time::Instant;
 
 const GROUPS_TREE: &str = "groups";
 const STATE_TREE_PREFIX: &str = "state:";
-const REPLAYS_TREE: &str = "replays";
-const QUEUE_TREE_PREFIX: &str = "queue:";
 /// Longest `StateDb::open` waits for sled's lock to be let go by a store just dropped in this
 /// process (sled's flusher holds it for up to one flush period, 500 ms).
 const SLED_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Key of a queue's head (floor and cursor) in its tree; entries use 8-byte big-endian offsets
-/// as keys, ack chunks 9-byte keys (FORMAT.md § Consumer database).
-const QUEUE_HEAD_KEY: &[u8] = b"head";
-/// Key of a queue's cursor in the older per-entry layout (read, never written).
-const QUEUE_CURSOR_KEY: &[u8] = b"cursor";
 
 /// How far a commit (of a group offset, a queue lease or ack, a replay's progress) goes before
 /// it returns. The words are [`Durability`](crate::Durability)'s: `Always` survives a power cut,
@@ -142,55 +131,20 @@ impl Drop for Committing<'_> {
     }
 }
 
-/// A work queue's outstanding record, as stored: delivered `deliveries` times so far; not to be
-/// delivered again before `ready_at_ms` (ms since the Unix epoch; 0 = at once).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct QueueEntry {
-    pub deliveries: u32,
-    pub ready_at_ms: i64,
-}
-
-/// A work queue's durable state as stored (FORMAT.md § Consumer database): the head (floor,
-/// cursor) of the compact layout, or the cursor of the older per-entry one; the entries; the
-/// ack chunks.
-#[derive(Debug, Default)]
-pub(crate) struct QueueState {
-    pub head: Option<(u64, u64)>,
-    pub legacy_cursor: Option<u64>,
-    pub entries: Vec<(u64, QueueEntry)>,
-    pub ack_chunks: Vec<(u64, AckChunk)>,
-}
-
-/// One ack chunk's bits (FORMAT.md § Consumer database, "Ack chunk").
-pub(crate) type AckChunk = [u8; QUEUE_ACK_CHUNK_LEN];
-
-/// One queue operation's writes, applied by [`StateDb::queue_apply`] in the order of its fields.
-#[derive(Debug, Default)]
-pub(crate) struct QueueWrites {
-    pub entries: Vec<(u64, QueueEntry)>,
-    pub ack_chunks: Vec<(u64, AckChunk)>,
-    pub head: Option<(u64, u64)>,
-    pub remove_entries: Vec<u64>,
-    pub remove_chunks: Vec<u64>,
-    pub remove_legacy_cursor: bool,
-}
-
-impl QueueWrites {
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-            && self.ack_chunks.is_empty()
-            && self.head.is_none()
-            && self.remove_entries.is_empty()
-            && self.remove_chunks.is_empty()
-            && !self.remove_legacy_cursor
-    }
-}
-
-/// A work queue's tree in the database, opened once per open queue.
+/// A tree of the consumer database, opened by name: where a layer above keeps its own state
+/// (a work queue's) without naming sled. Its keys and values are that layer's, specified in
+/// FORMAT.md § Consumer database.
 #[derive(Debug, Clone)]
-pub(crate) struct QueueTree {
+pub(crate) struct StateTree {
     tree: sled::Tree,
     name: String,
+}
+
+/// One write to a [`StateTree`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TreeWrite<'a> {
+    Insert(&'a [u8], &'a [u8]),
+    Remove(&'a [u8]),
 }
 
 #[derive(Debug, Default)]
@@ -364,25 +318,9 @@ impl StateDb {
         }
     }
 
-    /// Reads a named replay's saved progress.
-    pub fn replay_progress(&self, name: &str) -> Result<Option<ReplayProgress>> {
-        let t = self.db.open_tree(REPLAYS_TREE).map_err(|e| sled_err("open tree", &self.path, e))?;
-        let v = t.get(name.as_bytes()).map_err(|e| sled_err("read", &self.path, e))?;
-        v.map(|v| {
-            decode_replay_progress(&v)
-                .map_err(|reason| self.corrupt(format!("{REPLAYS_TREE}\0{name}").as_bytes(), reason))
-        })
-        .transpose()
-    }
-
-    /// Saves a named replay's progress durably.
-    pub fn save_replay_progress(&self, name: &str, progress: &ReplayProgress) -> Result<()> {
-        let t = self.db.open_tree(REPLAYS_TREE).map_err(|e| sled_err("open tree", &self.path, e))?;
-        {
-            let _writing = self.writing();
-            t.insert(name.as_bytes(), encode_replay_progress(progress))
-                .map_err(|e| sled_err("write", &self.path, e))?;
-        }
+    /// Sets `key` to `value` in `t` and makes it durable.
+    pub fn tree_put_durable(&self, t: &StateTree, key: &[u8], value: &[u8]) -> Result<()> {
+        self.tree_apply(t, [TreeWrite::Insert(key, value)])?;
         self.make_durable(CommitDurability::Always)
     }
 
@@ -492,99 +430,74 @@ impl StateDb {
         r
     }
 
-    /// Opens a work queue's tree (made on first write).
-    pub fn queue_tree(&self, topic: &str, group: &str) -> Result<QueueTree> {
-        // Names never contain ':' (validate_name), so the tree name is unambiguous.
-        let name = format!("{QUEUE_TREE_PREFIX}{topic}:{group}");
-        let tree = self.db.open_tree(&name).map_err(|e| sled_err("open tree", &self.path, e))?;
-        Ok(QueueTree { tree, name })
+    /// Opens the tree `name` (made on first write).
+    pub fn tree(&self, name: &str) -> Result<StateTree> {
+        let tree = self.db.open_tree(name).map_err(|e| sled_err("open tree", &self.path, e))?;
+        Ok(StateTree { tree, name: name.to_string() })
     }
 
-    /// The groups with a work queue on `topic`.
-    pub fn queue_groups(&self, topic: &str) -> Vec<String> {
-        let prefix = format!("{QUEUE_TREE_PREFIX}{topic}:");
-        let mut groups: Vec<String> = self
+    /// The names of the trees that start with `prefix`, without it, sorted.
+    pub fn tree_names(&self, prefix: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
             .db
             .tree_names()
             .iter()
-            .filter_map(|n| std::str::from_utf8(n).ok()?.strip_prefix(prefix.as_str()).map(str::to_string))
+            .filter_map(|n| std::str::from_utf8(n).ok()?.strip_prefix(prefix).map(str::to_string))
             .collect();
-        groups.sort();
-        groups
+        names.sort();
+        names
     }
 
-    /// Loads a work queue's state. A key or value that does not have a layout this code knows is
-    /// [`Error::CorruptState`]: skipping it would redeliver or lose a job without a word.
-    pub fn queue_load(&self, t: &QueueTree) -> Result<QueueState> {
-        let mut st = QueueState::default();
-        let tree_key = |k: &[u8]| [t.name.as_bytes(), b"\0", k].concat();
+    /// Hands `f` every key and value of `t` in key order; stops at `f`'s first error.
+    pub fn tree_scan(&self, t: &StateTree, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
         for kv in t.tree.iter() {
             let (k, v) = kv.map_err(|e| sled_err("scan", &self.path, e))?;
-            let corrupt = |reason| self.corrupt(&tree_key(&k), reason);
-            if &*k == QUEUE_HEAD_KEY {
-                st.head = Some(decode_queue_head(&v).map_err(corrupt)?);
-            } else if &*k == QUEUE_CURSOR_KEY {
-                st.legacy_cursor = Some(decode_queue_cursor(&v).map_err(corrupt)?);
-            } else if let Some(chunk) = decode_ack_chunk_key(&k) {
-                st.ack_chunks.push((chunk, decode_ack_chunk(&v).map_err(corrupt)?));
-            } else {
-                let (offset, deliveries, ready_at_ms) = decode_queue_entry(&k, &v).map_err(corrupt)?;
-                st.entries.push((offset, QueueEntry { deliveries, ready_at_ms }));
-            }
+            f(&k, &v)?;
         }
-        Ok(st)
+        Ok(())
     }
 
-    /// Applies a work queue's writes, without waiting for durability, each its own sled write
-    /// in the order of [`QueueWrites`]' fields. Not one atomic `sled::Batch`: sled 0.34 seals an
-    /// I/O buffer per batch, which made each lease and ack cost ~30 µs (8× slower under
-    /// `Lazy`). sled recovers a prefix of the writes; FORMAT.md § Consumer database says why
-    /// every prefix of this order opens as a correct queue.
-    pub fn queue_apply(&self, t: &QueueTree, w: &QueueWrites) -> Result<()> {
+    /// The value of `key` in `t`.
+    pub fn tree_get(&self, t: &StateTree, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        t.tree.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| sled_err("read", &self.path, e))
+    }
+
+    /// Applies `writes` to `t` in order, each its own sled write, without waiting for
+    /// durability (a `make_durable` follows). Not one atomic `sled::Batch`: sled 0.34 seals an
+    /// I/O buffer per batch, which made each work-queue lease and ack cost ~30 µs. sled recovers
+    /// a prefix of the writes, so callers order them such that every prefix is correct.
+    pub fn tree_apply<'a>(&self, t: &StateTree, writes: impl IntoIterator<Item = TreeWrite<'a>>) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(self.poisoned_error());
         }
         let err = |e| sled_err("write", &self.path, e);
         let _writing = self.writing();
-        for (offset, e) in &w.entries {
-            t.tree
-                .insert(&encode_queue_key(*offset)[..], &encode_queue_entry(e.deliveries, e.ready_at_ms)[..])
-                .map_err(err)?;
-        }
-        for (chunk, bits) in &w.ack_chunks {
-            t.tree.insert(&encode_ack_chunk_key(*chunk)[..], &bits[..]).map_err(err)?;
-        }
-        if let Some((floor, cursor)) = w.head {
-            t.tree.insert(QUEUE_HEAD_KEY, &encode_queue_head(floor, cursor)[..]).map_err(err)?;
-        }
-        if w.remove_legacy_cursor {
-            t.tree.remove(QUEUE_CURSOR_KEY).map_err(err)?;
-        }
-        for offset in &w.remove_entries {
-            t.tree.remove(&encode_queue_key(*offset)[..]).map_err(err)?;
-        }
-        for chunk in &w.remove_chunks {
-            t.tree.remove(&encode_ack_chunk_key(*chunk)[..]).map_err(err)?;
+        for w in writes {
+            match w {
+                TreeWrite::Insert(k, v) => t.tree.insert(k, v).map(|_| ()).map_err(err)?,
+                TreeWrite::Remove(k) => t.tree.remove(k).map(|_| ()).map_err(err)?,
+            }
         }
         Ok(())
     }
 
-    /// Writes a queue in the older per-entry layout (a cursor, an entry per outstanding record),
-    /// to test that it still opens.
-    #[cfg(test)]
-    pub fn queue_write_legacy(&self, t: &QueueTree, cursor: Option<u64>, entries: &[(u64, QueueEntry)]) {
-        for (offset, e) in entries {
-            let v = encode_queue_entry(e.deliveries, e.ready_at_ms);
-            t.tree.insert(&encode_queue_key(*offset)[..], &v[..]).expect("insert");
-        }
-        if let Some(c) = cursor {
-            t.tree.insert(QUEUE_CURSOR_KEY, &c.to_le_bytes()[..]).expect("insert");
-        }
+    /// The error for a key of `t` whose bytes do not have the layout its owner writes.
+    pub fn tree_corrupt(&self, t: &StateTree, key: &[u8], reason: impl Into<String>) -> Error {
+        self.corrupt(&[t.name.as_bytes(), b"\0", key].concat(), reason)
     }
 
-    /// How many keys a queue's tree holds (tests check that it stays compact).
+    /// Removes the tree `name` and makes that durable.
+    pub fn drop_tree(&self, name: &str) -> Result<()> {
+        {
+            let _writing = self.writing();
+            self.db.drop_tree(name).map_err(|e| sled_err("drop tree", &self.path, e))?;
+        }
+        self.make_durable(CommitDurability::Always)
+    }
+
+    /// How many keys `t` holds.
     #[cfg(test)]
-    pub fn queue_key_count(&self, t: &QueueTree) -> usize {
+    pub fn tree_len(&self, t: &StateTree) -> usize {
         t.tree.len()
     }
 
@@ -617,17 +530,6 @@ impl StateDb {
         }
         copy.make_durable(CommitDurability::Always)?;
         Ok(keys)
-    }
-
-    /// Forgets a work queue's state.
-    pub fn queue_delete(&self, topic: &str, group: &str) -> Result<()> {
-        {
-            let _writing = self.writing();
-            self.db
-                .drop_tree(format!("{QUEUE_TREE_PREFIX}{topic}:{group}"))
-                .map_err(|e| sled_err("drop tree", &self.path, e))?;
-        }
-        self.make_durable(CommitDurability::Always)
     }
 
     /// fdatasyncs every file below `dir`, and each directory whose entries changed since it was
