@@ -53,7 +53,7 @@
 // Layers, lowest first; a module names only modules of its own layer or below (checked by
 // `tests/layers.rs`, described in ARCHITECTURE.md § Layers):
 // 0 `error`, `clock`, `sync`, `trace` · 1 `format` · 2 `storage` · 3 `log` · 4 `store` ·
-// 5 `consume` · 6 `replay`, `queue` · 7 `bus`, `kafka` · 8 `asynchronous`.
+// 5 `consume` · 6 `replay`, `queue` · 7 `bus`, `kafka`, `serve` · 8 `asynchronous`.
 pub mod clock;
 pub mod error;
 mod sync;
@@ -82,6 +82,8 @@ pub mod replay;
 pub mod bus;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "serve")]
+pub mod serve;
 
 #[cfg(feature = "tokio")]
 mod asynchronous;

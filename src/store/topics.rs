@@ -217,7 +217,7 @@ impl Store {
         storage.sync_dir(&trash).map_err(|e| Error::io("fsync directory", &trash, e))
     }
 
-    pub(super) fn existing_topic(&self, topic: &str) -> Result<Arc<Topic>> {
+    pub(crate) fn existing_topic(&self, topic: &str) -> Result<Arc<Topic>> {
         self.open_topic(topic, Create::No)
     }
 }

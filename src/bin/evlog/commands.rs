@@ -143,6 +143,19 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Import { topic, brokers, kafka_topic, until_caught_up } => {
             import(dir, &topic, &brokers, &kafka_topic, until_caught_up)
         }
+        Command::Serve { listen } => serve(dir, listen),
+    }
+}
+
+/// `evlog serve`: the store served over the Kafka protocol until the process is stopped. Every
+/// acknowledged produce with acks=all is fsynced (the store opens with `Always`), so stopping
+/// it with a signal, even SIGKILL, loses nothing acknowledged.
+fn serve(dir: &Path, listen: std::net::SocketAddr) -> CmdResult {
+    let store = open_store(dir, Durability::Always)?;
+    let server = store.serve(evlog::serve::ServeOptions::listening_on(listen)).map_err(msg)?;
+    eprintln!("evlog: serving {} on {}", dir.display(), server.local_addr());
+    loop {
+        std::thread::park();
     }
 }
 

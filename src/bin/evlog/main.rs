@@ -184,6 +184,13 @@ enum Command {
         #[arg(long)]
         until_caught_up: bool,
     },
+    /// Serve the store over the Kafka wire protocol until the process is stopped (any Kafka
+    /// client produces and consumes; each topic is one partition).
+    Serve {
+        /// Where to listen (loopback only).
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        listen: std::net::SocketAddr,
+    },
     /// Import every partition of a Kafka topic into a local topic (needs the `kafka` feature).
     Import {
         topic: String,

@@ -1,0 +1,198 @@
+//! Serving a store over the Kafka wire protocol, so other processes and other languages produce
+//! to and consume from it with the Kafka clients they already have (`Store::serve`,
+//! `evlog serve`). Each topic is one partition, partition 0; the store is the only broker,
+//! node 0. Message encoding is the `kafka-protocol` crate's; this module maps requests onto
+//! the store.
+//!
+//! Invariants:
+//! - A malformed or oversized request gets its connection closed (after an error response where
+//!   the request's header could be read); the store is never touched by it and the server never
+//!   panics (decoding runs under `catch_unwind` as well).
+//! - `acks=1` and `acks=all` are answered only after the append returned, that is once the
+//!   records are as durable as the topic's `Durability` says (`Always`: fsynced).
+//! - Loopback only unless told otherwise: a non-loopback address is refused (authentication is
+//!   not implemented yet).
+//! - Bounded: connections (`connections_max`), request size (`request_bytes_max`), idle time
+//!   (`idle_timeout`), records per fetch (`partition_max_bytes` as the client asks, at least one).
+
+mod api;
+mod conn;
+
+#[doc(hidden)] // for the fuzz target over request bytes
+pub use conn::decodes as request_decodes;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The address `evlog serve` listens on by default: Kafka's port, loopback only.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
+
+/// How a store is served; see [`Store::serve`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// Where to listen. Loopback only: any other address is refused.
+    pub listen: SocketAddr,
+    /// The most client connections at once; a connection past it is closed at once.
+    pub connections_max: usize,
+    /// The largest request accepted (Kafka's `message.max.bytes` plus its framing); a larger
+    /// one closes its connection.
+    pub request_bytes_max: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Whether a produce to (or metadata request for) a topic that does not exist creates it,
+    /// as Kafka's `auto.create.topics.enable` does.
+    pub auto_create_topics: bool,
+    /// The longest a fetch waits for records, whatever the client asks.
+    pub fetch_wait_max: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            connections_max: 256,
+            request_bytes_max: 16 << 20,
+            idle_timeout: Duration::from_secs(600),
+            auto_create_topics: true,
+            fetch_wait_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServeOptions {
+    /// Options listening on `listen`, defaults otherwise.
+    pub fn listening_on(listen: SocketAddr) -> Self {
+        ServeOptions { listen, ..ServeOptions::default() }
+    }
+}
+
+/// A running server; [`Server::shutdown`] (or dropping it) stops accepting, lets the requests in
+/// flight finish and closes every connection.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+/// What the acceptor and the connections share.
+#[derive(Debug)]
+struct Shared {
+    store: Store,
+    opts: ServeOptions,
+    /// The address clients are told to connect to (Metadata, FindCoordinator).
+    advertised: SocketAddr,
+    stopping: AtomicBool,
+    connections: AtomicUsize,
+    /// Each connection's thread and a handle to close its socket at shutdown.
+    threads: Mutex<Vec<(JoinHandle<()>, TcpStream)>>,
+}
+
+impl Store {
+    /// Serves this store over the Kafka wire protocol on `opts.listen` (port 0 picks a free
+    /// one; [`Server::local_addr`] says which) from threads of this process, beside its own use
+    /// of the store. Fails with `InvalidOptions` for an address that is not loopback.
+    pub fn serve(&self, opts: ServeOptions) -> Result<Server> {
+        if !opts.listen.ip().is_loopback() {
+            return Err(Error::InvalidOptions {
+                reason: format!(
+                    "{} is not a loopback address: serving beyond this machine needs authentication, which evlog serve does not offer yet",
+                    opts.listen
+                ),
+            });
+        }
+        let listener =
+            TcpListener::bind(opts.listen).map_err(|e| Error::io("listen on", opts.listen.to_string(), e))?;
+        let addr = listener.local_addr().map_err(|e| Error::io("listen on", opts.listen.to_string(), e))?;
+        let shared = Arc::new(Shared {
+            store: self.clone(),
+            opts,
+            advertised: addr,
+            stopping: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
+        });
+        let acceptor = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("evlog-serve".into())
+                .spawn(move || accept_loop(&listener, &shared))
+                .map_err(|e| Error::io("start the server thread for", addr.to_string(), e))?
+        };
+        Ok(Server { addr, shared, acceptor: Some(acceptor) })
+    }
+}
+
+impl Server {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections, lets each connection finish the request it is serving,
+    /// closes them and waits for their threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.shared.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Wake the acceptor blocked in `accept`.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(h) = self.acceptor.take() {
+            let _ = h.join();
+        }
+        let threads = std::mem::take(&mut *crate::sync::lock(&self.shared.threads));
+        for (_, stream) in &threads {
+            // Reading ends; a response being written still goes out.
+            let _ = stream.shutdown(std::net::Shutdown::Read);
+        }
+        for (h, _) in threads {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        if shared.connections.load(Ordering::SeqCst) >= shared.opts.connections_max {
+            drop(stream); // over the limit: closed at once
+            continue;
+        }
+        let Ok(handle) = stream.try_clone() else { continue };
+        shared.connections.fetch_add(1, Ordering::SeqCst);
+        let conn_shared = shared.clone();
+        let spawned = std::thread::Builder::new().name("evlog-serve-conn".into()).spawn(move || {
+            conn::serve_connection(stream, &conn_shared);
+            conn_shared.connections.fetch_sub(1, Ordering::SeqCst);
+        });
+        match spawned {
+            Ok(h) => {
+                let mut threads = crate::sync::lock(&shared.threads);
+                threads.retain(|(h, _)| !h.is_finished());
+                threads.push((h, handle));
+            }
+            Err(_) => {
+                shared.connections.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! `Store::serve`: the Kafka wire protocol spoken by a client written here with the
+//! `kafka-protocol` crate (the real clients, librdkafka and others, are in
+//! `tests/serve_clients.rs`).
+
+use bytes::{Bytes, BytesMut};
+use evlog::consume::StartAt;
+use evlog::serve::ServeOptions;
+use evlog::{ConsumerOptions, Store, StoreOptions};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatchDecoder,
+    RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+fn serve(store: &Store) -> evlog::serve::Server {
+    store.serve(ServeOptions::listening_on(SocketAddr::from(([127, 0, 0, 1], 0)))).expect("serve")
+}
+
+/// A connection that sends requests and reads their responses.
+struct Client {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        Client { stream, correlation: 0 }
+    }
+
+    fn call<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("evlog-test")));
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf, R::header_version(version)).expect("header");
+        request.encode(&mut buf, version).expect("request");
+        self.send_raw(&buf);
+        let mut body = self.read_frame().expect("a response");
+        let response_header =
+            ResponseHeader::decode(&mut body, R::Response::header_version(version)).expect("response header");
+        assert_eq!(response_header.correlation_id, self.correlation);
+        R::Response::decode(&mut body, version).expect("response")
+    }
+
+    fn send_raw(&mut self, payload: &[u8]) {
+        let len = i32::try_from(payload.len()).expect("len");
+        self.stream.write_all(&len.to_be_bytes()).expect("write");
+        self.stream.write_all(payload).expect("write");
+    }
+
+    fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).ok()?;
+        let mut buf = vec![0u8; usize::try_from(i32::from_be_bytes(len)).ok()?];
+        self.stream.read_exact(&mut buf).ok()?;
+        Some(Bytes::from(buf))
+    }
+}
+
+fn record(offset: i64, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, &[u8])], ts: i64) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+        producer_id: NO_PRODUCER_ID,
+        producer_epoch: NO_PRODUCER_EPOCH,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        sequence: NO_SEQUENCE,
+        timestamp: ts,
+        key: key.map(Bytes::copy_from_slice),
+        value: value.map(Bytes::copy_from_slice),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (StrBytes::from_string(n.to_string()), Some(Bytes::copy_from_slice(v))))
+            .collect(),
+    }
+}
+
+fn produce(
+    c: &mut Client,
+    topic: &str,
+    records: &[Record],
+    compression: Compression,
+    acks: i16,
+) -> Option<ProduceResponse> {
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(&mut batch, records, &RecordEncodeOptions { version: 2, compression }).expect("batch");
+    let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![
+        TopicProduceData::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partition_data(
+            vec![PartitionProduceData::default().with_index(0).with_records(Some(batch.freeze()))],
+        ),
+    ]);
+    if acks == 0 {
+        c.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(ProduceRequest::KEY)
+            .with_request_api_version(9)
+            .with_correlation_id(c.correlation);
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf, ProduceRequest::header_version(9)).expect("header");
+        request.encode(&mut buf, 9).expect("request");
+        c.send_raw(&buf);
+        return None;
+    }
+    Some(c.call(&request, 9))
+}
+
+fn fetch_request(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default().with_max_wait_ms(max_wait_ms).with_min_bytes(1).with_max_bytes(1 << 20).with_topics(vec![
+        FetchTopic::default().with_topic(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(vec![
+            FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(1 << 20),
+        ]),
+    ])
+}
+
+fn fetch(c: &mut Client, topic: &str, offset: i64, max_wait_ms: i32) -> Vec<Record> {
+    let response = c.call(&fetch_request(topic, offset, max_wait_ms), 12);
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0, "fetch error");
+    let mut bytes = partition.records.clone().unwrap_or_default();
+    RecordBatchDecoder::decode_all(&mut bytes).expect("batches").into_iter().flat_map(|s| s.records).collect()
+}
+
+#[test]
+fn records_produced_over_the_wire_come_back_byte_for_byte_over_the_wire_and_through_the_api() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    let server = serve(&store);
+    let mut c = Client::connect(server.local_addr());
+    let versions = c.call(&ApiVersionsRequest::default(), 3);
+    assert!(versions.api_keys.iter().any(|k| k.api_key == ProduceRequest::KEY));
+    assert!(!versions.api_keys.iter().any(|k| k.api_key == JoinGroupRequest::KEY), "only what is answered is offered");
+    let sent = [
+        record(0, Some(b"k1"), Some(b"v1"), &[("h", b"x"), ("trace", b"\x00\xff")], 1_700_000_000_000),
+        record(1, None, Some(b""), &[], 1_700_000_000_001),
+        record(2, Some(b"gone"), None, &[], 1_700_000_000_002),
+    ];
+    for (compression, acks) in [(Compression::None, -1), (Compression::Gzip, 1), (Compression::Zstd, -1)] {
+        let r = produce(&mut c, "orders", &sent, compression, acks).expect("response");
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "{compression:?}");
+    }
+    let got = fetch(&mut c, "orders", 0, 0);
+    assert_eq!(got.len(), 9);
+    for (i, r) in got.iter().enumerate() {
+        let s = &sent[i % 3];
+        assert_eq!(
+            (r.offset, &r.key, &r.value, &r.headers, r.timestamp),
+            (i as i64, &s.key, &s.value, &s.headers, s.timestamp)
+        );
+    }
+    // The embedded API sees the same topic: a null value is a tombstone.
+    let t = store.topic("orders").expect("topic");
+    assert_eq!(t.read(0).expect("read").expect("record").header("trace"), Some(&b"\x00\xff"[..]));
+    assert!(t.read(2).expect("read").expect("record").is_tombstone());
+    drop(c);
+    server.shutdown();
+}
+
+#[test]
+fn a_fetch_waits_for_an_append_made_through_the_embedded_api_and_returns_at_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    let server = serve(&store);
+    let t = store.topic("live").expect("topic");
+    let mut c = Client::connect(server.local_addr());
+    let appender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        t.append(b"from the application").expect("append")
+    });
+    let started = Instant::now();
+    let got = fetch(&mut c, "live", 0, 20_000);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].value.as_deref(), Some(&b"from the application"[..]));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woken by the append, not by max_wait: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(appender.join().expect("thread"), 0);
+}
+
+#[test]
+fn group_offsets_committed_over_the_wire_are_the_embedded_consumers_and_the_reverse() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    let server = serve(&store);
+    let t = store.topic("jobs").expect("topic");
+    for i in 0..10u8 {
+        t.append(&[i]).expect("append");
+    }
+    let mut c = Client::connect(server.local_addr());
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("workers")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("jobs")))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(4),
+                ]),
+        ]);
+    let r = c.call(&commit, 8);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    let mut consumer =
+        store.consumer("workers", "jobs", ConsumerOptions::starting_at(StartAt::Earliest)).expect("consumer");
+    assert_eq!(consumer.poll(1, Duration::ZERO).expect("poll")[0].offset(), 4, "the wire's commit is the group's");
+    consumer.poll(2, Duration::ZERO).expect("poll");
+    consumer.commit().expect("commit");
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("workers")))
+        .with_topics(Some(vec![
+            OffsetFetchRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("jobs")))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let r = c.call(&request, 7);
+    assert_eq!(r.topics[0].partitions[0].committed_offset, 7, "the embedded commit is seen over the wire");
+}
+
+#[test]
+fn a_malformed_or_oversized_request_closes_its_connection_and_touches_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    let mut opts = ServeOptions::listening_on(SocketAddr::from(([127, 0, 0, 1], 0)));
+    opts.request_bytes_max = 1 << 16;
+    let server = store.serve(opts).expect("serve");
+    let started = Instant::now();
+    // A produce header followed by garbage.
+    let mut c = Client::connect(server.local_addr());
+    let mut bad = vec![0u8, 0, 0, 9, 0, 0, 0, 1, 0xff, 0xff];
+    bad.extend_from_slice(&[0xab; 64]);
+    c.send_raw(&bad);
+    assert!(c.read_frame().is_none(), "closed without a response");
+    // A length past the limit.
+    let mut c = Client::connect(server.local_addr());
+    c.stream.write_all(&(1i32 << 20).to_be_bytes()).expect("write");
+    assert!(c.read_frame().is_none(), "closed");
+    // A produce whose batch does not decode.
+    let mut c = Client::connect(server.local_addr());
+    let request = ProduceRequest::default().with_acks(-1).with_topic_data(vec![
+        TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str("t"))).with_partition_data(vec![
+            PartitionProduceData::default().with_records(Some(Bytes::from_static(&[7; 80]))),
+        ]),
+    ]);
+    let mut buf = BytesMut::new();
+    RequestHeader::default().with_request_api_key(0).with_request_api_version(9).encode(&mut buf, 1).expect("header");
+    request.encode(&mut buf, 9).expect("request");
+    c.send_raw(&buf);
+    assert!(c.read_frame().is_none(), "closed");
+    assert!(started.elapsed() < Duration::from_secs(10), "each connection closed at once: {:?}", started.elapsed());
+    assert!(store.topics().expect("topics").is_empty(), "nothing was created or written");
+    // The server still serves others.
+    let mut c = Client::connect(server.local_addr());
+    assert_eq!(c.call(&ApiVersionsRequest::default(), 3).error_code, 0);
+}
+
+#[test]
+fn a_non_loopback_address_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    let err = store.serve(ServeOptions::listening_on(SocketAddr::from(([0, 0, 0, 0], 0)))).expect_err("refused");
+    assert!(err.to_string().contains("loopback"), "{err}");
+}
+
+/// `evlog serve` on a free port of its own; the child and the address it printed.
+fn spawn_evlog_serve(dir: &std::path::Path) -> (std::process::Child, SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_evlog"))
+        .args(["serve", "--dir"])
+        .arg(dir)
+        .args(["--listen", &addr.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("evlog serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "evlog serve did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, addr)
+}
+
+#[test]
+fn every_acks_all_record_is_there_after_the_server_is_killed_and_the_store_reopened() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = spawn_evlog_serve(tmp.path());
+    let mut c = Client::connect(addr);
+    for i in 0..50i64 {
+        let value = format!("r{i}");
+        let r = produce(&mut c, "durable", &[record(0, None, Some(value.as_bytes()), &[], i)], Compression::Lz4, -1);
+        assert_eq!(r.expect("response").responses[0].partition_responses[0].base_offset, i);
+    }
+    // acks=0: no response, and the next request is still answered, in order.
+    assert!(produce(&mut c, "durable", &[record(0, None, Some(b"fire"), &[], 99)], Compression::None, 0).is_none());
+    assert_eq!(c.call(&ApiVersionsRequest::default(), 3).error_code, 0);
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("reopen");
+    let t = store.topic("durable").expect("topic");
+    for i in 0..50u64 {
+        let r = t.read(i).expect("read").expect("every acknowledged record");
+        assert_eq!(r.payload(), format!("r{i}").as_bytes());
+        assert_eq!(r.timestamp(), i as i64, "CreateTime kept");
+    }
+}
