@@ -144,7 +144,10 @@ fn records_produced_over_the_wire_come_back_byte_for_byte_over_the_wire_and_thro
     let mut c = Client::connect(server.local_addr());
     let versions = c.call(&ApiVersionsRequest::default(), 3);
     assert!(versions.api_keys.iter().any(|k| k.api_key == ProduceRequest::KEY));
-    assert!(!versions.api_keys.iter().any(|k| k.api_key == JoinGroupRequest::KEY), "only what is answered is offered");
+    assert!(
+        !versions.api_keys.iter().any(|k| k.api_key == DescribeAclsRequest::KEY),
+        "only what is answered is offered"
+    );
     let sent = [
         record(0, Some(b"k1"), Some(b"v1"), &[("h", b"x"), ("trace", b"\x00\xff")], 1_700_000_000_000),
         record(1, None, Some(b""), &[], 1_700_000_000_001),

@@ -15,6 +15,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 mod fetch;
+mod membership;
 mod offsets;
 mod produce;
 
@@ -48,6 +49,12 @@ pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
 ];
 
 /// What a request is answered with.
@@ -77,7 +84,13 @@ fn decode<M: Decodable>(mut body: Bytes, version: i16) -> Result<M, Malformed> {
 }
 
 /// Answers one request of `key` at `version` whose body is `body`.
-pub(super) fn dispatch(key: ApiKey, version: i16, body: Bytes, s: &Shared) -> Result<Reply, Malformed> {
+pub(super) fn dispatch(
+    key: ApiKey,
+    version: i16,
+    client_id: &str,
+    body: Bytes,
+    s: &Shared,
+) -> Result<Reply, Malformed> {
     if key == ApiKey::ApiVersions {
         return api_versions(version);
     }
@@ -94,6 +107,12 @@ pub(super) fn dispatch(key: ApiKey, version: i16, body: Bytes, s: &Shared) -> Re
         ApiKey::FindCoordinator => encode(&find_coordinator(decode(body, version)?, version, s), version),
         ApiKey::CreateTopics => encode(&create_topics(decode(body, version)?, s), version),
         ApiKey::DeleteTopics => encode(&delete_topics(decode(body, version)?, s), version),
+        ApiKey::JoinGroup => encode(&membership::join(decode(body, version)?, client_id, s), version),
+        ApiKey::SyncGroup => encode(&membership::sync(decode(body, version)?, s), version),
+        ApiKey::Heartbeat => encode(&membership::heartbeat(decode(body, version)?, s), version),
+        ApiKey::LeaveGroup => encode(&membership::leave(decode(body, version)?, s), version),
+        ApiKey::ListGroups => encode(&membership::list(s), version),
+        ApiKey::DescribeGroups => encode(&membership::describe(decode(body, version)?, s), version),
         _ => Err(Malformed),
     }
 }
@@ -114,6 +133,12 @@ pub(super) fn decode_only(key: ApiKey, version: i16, body: Bytes) -> bool {
         ApiKey::ApiVersions => decode::<ApiVersionsRequest>(body, version).is_ok(),
         ApiKey::CreateTopics => decode::<CreateTopicsRequest>(body, version).is_ok(),
         ApiKey::DeleteTopics => decode::<DeleteTopicsRequest>(body, version).is_ok(),
+        ApiKey::JoinGroup => decode::<JoinGroupRequest>(body, version).is_ok(),
+        ApiKey::SyncGroup => decode::<SyncGroupRequest>(body, version).is_ok(),
+        ApiKey::Heartbeat => decode::<HeartbeatRequest>(body, version).is_ok(),
+        ApiKey::LeaveGroup => decode::<LeaveGroupRequest>(body, version).is_ok(),
+        ApiKey::ListGroups => decode::<ListGroupsRequest>(body, version).is_ok(),
+        ApiKey::DescribeGroups => decode::<DescribeGroupsRequest>(body, version).is_ok(),
         _ => false,
     }
 }

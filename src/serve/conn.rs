@@ -51,12 +51,15 @@ fn read_frame(stream: &mut TcpStream, max: usize) -> Option<Bytes> {
 fn handle(mut frame: Bytes, shared: &Shared) -> Option<Option<Vec<u8>>> {
     let (header, key) = decode_header(&mut frame)?;
     let version = header.request_api_version;
-    let reply =
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| api::dispatch(key, version, frame, shared))) {
-            Ok(Ok(reply)) => reply,
-            // Malformed body, or a panic in a decoder: the connection goes.
-            Ok(Err(_)) | Err(_) => return None,
-        };
+    let client_id = header.client_id.as_deref().unwrap_or_default();
+    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        api::dispatch(key, version, client_id, frame, shared)
+    }));
+    let reply = match answer {
+        Ok(Ok(reply)) => reply,
+        // Malformed body, or a panic in a decoder: the connection goes.
+        Ok(Err(_)) | Err(_) => return None,
+    };
     match reply {
         Reply::None => Some(None),
         Reply::Body(body) => {

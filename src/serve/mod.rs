@@ -17,6 +17,7 @@
 
 mod api;
 mod conn;
+mod groups;
 
 #[doc(hidden)] // for the fuzz target over request bytes
 pub use conn::decodes as request_decodes;
@@ -92,6 +93,8 @@ struct Shared {
     connections: AtomicUsize,
     /// Each connection's thread and a handle to close its socket at shutdown.
     threads: Mutex<Vec<(JoinHandle<()>, TcpStream)>>,
+    /// Consumer-group membership (the offsets are the store's).
+    groups: groups::Coordinator,
 }
 
 impl Store {
@@ -117,6 +120,7 @@ impl Store {
             stopping: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
+            groups: groups::Coordinator::default(),
         });
         let acceptor = {
             let shared = shared.clone();

@@ -15,6 +15,13 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, Offset
 
 pub(in crate::serve) fn commit(r: OffsetCommitRequest, s: &Shared) -> OffsetCommitResponse {
     let group = r.group_id.0.to_string();
+    // A member's commit must come from the current generation; a commit outside any group
+    // (generation -1, as an assign()ing client sends) is taken as it is.
+    let member_error = if r.generation_id_or_member_epoch >= 0 && !r.member_id.is_empty() {
+        s.groups.is_current(&group, r.generation_id_or_member_epoch, &r.member_id)
+    } else {
+        code::NONE
+    };
     let topics = r
         .topics
         .into_iter()
@@ -24,7 +31,11 @@ pub(in crate::serve) fn commit(r: OffsetCommitRequest, s: &Shared) -> OffsetComm
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let error_code = commit_one(s, &group, &name, p.partition_index, p.committed_offset);
+                    let error_code = if member_error != code::NONE {
+                        member_error
+                    } else {
+                        commit_one(s, &group, &name, p.partition_index, p.committed_offset)
+                    };
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(error_code)

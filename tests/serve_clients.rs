@@ -1,0 +1,157 @@
+//! `evlog serve` with real, independent Kafka clients: kcat and confluent-kafka for Python
+//! (both librdkafka), and kafkajs (a separate implementation in JavaScript). They run when
+//! `EVLOG_CLIENT_TESTS=1`, as `.ci/run` sets after installing them (a missing client then
+//! fails the test); without it each test says so and passes, so `cargo test` works on a
+//! machine without them. kafkajs is looked for under `EVLOG_NODE_PATH` (a `node_modules`).
+
+use evlog::{Store, StoreOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn enabled(test: &str) -> bool {
+    let on = std::env::var("EVLOG_CLIENT_TESTS").is_ok_and(|v| v == "1");
+    if !on {
+        eprintln!(
+            "{test}: skipped (set EVLOG_CLIENT_TESTS=1 with kcat, python3 confluent-kafka and kafkajs installed)"
+        );
+    }
+    on
+}
+
+/// `evlog serve` on a free loopback port over `dir`.
+fn serve(dir: &Path) -> (Child, SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let child = Command::new(env!("CARGO_BIN_EXE_evlog"))
+        .args(["serve", "--dir"])
+        .arg(dir)
+        .args(["--listen", &addr.to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("evlog serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "evlog serve did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, addr)
+}
+
+fn script(name: &str) -> String {
+    format!("{}/tests/clients/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a client that prints `ok` last; fails with its output otherwise.
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "{cmd:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn kcat_produces_and_consumes_keys_and_values() {
+    if !enabled("kcat") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = serve(tmp.path());
+    let mut producer = Command::new("kcat")
+        .args(["-P", "-b", &addr.to_string(), "-t", "lines", "-K:"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat (install it: apt-get install kcat)");
+    let lines: String = (0..100).map(|i| format!("k{i}:value {i}\n")).collect();
+    producer.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("write");
+    assert!(producer.wait().expect("kcat").success());
+    let out = Command::new("kcat")
+        .args(["-C", "-b", &addr.to_string(), "-t", "lines", "-o", "beginning", "-e", "-f", "%o %k %s\\n"])
+        .output()
+        .expect("kcat");
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    let want: Vec<String> = (0..100).map(|i| format!("{i} k{i} value {i}")).collect();
+    assert_eq!(got, want);
+    server.kill().expect("kill");
+}
+
+#[test]
+fn confluent_kafka_for_python_produces_in_every_compression_and_consumes_byte_for_byte() {
+    if !enabled("confluent-kafka") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = serve(tmp.path());
+    run_ok(Command::new("python3").arg(script("produce_consume.py")).arg(addr.to_string()).arg("py"));
+    server.kill().expect("kill");
+}
+
+#[test]
+fn a_python_consumer_group_of_two_members_rebalances_without_losing_or_repeating_a_commit() {
+    if !enabled("confluent-kafka group") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = serve(tmp.path());
+    run_ok(Command::new("python3").arg(script("group.py")).arg(addr.to_string()).arg("jobs"));
+    server.kill().expect("kill");
+}
+
+#[test]
+fn kafkajs_creates_produces_and_consumes_as_a_group() {
+    if !enabled("kafkajs") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = serve(tmp.path());
+    let mut cmd = Command::new("node");
+    if let Some(p) = std::env::var_os("EVLOG_NODE_PATH") {
+        cmd.env("NODE_PATH", p);
+    }
+    run_ok(cmd.arg(script("kafkajs.js")).arg(addr.to_string()).arg("orders"));
+    server.kill().expect("kill");
+}
+
+#[test]
+fn every_record_a_python_producer_saw_acknowledged_survives_a_sigkill_of_the_server() {
+    if !enabled("acks=all across SIGKILL") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = serve(tmp.path());
+    let mut producer = Command::new("python3")
+        .arg(script("acked.py"))
+        .arg(addr.to_string())
+        .arg("acked")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut lines = BufReader::new(producer.stdout.take().expect("stdout")).lines();
+    let mut acked = Vec::new();
+    while acked.len() < 2_000 {
+        let line = lines.next().expect("the producer stopped early").expect("line");
+        acked.push(line);
+    }
+    server.kill().expect("SIGKILL"); // mid-stream: more records are in flight
+    server.wait().expect("wait");
+    let _ = producer.kill();
+    let _ = producer.wait();
+    acked.extend(lines.map_while(Result::ok)); // acknowledgements printed before the kills
+
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("reopen");
+    let t = store.topic("acked").expect("topic");
+    for line in &acked {
+        let (offset, value) = line.split_once(' ').expect("offset value");
+        let r = t
+            .read(offset.parse().expect("offset"))
+            .expect("read")
+            .unwrap_or_else(|| panic!("acknowledged {line} lost"));
+        assert_eq!(r.payload(), value.as_bytes(), "at offset {offset}");
+    }
+}
