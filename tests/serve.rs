@@ -322,3 +322,59 @@ fn every_acks_all_record_is_there_after_the_server_is_killed_and_the_store_reope
         assert_eq!(r.timestamp(), i as i64, "CreateTime kept");
     }
 }
+
+#[test]
+fn an_idempotent_producers_retried_batch_is_appended_once_also_after_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let batch = |seq: i32, values: &[&[u8]], pid: i64| -> Vec<Record> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let mut r = record(i as i64, None, Some(v), &[], 5);
+                r.producer_id = pid;
+                r.producer_epoch = 0;
+                r.sequence = seq + i as i32;
+                r
+            })
+            .collect()
+    };
+    let pid = {
+        let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+        let server = serve(&store);
+        let mut c = Client::connect(server.local_addr());
+        let init =
+            c.call(&InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(-1), 4);
+        assert_eq!(init.error_code, 0);
+        let pid = init.producer_id.0;
+        let first = produce(&mut c, "once", &batch(0, &[b"a", b"b"], pid), Compression::None, -1).expect("response");
+        let retry = produce(&mut c, "once", &batch(0, &[b"a", b"b"], pid), Compression::None, -1).expect("response");
+        let base = |r: &ProduceResponse| r.responses[0].partition_responses[0].base_offset;
+        assert_eq!((base(&first), base(&retry)), (0, 0), "the retry answers with the original offset");
+        let next = produce(&mut c, "once", &batch(2, &[b"c"], pid), Compression::None, -1).expect("response");
+        assert_eq!(base(&next), 2);
+        let got = fetch(&mut c, "once", 0, 0);
+        let values: Vec<_> = got.iter().map(|r| r.value.clone().expect("value")).collect();
+        assert_eq!(values, [&b"a"[..], b"b", b"c"]);
+        assert!(got[0].headers.is_empty(), "evlog's producer bookkeeping is not shown: {:?}", got[0].headers);
+        let other = c
+            .call(&InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(-1), 4)
+            .producer_id
+            .0;
+        assert_ne!(other, pid, "every producer gets an id of its own");
+        pid
+    };
+    // After a restart (the store reopened and served again) the same retry is still recognised,
+    // and a new producer never gets an id handed out before.
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("reopen");
+    let server = serve(&store);
+    let mut c = Client::connect(server.local_addr());
+    let retry = produce(&mut c, "once", &batch(2, &[b"c"], pid), Compression::None, -1).expect("response");
+    assert_eq!(retry.responses[0].partition_responses[0].base_offset, 2);
+    assert_eq!(store.topic("once").expect("topic").next_offset(), 3);
+    let fresh = c
+        .call(&InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(-1), 4)
+        .producer_id
+        .0;
+    assert!(fresh > pid + 1, "ids are not reused across restarts: {fresh} after {pid}");
+}

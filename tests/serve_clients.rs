@@ -117,33 +117,52 @@ fn kafkajs_creates_produces_and_consumes_as_a_group() {
     server.kill().expect("kill");
 }
 
+/// `evlog serve` on `addr` over `dir` (a restart on the same port).
+fn serve_on(dir: &Path, addr: SocketAddr) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_evlog"))
+        .args(["serve", "--dir"])
+        .arg(dir)
+        .args(["--listen", &addr.to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("evlog serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "evlog serve did not listen again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 #[test]
-fn every_record_a_python_producer_saw_acknowledged_survives_a_sigkill_of_the_server() {
+fn an_idempotent_python_producer_across_a_sigkill_and_restart_of_the_server_leaves_every_record_once() {
     if !enabled("acks=all across SIGKILL") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let (mut server, addr) = serve(tmp.path());
+    let n = 5_000usize;
     let mut producer = Command::new("python3")
         .arg(script("acked.py"))
         .arg(addr.to_string())
         .arg("acked")
+        .arg(n.to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("python3");
     let mut lines = BufReader::new(producer.stdout.take().expect("stdout")).lines();
     let mut acked = Vec::new();
-    while acked.len() < 2_000 {
-        let line = lines.next().expect("the producer stopped early").expect("line");
-        acked.push(line);
+    while acked.len() < n / 3 {
+        acked.push(lines.next().expect("the producer stopped early").expect("line"));
     }
     server.kill().expect("SIGKILL"); // mid-stream: more records are in flight
     server.wait().expect("wait");
-    let _ = producer.kill();
-    let _ = producer.wait();
-    acked.extend(lines.map_while(Result::ok)); // acknowledgements printed before the kills
-
+    let mut server = serve_on(tmp.path(), addr);
+    acked.extend(lines.map_while(Result::ok)); // the rest, acknowledged by the restarted server
+    assert!(producer.wait().expect("python3").success(), "the producer did not finish");
+    assert_eq!(acked.pop().as_deref(), Some("ok"));
+    server.kill().expect("kill");
+    server.wait().expect("wait");
     let store = Store::open(tmp.path(), StoreOptions::default()).expect("reopen");
     let t = store.topic("acked").expect("topic");
     for line in &acked {
@@ -154,4 +173,9 @@ fn every_record_a_python_producer_saw_acknowledged_survives_a_sigkill_of_the_ser
             .unwrap_or_else(|| panic!("acknowledged {line} lost"));
         assert_eq!(r.payload(), value.as_bytes(), "at offset {offset}");
     }
+    let values: Vec<Vec<u8>> = t.iter(0).map(|r| r.expect("record").payload().to_vec()).collect();
+    let mut distinct = values.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!((values.len(), distinct.len()), (n, n), "every record once: no duplicate, none lost");
 }

@@ -174,6 +174,46 @@ impl Producer {
         self.send_locked(&mut seqs, sequence, record)
     }
 
+    /// Appends `records` with sequences `first_sequence`, `first_sequence + 1`, … as one atomic
+    /// batch, leaving out the leading ones already in the log (a retried batch of which a
+    /// prefix went in before a crash). Returns the offset of the first record, original or new,
+    /// and whether every record was already there. For `evlog serve`'s idempotent Kafka
+    /// producers, whose batches carry a base sequence.
+    #[cfg(feature = "serve")]
+    pub(crate) fn send_batch_with_sequence(
+        &self,
+        first_sequence: u64,
+        records: &[NewRecord<'_>],
+    ) -> Result<(u64, bool)> {
+        let mut seqs = lock(&self.sequences);
+        let oldest_kept = self.topic.next_offset().saturating_sub(self.window);
+        seqs.prune(oldest_kept);
+        let seq = |i: usize| first_sequence.wrapping_add(i as u64);
+        let present = (0..records.len()).take_while(|&i| seqs.offsets.contains_key(&seq(i))).count();
+        let first_offset = seqs.offsets.get(&first_sequence).copied();
+        if present == records.len() {
+            return Ok((first_offset.unwrap_or_else(|| self.topic.next_offset()), true));
+        }
+        let seq_bytes: Vec<[u8; 8]> = (present..records.len()).map(|i| seq(i).to_le_bytes()).collect();
+        let batch: Vec<NewRecord<'_>> = records
+            .get(present..)
+            .unwrap_or_default()
+            .iter()
+            .zip(&seq_bytes)
+            .map(|(r, b)| {
+                let mut headers = r.headers.clone();
+                headers.push((PRODUCER_ID_HEADER, self.id.as_bytes()));
+                headers.push((SEQUENCE_HEADER, b));
+                NewRecord { headers, ..r.clone() }
+            })
+            .collect();
+        let range = self.topic.append_batch(&batch)?;
+        for (k, offset) in range.clone().enumerate() {
+            seqs.record(seq(present + k), offset);
+        }
+        Ok((first_offset.unwrap_or(range.start), false))
+    }
+
     fn send_locked(&self, seqs: &mut Sequences, sequence: u64, record: &NewRecord<'_>) -> Result<Sent> {
         let oldest_kept = self.topic.next_offset().saturating_sub(self.window);
         seqs.prune(oldest_kept);

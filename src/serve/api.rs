@@ -33,6 +33,7 @@ pub(super) mod code {
     pub const INVALID_REQUEST: i16 = 42;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const INVALID_RECORD: i16 = 87;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 }
 
@@ -55,6 +56,7 @@ pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::LeaveGroup, 0, 4),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// What a request is answered with.
@@ -113,6 +115,7 @@ pub(super) fn dispatch(
         ApiKey::LeaveGroup => encode(&membership::leave(decode(body, version)?, s), version),
         ApiKey::ListGroups => encode(&membership::list(s), version),
         ApiKey::DescribeGroups => encode(&membership::describe(decode(body, version)?, s), version),
+        ApiKey::InitProducerId => encode(&init_producer_id(decode(body, version)?, s), version),
         _ => Err(Malformed),
     }
 }
@@ -139,6 +142,7 @@ pub(super) fn decode_only(key: ApiKey, version: i16, body: Bytes) -> bool {
         ApiKey::LeaveGroup => decode::<LeaveGroupRequest>(body, version).is_ok(),
         ApiKey::ListGroups => decode::<ListGroupsRequest>(body, version).is_ok(),
         ApiKey::DescribeGroups => decode::<DescribeGroupsRequest>(body, version).is_ok(),
+        ApiKey::InitProducerId => decode::<InitProducerIdRequest>(body, version).is_ok(),
         _ => false,
     }
 }
@@ -262,6 +266,19 @@ fn create_topics(r: CreateTopicsRequest, s: &Shared) -> CreateTopicsResponse {
         })
         .collect();
     CreateTopicsResponse::default().with_topics(topics)
+}
+
+/// InitProducerId: a new producer id (epoch 0) for an idempotent producer. Transactions are
+/// not offered: a transactional id is refused.
+fn init_producer_id(r: InitProducerIdRequest, s: &Shared) -> InitProducerIdResponse {
+    let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+    if r.transactional_id.is_some() {
+        return response.with_error_code(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    }
+    match s.producer_ids.allocate(&s.store) {
+        Ok(id) => response.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Err(_) => response.with_error_code(code::KAFKA_STORAGE_ERROR),
+    }
 }
 
 /// DeleteTopics: by name.

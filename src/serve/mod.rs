@@ -18,6 +18,7 @@
 mod api;
 mod conn;
 mod groups;
+mod producers;
 
 #[doc(hidden)] // for the fuzz target over request bytes
 pub use conn::decodes as request_decodes;
@@ -95,6 +96,7 @@ struct Shared {
     threads: Mutex<Vec<(JoinHandle<()>, TcpStream)>>,
     /// Consumer-group membership (the offsets are the store's).
     groups: groups::Coordinator,
+    producer_ids: producers::ProducerIds,
 }
 
 impl Store {
@@ -121,6 +123,7 @@ impl Store {
             connections: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
             groups: groups::Coordinator::default(),
+            producer_ids: producers::ProducerIds::default(),
         });
         let acceptor = {
             let shared = shared.clone();

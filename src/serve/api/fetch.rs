@@ -2,6 +2,7 @@
 //! uncompressed) per partition; a fetch with nothing to send waits for an append (long poll),
 //! up to the client's `max_wait_ms` and the server's limit, until `min_bytes` are there.
 
+use crate::consume::producer::{PRODUCER_ID_HEADER, SEQUENCE_HEADER};
 use crate::serve::Shared;
 use crate::serve::api::{code, open_topic};
 use bytes::{Bytes, BytesMut};
@@ -32,6 +33,8 @@ fn to_kafka(r: &crate::log::Record) -> Record {
     let headers = r
         .headers()
         .filter(|(n, _)| !(tombstone && *n == TOMBSTONE))
+        // An idempotent producer's (id, sequence): evlog's bookkeeping, not the record's.
+        .filter(|(n, _)| *n != PRODUCER_ID_HEADER && *n != SEQUENCE_HEADER)
         .map(|(n, v)| (StrBytes::from_string(n.to_string()), Some(Bytes::copy_from_slice(v))))
         .collect();
     Record {

@@ -2,9 +2,11 @@
 //! the topic as one atomic batch per request partition, keys, headers and CreateTime timestamps
 //! as sent. Answered once the append returned (as durable as the topic's `Durability` says).
 
+use crate::error::Error;
 use crate::log::NewRecord;
 use crate::serve::Shared;
 use crate::serve::api::{Malformed, Reply, code, encode, open_topic};
+use crate::serve::producers::producer_name;
 use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::messages::ProduceResponse;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -85,14 +87,27 @@ fn append(s: &Shared, topic: &str, partition: i32, records: &[Record]) -> (i16, 
         Err(c) => return (c, -1, -1),
     };
     let log_start = i64::try_from(t.first_offset()).unwrap_or(i64::MAX);
-    match t.append_batch(&to_new_records(records)) {
-        Ok(range) => (code::NONE, i64::try_from(range.start).unwrap_or(i64::MAX), log_start),
-        Err(crate::error::LogError::RecordTooLarge { .. } | crate::error::LogError::BatchTooLarge { .. }) => {
-            (code::MESSAGE_TOO_LARGE, -1, log_start)
-        }
-        Err(crate::error::LogError::InvalidHeaders { .. } | crate::error::LogError::KeyTooLarge { .. }) => {
-            (code::INVALID_RECORD, -1, log_start)
-        }
-        Err(_) => (code::KAFKA_STORAGE_ERROR, -1, log_start),
+    let new_records = to_new_records(records);
+    let appended = match records.first() {
+        // An idempotent producer's batch: a retry returns the original offset.
+        Some(first) if first.producer_id >= 0 && first.sequence >= 0 => s
+            .store
+            .producer(topic, &producer_name(first.producer_id))
+            .and_then(|p| p.send_batch_with_sequence(u64::try_from(first.sequence).unwrap_or(0), &new_records))
+            .map(|(first_offset, _duplicate)| first_offset),
+        _ => t.append_batch(&new_records).map(|range| range.start).map_err(Error::from),
+    };
+    match appended {
+        Ok(offset) => (code::NONE, i64::try_from(offset).unwrap_or(i64::MAX), log_start),
+        Err(e) => (error_code(&e), -1, log_start),
+    }
+}
+
+/// The Kafka error code for an append that failed.
+fn error_code(e: &Error) -> i16 {
+    match e {
+        Error::RecordTooLarge { .. } | Error::BatchTooLarge { .. } => code::MESSAGE_TOO_LARGE,
+        Error::InvalidHeaders { .. } | Error::KeyTooLarge { .. } => code::INVALID_RECORD,
+        _ => code::KAFKA_STORAGE_ERROR,
     }
 }
