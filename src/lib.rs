@@ -141,6 +141,11 @@ pub mod defaults {
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// docs/serve.md's Rust example, compiled (not run) as a doctest.
+#[cfg(all(doctest, feature = "serve"))]
+#[doc = include_str!("../docs/serve.md")]
+pub struct ServeDoctests;
+
 /// The guide's code blocks (`docs/guide.md`), compiled (not run) as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide.md")]

@@ -378,3 +378,95 @@ fn an_idempotent_producers_retried_batch_is_appended_once_also_after_a_restart()
         .0;
     assert!(fresh > pid + 1, "ids are not reused across restarts: {fresh} after {pid}");
 }
+
+#[test]
+fn a_topics_configuration_is_described_under_kafkas_names() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    store.topic("metrics").expect("topic");
+    let config = evlog::TopicConfig::default()
+        .with_budget(64 << 20, evlog::log::WhenFull::DropOldest)
+        .with_compaction(true, Duration::from_secs(86_400));
+    store.configure_topic("metrics", config).expect("configure");
+    let server = serve(&store);
+    let mut c = Client::connect(server.local_addr());
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("metrics")),
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("absent")),
+    ]);
+    let r = c.call(&request, 4);
+    let value = |name: &str| {
+        r.results[0].configs.iter().find(|c| &*c.name == name).and_then(|c| c.value.as_ref()).map(|v| v.to_string())
+    };
+    assert_eq!(value("cleanup.policy").as_deref(), Some("compact"));
+    assert_eq!(value("evlog.budget.bytes").as_deref(), Some("67108864"));
+    assert_eq!(value("evlog.when_full").as_deref(), Some("drop-oldest"));
+    assert_eq!(r.results[1].error_code, 3, "an unknown topic is UNKNOWN_TOPIC_OR_PARTITION");
+}
+
+#[test]
+fn appends_from_the_application_and_from_the_wire_form_one_ordered_topic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    let server = serve(&store);
+    let t = store.topic("mixed").expect("topic");
+    let app = std::thread::spawn(move || {
+        for i in 0..200 {
+            t.append(format!("app {i}").as_bytes()).expect("append");
+        }
+    });
+    let mut c = Client::connect(server.local_addr());
+    for i in 0..200 {
+        let value = format!("wire {i}");
+        produce(&mut c, "mixed", &[record(0, None, Some(value.as_bytes()), &[], i)], Compression::None, -1)
+            .expect("ack");
+    }
+    app.join().expect("app");
+    let mut got = Vec::new();
+    while got.len() < 400 {
+        let batch = fetch(&mut c, "mixed", got.len() as i64, 1000);
+        assert!(!batch.is_empty(), "{} records fetched, 400 appended", got.len());
+        got.extend(batch);
+    }
+    assert!(got.iter().enumerate().all(|(i, r)| r.offset == i as i64), "offsets 0.. in order, no gap");
+    for source in ["app", "wire"] {
+        let seen: Vec<String> = got
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().expect("value").to_vec()).expect("utf-8"))
+            .filter(|v| v.starts_with(source))
+            .collect();
+        let want: Vec<String> = (0..200).map(|i| format!("{source} {i}")).collect();
+        assert_eq!(seen, want, "each source's records in its own order");
+    }
+}
+
+#[test]
+fn evlog_serve_stops_gracefully_on_sigterm_and_leaves_the_store_closed_cleanly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = spawn_evlog_serve(tmp.path());
+    let mut c = Client::connect(addr);
+    let r = produce(&mut c, "t", &[record(0, None, Some(b"kept"), &[], 1)], Compression::None, -1).expect("ack");
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "evlog serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(c.read_frame().is_none(), "the connection was closed");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("reopen: the lock was let go");
+    let t = store.topic("t").expect("topic");
+    let report = t.recovery_report();
+    assert!(report.checkpoint_used && report.truncated_bytes == 0, "closed cleanly: {report:?}");
+    assert_eq!(t.read(0).expect("read").expect("record").payload(), b"kept");
+}

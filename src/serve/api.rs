@@ -14,6 +14,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+mod configs;
 mod fetch;
 mod membership;
 mod offsets;
@@ -57,6 +58,7 @@ pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
 ];
 
 /// What a request is answered with.
@@ -116,6 +118,7 @@ pub(super) fn dispatch(
         ApiKey::ListGroups => encode(&membership::list(s), version),
         ApiKey::DescribeGroups => encode(&membership::describe(decode(body, version)?, s), version),
         ApiKey::InitProducerId => encode(&init_producer_id(decode(body, version)?, s), version),
+        ApiKey::DescribeConfigs => encode(&configs::describe(decode(body, version)?, s), version),
         _ => Err(Malformed),
     }
 }
@@ -143,6 +146,7 @@ pub(super) fn decode_only(key: ApiKey, version: i16, body: Bytes) -> bool {
         ApiKey::ListGroups => decode::<ListGroupsRequest>(body, version).is_ok(),
         ApiKey::DescribeGroups => decode::<DescribeGroupsRequest>(body, version).is_ok(),
         ApiKey::InitProducerId => decode::<InitProducerIdRequest>(body, version).is_ok(),
+        ApiKey::DescribeConfigs => decode::<DescribeConfigsRequest>(body, version).is_ok(),
         _ => false,
     }
 }
