@@ -637,3 +637,24 @@ fn a_store_dropped_and_reopened_at_once_in_the_same_process_opens_every_time() {
         c.commit().expect("commit");
     }
 }
+
+#[test]
+fn a_topics_own_retention_by_size_is_kept_with_it_and_applied_after_a_reopen() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    fill(&store, "big", 200);
+    fill(&store, "other", 200);
+    let config = evlog::TopicConfig::default().with_retention_bytes(Some(4096));
+    store.configure_topic("big", config).expect("configure");
+    drop(store);
+    let store = open(tmp.path());
+    assert_eq!(store.topic_config("big").expect("config").retention_bytes, Some(4096), "kept with the topic");
+    assert!(store.enforce_retention("big").expect("retention").first_offset > 0, "its own size applies");
+    assert_eq!(
+        store.enforce_retention("other").expect("retention").first_offset,
+        0,
+        "the store's default (none) applies"
+    );
+    let zero = evlog::TopicConfig::default().with_retention_bytes(Some(0));
+    assert!(store.configure_topic("big", zero).is_err(), "zero refused");
+}

@@ -97,6 +97,7 @@ fn constants_match_format_md() {
                 ("block_timeout_ms", TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT, 8),
                 ("retention_age_ms", TOPIC_CONFIG_RETENTION_AGE_MS_AT, 8),
                 ("tombstone_retention_ms", TOPIC_CONFIG_TOMBSTONE_RETENTION_MS_AT, 8),
+                ("retention_bytes", TOPIC_CONFIG_RETENTION_BYTES_AT, 8),
                 ("crc", TOPIC_CONFIG_CRC_AT, 4),
             ],
             TOPIC_CONFIG_LEN,
@@ -414,8 +415,16 @@ fn consumer_database_values_round_trip_and_wrong_sizes_are_refused() {
             retention_age_ms: 0,
             flags: TOPIC_CONFIG_FLAG_COMPACT_BY_KEY,
             tombstone_retention_ms: 86_400_000,
+            retention_bytes: 1 << 30,
         };
         let b = encode_topic_config(&c);
+        // A version 1 file (written before retention by size): its first 48 bytes, version 1, a
+        // CRC over them; read with no retention by size of its own.
+        let mut v1 = b[..TOPIC_CONFIG_V1_CRC_AT].to_vec();
+        v1[TOPIC_CONFIG_VERSION_AT..TOPIC_CONFIG_VERSION_AT + 2].copy_from_slice(&TOPIC_CONFIG_VERSION_1.to_le_bytes());
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_topic_config(&v1), Ok(TopicConfigFields { retention_bytes: 0, ..c }));
         assert_eq!(decode_topic_config(&b), Ok(c));
         assert!(decode_topic_config(&b[..TOPIC_CONFIG_LEN - 1]).is_err(), "short");
         assert!(decode_topic_config(&encode_topic_config(&TopicConfigFields { flags: 4, ..c })).is_err(), "flags");

@@ -7,8 +7,10 @@ use super::{HeaderError, le_u16, le_u32, le_u64, prefix};
 pub const TOPIC_CONFIG_FILE: &str = "topic.config";
 /// Magic of a topic configuration.
 pub const TOPIC_CONFIG_MAGIC: [u8; 8] = *b"EVLGTCFG";
-/// Version this build writes and reads.
-pub const TOPIC_CONFIG_VERSION: u16 = 1;
+/// Version this build writes; it reads this one and `TOPIC_CONFIG_VERSION_1`.
+pub const TOPIC_CONFIG_VERSION: u16 = 2;
+/// The first version: no `retention_bytes`, `TOPIC_CONFIG_V1_LEN` bytes.
+pub const TOPIC_CONFIG_VERSION_1: u16 = 1;
 /// Byte position of the magic.
 pub const TOPIC_CONFIG_MAGIC_AT: usize = 0;
 /// Byte position of the version (u16).
@@ -29,12 +31,18 @@ pub const TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT: usize = TOPIC_CONFIG_BYTES_MAX_AT + 
 pub const TOPIC_CONFIG_RETENTION_AGE_MS_AT: usize = TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT + 8;
 /// Byte position of how long compaction keeps a tombstone (u64 ms).
 pub const TOPIC_CONFIG_TOMBSTONE_RETENTION_MS_AT: usize = TOPIC_CONFIG_RETENTION_AGE_MS_AT + 8;
+/// Byte position of the retention by size (u64 bytes; 0 = the store's default). Version 2.
+pub const TOPIC_CONFIG_RETENTION_BYTES_AT: usize = TOPIC_CONFIG_TOMBSTONE_RETENTION_MS_AT + 8;
 /// Byte position of the CRC-32 of everything before it.
-pub const TOPIC_CONFIG_CRC_AT: usize = TOPIC_CONFIG_TOMBSTONE_RETENTION_MS_AT + 8;
+pub const TOPIC_CONFIG_CRC_AT: usize = TOPIC_CONFIG_RETENTION_BYTES_AT + 8;
 /// Length of the file.
 pub const TOPIC_CONFIG_LEN: usize = TOPIC_CONFIG_CRC_AT + 4;
+/// Byte position of a version 1 file's CRC (it ends after `tombstone_retention_ms`).
+pub const TOPIC_CONFIG_V1_CRC_AT: usize = TOPIC_CONFIG_TOMBSTONE_RETENTION_MS_AT + 8;
+/// Length of a version 1 file.
+pub const TOPIC_CONFIG_V1_LEN: usize = TOPIC_CONFIG_V1_CRC_AT + 4;
 
-const _: () = assert!(TOPIC_CONFIG_LEN == 52);
+const _: () = assert!(TOPIC_CONFIG_LEN == 60 && TOPIC_CONFIG_V1_LEN == 52);
 
 /// A topic configuration's fields as stored (`0` = none where the spec says so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +59,8 @@ pub struct TopicConfigFields {
     pub flags: u16,
     /// How long compaction keeps a tombstone, ms.
     pub tombstone_retention_ms: u64,
+    /// Retention by size, bytes; 0 = the store's default (always 0 in a version 1 file).
+    pub retention_bytes: u64,
 }
 
 /// Encodes a topic configuration file.
@@ -69,24 +79,31 @@ pub fn encode_topic_config(c: &TopicConfigFields) -> [u8; TOPIC_CONFIG_LEN] {
     put(&mut b, TOPIC_CONFIG_BLOCK_TIMEOUT_MS_AT, &c.block_timeout_ms.to_le_bytes());
     put(&mut b, TOPIC_CONFIG_RETENTION_AGE_MS_AT, &c.retention_age_ms.to_le_bytes());
     put(&mut b, TOPIC_CONFIG_TOMBSTONE_RETENTION_MS_AT, &c.tombstone_retention_ms.to_le_bytes());
+    put(&mut b, TOPIC_CONFIG_RETENTION_BYTES_AT, &c.retention_bytes.to_le_bytes());
     let crc = crc32fast::hash(prefix(&b, TOPIC_CONFIG_CRC_AT));
     put(&mut b, TOPIC_CONFIG_CRC_AT, &crc.to_le_bytes());
     b
 }
 
-/// Decodes and checks a topic configuration file (exactly `TOPIC_CONFIG_LEN` bytes).
+/// Decodes and checks a topic configuration file: version 2 (`TOPIC_CONFIG_LEN` bytes) or
+/// version 1 (`TOPIC_CONFIG_V1_LEN` bytes, read with no retention by size of its own).
 pub fn decode_topic_config(b: &[u8]) -> Result<TopicConfigFields, HeaderError> {
-    if b.len() != TOPIC_CONFIG_LEN {
+    let (len, crc_at) = match b.len() {
+        TOPIC_CONFIG_V1_LEN => (TOPIC_CONFIG_V1_LEN, TOPIC_CONFIG_V1_CRC_AT),
+        _ => (TOPIC_CONFIG_LEN, TOPIC_CONFIG_CRC_AT),
+    };
+    if b.len() != len {
         return Err(HeaderError::Short { len: b.len(), needed: TOPIC_CONFIG_LEN });
     }
     if b.get(TOPIC_CONFIG_MAGIC_AT..TOPIC_CONFIG_MAGIC_AT + 8) != Some(&TOPIC_CONFIG_MAGIC[..]) {
         return Err(HeaderError::BadMagic);
     }
-    if crc32fast::hash(prefix(b, TOPIC_CONFIG_CRC_AT)) != le_u32(b, TOPIC_CONFIG_CRC_AT) {
+    if crc32fast::hash(prefix(b, crc_at)) != le_u32(b, crc_at) {
         return Err(HeaderError::BadChecksum);
     }
     let version = le_u16(b, TOPIC_CONFIG_VERSION_AT);
-    if version != TOPIC_CONFIG_VERSION {
+    let expected = if len == TOPIC_CONFIG_V1_LEN { TOPIC_CONFIG_VERSION_1 } else { TOPIC_CONFIG_VERSION };
+    if version != expected {
         return Err(HeaderError::UnsupportedVersion(version));
     }
     let c = TopicConfigFields {
@@ -96,6 +113,7 @@ pub fn decode_topic_config(b: &[u8]) -> Result<TopicConfigFields, HeaderError> {
         retention_age_ms: le_u64(b, TOPIC_CONFIG_RETENTION_AGE_MS_AT),
         flags: le_u16(b, TOPIC_CONFIG_FLAGS_AT),
         tombstone_retention_ms: le_u64(b, TOPIC_CONFIG_TOMBSTONE_RETENTION_MS_AT),
+        retention_bytes: if len == TOPIC_CONFIG_V1_LEN { 0 } else { le_u64(b, TOPIC_CONFIG_RETENTION_BYTES_AT) },
     };
     if c.when_full > 2 {
         return Err(HeaderError::BadField("when_full"));

@@ -1,5 +1,5 @@
 //! Per-topic configuration that persists with the topic: its disk budget (with the policy when
-//! full) and its retention age. Kept in `topics/<name>/topic.config` (FORMAT.md § Topic
+//! full) and its retention by age and by size. Kept in `topics/<name>/topic.config` (FORMAT.md § Topic
 //! configuration), replaced whole and durably (temp file, fsync, rename, directory fsync), so a
 //! crash leaves the old configuration or the new one, never a mix.
 
@@ -29,6 +29,9 @@ pub struct TopicConfig {
     /// Retention by age: [`Store::enforce_retention`](crate::Store::enforce_retention) deletes
     /// sealed segments whose newest record is older (overrides the store's default).
     pub retention_age: Option<Duration>,
+    /// Retention by size: the oldest sealed segments are deleted while the topic is larger
+    /// (overrides the store's `retention_bytes_max`).
+    pub retention_bytes: Option<u64>,
     /// Background maintenance compacts the topic by key ([`Log::compact`](crate::Log::compact)).
     pub compact_by_key: bool,
     /// How long compaction keeps a tombstone.
@@ -70,6 +73,7 @@ impl Default for TopicConfig {
             when_full: WhenFull::Error,
             block_timeout: BLOCK_TIMEOUT_DEFAULT,
             retention_age: None,
+            retention_bytes: None,
             compact_by_key: false,
             tombstone_retention: TOMBSTONE_RETENTION_DEFAULT,
             compression: Compression::None,
@@ -107,6 +111,11 @@ impl TopicConfig {
         TopicConfig { retention_age: age, ..self }
     }
 
+    /// This configuration with retention by size (`None`: the store's default).
+    pub fn with_retention_bytes(self, bytes: Option<u64>) -> TopicConfig {
+        TopicConfig { retention_bytes: bytes, ..self }
+    }
+
     /// This configuration with compaction by key on or off, keeping tombstones for
     /// `tombstone_retention`.
     pub fn with_compaction(self, compact_by_key: bool, tombstone_retention: Duration) -> TopicConfig {
@@ -137,6 +146,9 @@ impl TopicConfig {
         if self.retention_age.is_some_and(|a| a.is_zero()) {
             return Err(Error::InvalidOptions { reason: "retention_age must be more than zero".into() });
         }
+        if self.retention_bytes == Some(0) {
+            return Err(Error::InvalidOptions { reason: "retention_bytes must be more than zero".into() });
+        }
         Ok(())
     }
 
@@ -153,6 +165,7 @@ impl TopicConfig {
             flags: if self.compact_by_key { TOPIC_CONFIG_FLAG_COMPACT_BY_KEY } else { 0 }
                 | if self.compression == Compression::Lz4 { TOPIC_CONFIG_FLAG_COMPRESS_LZ4 } else { 0 },
             tombstone_retention_ms: ms(self.tombstone_retention),
+            retention_bytes: self.retention_bytes.unwrap_or(0),
         }
     }
 
@@ -166,6 +179,7 @@ impl TopicConfig {
             },
             block_timeout: Duration::from_millis(f.block_timeout_ms),
             retention_age: Some(f.retention_age_ms).filter(|&a| a > 0).map(Duration::from_millis),
+            retention_bytes: Some(f.retention_bytes).filter(|&b| b > 0),
             compact_by_key: f.flags & TOPIC_CONFIG_FLAG_COMPACT_BY_KEY != 0,
             tombstone_retention: Duration::from_millis(f.tombstone_retention_ms),
             compression: if f.flags & TOPIC_CONFIG_FLAG_COMPRESS_LZ4 != 0 {

@@ -114,7 +114,8 @@ pub struct StoreOptions {
     /// Options of every topic's log (its `storage` also holds the topics).
     pub log: Options,
     /// Retention of every topic, applied by maintenance and [`Store::enforce_retention`]; a
-    /// topic's [`TopicConfig::retention_age`] (kept with the topic) overrides the age.
+    /// topic's [`TopicConfig::retention_age`] and [`TopicConfig::retention_bytes`] (kept with
+    /// the topic) override the age and the size.
     pub retention: RetentionOptions,
     /// Storage used to fsync the consumer database's files (sled writes them itself, always on
     /// the real file system under `<root>/consumers`). Tests inject faults here.
@@ -479,8 +480,12 @@ impl Store {
         let topic = t.name();
         crate::trace::span!("evlog.retention", topic);
         let mut r = self.inner.opts.retention;
-        if let Some(age) = self.topic_config(topic)?.retention_age {
+        let config = self.topic_config(topic)?;
+        if let Some(age) = config.retention_age {
             r.retention_age_max = Some(age);
+        }
+        if let Some(bytes) = config.retention_bytes {
+            r.retention_bytes_max = Some(bytes);
         }
         let sealed = t.sealed_segments()?;
         let mut total = t.size_bytes()?;

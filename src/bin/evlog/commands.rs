@@ -115,6 +115,8 @@ pub fn run(cli: Cli) -> CmdResult {
             block_timeout,
             retention_age,
             no_retention_age,
+            retention_bytes,
+            no_retention_bytes,
             compact_by_key,
             no_compact_by_key,
             tombstone_retention,
@@ -125,6 +127,7 @@ pub fn run(cli: Cli) -> CmdResult {
                 when_full,
                 block_timeout,
                 retention_age: if no_retention_age { Some(None) } else { retention_age.map(Some) },
+                retention_bytes: if no_retention_bytes { Some(None) } else { retention_bytes.map(Some) },
                 compact_by_key: (compact_by_key || no_compact_by_key).then_some(compact_by_key),
                 tombstone_retention,
                 compression,
@@ -403,6 +406,7 @@ struct ConfigChange {
     when_full: Option<WhenFull>,
     block_timeout: Option<Duration>,
     retention_age: Option<Option<Duration>>,
+    retention_bytes: Option<Option<u64>>,
     compact_by_key: Option<bool>,
     tombstone_retention: Option<Duration>,
     compression: Option<Compression>,
@@ -414,6 +418,7 @@ impl ConfigChange {
             && self.when_full.is_none()
             && self.block_timeout.is_none()
             && self.retention_age.is_none()
+            && self.retention_bytes.is_none()
             && self.compact_by_key.is_none()
             && self.tombstone_retention.is_none()
             && self.compression.is_none()
@@ -436,6 +441,9 @@ impl ConfigChange {
         if let Some(age) = self.retention_age {
             c = c.with_retention_age(age);
         }
+        if let Some(bytes) = self.retention_bytes {
+            c = c.with_retention_bytes(bytes);
+        }
         let tombstones = self.tombstone_retention.unwrap_or(c.tombstone_retention);
         c = c.with_compaction(self.compact_by_key.unwrap_or(c.compact_by_key), tombstones);
         if let Some(chosen) = self.compression {
@@ -453,6 +461,7 @@ fn config_json(topic: &str, c: &TopicConfig) -> Value {
         "when_full": c.when_full.name(),
         "block_timeout_ms": ms(c.block_timeout),
         "retention_age_ms": c.retention_age.map(ms),
+        "retention_bytes": c.retention_bytes,
         "compact_by_key": c.compact_by_key,
         "tombstone_retention_ms": ms(c.tombstone_retention),
         "compression": c.compression.name(),

@@ -128,6 +128,12 @@ enum Command {
         /// Drop the retention age (the store's default applies).
         #[arg(long)]
         no_retention_age: bool,
+        /// Retention by size: the oldest sealed segments go while the topic is larger (1GiB...).
+        #[arg(long, value_name = "SIZE", conflicts_with = "no_retention_bytes", value_parser = text::parse_size)]
+        retention_bytes: Option<u64>,
+        /// Drop the retention by size (the store's default applies).
+        #[arg(long)]
+        no_retention_bytes: bool,
         /// Let background maintenance compact the topic by key.
         #[arg(long, conflicts_with = "no_compact_by_key")]
         compact_by_key: bool,

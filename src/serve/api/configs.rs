@@ -27,7 +27,11 @@ fn topic_configs(s: &Shared, name: &str) -> Result<Vec<(&'static str, String, bo
     Ok(vec![
         ("cleanup.policy", if c.compact_by_key { "compact".into() } else { "delete".into() }, c.compact_by_key),
         ("retention.ms", ms(age), c.retention_age.is_some()),
-        ("retention.bytes", opts.retention.retention_bytes_max.map_or(-1i128, i128::from).to_string(), false),
+        (
+            "retention.bytes",
+            c.retention_bytes.or(opts.retention.retention_bytes_max).map_or(-1i128, i128::from).to_string(),
+            c.retention_bytes.is_some(),
+        ),
         ("max.message.bytes", opts.log.record_bytes_max.to_string(), false),
         ("segment.bytes", opts.log.segment_bytes_max.to_string(), false),
         ("message.timestamp.type", "CreateTime".into(), false),
