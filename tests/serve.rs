@@ -470,3 +470,32 @@ fn evlog_serve_stops_gracefully_on_sigterm_and_leaves_the_store_closed_cleanly()
     assert!(report.checkpoint_used && report.truncated_bytes == 0, "closed cleanly: {report:?}");
     assert_eq!(t.read(0).expect("read").expect("record").payload(), b"kept");
 }
+
+#[test]
+fn the_evlog_command_appends_and_consumes_through_the_process_that_serves_the_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut child, _addr) = spawn_evlog_serve(tmp.path());
+    let evlog = |args: &[&str], stdin: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_evlog"));
+        cmd.arg("--dir").arg(tmp.path()).args(args);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut p = cmd.spawn().expect("evlog");
+        p.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write");
+        let out = p.wait_with_output().expect("evlog");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    // The store is held by `evlog serve`: a second shell's commands go through it.
+    assert_eq!(evlog(&["append", "jobs"], "first\nsecond\n"), "0\n1\n");
+    let first = evlog(&["consume", "jobs", "--group", "g"], "");
+    assert_eq!(first.lines().count(), 2, "{first}");
+    assert!(first.contains("\"value\":\"first\"") && first.contains("\"value\":\"second\""), "{first}");
+    assert_eq!(evlog(&["append", "jobs", "--json"], "{\"key\":\"k\",\"value\":\"third\"}\n"), "2\n");
+    let rest = evlog(&["consume", "jobs", "--group", "g"], "");
+    assert_eq!(rest.lines().count(), 1, "the group resumed after its commit: {rest}");
+    assert!(rest.contains("\"offset\":2") && rest.contains("\"key\":\"k\""), "{rest}");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}

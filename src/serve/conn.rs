@@ -1,26 +1,23 @@
 //! One client connection: length-prefixed requests in, responses out, in order.
 
-use crate::serve::Shared;
 use crate::serve::api::{self, Reply};
+use crate::serve::{Connection, Shared};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 
 /// Serves requests on `stream` until the client closes it, it idles past the limit, a request is
 /// malformed or too large, or the server stops.
-pub(super) fn serve_connection(mut stream: TcpStream, shared: &Shared) {
-    let _ = stream.set_read_timeout(Some(shared.opts.idle_timeout));
-    let _ = stream.set_nodelay(true);
-    serve_requests(&mut stream, shared);
+pub(super) fn serve_connection(mut stream: Box<dyn Connection>, shared: &Shared) {
+    stream.set_idle_timeout(shared.opts.idle_timeout);
+    serve_requests(&mut *stream, shared);
     // The server keeps a clone of the socket (to close it at shutdown): dropping this one alone
     // would leave the connection open.
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    stream.close(std::net::Shutdown::Both);
 }
 
-fn serve_requests(stream: &mut TcpStream, shared: &Shared) {
+fn serve_requests(stream: &mut dyn Connection, shared: &Shared) {
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
@@ -37,7 +34,7 @@ fn serve_requests(stream: &mut TcpStream, shared: &Shared) {
 
 /// Reads one length-prefixed request; `None` at end of stream, on a timeout or error, or for a
 /// size outside `1..=max`.
-fn read_frame(stream: &mut TcpStream, max: usize) -> Option<Bytes> {
+fn read_frame(stream: &mut dyn Connection, max: usize) -> Option<Bytes> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).ok()?;
     let len = usize::try_from(i32::from_be_bytes(len)).ok().filter(|&n| n > 0 && n <= max)?;

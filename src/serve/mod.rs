@@ -25,7 +25,10 @@ pub use conn::decodes as request_decodes;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -33,6 +36,9 @@ use std::time::Duration;
 
 /// The address `evlog serve` listens on by default: Kafka's port, loopback only.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
+/// The Unix socket a served store listens on too, in its root directory (owner-only): how the
+/// `evlog` command reaches a store another process holds.
+pub const SOCKET_FILE: &str = "evlog.sock";
 
 /// How a store is served; see [`Store::serve`].
 #[derive(Debug, Clone)]
@@ -52,6 +58,9 @@ pub struct ServeOptions {
     pub auto_create_topics: bool,
     /// The longest a fetch waits for records, whatever the client asks.
     pub fetch_wait_max: Duration,
+    /// Whether to listen on the Unix socket `SOCKET_FILE` in the store's root as well (the
+    /// `evlog` command's way in).
+    pub unix_socket: bool,
 }
 
 impl Default for ServeOptions {
@@ -63,6 +72,7 @@ impl Default for ServeOptions {
             idle_timeout: Duration::from_secs(600),
             auto_create_topics: true,
             fetch_wait_max: Duration::from_secs(30),
+            unix_socket: true,
         }
     }
 }
@@ -81,6 +91,44 @@ pub struct Server {
     addr: SocketAddr,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
+    /// The Unix socket's path and acceptor, when there is one.
+    socket: Option<(PathBuf, JoinHandle<()>)>,
+}
+
+/// A connection's thread, and a handle to close the connection at shutdown.
+type ConnectionThread = (JoinHandle<()>, Box<dyn Connection>);
+
+/// A client connection, over TCP or the Unix socket.
+pub(crate) trait Connection: Read + Write + Send + std::fmt::Debug + 'static {
+    /// A second handle on the same connection (to close it at shutdown).
+    fn handle(&self) -> std::io::Result<Box<dyn Connection>>;
+    fn close(&self, how: std::net::Shutdown);
+    fn set_idle_timeout(&self, idle: Duration);
+}
+
+impl Connection for TcpStream {
+    fn handle(&self) -> std::io::Result<Box<dyn Connection>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+    fn close(&self, how: std::net::Shutdown) {
+        let _ = self.shutdown(how);
+    }
+    fn set_idle_timeout(&self, idle: Duration) {
+        let _ = self.set_read_timeout(Some(idle));
+        let _ = self.set_nodelay(true);
+    }
+}
+
+impl Connection for UnixStream {
+    fn handle(&self) -> std::io::Result<Box<dyn Connection>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+    fn close(&self, how: std::net::Shutdown) {
+        let _ = self.shutdown(how);
+    }
+    fn set_idle_timeout(&self, idle: Duration) {
+        let _ = self.set_read_timeout(Some(idle));
+    }
 }
 
 /// What the acceptor and the connections share.
@@ -93,7 +141,7 @@ struct Shared {
     stopping: AtomicBool,
     connections: AtomicUsize,
     /// Each connection's thread and a handle to close its socket at shutdown.
-    threads: Mutex<Vec<(JoinHandle<()>, TcpStream)>>,
+    threads: Mutex<Vec<ConnectionThread>>,
     /// Consumer-group membership (the offsets are the store's).
     groups: groups::Coordinator,
     producer_ids: producers::ProducerIds,
@@ -129,10 +177,14 @@ impl Store {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("evlog-serve".into())
-                .spawn(move || accept_loop(&listener, &shared))
+                .spawn(move || accept_loop(listener.incoming(), &shared))
                 .map_err(|e| Error::io("start the server thread for", addr.to_string(), e))?
         };
-        Ok(Server { addr, shared, acceptor: Some(acceptor) })
+        let mut server = Server { addr, shared, acceptor: Some(acceptor), socket: None };
+        if server.shared.opts.unix_socket {
+            server.socket = Some(listen_on_socket(self, &server.shared)?);
+        }
+        Ok(server)
     }
 }
 
@@ -152,15 +204,20 @@ impl Server {
         if self.shared.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Wake the acceptor blocked in `accept`.
+        // Wake the acceptors blocked in `accept`.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(h) = self.acceptor.take() {
             let _ = h.join();
         }
+        if let Some((path, h)) = self.socket.take() {
+            let _ = UnixStream::connect(&path);
+            let _ = h.join();
+            let _ = std::fs::remove_file(&path);
+        }
         let threads = std::mem::take(&mut *crate::sync::lock(&self.shared.threads));
         for (_, stream) in &threads {
             // Reading ends; a response being written still goes out.
-            let _ = stream.shutdown(std::net::Shutdown::Read);
+            stream.close(std::net::Shutdown::Read);
         }
         for (h, _) in threads {
             let _ = h.join();
@@ -174,8 +231,25 @@ impl Drop for Server {
     }
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    for stream in listener.incoming() {
+/// Listens on the store's Unix socket (a file left by a server that was killed is replaced:
+/// this process holds the store's lock, so no other server can be using it), owner-only.
+fn listen_on_socket(store: &Store, shared: &Arc<Shared>) -> Result<(PathBuf, JoinHandle<()>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = store.root().join(SOCKET_FILE);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(|e| Error::io("listen on", &path, e))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("chmod", &path, e))?;
+    let shared = shared.clone();
+    let h = std::thread::Builder::new()
+        .name("evlog-serve-unix".into())
+        .spawn(move || accept_loop(listener.incoming(), &shared))
+        .map_err(|e| Error::io("start the server thread for", &path, e))?;
+    Ok((path, h))
+}
+
+fn accept_loop<C: Connection>(incoming: impl Iterator<Item = std::io::Result<C>>, shared: &Arc<Shared>) {
+    for stream in incoming {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
@@ -184,11 +258,11 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             drop(stream); // over the limit: closed at once
             continue;
         }
-        let Ok(handle) = stream.try_clone() else { continue };
+        let Ok(handle) = stream.handle() else { continue };
         shared.connections.fetch_add(1, Ordering::SeqCst);
         let conn_shared = shared.clone();
         let spawned = std::thread::Builder::new().name("evlog-serve-conn".into()).spawn(move || {
-            conn::serve_connection(stream, &conn_shared);
+            conn::serve_connection(Box::new(stream), &conn_shared);
             conn_shared.connections.fetch_sub(1, Ordering::SeqCst);
         });
         match spawned {

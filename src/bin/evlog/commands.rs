@@ -1,5 +1,6 @@
 //! The subcommands.
 
+use crate::remote::Outgoing;
 use crate::text::{parse_time, record_json, unbase64};
 use crate::{Cli, Command, GroupsAction, OnError, Sync};
 use evlog::consume::StartAt;
@@ -172,6 +173,18 @@ fn serve(dir: &Path, listen: std::net::SocketAddr) -> CmdResult {
 }
 
 fn append(dir: &Path, topic: &str, as_json: bool, sync: Sync, key: Option<String>, on_error: OnError) -> CmdResult {
+    // A store another process serves: through it (its durability applies).
+    if let Some(mut remote) = crate::remote::Remote::connect(dir) {
+        evlog::store::validate_name(topic).map_err(msg)?;
+        return append_lines(
+            &mut Sink::Remote(&mut remote, topic),
+            as_json,
+            Sync::Always,
+            key.as_deref(),
+            on_error,
+            || Ok(()),
+        );
+    }
     let durability = match sync {
         Sync::Always => Durability::Always,
         Sync::Interval => Durability::Interval(Duration::from_millis(100)),
@@ -179,6 +192,19 @@ fn append(dir: &Path, topic: &str, as_json: bool, sync: Sync, key: Option<String
     };
     let store = open_store(dir, durability)?;
     let t = store.topic(topic).map_err(msg)?;
+    append_lines(&mut Sink::Local(&t), as_json, sync, key.as_deref(), on_error, || t.sync().map_err(msg))
+}
+
+/// Appends stdin's lines to `sink`, printing each offset once it is durable (`sync_now` makes
+/// the pending ones so under `Interval`).
+fn append_lines(
+    sink: &mut Sink<'_>,
+    as_json: bool,
+    sync: Sync,
+    key: Option<&str>,
+    on_error: OnError,
+    sync_now: impl Fn() -> Result<(), String>,
+) -> CmdResult {
     let mut failed = false;
     let mut pending = Vec::new();
     let flush_pending = |pending: &mut Vec<u64>| -> Result<(), String> {
@@ -186,7 +212,7 @@ fn append(dir: &Path, topic: &str, as_json: bool, sync: Sync, key: Option<String
             return Ok(());
         }
         if matches!(sync, Sync::Interval) {
-            t.sync().map_err(msg)?;
+            sync_now()?;
         }
         let mut o = out();
         for p in pending.drain(..) {
@@ -207,18 +233,18 @@ fn append(dir: &Path, topic: &str, as_json: bool, sync: Sync, key: Option<String
                  --json and \"value_base64\"",
                 e.utf8_error().valid_up_to() + 1
             )),
-            Ok(line) if as_json => append_json(&t, &line),
-            Ok(line) => append_plain(&t, &line, key.as_deref()),
+            Ok(line) if as_json => json_record(&line).and_then(|r| sink.append(&r)),
+            Ok(line) => sink.append(&plain_record(&line, key)),
         };
         match result {
-            Ok(Err(e @ evlog::LogError::TopicFull { .. })) => {
+            Ok(Err((true, e))) => {
                 // Every later line would meet the same budget: stop whatever `--on-error` says.
                 eprintln!("evlog: line {}: {e}", n + 1);
                 failed = true;
                 break;
             }
-            Ok(Err(e)) => {
-                eprintln!("evlog: line {}: {}", n + 1, msg(e));
+            Ok(Err((false, e))) | Err(e) => {
+                eprintln!("evlog: line {}: {e}", n + 1);
                 failed = true;
                 if matches!(on_error, OnError::Stop) {
                     break;
@@ -231,31 +257,47 @@ fn append(dir: &Path, topic: &str, as_json: bool, sync: Sync, key: Option<String
                     flush_pending(&mut pending)?;
                 }
             }
-            Err(e) => {
-                eprintln!("evlog: line {}: {e}", n + 1);
-                failed = true;
-                if matches!(on_error, OnError::Stop) {
-                    break;
-                }
-            }
         }
     }
     flush_pending(&mut pending)?;
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-/// What appending one line did: bad input (`Err`), or the append's own result.
-type LineResult = Result<evlog::error::LogResult<u64>, String>;
+/// What appending one line did: bad input (`Err`), or the append's own result (an offset, or
+/// whether the topic was full and what went wrong).
+type LineResult = Result<Result<u64, (bool, String)>, String>;
 
-fn append_plain(t: &evlog::Topic, line: &str, key: Option<&str>) -> LineResult {
-    let mut r = NewRecord::new(line.as_bytes());
-    if let Some(k) = key {
-        r = r.key(k.as_bytes());
-    }
-    Ok(t.append_record(&r))
+/// Where `append` puts each record: the store it opened, or the process that serves it.
+enum Sink<'a> {
+    Local(&'a evlog::Topic),
+    Remote(&'a mut crate::remote::Remote, &'a str),
 }
 
-fn append_json(t: &evlog::Topic, line: &str) -> LineResult {
+impl Sink<'_> {
+    fn append(&mut self, r: &Outgoing) -> LineResult {
+        match self {
+            Sink::Local(t) => {
+                let mut n = NewRecord::new(&r.value);
+                n.timestamp = r.timestamp;
+                n.key = r.key.as_deref();
+                n.headers = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+                Ok(t.append_record(&n).map_err(|e| (matches!(e, evlog::LogError::TopicFull { .. }), msg(e))))
+            }
+            Sink::Remote(remote, topic) => remote.append(topic, r),
+        }
+    }
+}
+
+fn plain_record(line: &str, key: Option<&str>) -> Outgoing {
+    Outgoing {
+        timestamp: None,
+        key: key.map(|k| k.as_bytes().to_vec()),
+        headers: Vec::new(),
+        value: line.as_bytes().to_vec(),
+    }
+}
+
+fn json_record(line: &str) -> Result<Outgoing, String> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let obj = v.as_object().ok_or("expected a JSON object with timestamp, key and value")?;
     let timestamp = match obj.get("timestamp") {
@@ -266,7 +308,7 @@ fn append_json(t: &evlog::Topic, line: &str) -> LineResult {
     };
     let key = match obj.get("key") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => Some(s.clone().into_bytes()),
         Some(_) => return Err("key must be a string".into()),
     };
     // Binary values come as `value_base64` (what `dump` prints for them).
@@ -292,14 +334,13 @@ fn append_json(t: &evlog::Topic, line: &str) -> LineResult {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("headers must be an object of strings".into()),
     };
-    let mut r = NewRecord::new(&value);
-    r.timestamp = timestamp;
-    r.key = key.as_deref().map(str::as_bytes);
-    r.headers = headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-    Ok(t.append_record(&r))
+    Ok(Outgoing { timestamp, key, headers, value })
 }
 
 fn consume(dir: &Path, topic: &str, group: &str, follow: bool, max: Option<u64>, no_commit: bool) -> CmdResult {
+    if let Some(remote) = crate::remote::Remote::connect(dir) {
+        return consume_remote(remote, topic, group, follow, max, no_commit);
+    }
     let store = open_store(dir, Durability::Always)?;
     topic_dir(dir, topic)?;
     let mut c = store.consumer(group, topic, ConsumerOptions::default()).map_err(msg)?;
@@ -329,6 +370,41 @@ fn consume(dir: &Path, topic: &str, group: &str, follow: bool, max: Option<u64>,
         seen += batch.len() as u64;
         if !no_commit && !batch.is_empty() {
             c.commit().map_err(msg)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `consume` through the process serving the store: from the group's committed offset,
+/// committing after each batch.
+fn consume_remote(
+    mut remote: crate::remote::Remote,
+    topic: &str,
+    group: &str,
+    follow: bool,
+    max: Option<u64>,
+    no_commit: bool,
+) -> CmdResult {
+    evlog::store::validate_name(topic).map_err(msg)?;
+    evlog::store::validate_name(group).map_err(msg)?;
+    let mut next = remote.committed(group, topic)?;
+    let mut seen = 0u64;
+    while max.is_none_or(|m| seen < m) {
+        let batch = remote.fetch(topic, next, if follow { 1000 } else { 0 })?;
+        if batch.is_empty() && !follow {
+            break;
+        }
+        for r in batch.iter().take(usize::try_from(max.map_or(u64::MAX, |m| m - seen)).unwrap_or(usize::MAX)) {
+            let headers: Vec<(&str, &[u8])> =
+                r.headers.iter().map(|(n, v)| (&**n, v.as_deref().unwrap_or_default())).collect();
+            let offset = u64::try_from(r.offset).unwrap_or(0);
+            let value = r.value.as_deref().unwrap_or_default();
+            print_line(&record_json(topic, offset, r.timestamp, r.key.as_deref(), &headers, value))?;
+            next = offset + 1;
+            seen += 1;
+        }
+        if !no_commit && !batch.is_empty() {
+            remote.commit(group, topic, next)?;
         }
     }
     Ok(ExitCode::SUCCESS)

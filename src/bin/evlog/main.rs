@@ -4,6 +4,7 @@
 
 mod commands;
 mod demo;
+mod remote;
 mod text;
 
 use clap::{Parser, Subcommand, ValueEnum};

@@ -1,0 +1,168 @@
+//! The `evlog` command on a store another process holds and serves (`evlog serve`,
+//! `Store::serve`): it reaches the holder through the Unix socket in the store's directory and
+//! speaks the Kafka protocol, as any client would. `append` produces with acks=all (answered
+//! once the records are durable under the holder's durability); `consume` fetches from the
+//! group's committed offset and commits after each batch (the same group offsets the embedded
+//! API uses).
+
+use bytes::{Bytes, BytesMut};
+use evlog::serve::SOCKET_FILE;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatchDecoder,
+    RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+/// A connection to the process serving a store.
+pub struct Remote {
+    stream: UnixStream,
+    correlation: i32,
+}
+
+/// A record to produce, owned.
+pub struct Outgoing {
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub value: Vec<u8>,
+}
+
+/// Kafka error codes `append` and `consume` tell apart.
+const NONE: i16 = 0;
+const MESSAGE_TOO_LARGE: i16 = 10;
+const KAFKA_STORAGE_ERROR: i16 = 56;
+
+fn name(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+impl Remote {
+    /// The serving process of the store in `dir`, if one answers on its socket.
+    pub fn connect(dir: &Path) -> Option<Remote> {
+        let stream = UnixStream::connect(dir.join(SOCKET_FILE)).ok()?;
+        Some(Remote { stream, correlation: 0 })
+    }
+
+    fn call<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response, String> {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("evlog-cli")));
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf, R::header_version(version)).map_err(|e| e.to_string())?;
+        request.encode(&mut buf, version).map_err(|e| e.to_string())?;
+        let len = i32::try_from(buf.len()).map_err(|_| "request too large".to_string())?;
+        let io = |e: std::io::Error| format!("the serving process: {e}");
+        self.stream.write_all(&len.to_be_bytes()).map_err(io)?;
+        self.stream.write_all(&buf).map_err(io)?;
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).map_err(io)?;
+        let mut body = vec![0u8; usize::try_from(i32::from_be_bytes(len)).map_err(|_| "bad response length")?];
+        self.stream.read_exact(&mut body).map_err(io)?;
+        let mut body = Bytes::from(body);
+        ResponseHeader::decode(&mut body, R::Response::header_version(version)).map_err(|e| e.to_string())?;
+        R::Response::decode(&mut body, version).map_err(|e| e.to_string())
+    }
+
+    /// Appends `r` to `topic` (acks=all); its offset, or (whether the topic is full, why not).
+    pub fn append(&mut self, topic: &str, r: &Outgoing) -> Result<Result<u64, (bool, String)>, String> {
+        let record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: NO_SEQUENCE,
+            timestamp: r.timestamp.unwrap_or_else(now_ms),
+            key: r.key.as_deref().map(Bytes::copy_from_slice),
+            value: Some(Bytes::copy_from_slice(&r.value)),
+            headers: r.headers.iter().map(|(n, v)| (name(n), Some(Bytes::copy_from_slice(v)))).collect(),
+        };
+        let mut batch = BytesMut::new();
+        let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+        RecordBatchEncoder::encode(&mut batch, [&record], &options).map_err(|e| e.to_string())?;
+        let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(name(topic)))
+                .with_partition_data(vec![PartitionProduceData::default().with_records(Some(batch.freeze()))]),
+        ]);
+        let response = self.call(&request, 9)?;
+        let p = response
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .ok_or("the serving process answered without a partition")?;
+        Ok(match p.error_code {
+            NONE => Ok(u64::try_from(p.base_offset).unwrap_or(0)),
+            KAFKA_STORAGE_ERROR => {
+                Err((false, "the serving process could not append (storage error, or the topic is full)".into()))
+            }
+            MESSAGE_TOO_LARGE => Err((false, "record too large".into())),
+            code => Err((false, format!("refused by the serving process (Kafka error {code})"))),
+        })
+    }
+
+    /// The offset `group` committed on `topic` (0 when none).
+    pub fn committed(&mut self, group: &str, topic: &str) -> Result<u64, String> {
+        let request = OffsetFetchRequest::default().with_group_id(GroupId(name(group))).with_topics(Some(vec![
+            OffsetFetchRequestTopic::default().with_name(TopicName(name(topic))).with_partition_indexes(vec![0]),
+        ]));
+        let r = self.call(&request, 7)?;
+        let offset = r.topics.first().and_then(|t| t.partitions.first()).map_or(-1, |p| p.committed_offset);
+        Ok(u64::try_from(offset).unwrap_or(0))
+    }
+
+    /// Commits `offset` for `group` on `topic` (durable when it returns).
+    pub fn commit(&mut self, group: &str, topic: &str, offset: u64) -> Result<(), String> {
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(name(group)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(name(topic))).with_partitions(
+                vec![OffsetCommitRequestPartition::default().with_committed_offset(i64::try_from(offset).unwrap_or(0))],
+            )]);
+        let r = self.call(&request, 8)?;
+        match r.topics.first().and_then(|t| t.partitions.first()).map(|p| p.error_code) {
+            Some(NONE) => Ok(()),
+            code => Err(format!("commit refused by the serving process (Kafka error {code:?})")),
+        }
+    }
+
+    /// Records of `topic` from `offset`, waiting up to `wait_ms` for one.
+    pub fn fetch(&mut self, topic: &str, offset: u64, wait_ms: i32) -> Result<Vec<Record>, String> {
+        let request =
+            FetchRequest::default().with_max_wait_ms(wait_ms).with_min_bytes(1).with_max_bytes(1 << 20).with_topics(
+                vec![FetchTopic::default().with_topic(TopicName(name(topic))).with_partitions(
+                    vec![FetchPartition::default()
+                .with_fetch_offset(i64::try_from(offset).unwrap_or(0))
+                .with_partition_max_bytes(1 << 20)],
+                )],
+            );
+        let r = self.call(&request, 12)?;
+        let p = r.responses.first().and_then(|t| t.partitions.first()).ok_or("no partition in the answer")?;
+        if p.error_code != NONE {
+            return Err(format!("fetch refused by the serving process (Kafka error {})", p.error_code));
+        }
+        let mut bytes = p.records.clone().unwrap_or_default();
+        let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| e.to_string())?;
+        Ok(sets.into_iter().flat_map(|s| s.records).collect())
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
+}
