@@ -499,3 +499,38 @@ fn the_evlog_command_appends_and_consumes_through_the_process_that_serves_the_st
     child.kill().expect("kill");
     child.wait().expect("wait");
 }
+
+#[test]
+fn a_compressed_batch_that_decompresses_past_the_limit_is_refused_before_it_fills_memory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    let mut opts = ServeOptions::listening_on(SocketAddr::from(([127, 0, 0, 1], 0)));
+    opts.batch_bytes_max = 1 << 20;
+    let server = store.serve(opts).expect("serve");
+    let zeros = vec![0u8; 4 << 20];
+    for compression in [Compression::Zstd, Compression::Gzip, Compression::Lz4, Compression::Snappy] {
+        let mut c = Client::connect(server.local_addr());
+        let r = produce(&mut c, "t", &[record(0, None, Some(&zeros[..(1 << 19)]), &[], 1)], compression, -1);
+        assert_eq!(r.expect("under the limit").responses[0].partition_responses[0].error_code, 0, "{compression:?}");
+        let mut batch = BytesMut::new();
+        let options = RecordEncodeOptions { version: 2, compression };
+        RecordBatchEncoder::encode(&mut batch, &[record(0, None, Some(&zeros), &[], 1)], &options).expect("batch");
+        assert!(batch.len() < 1 << 20, "{compression:?}: {} bytes compressed", batch.len());
+        let request = ProduceRequest::default().with_acks(-1).with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_data(vec![PartitionProduceData::default().with_records(Some(batch.freeze()))]),
+        ]);
+        c.correlation += 1;
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(0)
+            .with_request_api_version(9)
+            .encode(&mut buf, 1)
+            .expect("header");
+        request.encode(&mut buf, 9).expect("request");
+        c.send_raw(&buf);
+        assert!(c.read_frame().is_none(), "{compression:?}: refused, connection closed");
+    }
+    assert_eq!(store.topic("t").expect("topic").next_offset(), 4, "only the batches under the limit went in");
+}

@@ -129,7 +129,9 @@ pub(super) fn decode_only(key: ApiKey, version: i16, body: Bytes) -> bool {
         return false;
     }
     match key {
-        ApiKey::Produce => decode::<ProduceRequest>(body, version).is_ok_and(|r| produce::decode_batches(&r).is_ok()),
+        ApiKey::Produce => {
+            decode::<ProduceRequest>(body, version).is_ok_and(|r| produce::decode_batches(&r, 1 << 20).is_ok())
+        }
         ApiKey::Fetch => decode::<FetchRequest>(body, version).is_ok(),
         ApiKey::ListOffsets => decode::<ListOffsetsRequest>(body, version).is_ok(),
         ApiKey::Metadata => decode::<MetadataRequest>(body, version).is_ok(),

@@ -17,6 +17,7 @@
 
 mod api;
 mod conn;
+mod decompress;
 mod groups;
 mod producers;
 
@@ -58,6 +59,9 @@ pub struct ServeOptions {
     pub auto_create_topics: bool,
     /// The longest a fetch waits for records, whatever the client asks.
     pub fetch_wait_max: Duration,
+    /// The most bytes one compressed record batch may decompress to; a larger one is refused
+    /// (its connection closed) before it fills memory.
+    pub batch_bytes_max: usize,
     /// Whether to listen on the Unix socket `SOCKET_FILE` in the store's root as well (the
     /// `evlog` command's way in).
     pub unix_socket: bool,
@@ -72,6 +76,7 @@ impl Default for ServeOptions {
             idle_timeout: Duration::from_secs(600),
             auto_create_topics: true,
             fetch_wait_max: Duration::from_secs(30),
+            batch_bytes_max: 64 << 20,
             unix_socket: true,
         }
     }

@@ -17,13 +17,22 @@ use kafka_protocol::records::{Record, RecordBatchDecoder};
 const TOMBSTONE: &str = crate::format::reserved_headers::TOMBSTONE;
 
 /// Every partition's records, decoded: what a request carries, or why it is malformed.
-pub(in crate::serve) fn decode_batches(r: &ProduceRequest) -> Result<Vec<Vec<Record>>, Malformed> {
+pub(in crate::serve) fn decode_batches(
+    r: &ProduceRequest,
+    batch_bytes_max: usize,
+) -> Result<Vec<Vec<Record>>, Malformed> {
+    let decompress = |b: &mut bytes::Bytes, c| crate::serve::decompress::bounded(b, c, batch_bytes_max);
     let mut out = Vec::new();
     for t in &r.topic_data {
         for p in &t.partition_data {
             let mut bytes = p.records.clone().unwrap_or_default();
-            let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|_| Malformed)?;
-            out.push(sets.into_iter().flat_map(|s| s.records).filter(|r| !r.control).collect());
+            let mut records = Vec::new();
+            while !bytes.is_empty() {
+                let set = RecordBatchDecoder::decode_with_custom_compression(&mut bytes, Some(decompress))
+                    .map_err(|_| Malformed)?;
+                records.extend(set.records.into_iter().filter(|r| !r.control));
+            }
+            out.push(records);
         }
     }
     Ok(out)
@@ -51,7 +60,7 @@ fn to_new_records(records: &[Record]) -> Vec<NewRecord<'_>> {
 }
 
 pub(in crate::serve) fn produce(r: ProduceRequest, version: i16, s: &Shared) -> Result<Reply, Malformed> {
-    let batches = decode_batches(&r)?;
+    let batches = decode_batches(&r, s.opts.batch_bytes_max)?;
     let mut batches = batches.into_iter();
     let mut responses = Vec::with_capacity(r.topic_data.len());
     for t in &r.topic_data {
