@@ -2,6 +2,8 @@
 //! `kafka-protocol` crate (the real clients, librdkafka and others, are in
 //! `tests/serve_clients.rs`).
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
 use evlog::consume::StartAt;
 use evlog::serve::ServeOptions;
@@ -280,29 +282,10 @@ fn a_non_loopback_address_is_refused() {
     assert!(err.to_string().contains("loopback"), "{err}");
 }
 
-/// `evlog serve` on a free port of its own; the child and the address it printed.
-fn spawn_evlog_serve(dir: &std::path::Path) -> (std::process::Child, SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_evlog"))
-        .args(["serve", "--dir"])
-        .arg(dir)
-        .args(["--listen", &addr.to_string()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("evlog serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "evlog serve did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, addr)
-}
-
 #[test]
 fn every_acks_all_record_is_there_after_the_server_is_killed_and_the_store_reopened() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (mut child, addr) = spawn_evlog_serve(tmp.path());
+    let (mut child, addr) = common::evlog_serve(tmp.path(), None);
     let mut c = Client::connect(addr);
     for i in 0..50i64 {
         let value = format!("r{i}");
@@ -448,7 +431,7 @@ fn appends_from_the_application_and_from_the_wire_form_one_ordered_topic() {
 #[test]
 fn evlog_serve_stops_gracefully_on_sigterm_and_leaves_the_store_closed_cleanly() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (mut child, addr) = spawn_evlog_serve(tmp.path());
+    let (mut child, addr) = common::evlog_serve(tmp.path(), None);
     let mut c = Client::connect(addr);
     let r = produce(&mut c, "t", &[record(0, None, Some(b"kept"), &[], 1)], Compression::None, -1).expect("ack");
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
@@ -474,7 +457,7 @@ fn evlog_serve_stops_gracefully_on_sigterm_and_leaves_the_store_closed_cleanly()
 #[test]
 fn the_evlog_command_appends_and_consumes_through_the_process_that_serves_the_store() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (mut child, _addr) = spawn_evlog_serve(tmp.path());
+    let (mut child, _addr) = common::evlog_serve(tmp.path(), None);
     let evlog = |args: &[&str], stdin: &str| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_evlog"));
         cmd.arg("--dir").arg(tmp.path()).args(args);

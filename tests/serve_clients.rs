@@ -4,12 +4,13 @@
 //! fails the test); without it each test says so and passes, so `cargo test` works on a
 //! machine without them. kafkajs is looked for under `EVLOG_NODE_PATH` (a `node_modules`).
 
+mod common;
+
 use evlog::{Store, StoreOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+
+use std::process::{Command, Stdio};
 
 fn enabled(test: &str) -> bool {
     let on = std::env::var("EVLOG_CLIENT_TESTS").is_ok_and(|v| v == "1");
@@ -21,23 +22,15 @@ fn enabled(test: &str) -> bool {
     on
 }
 
-/// `evlog serve` on a free loopback port over `dir`.
-fn serve(dir: &Path) -> (Child, SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let child = Command::new(env!("CARGO_BIN_EXE_evlog"))
-        .args(["serve", "--dir"])
-        .arg(dir)
-        .args(["--listen", &addr.to_string()])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("evlog serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "evlog serve did not listen");
-        std::thread::sleep(Duration::from_millis(20));
+/// Runs the client `command` makes for a fresh `evlog serve`'s address; it must print `ok` last.
+fn against_a_server(test: &str, command: impl FnOnce(SocketAddr) -> Command) {
+    if !enabled(test) {
+        return;
     }
-    (child, addr)
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = common::evlog_serve(tmp.path(), None);
+    run_ok(&mut command(addr));
+    server.kill().expect("kill");
 }
 
 fn script(name: &str) -> String {
@@ -61,7 +54,7 @@ fn kcat_produces_and_consumes_keys_and_values() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (mut server, addr) = serve(tmp.path());
+    let (mut server, addr) = common::evlog_serve(tmp.path(), None);
     let mut producer = Command::new("kcat")
         .args(["-P", "-b", &addr.to_string(), "-t", "lines", "-K:"])
         .stdin(Stdio::piped())
@@ -82,56 +75,32 @@ fn kcat_produces_and_consumes_keys_and_values() {
 
 #[test]
 fn confluent_kafka_for_python_produces_in_every_compression_and_consumes_byte_for_byte() {
-    if !enabled("confluent-kafka") {
-        return;
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (mut server, addr) = serve(tmp.path());
-    run_ok(Command::new("python3").arg(script("produce_consume.py")).arg(addr.to_string()).arg("py"));
-    server.kill().expect("kill");
+    against_a_server("confluent-kafka", |addr| {
+        let mut cmd = Command::new("python3");
+        cmd.arg(script("produce_consume.py")).arg(addr.to_string()).arg("py");
+        cmd
+    });
 }
 
 #[test]
 fn a_python_consumer_group_of_two_members_rebalances_without_losing_or_repeating_a_commit() {
-    if !enabled("confluent-kafka group") {
-        return;
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (mut server, addr) = serve(tmp.path());
-    run_ok(Command::new("python3").arg(script("group.py")).arg(addr.to_string()).arg("jobs"));
-    server.kill().expect("kill");
+    against_a_server("confluent-kafka group", |addr| {
+        let mut cmd = Command::new("python3");
+        cmd.arg(script("group.py")).arg(addr.to_string()).arg("jobs");
+        cmd
+    });
 }
 
 #[test]
 fn kafkajs_creates_produces_and_consumes_as_a_group() {
-    if !enabled("kafkajs") {
-        return;
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (mut server, addr) = serve(tmp.path());
-    let mut cmd = Command::new("node");
-    if let Some(p) = std::env::var_os("EVLOG_NODE_PATH") {
-        cmd.env("NODE_PATH", p);
-    }
-    run_ok(cmd.arg(script("kafkajs.js")).arg(addr.to_string()).arg("orders"));
-    server.kill().expect("kill");
-}
-
-/// `evlog serve` on `addr` over `dir` (a restart on the same port).
-fn serve_on(dir: &Path, addr: SocketAddr) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_evlog"))
-        .args(["serve", "--dir"])
-        .arg(dir)
-        .args(["--listen", &addr.to_string()])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("evlog serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "evlog serve did not listen again");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+    against_a_server("kafkajs", |addr| {
+        let mut cmd = Command::new("node");
+        if let Some(p) = std::env::var_os("EVLOG_NODE_PATH") {
+            cmd.env("NODE_PATH", p);
+        }
+        cmd.arg(script("kafkajs.js")).arg(addr.to_string()).arg("orders");
+        cmd
+    });
 }
 
 #[test]
@@ -140,7 +109,7 @@ fn an_idempotent_python_producer_across_a_sigkill_and_restart_of_the_server_leav
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (mut server, addr) = serve(tmp.path());
+    let (mut server, addr) = common::evlog_serve(tmp.path(), None);
     let n = 5_000usize;
     let mut producer = Command::new("python3")
         .arg(script("acked.py"))
@@ -157,7 +126,7 @@ fn an_idempotent_python_producer_across_a_sigkill_and_restart_of_the_server_leav
     }
     server.kill().expect("SIGKILL"); // mid-stream: more records are in flight
     server.wait().expect("wait");
-    let mut server = serve_on(tmp.path(), addr);
+    let (mut server, _) = common::evlog_serve(tmp.path(), Some(addr));
     acked.extend(lines.map_while(Result::ok)); // the rest, acknowledged by the restarted server
     assert!(producer.wait().expect("python3").success(), "the producer did not finish");
     assert_eq!(acked.pop().as_deref(), Some("ok"));

@@ -49,3 +49,25 @@ pub fn rss_file_bytes() -> u64 {
         .expect("RssFile");
     kib << 10
 }
+
+/// `evlog serve` over `dir` on `addr` (a free loopback port when `None`), once it listens: the
+/// child and its address.
+pub fn evlog_serve(dir: &Path, addr: Option<std::net::SocketAddr>) -> (Child, std::net::SocketAddr) {
+    let addr = addr.unwrap_or_else(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    });
+    let child = Command::new(env!("CARGO_BIN_EXE_evlog"))
+        .args(["serve", "--dir"])
+        .arg(dir)
+        .args(["--listen", &addr.to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("evlog serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "evlog serve did not listen on {addr}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child, addr)
+}
