@@ -517,3 +517,20 @@ fn a_compressed_batch_that_decompresses_past_the_limit_is_refused_before_it_fill
     }
     assert_eq!(store.topic("t").expect("topic").next_offset(), 4, "only the batches under the limit went in");
 }
+
+#[test]
+fn a_request_claiming_billions_of_elements_is_refused_without_allocating_for_them() {
+    // Found by the fuzz target `serve_request`: the codec reserved room for an array's claimed
+    // length before reading it (vendor/kafka-protocol/EVLOG-PATCH.md).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    let server = serve(&store);
+    let mut c = Client::connect(server.local_addr());
+    // Metadata v1: api key 3, version 1, correlation id 1, no client id, then 2^31 - 1 topics.
+    let mut request = vec![0u8, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff];
+    request.extend_from_slice(&i32::MAX.to_be_bytes());
+    c.send_raw(&request);
+    assert!(c.read_frame().is_none(), "closed without a response");
+    let mut c = Client::connect(server.local_addr());
+    assert_eq!(c.call(&ApiVersionsRequest::default(), 3).error_code, 0, "the server still serves");
+}
