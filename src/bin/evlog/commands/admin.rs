@@ -1,0 +1,258 @@
+//! `serve`, `config`, `compress`, `compact`, `backup`, `groups`, `forward`, `import`: what
+//! changes or exports a store.
+
+use super::*;
+
+/// `evlog serve`: the store served over the Kafka protocol until SIGINT or SIGTERM, then
+/// stopped gracefully (requests in flight answered, connections closed, the store closed
+/// cleanly). Every produce with acks=all is fsynced before it is answered (the store opens with
+/// `Always`), so even SIGKILL loses nothing acknowledged.
+pub(super) fn serve(dir: &Path, listen: std::net::SocketAddr) -> CmdResult {
+    let store = open_store(dir, Durability::Always)?;
+    let server = store.serve(evlog::serve::ServeOptions::listening_on(listen)).map_err(msg)?;
+    let (stop, stopped) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = stop.send(());
+    })
+    .map_err(|e| format!("cannot handle SIGINT and SIGTERM: {e}"))?;
+    eprintln!("evlog: serving {} on {}", dir.display(), server.local_addr());
+    let _ = stopped.recv();
+    eprintln!("evlog: stopping: finishing requests in flight");
+    server.shutdown();
+    drop(store);
+    eprintln!("evlog: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `evlog config` was asked to change (`Some(None)`: remove the setting).
+pub(super) struct ConfigChange {
+    pub(super) bytes_max: Option<Option<u64>>,
+    pub(super) when_full: Option<WhenFull>,
+    pub(super) block_timeout: Option<Duration>,
+    pub(super) retention_age: Option<Option<Duration>>,
+    pub(super) retention_bytes: Option<Option<u64>>,
+    pub(super) compact_by_key: Option<bool>,
+    pub(super) tombstone_retention: Option<Duration>,
+    pub(super) compression: Option<Compression>,
+}
+
+impl ConfigChange {
+    pub(super) fn is_empty(&self) -> bool {
+        self.bytes_max.is_none()
+            && self.when_full.is_none()
+            && self.block_timeout.is_none()
+            && self.retention_age.is_none()
+            && self.retention_bytes.is_none()
+            && self.compact_by_key.is_none()
+            && self.tombstone_retention.is_none()
+            && self.compression.is_none()
+    }
+
+    /// `c` with the changes applied (each value was parsed, and a bad one refused naming its
+    /// flag, by clap).
+    pub(super) fn apply(&self, mut c: TopicConfig) -> TopicConfig {
+        if let Some(w) = self.when_full {
+            c = c.with_when_full(w);
+        }
+        match self.bytes_max {
+            Some(Some(bytes)) => c = c.with_budget(bytes, c.when_full),
+            Some(None) => c = c.without_budget(),
+            None => {}
+        }
+        if let Some(d) = self.block_timeout {
+            c = c.with_block_timeout(d);
+        }
+        if let Some(age) = self.retention_age {
+            c = c.with_retention_age(age);
+        }
+        if let Some(bytes) = self.retention_bytes {
+            c = c.with_retention_bytes(bytes);
+        }
+        let tombstones = self.tombstone_retention.unwrap_or(c.tombstone_retention);
+        c = c.with_compaction(self.compact_by_key.unwrap_or(c.compact_by_key), tombstones);
+        if let Some(chosen) = self.compression {
+            c = c.with_compression(chosen);
+        }
+        c
+    }
+}
+
+pub(super) fn config_json(topic: &str, c: &TopicConfig) -> Value {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    json!({
+        "topic": topic,
+        "bytes_max": c.bytes_max,
+        "when_full": c.when_full.name(),
+        "block_timeout_ms": ms(c.block_timeout),
+        "retention_age_ms": c.retention_age.map(ms),
+        "retention_bytes": c.retention_bytes,
+        "compact_by_key": c.compact_by_key,
+        "tombstone_retention_ms": ms(c.tombstone_retention),
+        "compression": c.compression.name(),
+    })
+}
+
+/// `evlog compress TOPIC`: compresses the sealed segments now (needs the store).
+pub(super) fn compress(dir: &Path, topic: &str) -> CmdResult {
+    topic_dir(dir, topic)?;
+    let store = open_store(dir, Durability::Always)?;
+    let r = store.compress_topic(topic).map_err(msg)?;
+    print_line(&json!({
+        "topic": topic,
+        "segments_compressed": r.segments_compressed,
+        "bytes_before": r.bytes_before,
+        "bytes_after": r.bytes_after,
+    }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `evlog backup DEST`: a consistent copy of the store (needs the store).
+pub(super) fn backup(dir: &Path, dest: &Path) -> CmdResult {
+    let store = open_store(dir, Durability::Always)?;
+    let started = std::time::Instant::now();
+    let r = store.backup(dest).map_err(msg)?;
+    print_line(&json!({
+        "dest": dest.display().to_string(),
+        "topics": r.topics,
+        "records": r.records,
+        "bytes_copied": r.bytes_copied,
+        "bytes_linked": r.bytes_linked,
+        "state_keys": r.state_keys,
+        "seconds": started.elapsed().as_secs_f64(),
+    }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `evlog compact TOPIC`: seals the active segment and compacts everything before it now
+/// (needs the store), and prints what it did and up to which offset (`compacted_below`).
+pub(super) fn compact(dir: &Path, topic: &str) -> CmdResult {
+    topic_dir(dir, topic)?;
+    let store = open_store(dir, Durability::Always)?;
+    let r = store.compact_topic(topic).map_err(msg)?;
+    print_line(&json!({
+        "topic": topic,
+        "segments_rewritten": r.segments_rewritten,
+        "records_before": r.records_before,
+        "records_after": r.records_after,
+        "bytes_before": r.bytes_before,
+        "bytes_after": r.bytes_after,
+        "tombstones_removed": r.tombstones_removed,
+        "keys": r.keys,
+        "compacted_below": r.compacted_below,
+    }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `evlog config TOPIC [flags]`: prints the configuration; with flags, changes it first (which
+/// needs the store: an application holding it must change it through the library).
+pub(super) fn config(dir: &Path, topic: &str, change: ConfigChange) -> CmdResult {
+    // Changing the configuration of a topic that does not exist yet creates it.
+    let current = match topic_dir(dir, topic) {
+        Ok(d) => TopicConfig::read(&evlog::storage::RealStorage, &d).map_err(msg)?,
+        Err(_) if !change.is_empty() => TopicConfig::default(),
+        Err(e) => return Err(e),
+    };
+    let c = if change.is_empty() {
+        current
+    } else {
+        let c = change.apply(current);
+        let store = open_store(dir, Durability::Always)?;
+        store.configure_topic(topic, c).map_err(|e| match e {
+            Error::InvalidOptions { reason } if reason.starts_with("bytes_max") => format!("--bytes-max: {reason}"),
+            e => msg(e),
+        })?;
+        c
+    };
+    print_line(&config_json(topic, &c))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn groups(dir: &Path, action: GroupsAction) -> CmdResult {
+    let store = open_store(dir, Durability::Always)?;
+    match action {
+        GroupsAction::List { topic } => {
+            for t in topic_names(dir, topic.as_deref())? {
+                for g in store.groups(&t).map_err(msg)? {
+                    print_line(
+                        &json!({"topic": t, "group": g.group, "committed": g.committed, "lag": g.lag, "committed_at_ms": g.committed_at_ms}),
+                    )?;
+                }
+            }
+        }
+        GroupsAction::Reset { topic, group, to_offset, to_time, earliest, latest } => {
+            let to = match (to_offset, to_time, earliest, latest) {
+                (Some(o), None, false, false) => StartAt::Offset(o),
+                (None, Some(t), false, false) => StartAt::Timestamp(t),
+                (None, None, true, false) => StartAt::Earliest,
+                (None, None, false, true) => StartAt::Latest,
+                _ => return Err("give exactly one of --to-offset, --to-time, --earliest, --latest".into()),
+            };
+            let o = store.reset_group(&group, &topic, to).map_err(msg)?;
+            println!("group {group:?} on {topic:?} now at offset {o}");
+        }
+        GroupsAction::Delete { topic, group } => {
+            store.delete_group(&group, &topic).map_err(msg)?;
+            println!("deleted group {group:?} of {topic:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "kafka")]
+pub(super) fn forward(
+    dir: &Path,
+    topic: &str,
+    brokers: &str,
+    kafka_topic: &str,
+    group: &str,
+    until_caught_up: bool,
+) -> CmdResult {
+    use evlog::kafka::{Forwarder, ForwarderOptions};
+    let store = open_store(dir, Durability::Always)?;
+    topic_dir(dir, topic)?;
+    let mut opts = ForwarderOptions::new(brokers, kafka_topic);
+    opts.group = group.to_string();
+    let mut f = Forwarder::start(&store, topic, opts).map_err(msg)?;
+    eprintln!(
+        "evlog: forwarding {topic:?} to Kafka topic {kafka_topic:?} ({} partitions) at {brokers}",
+        f.partitions()
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stats = f
+        .run(&stop, until_caught_up, |s| {
+            eprintln!(
+                "evlog: forwarded {}, skipped {} already in Kafka, lag {} records / {:.1} s",
+                s.forwarded, s.skipped, s.lag_records, s.lag_seconds
+            )
+        })
+        .map_err(msg)?;
+    eprintln!(
+        "evlog: done: forwarded {}, skipped {}, committed {}, lag {} records",
+        stats.forwarded, stats.skipped, stats.committed, stats.lag_records
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "kafka")]
+pub(super) fn import(dir: &Path, topic: &str, brokers: &str, kafka_topic: &str, until_caught_up: bool) -> CmdResult {
+    use evlog::kafka::{Importer, ImporterOptions};
+    let store = open_store(dir, Durability::Always)?;
+    let mut i = Importer::start(&store, topic, ImporterOptions::new(brokers, kafka_topic)).map_err(msg)?;
+    eprintln!("evlog: importing Kafka topic {kafka_topic:?} at {brokers} into {topic:?}");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let n = i
+        .run(&stop, until_caught_up, |done, lag| eprintln!("evlog: imported {done}, lag {lag} records"))
+        .map_err(msg)?;
+    eprintln!("evlog: done: imported {n} records into {topic:?}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "kafka"))]
+pub(super) fn forward(_: &Path, _: &str, _: &str, _: &str, _: &str, _: bool) -> CmdResult {
+    Err("this evlog was built without the `kafka` feature (cargo build --features kafka)".into())
+}
+
+#[cfg(not(feature = "kafka"))]
+pub(super) fn import(_: &Path, _: &str, _: &str, _: &str, _: bool) -> CmdResult {
+    Err("this evlog was built without the `kafka` feature (cargo build --features kafka)".into())
+}
