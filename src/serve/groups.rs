@@ -28,6 +28,8 @@ pub(super) mod code {
 
 /// The longest a rebalance waits for members to rejoin, whatever a client asks.
 const REBALANCE_WAIT_MAX: Duration = Duration::from_secs(300);
+/// The longest a follower's SyncGroup waits for its leader's assignments.
+const SYNC_WAIT_MAX: Duration = Duration::from_secs(60);
 /// Session timeouts accepted (Kafka's `group.min/max.session.timeout.ms` defaults).
 const SESSION_TIMEOUT_MS: std::ops::RangeInclusive<i32> = 6_000..=1_800_000;
 
@@ -297,7 +299,9 @@ impl Coordinator {
         assignments: Vec<(String, Bytes)>,
     ) -> (i16, Bytes) {
         let mut groups = crate::sync::lock(&self.groups);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Bounded by the member's session timeout (and a minute at most): a leader that never
+        // syncs must not hold its followers' requests open forever.
+        let started = Instant::now();
         loop {
             let now = Instant::now();
             let Some(g) = groups.get_mut(group) else { return (code::UNKNOWN_MEMBER_ID, Bytes::new()) };
@@ -328,7 +332,7 @@ impl Coordinator {
                     return (0, m.assignment.clone());
                 }
             }
-            if now >= deadline.min(now + timeout) {
+            if now.duration_since(started) >= timeout.min(SYNC_WAIT_MAX) {
                 return (code::REBALANCE_IN_PROGRESS, Bytes::new());
             }
             groups = self.changed.wait_timeout(groups, Duration::from_millis(200)).unwrap_or_else(|e| e.into_inner()).0;

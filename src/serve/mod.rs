@@ -238,6 +238,9 @@ impl Drop for Server {
 
 /// Listens on the store's Unix socket (a file left by a server that was killed is replaced:
 /// this process holds the store's lock, so no other server can be using it), owner-only.
+/// The socket's name is not data: nothing acknowledged depends on it, so it is neither made
+/// durable nor made through `Storage` (a socket is no file a crash model could hold); after a
+/// crash a stale name is replaced here, and a client that finds no listener opens the store.
 fn listen_on_socket(store: &Store, shared: &Arc<Shared>) -> Result<(PathBuf, JoinHandle<()>)> {
     use std::os::unix::fs::PermissionsExt;
     let path = store.root().join(SOCKET_FILE);
