@@ -40,6 +40,14 @@ impl Client {
     }
 
     fn call<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
+        let sent = self.send(request, version);
+        let (correlation, response) = self.receive::<R>(version);
+        assert_eq!(correlation, sent);
+        response
+    }
+
+    /// Sends a request without waiting for its response; its correlation id.
+    fn send<R: Request>(&mut self, request: &R, version: i16) -> i32 {
         self.correlation += 1;
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -50,11 +58,15 @@ impl Client {
         header.encode(&mut buf, R::header_version(version)).expect("header");
         request.encode(&mut buf, version).expect("request");
         self.send_raw(&buf);
+        self.correlation
+    }
+
+    /// The next response, with its correlation id.
+    fn receive<R: Request>(&mut self, version: i16) -> (i32, R::Response) {
         let mut body = self.read_frame().expect("a response");
         let response_header =
             ResponseHeader::decode(&mut body, R::Response::header_version(version)).expect("response header");
-        assert_eq!(response_header.correlation_id, self.correlation);
-        R::Response::decode(&mut body, version).expect("response")
+        (response_header.correlation_id, R::Response::decode(&mut body, version).expect("response"))
     }
 
     fn send_raw(&mut self, payload: &[u8]) {
@@ -93,6 +105,22 @@ fn record(offset: i64, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&st
     }
 }
 
+fn produce_request(topic: &str, records: &[Record], compression: Compression, acks: i16) -> ProduceRequest {
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(&mut batch, records, &RecordEncodeOptions { version: 2, compression }).expect("batch");
+    ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![
+        TopicProduceData::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partition_data(
+            vec![PartitionProduceData::default().with_index(0).with_records(Some(batch.freeze()))],
+        ),
+    ])
+}
+
+/// The first partition's (error code, base offset) of a produce response.
+fn produced(r: &ProduceResponse) -> (i16, i64) {
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
 fn produce(
     c: &mut Client,
     topic: &str,
@@ -100,13 +128,7 @@ fn produce(
     compression: Compression,
     acks: i16,
 ) -> Option<ProduceResponse> {
-    let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(&mut batch, records, &RecordEncodeOptions { version: 2, compression }).expect("batch");
-    let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![
-        TopicProduceData::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partition_data(
-            vec![PartitionProduceData::default().with_index(0).with_records(Some(batch.freeze()))],
-        ),
-    ]);
+    let request = produce_request(topic, records, compression, acks);
     if acks == 0 {
         c.correlation += 1;
         let header = RequestHeader::default()
@@ -533,4 +555,68 @@ fn a_request_claiming_billions_of_elements_is_refused_without_allocating_for_the
     assert!(c.read_frame().is_none(), "closed without a response");
     let mut c = Client::connect(server.local_addr());
     assert_eq!(c.call(&ApiVersionsRequest::default(), 3).error_code, 0, "the server still serves");
+}
+
+#[test]
+fn pipelined_produce_requests_are_answered_in_order_and_acks_zero_records_become_readable() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store"); // `Always`
+    store.topic("t").expect("topic");
+    let server = serve(&store);
+    let mut c = Client::connect(server.local_addr());
+    // Six requests of one record each sent before any response is read; the third with acks=0.
+    let acks = [-1i16, 1, 0, -1, -1, 1];
+    let mut expected = Vec::new();
+    for (i, &a) in acks.iter().enumerate() {
+        let value = format!("r{i}");
+        let request = produce_request(
+            "t",
+            &[record(0, None, Some(value.as_bytes()), &[], 1_000 + i as i64)],
+            Compression::None,
+            a,
+        );
+        let correlation = c.send(&request, 9);
+        if a != 0 {
+            expected.push((correlation, i as i64));
+        }
+    }
+    for (correlation, offset) in expected {
+        let (got, response) = c.receive::<ProduceRequest>(9);
+        assert_eq!(got, correlation, "responses in the order of their requests");
+        assert_eq!(produced(&response), (0, offset));
+    }
+    // Every record acknowledged is readable at once, the acks=0 one among them.
+    let topic = store.topic("t").expect("topic");
+    let values: Vec<Vec<u8>> = topic.iter(0).map(|r| r.expect("record").payload().to_vec()).collect();
+    assert_eq!(values, (0..6).map(|i| format!("r{i}").into_bytes()).collect::<Vec<_>>());
+    server.shutdown();
+}
+
+#[test]
+fn a_produce_whose_fsync_fails_is_answered_with_a_storage_error_and_the_next_ones_too() {
+    use evlog::storage::{Fault, FaultStorage, Op, RealStorage};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let faulty = FaultStorage::new(std::sync::Arc::new(RealStorage));
+    let mut log = evlog::Options::default(); // `Always`
+    log.storage = std::sync::Arc::new(faulty.clone());
+    let store = Store::open(tmp.path(), StoreOptions::with_log(log)).expect("store");
+    store.topic("t").expect("topic");
+    let server = serve(&store);
+    let mut c = Client::connect(server.local_addr());
+    let one = |v: &[u8]| [record(0, None, Some(v), &[], 1_000)];
+    let ok = produce(&mut c, "t", &one(b"kept"), Compression::None, -1).expect("a response");
+    assert_eq!(produced(&ok), (0, 0));
+    faulty.fail_once(Op::SyncData, Some(".log"), 0, Fault::Eio);
+    let failed = produce(&mut c, "t", &one(b"lost"), Compression::None, -1).expect("a response");
+    assert_eq!(produced(&failed), (56, -1), "KAFKA_STORAGE_ERROR, never an acknowledgement");
+    assert_eq!(faulty.injected(), 1, "the produce reached the data fsync");
+    // The log is poisoned: later produces fail too (a retried fsync never reports success).
+    let after = produce(&mut c, "t", &one(b"later"), Compression::None, -1).expect("a response");
+    assert_eq!(produced(&after).0, 56);
+    let topic = store.topic("t").expect("topic");
+    assert_eq!(
+        topic.iter(0).map(|r| r.expect("record").payload().to_vec()).collect::<Vec<_>>(),
+        vec![b"kept".to_vec()]
+    );
+    server.shutdown();
 }

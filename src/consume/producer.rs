@@ -177,14 +177,16 @@ impl Producer {
     /// Appends `records` with sequences `first_sequence`, `first_sequence + 1`, … as one atomic
     /// batch, leaving out the leading ones already in the log (a retried batch of which a
     /// prefix went in before a crash). Returns the offset of the first record, original or new,
-    /// and whether every record was already there. For `evlog serve`'s idempotent Kafka
-    /// producers, whose batches carry a base sequence.
+    /// and the offset after the batch's last record. For `evlog serve`'s idempotent Kafka
+    /// producers, whose batches carry a base sequence: the write does not wait for durability
+    /// (see `Log::append_batch_deferred`), so the caller acknowledges the batch only after
+    /// `wait_durable` of the returned end, the original's end for a retried batch.
     #[cfg(feature = "serve")]
     pub(crate) fn send_batch_with_sequence(
         &self,
         first_sequence: u64,
         records: &[NewRecord<'_>],
-    ) -> Result<(u64, bool)> {
+    ) -> Result<(u64, u64)> {
         let mut seqs = lock(&self.sequences);
         let oldest_kept = self.topic.next_offset().saturating_sub(self.window);
         seqs.prune(oldest_kept);
@@ -192,7 +194,9 @@ impl Producer {
         let present = (0..records.len()).take_while(|&i| seqs.offsets.contains_key(&seq(i))).count();
         let first_offset = seqs.offsets.get(&first_sequence).copied();
         if present == records.len() {
-            return Ok((first_offset.unwrap_or_else(|| self.topic.next_offset()), true));
+            let next = || self.topic.next_offset();
+            let end = records.len().checked_sub(1).and_then(|last| seqs.offsets.get(&seq(last))).map(|o| o + 1);
+            return Ok((first_offset.unwrap_or_else(next), end.unwrap_or_else(next)));
         }
         let seq_bytes: Vec<[u8; 8]> = (present..records.len()).map(|i| seq(i).to_le_bytes()).collect();
         let batch: Vec<NewRecord<'_>> = records
@@ -207,11 +211,11 @@ impl Producer {
                 NewRecord { headers, ..r.clone() }
             })
             .collect();
-        let range = self.topic.append_batch(&batch)?;
+        let range = self.topic.append_batch_deferred(&batch)?;
         for (k, offset) in range.clone().enumerate() {
             seqs.record(seq(present + k), offset);
         }
-        Ok((first_offset.unwrap_or(range.start), false))
+        Ok((first_offset.unwrap_or(range.start), range.end))
     }
 
     fn send_locked(&self, seqs: &mut Sequences, sequence: u64, record: &NewRecord<'_>) -> Result<Sent> {

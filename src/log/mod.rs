@@ -360,6 +360,23 @@ impl Log {
         self.shared.append(records)
     }
 
+    /// `append_batch` that under `Durability::Always` returns once the records are written,
+    /// before they are durable or readable; `wait_durable(range.end)` then waits for the fsync
+    /// (shared with every write made meanwhile). Under `Os` and `Interval` it is `append_batch`.
+    /// An error from `wait_durable` poisoned the log: the records may or may not survive a
+    /// crash, as with a failed `append_batch`.
+    #[cfg(feature = "serve")]
+    pub(crate) fn append_batch_deferred(&self, records: &[NewRecord<'_>]) -> Result<Range<u64>> {
+        self.shared.append_deferred(records)
+    }
+
+    /// Returns once every offset below `end` is durable under this log's durability (under
+    /// `Always` after an fsync; under `Os` and `Interval` at once).
+    #[cfg(feature = "serve")]
+    pub(crate) fn wait_durable(&self, end: u64) -> Result<()> {
+        if self.shared.opts.durability == Durability::Always { self.shared.sync_to(end) } else { Ok(()) }
+    }
+
     /// The record at `offset`, or `None` if there is none (not yet written, or removed by
     /// retention). A record whose bytes fail their checksum returns [`Error::Corruption`].
     pub fn read(&self, offset: u64) -> Result<Option<Record>> {

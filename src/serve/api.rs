@@ -67,6 +67,9 @@ pub(super) enum Reply {
     None,
     /// The encoded response body.
     Body(BytesMut),
+    /// A reply that waits (for the fsync that makes a produce durable): run after the
+    /// connection has read on, in the request's turn among the responses.
+    Later(Box<dyn FnOnce() -> Result<Reply, Malformed> + Send>),
 }
 
 /// A request's body could not be decoded, or its response not encoded: the connection closes.

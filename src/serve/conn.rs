@@ -1,4 +1,10 @@
 //! One client connection: length-prefixed requests in, responses out, in order.
+//!
+//! The connection's thread reads and handles requests; a second thread writes the responses in
+//! the order of the requests. A produce's reply waits for the fsync that makes its records
+//! durable on that second thread (`Reply::Later`), so the next requests a client pipelines are
+//! read and written meanwhile and share the fsync: one connection's produce requests do not
+//! take one fsync each in turn.
 
 use crate::serve::api::{self, Reply};
 use crate::serve::{Connection, Shared};
@@ -17,18 +23,75 @@ pub(super) fn serve_connection(mut stream: Box<dyn Connection>, shared: &Shared)
     stream.close(std::net::Shutdown::Both);
 }
 
+/// Responses one connection may owe at once: requests read ahead of the responses written
+/// (an idempotent Kafka producer keeps at most 5 requests in flight).
+const OWED_MAX: usize = 16;
+
+/// A response owed, in its request's turn.
+enum Owed {
+    /// The framed response.
+    Now(Vec<u8>),
+    /// A reply still to be made (it waits for durability), then framed.
+    Later { correlation_id: i32, header_version: i16, reply: Reply },
+}
+
 fn serve_requests(stream: &mut dyn Connection, shared: &Shared) {
-    loop {
-        if shared.stopping.load(Ordering::SeqCst) {
-            return;
+    let Ok(mut out) = stream.handle() else { return };
+    let (owe, owed) = std::sync::mpsc::sync_channel::<Owed>(OWED_MAX);
+    std::thread::scope(|scope| {
+        let responder = scope.spawn(move || respond(&mut *out, owed));
+        loop {
+            if shared.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let Some(frame) = read_frame(stream, shared.opts.request_bytes_max) else { break };
+            let Some(response) = handle(frame, shared) else { break };
+            // A send fails only once the responder is gone (it never stops early).
+            if let Some(o) = response
+                && owe.send(o).is_err()
+            {
+                break;
+            }
         }
-        let Some(frame) = read_frame(stream, shared.opts.request_bytes_max) else { return };
-        let Some(response) = handle(frame, shared) else { return };
-        if let Some(bytes) = response
-            && stream.write_all(&bytes).is_err()
-        {
-            return;
+        drop(owe);
+        let _ = responder.join();
+    });
+}
+
+/// Writes the responses owed, in order, making the late ones first. After a failed write (or a
+/// reply that cannot be made) the connection is closed, and the replies still owed are made
+/// all the same without being written: a produce's records must be made durable (under
+/// `Always` they become readable only then) whether or not its client still listens.
+fn respond(out: &mut dyn Connection, owed: std::sync::mpsc::Receiver<Owed>) {
+    let mut broken = false;
+    for o in owed {
+        let bytes = match o {
+            Owed::Now(bytes) => Some(bytes),
+            Owed::Later { correlation_id, header_version, reply } => {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| finish(reply))) {
+                    Ok(Ok(None)) => continue,
+                    Ok(Ok(Some(body))) => frame_response(correlation_id, header_version, &body),
+                    Ok(Err(_)) | Err(_) => None,
+                }
+            }
+        };
+        if broken {
+            continue;
         }
+        if bytes.is_none_or(|b| out.write_all(&b).is_err()) {
+            // Ends the reading thread's wait on the socket as well.
+            out.close(std::net::Shutdown::Both);
+            broken = true;
+        }
+    }
+}
+
+/// Makes a reply: its body, or `None` for no response.
+fn finish(reply: Reply) -> Result<Option<BytesMut>, api::Malformed> {
+    match reply {
+        Reply::None => Ok(None),
+        Reply::Body(body) => Ok(Some(body)),
+        Reply::Later(make) => finish(make()?),
     }
 }
 
@@ -44,8 +107,8 @@ fn read_frame(stream: &mut dyn Connection, max: usize) -> Option<Bytes> {
 }
 
 /// Decodes and answers one request. `None`: close the connection (malformed); `Some(None)`: no
-/// response (a produce with `acks=0`); `Some(Some(bytes))`: the framed response.
-fn handle(mut frame: Bytes, shared: &Shared) -> Option<Option<Vec<u8>>> {
+/// response; `Some(Some(owed))`: the response owed.
+fn handle(mut frame: Bytes, shared: &Shared) -> Option<Option<Owed>> {
     let (header, key) = decode_header(&mut frame)?;
     let version = header.request_api_version;
     let client_id = header.client_id.as_deref().unwrap_or_default();
@@ -57,11 +120,12 @@ fn handle(mut frame: Bytes, shared: &Shared) -> Option<Option<Vec<u8>>> {
         // Malformed body, or a panic in a decoder: the connection goes.
         Ok(Err(_)) | Err(_) => return None,
     };
+    let header_version = key.response_header_version(version);
     match reply {
         Reply::None => Some(None),
-        Reply::Body(body) => {
-            let header_version = key.response_header_version(version);
-            Some(Some(frame_response(header.correlation_id, header_version, &body)?))
+        Reply::Body(body) => Some(Some(Owed::Now(frame_response(header.correlation_id, header_version, &body)?))),
+        reply @ Reply::Later(_) => {
+            Some(Some(Owed::Later { correlation_id: header.correlation_id, header_version, reply }))
         }
     }
 }
@@ -90,6 +154,18 @@ fn frame_response(correlation_id: i32, header_version: i16, body: &BytesMut) -> 
     out.extend_from_slice(&head);
     out.extend_from_slice(body);
     Some(out)
+}
+
+/// Answers one request frame as `serve_requests` would, the late reply made at once; `false`
+/// when the connection would close (see `Dispatcher`).
+pub(super) fn answer(frame: Bytes, shared: &Shared) -> bool {
+    match handle(frame, shared) {
+        None => false,
+        Some(None | Some(Owed::Now(_))) => true,
+        Some(Some(Owed::Later { reply, .. })) => {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| finish(reply))).is_ok_and(|r| r.is_ok())
+        }
+    }
 }
 
 /// Decodes one request (header and body) from `frame` without a store: what the fuzz target

@@ -9,7 +9,8 @@
 //!   SyncGroup waits for them, never answers with an assignment of another generation.
 //! - A member that missed its session timeout, or did not rejoin within the rebalance timeout,
 //!   is removed before the next generation is formed; it gets `UNKNOWN_MEMBER_ID` and joins anew.
-//! - Waits are bounded: JoinGroup by the rebalance timeout, SyncGroup by the session timeout.
+//! - Waits are bounded: JoinGroup by the rebalance timeout, SyncGroup by the session timeout,
+//!   both by `ServeOptions::group_wait_max`.
 
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,9 +27,8 @@ pub(super) mod code {
     pub const REBALANCE_IN_PROGRESS: i16 = 27;
 }
 
-/// The longest a rebalance waits for members to rejoin, whatever a client asks.
-const REBALANCE_WAIT_MAX: Duration = Duration::from_secs(300);
-/// The longest a follower's SyncGroup waits for its leader's assignments.
+/// The longest a follower's SyncGroup waits for its leader's assignments (and at most
+/// `ServeOptions::group_wait_max`).
 const SYNC_WAIT_MAX: Duration = Duration::from_secs(60);
 /// Session timeouts accepted (Kafka's `group.min/max.session.timeout.ms` defaults).
 const SESSION_TIMEOUT_MS: std::ops::RangeInclusive<i32> = 6_000..=1_800_000;
@@ -73,11 +73,14 @@ pub(super) struct Group {
     /// Members that joined in the rebalance under way.
     joined: BTreeSet<String>,
     deadline: Option<Instant>,
+    /// The longest a rebalance waits for members to rejoin, whatever they ask.
+    wait_max: Duration,
 }
 
 impl Group {
-    fn new(protocol_type: &str) -> Self {
+    fn new(protocol_type: &str, wait_max: Duration) -> Self {
         Group {
+            wait_max,
             state: State::Empty,
             generation: 0,
             protocol_type: protocol_type.to_string(),
@@ -100,7 +103,7 @@ impl Group {
             self.state = State::PreparingRebalance;
             self.joined.clear();
             let wait = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
-            self.deadline = Some(now + wait.min(REBALANCE_WAIT_MAX));
+            self.deadline = Some(now + wait.min(self.wait_max));
         }
     }
 
@@ -182,11 +185,13 @@ pub(super) struct Join {
 }
 
 /// Every group's membership.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
     changed: Condvar,
     next_member: AtomicU64,
+    /// The longest a JoinGroup or SyncGroup waits (`ServeOptions::group_wait_max`).
+    wait_max: Duration,
 }
 
 fn millis(ms: i32) -> Duration {
@@ -194,13 +199,17 @@ fn millis(ms: i32) -> Duration {
 }
 
 impl Coordinator {
+    pub fn new(wait_max: Duration) -> Self {
+        Coordinator { groups: Mutex::default(), changed: Condvar::new(), next_member: AtomicU64::new(0), wait_max }
+    }
+
     pub fn join(&self, j: Join) -> Joined {
         if !SESSION_TIMEOUT_MS.contains(&j.session_timeout_ms) {
             return Joined { error_code: code::INVALID_SESSION_TIMEOUT, ..Joined::default() };
         }
         let mut groups = crate::sync::lock(&self.groups);
         let now = Instant::now();
-        let g = groups.entry(j.group.clone()).or_insert_with(|| Group::new(&j.protocol_type));
+        let g = groups.entry(j.group.clone()).or_insert_with(|| Group::new(&j.protocol_type, self.wait_max));
         g.expire(now);
         if !g.members.is_empty() && g.protocol_type != j.protocol_type {
             return Joined { error_code: code::INCONSISTENT_GROUP_PROTOCOL, ..Joined::default() };
@@ -332,7 +341,7 @@ impl Coordinator {
                     return (0, m.assignment.clone());
                 }
             }
-            if now.duration_since(started) >= timeout.min(SYNC_WAIT_MAX) {
+            if now.duration_since(started) >= timeout.min(SYNC_WAIT_MAX).min(self.wait_max) {
                 return (code::REBALANCE_IN_PROGRESS, Bytes::new());
             }
             groups = self.changed.wait_timeout(groups, Duration::from_millis(200)).unwrap_or_else(|e| e.into_inner()).0;

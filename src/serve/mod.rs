@@ -65,6 +65,9 @@ pub struct ServeOptions {
     /// Whether to listen on the Unix socket `SOCKET_FILE` in the store's root as well (the
     /// `evlog` command's way in).
     pub unix_socket: bool,
+    /// The longest a JoinGroup waits for the members of a rebalance to rejoin, and a
+    /// follower's SyncGroup for its leader's assignments, whatever the clients ask.
+    pub group_wait_max: Duration,
 }
 
 impl Default for ServeOptions {
@@ -78,6 +81,7 @@ impl Default for ServeOptions {
             fetch_wait_max: Duration::from_secs(30),
             batch_bytes_max: 64 << 20,
             unix_socket: true,
+            group_wait_max: Duration::from_secs(300),
         }
     }
 }
@@ -152,6 +156,43 @@ struct Shared {
     producer_ids: producers::ProducerIds,
 }
 
+impl Shared {
+    fn new(store: &Store, opts: ServeOptions, advertised: SocketAddr) -> Shared {
+        Shared {
+            store: store.clone(),
+            groups: groups::Coordinator::new(opts.group_wait_max),
+            opts,
+            advertised,
+            stopping: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
+            producer_ids: producers::ProducerIds::default(),
+        }
+    }
+}
+
+/// Answers request frames as a connection would, without a socket: what the fuzz target
+/// `serve_request` drives (every API, against a real store).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Dispatcher {
+    shared: Shared,
+}
+
+impl Dispatcher {
+    /// A dispatcher for `store` (`opts.listen` is what Metadata advertises; nothing listens).
+    pub fn new(store: &Store, opts: ServeOptions) -> Dispatcher {
+        let advertised = opts.listen;
+        Dispatcher { shared: Shared::new(store, opts, advertised) }
+    }
+
+    /// Answers one request frame (its contents after the length), waits included; `false` when
+    /// its connection would be closed.
+    pub fn answer(&self, frame: bytes::Bytes) -> bool {
+        conn::answer(frame, &self.shared)
+    }
+}
+
 impl Store {
     /// Serves this store over the Kafka wire protocol on `opts.listen` (port 0 picks a free
     /// one; [`Server::local_addr`] says which) from threads of this process, beside its own use
@@ -168,16 +209,7 @@ impl Store {
         let listener =
             TcpListener::bind(opts.listen).map_err(|e| Error::io("listen on", opts.listen.to_string(), e))?;
         let addr = listener.local_addr().map_err(|e| Error::io("listen on", opts.listen.to_string(), e))?;
-        let shared = Arc::new(Shared {
-            store: self.clone(),
-            opts,
-            advertised: addr,
-            stopping: AtomicBool::new(false),
-            connections: AtomicUsize::new(0),
-            threads: Mutex::new(Vec::new()),
-            groups: groups::Coordinator::default(),
-            producer_ids: producers::ProducerIds::default(),
-        });
+        let shared = Arc::new(Shared::new(self, opts, addr));
         let acceptor = {
             let shared = shared.clone();
             std::thread::Builder::new()

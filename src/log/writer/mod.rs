@@ -264,6 +264,25 @@ impl Shared {
         self.append_checked(records, Expect::Nothing).map(Option::unwrap_or_default)
     }
 
+    /// Writes `records` as `append` does, but under `Always` returns before the fsync that
+    /// makes them durable (and readable): the caller acknowledges them only after
+    /// `sync_to(range.end)`. For a caller with several batches in flight (a served connection's
+    /// pipelined produce requests): their writes share the fsyncs a lone `append` would wait
+    /// for one by one. Not counted among the appenders a group-commit leader gathers for.
+    #[cfg(feature = "serve")]
+    pub fn append_deferred(&self, records: &[NewRecord<'_>]) -> Result<Range<u64>> {
+        let writer = self.writer()?;
+        self.check_poison()?;
+        if records.is_empty() {
+            let w = lock(writer);
+            return Ok(w.next_offset..w.next_offset);
+        }
+        let (total, needs_now) = self.validate(records)?;
+        let now = if needs_now { now_ms() } else { 0 };
+        let written = self.write_records(writer, records, total, now, &Expect::Nothing)?;
+        Ok(written.map(|(first, end)| first..end).unwrap_or_default())
+    }
+
     /// Appends `records` as one write if `expect` holds under the writer lock (checked after
     /// any roll, before a byte is written); otherwise writes nothing and returns the mismatch.
     pub fn append_if(&self, records: &[NewRecord<'_>], expect: Expect<'_>) -> Result<Range<u64>> {

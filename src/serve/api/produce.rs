@@ -1,6 +1,7 @@
 //! Produce: each partition's record batches decoded (compressed ones included) and appended to
 //! the topic as one atomic batch per request partition, keys, headers and CreateTime timestamps
-//! as sent. Answered once the append returned (as durable as the topic's `Durability` says).
+//! as sent. Answered once the records are as durable as the store's `Durability` says (under
+//! `Always`: fsynced), the fsync shared with the requests the connection read meanwhile.
 
 use crate::error::Error;
 use crate::log::NewRecord;
@@ -59,57 +60,88 @@ fn to_new_records(records: &[Record]) -> Vec<NewRecord<'_>> {
         .collect()
 }
 
+/// Writes every partition's records now and answers once they are durable: the reply waits
+/// for the fsync after the connection has read on (see `Reply::Later`), so a client's pipelined
+/// requests share fsyncs instead of taking one each in turn.
 pub(in crate::serve) fn produce(r: ProduceRequest, version: i16, s: &Shared) -> Result<Reply, Malformed> {
     let batches = decode_batches(&r, s.opts.batch_bytes_max)?;
     let mut batches = batches.into_iter();
-    let mut responses = Vec::with_capacity(r.topic_data.len());
+    let mut written = Vec::with_capacity(r.topic_data.len());
     for t in &r.topic_data {
         let name = t.name.0.to_string();
-        let mut partitions = Vec::with_capacity(t.partition_data.len());
-        for p in &t.partition_data {
-            let records = batches.next().unwrap_or_default();
-            let (error_code, base_offset, log_start) = append(s, &name, p.index, &records);
-            partitions.push(
-                PartitionProduceResponse::default()
-                    .with_index(p.index)
-                    .with_error_code(error_code)
-                    .with_base_offset(base_offset)
-                    .with_log_append_time_ms(-1)
-                    .with_log_start_offset(log_start),
-            );
+        let partitions: Vec<(i32, Written)> = (t.partition_data.iter())
+            .map(|p| (p.index, append(s, &name, p.index, &batches.next().unwrap_or_default())))
+            .collect();
+        written.push((t.name.clone(), partitions));
+    }
+    let acks = r.acks;
+    Ok(Reply::Later(Box::new(move || {
+        let responses: Vec<TopicProduceResponse> = (written.into_iter())
+            .map(|(name, partitions)| {
+                let partitions = (partitions.into_iter())
+                    .map(|(index, w)| {
+                        let (error_code, base_offset, log_start) = w.acknowledge();
+                        PartitionProduceResponse::default()
+                            .with_index(index)
+                            .with_error_code(error_code)
+                            .with_base_offset(base_offset)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(log_start)
+                    })
+                    .collect();
+                TopicProduceResponse::default().with_name(name).with_partition_responses(partitions)
+            })
+            .collect();
+        // With acks=0 the records are still made durable before the connection reads on past
+        // the reply's turn: under `Always` they are readable only then.
+        if acks == 0 {
+            return Ok(Reply::None);
         }
-        responses.push(TopicProduceResponse::default().with_name(t.name.clone()).with_partition_responses(partitions));
-    }
-    if r.acks == 0 {
-        return Ok(Reply::None);
-    }
-    encode(&ProduceResponse::default().with_responses(responses), version)
+        encode(&ProduceResponse::default().with_responses(responses), version)
+    })))
 }
 
-/// Appends one partition's records; (error code, base offset, log start offset).
-fn append(s: &Shared, topic: &str, partition: i32, records: &[Record]) -> (i16, i64, i64) {
+/// One partition's records as written: to be acknowledged once durable.
+struct Written {
+    /// The topic and the offsets written (first, end), or the Kafka error code.
+    appended: Result<(std::sync::Arc<crate::store::Topic>, u64, u64), i16>,
+    log_start: i64,
+}
+
+impl Written {
+    /// Waits until the records are durable; (error code, base offset, log start offset).
+    fn acknowledge(self) -> (i16, i64, i64) {
+        match self.appended {
+            Ok((topic, first, end)) => match topic.wait_durable(end) {
+                Ok(()) => (code::NONE, i64::try_from(first).unwrap_or(i64::MAX), self.log_start),
+                Err(e) => (error_code(&Error::from(e)), -1, self.log_start),
+            },
+            Err(c) => (c, -1, self.log_start),
+        }
+    }
+}
+
+/// Writes one partition's records (not yet durable: see `Written::acknowledge`).
+fn append(s: &Shared, topic: &str, partition: i32, records: &[Record]) -> Written {
     if partition != 0 {
-        return (code::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
+        return Written { appended: Err(code::UNKNOWN_TOPIC_OR_PARTITION), log_start: -1 };
     }
     let t = match open_topic(s, topic, s.opts.auto_create_topics) {
         Ok(t) => t,
-        Err(c) => return (c, -1, -1),
+        Err(c) => return Written { appended: Err(c), log_start: -1 },
     };
     let log_start = i64::try_from(t.first_offset()).unwrap_or(i64::MAX);
     let new_records = to_new_records(records);
     let appended = match records.first() {
-        // An idempotent producer's batch: a retry returns the original offset.
+        // An idempotent producer's batch: a retry returns the original offsets.
         Some(first) if first.producer_id >= 0 && first.sequence >= 0 => s
             .store
             .producer(topic, &producer_name(first.producer_id))
-            .and_then(|p| p.send_batch_with_sequence(u64::try_from(first.sequence).unwrap_or(0), &new_records))
-            .map(|(first_offset, _duplicate)| first_offset),
-        _ => t.append_batch(&new_records).map(|range| range.start).map_err(Error::from),
+            .and_then(|p| p.send_batch_with_sequence(u64::try_from(first.sequence).unwrap_or(0), &new_records)),
+        _ => t.append_batch_deferred(&new_records).map(|range| (range.start, range.end)).map_err(Error::from),
     };
-    match appended {
-        Ok(offset) => (code::NONE, i64::try_from(offset).unwrap_or(i64::MAX), log_start),
-        Err(e) => (error_code(&e), -1, log_start),
-    }
+    let appended = appended.map(|(first, end)| (t, first, end)).map_err(|e| error_code(&e));
+    Written { appended, log_start }
 }
 
 /// The Kafka error code for an append that failed.
