@@ -501,6 +501,41 @@ fn the_evlog_command_appends_and_consumes_through_the_process_that_serves_the_st
     let rest = evlog(&["consume", "jobs", "--group", "g"], "");
     assert_eq!(rest.lines().count(), 1, "the group resumed after its commit: {rest}");
     assert!(rest.contains("\"offset\":2") && rest.contains("\"key\":\"k\""), "{rest}");
+
+    // Groups: listed with their lag, reset, deleted, all through the serving process.
+    let listed = evlog(&["groups", "list", "jobs"], "");
+    assert!(
+        listed.contains("\"group\":\"g\"") && listed.contains("\"committed\":3") && listed.contains("\"lag\":0"),
+        "{listed}"
+    );
+    assert_eq!(evlog(&["groups", "reset", "jobs", "g", "--earliest"], ""), "group \"g\" on \"jobs\" now at offset 0\n");
+    let listed = evlog(&["groups", "list"], "");
+    assert!(listed.contains("\"committed\":0") && listed.contains("\"lag\":3"), "{listed}");
+    assert_eq!(evlog(&["groups", "delete", "jobs", "g"], ""), "deleted group \"g\" of \"jobs\"\n");
+    assert_eq!(evlog(&["groups", "list", "jobs"], ""), "", "no group left");
+
+    // Config: changed and saved by the serving process; the output is what it saved.
+    let changed =
+        evlog(&["config", "jobs", "--retention-age", "7d", "--bytes-max", "10MiB", "--when-full", "drop-oldest"], "");
+    assert!(
+        changed.contains("\"retention_age_ms\":604800000")
+            && changed.contains("\"bytes_max\":10485760")
+            && changed.contains("\"when_full\":\"drop-oldest\""),
+        "{changed}"
+    );
+    assert_eq!(evlog(&["config", "jobs"], ""), changed, "shown as saved");
+    let lifted = evlog(&["config", "jobs", "--no-bytes-max", "--compact-by-key"], "");
+    assert!(lifted.contains("\"bytes_max\":null") && lifted.contains("\"compact_by_key\":true"), "{lifted}");
+    // A budget below the floor is refused by the serving process, naming why; nothing changes.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_evlog"))
+        .arg("--dir")
+        .arg(tmp.path())
+        .args(["config", "jobs", "--bytes-max", "64KiB"])
+        .output()
+        .expect("evlog");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("below the smallest budget"), "{refused:?}");
+    assert_eq!(evlog(&["config", "jobs"], ""), lifted);
     child.kill().expect("kill");
     child.wait().expect("wait");
 }

@@ -59,6 +59,8 @@ pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// What a request is answered with.
@@ -122,6 +124,8 @@ pub(super) fn dispatch(
         ApiKey::DescribeGroups => encode(&membership::describe(decode(body, version)?, s), version),
         ApiKey::InitProducerId => encode(&init_producer_id(decode(body, version)?, s), version),
         ApiKey::DescribeConfigs => encode(&configs::describe(decode(body, version)?, s), version),
+        ApiKey::IncrementalAlterConfigs => encode(&configs::alter(decode(body, version)?, s), version),
+        ApiKey::OffsetDelete => encode(&offsets::delete(decode(body, version)?, s), version),
         _ => Err(Malformed),
     }
 }
@@ -152,6 +156,8 @@ pub(super) fn decode_only(key: ApiKey, version: i16, body: Bytes) -> bool {
         ApiKey::DescribeGroups => decode::<DescribeGroupsRequest>(body, version).is_ok(),
         ApiKey::InitProducerId => decode::<InitProducerIdRequest>(body, version).is_ok(),
         ApiKey::DescribeConfigs => decode::<DescribeConfigsRequest>(body, version).is_ok(),
+        ApiKey::IncrementalAlterConfigs => decode::<IncrementalAlterConfigsRequest>(body, version).is_ok(),
+        ApiKey::OffsetDelete => decode::<OffsetDeleteRequest>(body, version).is_ok(),
         _ => false,
     }
 }

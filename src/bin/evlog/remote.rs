@@ -3,12 +3,17 @@
 //! speaks the Kafka protocol, as any client would. `append` produces with acks=all (answered
 //! once the records are durable under the holder's durability); `consume` fetches from the
 //! group's committed offset and commits after each batch (the same group offsets the embedded
-//! API uses).
+//! API uses); `groups` lists (ListGroups, OffsetFetch, ListOffsets), resets (OffsetCommit) and
+//! deletes (OffsetDelete) group offsets; `config` changes a topic's settings
+//! (IncrementalAlterConfigs).
 
 use bytes::{Bytes, BytesMut};
 use evlog::serve::SOCKET_FILE;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
@@ -158,6 +163,88 @@ impl Remote {
         let mut bytes = p.records.clone().unwrap_or_default();
         let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| e.to_string())?;
         Ok(sets.into_iter().flat_map(|s| s.records).collect())
+    }
+}
+
+/// The administration `groups` and `config` do on a served store, through Kafka's own APIs.
+impl Remote {
+    /// Every group the serving process knows (with members, or with committed offsets).
+    pub fn groups(&mut self) -> Result<Vec<String>, String> {
+        let r = self.call(&ListGroupsRequest::default(), 4)?;
+        let mut v: Vec<String> = r.groups.into_iter().map(|g| g.group_id.0.to_string()).collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Every (topic, committed offset) of `group`.
+    pub fn committed_all(&mut self, group: &str) -> Result<Vec<(String, u64)>, String> {
+        let request = OffsetFetchRequest::default().with_group_id(GroupId(name(group))).with_topics(None);
+        let r = self.call(&request, 7)?;
+        let committed = r.topics.into_iter().filter_map(|t| {
+            let offset = t.partitions.first().map(|p| p.committed_offset)?;
+            Some((t.name.0.to_string(), u64::try_from(offset).ok()?))
+        });
+        Ok(committed.collect())
+    }
+
+    /// ListOffsets of `topic` at `timestamp` (-1: the end, -2: the start, else the first
+    /// record at or after it; the end when there is none).
+    pub fn offset_at(&mut self, topic: &str, timestamp: i64) -> Result<u64, String> {
+        let partition = ListOffsetsPartition::default().with_partition_index(0).with_timestamp(timestamp);
+        let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+            ListOffsetsTopic::default().with_name(TopicName(name(topic))).with_partitions(vec![partition]),
+        ]);
+        let r = self.call(&request, 7)?;
+        let p = r.topics.first().and_then(|t| t.partitions.first()).ok_or("no partition in the answer")?;
+        match (p.error_code, p.offset) {
+            (NONE, -1) => self.offset_at(topic, -1),
+            (NONE, o) => Ok(u64::try_from(o).unwrap_or(0)),
+            (code, _) => Err(format!("offsets of {topic:?} refused by the serving process (Kafka error {code})")),
+        }
+    }
+
+    /// Removes `group`'s committed offset on `topic` (OffsetDelete).
+    pub fn delete_group(&mut self, group: &str, topic: &str) -> Result<(), String> {
+        let request = OffsetDeleteRequest::default().with_group_id(GroupId(name(group))).with_topics(vec![
+            OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(name(topic)))
+                .with_partitions(vec![OffsetDeleteRequestPartition::default().with_partition_index(0)]),
+        ]);
+        let r = self.call(&request, 0)?;
+        let code = r.topics.first().and_then(|t| t.partitions.first()).map_or(r.error_code, |p| p.error_code);
+        match code {
+            NONE => Ok(()),
+            86 => Err(format!("group {group:?} of {topic:?} is in use (it has members); stop them first")),
+            69 => Err(format!("no group {group:?} on {topic:?}")),
+            code => Err(format!("refused by the serving process (Kafka error {code})")),
+        }
+    }
+
+    /// Sets (`Some`) or returns to its default (`None`) each named setting of `topic`, in order,
+    /// as one change (IncrementalAlterConfigs).
+    pub fn alter_config(&mut self, topic: &str, settings: &[(&str, Option<String>)]) -> Result<(), String> {
+        let configs = settings
+            .iter()
+            .map(|(n, v)| {
+                let op = if v.is_some() { 0 } else { 1 }; // SET, DELETE
+                AlterableConfig::default()
+                    .with_name(name(n))
+                    .with_config_operation(op)
+                    .with_value(v.as_deref().map(name))
+            })
+            .collect();
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default().with_resource_type(2).with_resource_name(name(topic)).with_configs(configs),
+        ]);
+        let r = self.call(&request, 1)?;
+        match r.responses.first() {
+            Some(res) if res.error_code == NONE => Ok(()),
+            Some(res) => Err(res.error_message.as_deref().map_or_else(
+                || format!("refused by the serving process (Kafka error {})", res.error_code),
+                str::to_string,
+            )),
+            None => Err("the serving process answered without a result".into()),
+        }
     }
 }
 

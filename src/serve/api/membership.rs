@@ -71,9 +71,16 @@ pub(in crate::serve) fn leave(r: LeaveGroupRequest, sh: &Shared) -> LeaveGroupRe
 }
 
 pub(in crate::serve) fn list(sh: &Shared) -> ListGroupsResponse {
-    let groups = sh
-        .groups
-        .list()
+    let mut listed = sh.groups.list();
+    // Groups with committed offsets and no member over the wire (the embedded API's, or a
+    // client's that left) are listed too, Empty, as Kafka lists a group that only has offsets.
+    let stored = sh.store.inner().state.all_group_names().unwrap_or_default();
+    for (_, group) in stored {
+        if !listed.iter().any(|(g, _, _)| *g == group) {
+            listed.push((group, "consumer".to_string(), crate::serve::groups::State::Empty));
+        }
+    }
+    let groups = listed
         .into_iter()
         .map(|(name, protocol_type, state)| {
             ListedGroup::default()

@@ -77,6 +77,41 @@ impl ConfigChange {
     }
 }
 
+impl ConfigChange {
+    /// The changes under the names IncrementalAlterConfigs takes (`evlog serve`'s
+    /// `SETTABLE`), in the order `apply` makes them: for a served store.
+    pub(super) fn settings(&self) -> Vec<(&'static str, Option<String>)> {
+        let ms = |d: Duration| Some(d.as_millis().to_string());
+        let count = |n: Option<u64>| Some(n.map_or_else(|| "-1".to_string(), |n| n.to_string()));
+        let mut v = Vec::new();
+        if let Some(w) = self.when_full {
+            v.push(("evlog.when_full", Some(w.name().to_string())));
+        }
+        if let Some(b) = self.bytes_max {
+            v.push(("evlog.budget.bytes", count(b)));
+        }
+        if let Some(d) = self.block_timeout {
+            v.push(("evlog.block.timeout.ms", ms(d)));
+        }
+        if let Some(age) = self.retention_age {
+            v.push(("retention.ms", count(age.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))));
+        }
+        if let Some(b) = self.retention_bytes {
+            v.push(("retention.bytes", count(b)));
+        }
+        if let Some(d) = self.tombstone_retention {
+            v.push(("evlog.tombstone.retention.ms", ms(d)));
+        }
+        if let Some(c) = self.compact_by_key {
+            v.push(("cleanup.policy", Some(if c { "compact" } else { "delete" }.to_string())));
+        }
+        if let Some(c) = self.compression {
+            v.push(("evlog.compression", Some(c.name().to_string())));
+        }
+        v
+    }
+}
+
 pub(super) fn config_json(topic: &str, c: &TopicConfig) -> Value {
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     json!({
@@ -154,6 +189,10 @@ pub(super) fn config(dir: &Path, topic: &str, change: ConfigChange) -> CmdResult
     };
     let c = if change.is_empty() {
         current
+    } else if let Some(mut remote) = crate::remote::Remote::connect(dir) {
+        // A served store: the serving process changes and saves it; the file then says what it saved.
+        remote.alter_config(topic, &change.settings())?;
+        TopicConfig::read(&evlog::storage::RealStorage, &topic_dir(dir, topic)?).map_err(msg)?
     } else {
         let c = change.apply(current);
         let store = open_store(dir, Durability::Always)?;
@@ -167,7 +206,21 @@ pub(super) fn config(dir: &Path, topic: &str, change: ConfigChange) -> CmdResult
     Ok(ExitCode::SUCCESS)
 }
 
+/// The offset `groups reset` was asked for: exactly one of its four flags.
+fn reset_target(to_offset: Option<u64>, to_time: Option<i64>, earliest: bool, latest: bool) -> Result<StartAt, String> {
+    match (to_offset, to_time, earliest, latest) {
+        (Some(o), None, false, false) => Ok(StartAt::Offset(o)),
+        (None, Some(t), false, false) => Ok(StartAt::Timestamp(t)),
+        (None, None, true, false) => Ok(StartAt::Earliest),
+        (None, None, false, true) => Ok(StartAt::Latest),
+        _ => Err("give exactly one of --to-offset, --to-time, --earliest, --latest".into()),
+    }
+}
+
 pub(super) fn groups(dir: &Path, action: GroupsAction) -> CmdResult {
+    if let Some(remote) = crate::remote::Remote::connect(dir) {
+        return groups_remote(dir, remote, action);
+    }
     let store = open_store(dir, Durability::Always)?;
     match action {
         GroupsAction::List { topic } => {
@@ -180,18 +233,56 @@ pub(super) fn groups(dir: &Path, action: GroupsAction) -> CmdResult {
             }
         }
         GroupsAction::Reset { topic, group, to_offset, to_time, earliest, latest } => {
-            let to = match (to_offset, to_time, earliest, latest) {
-                (Some(o), None, false, false) => StartAt::Offset(o),
-                (None, Some(t), false, false) => StartAt::Timestamp(t),
-                (None, None, true, false) => StartAt::Earliest,
-                (None, None, false, true) => StartAt::Latest,
-                _ => return Err("give exactly one of --to-offset, --to-time, --earliest, --latest".into()),
-            };
+            let to = reset_target(to_offset, to_time, earliest, latest)?;
             let o = store.reset_group(&group, &topic, to).map_err(msg)?;
             println!("group {group:?} on {topic:?} now at offset {o}");
         }
         GroupsAction::Delete { topic, group } => {
             store.delete_group(&group, &topic).map_err(msg)?;
+            println!("deleted group {group:?} of {topic:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `groups` on a store another process serves: the same output (`committed_at_ms` is null:
+/// Kafka's OffsetFetch does not carry it) through the serving process.
+fn groups_remote(dir: &Path, mut remote: crate::remote::Remote, action: GroupsAction) -> CmdResult {
+    match action {
+        GroupsAction::List { topic } => {
+            let wanted = topic_names(dir, topic.as_deref())?;
+            let mut rows = Vec::new();
+            for g in remote.groups()? {
+                for (t, committed) in remote.committed_all(&g)? {
+                    if wanted.contains(&t) {
+                        rows.push((t, g.clone(), committed));
+                    }
+                }
+            }
+            rows.sort();
+            for (t, g, committed) in rows {
+                let lag = remote.offset_at(&t, -1)?.saturating_sub(committed);
+                print_line(
+                    &json!({"topic": t, "group": g, "committed": committed, "lag": lag, "committed_at_ms": null}),
+                )?;
+            }
+        }
+        GroupsAction::Reset { topic, group, to_offset, to_time, earliest, latest } => {
+            let to = reset_target(to_offset, to_time, earliest, latest)?;
+            if !remote.committed_all(&group)?.iter().any(|(t, _)| *t == topic) {
+                return Err(format!("no group {group:?} on {topic:?}"));
+            }
+            let o = match to {
+                StartAt::Offset(o) => o,
+                StartAt::Timestamp(t) => remote.offset_at(&topic, t)?,
+                StartAt::Earliest => remote.offset_at(&topic, -2)?,
+                _ => remote.offset_at(&topic, -1)?,
+            };
+            remote.commit(&group, &topic, o)?;
+            println!("group {group:?} on {topic:?} now at offset {o}");
+        }
+        GroupsAction::Delete { topic, group } => {
+            remote.delete_group(&group, &topic)?;
             println!("deleted group {group:?} of {topic:?}");
         }
     }
