@@ -297,11 +297,51 @@ fn a_malformed_or_oversized_request_closes_its_connection_and_touches_nothing() 
 }
 
 #[test]
-fn a_non_loopback_address_is_refused() {
+fn a_non_loopback_address_is_refused_without_users_and_served_with_them() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
     let err = store.serve(ServeOptions::listening_on(SocketAddr::from(([0, 0, 0, 0], 0)))).expect_err("refused");
-    assert!(err.to_string().contains("loopback"), "{err}");
+    assert!(err.to_string().contains("loopback") && err.to_string().contains("scram_users"), "{err}");
+    let mut opts = ServeOptions::listening_on(SocketAddr::from(([0, 0, 0, 0], 0)));
+    opts.scram_users = vec![evlog::serve::ScramUser::new("alice", "pw")];
+    store.serve(opts).expect("served: clients must authenticate").shutdown();
+}
+
+#[test]
+fn with_users_a_tcp_client_gets_nothing_but_api_versions_before_authenticating_and_a_failed_exchange_closes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    store.topic("t").expect("topic");
+    let mut opts = ServeOptions::listening_on(SocketAddr::from(([127, 0, 0, 1], 0)));
+    opts.scram_users = vec![evlog::serve::ScramUser::new("alice", "pw")];
+    let server = store.serve(opts).expect("serve");
+
+    // ApiVersions is answered (a client needs it to find SaslHandshake); Metadata closes.
+    let mut c = Client::connect(server.local_addr());
+    let versions = c.call(&ApiVersionsRequest::default(), 3);
+    assert!(versions.api_keys.iter().any(|k| k.api_key == SaslHandshakeRequest::KEY));
+    c.send(&MetadataRequest::default().with_topics(None), 12);
+    assert!(c.read_frame().is_none(), "the connection closes before any other request is answered");
+
+    // A handshake for another mechanism is refused, naming the one offered.
+    let mut c = Client::connect(server.local_addr());
+    let h = c.call(&SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")), 1);
+    assert_eq!((h.error_code, h.mechanisms.len()), (33, 1));
+    assert_eq!(&*h.mechanisms[0], "SCRAM-SHA-256");
+
+    // A wrong proof: SASL_AUTHENTICATION_FAILED, then the connection closes.
+    let h = c.call(&SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256")), 1);
+    assert_eq!(h.error_code, 0);
+    let first = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"n,,n=alice,r=abc"));
+    let challenge = c.call(&first, 2);
+    assert_eq!(challenge.error_code, 0);
+    let challenge = String::from_utf8(challenge.auth_bytes.to_vec()).expect("utf-8");
+    let nonce = challenge.split(',').next().expect("r=").trim_start_matches("r=");
+    let proof = format!("c=biws,r={nonce},p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    let failed = c.call(&SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(proof)), 2);
+    assert_eq!(failed.error_code, 58);
+    assert!(c.read_frame().is_none(), "closed after a failed authentication");
+    server.shutdown();
 }
 
 #[test]

@@ -148,3 +148,41 @@ fn an_idempotent_python_producer_across_a_sigkill_and_restart_of_the_server_leav
     distinct.dedup();
     assert_eq!((values.len(), distinct.len()), (n, n), "every record once: no duplicate, none lost");
 }
+
+#[test]
+fn a_server_with_users_beyond_loopback_takes_a_scram_client_with_its_password_and_refuses_a_wrong_one() {
+    if !enabled("scram") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let users = tmp.path().join("users");
+    std::fs::write(&users, "alice:correct horse\nbob:battery staple\n").expect("users");
+    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    // Every address (0.0.0.0): allowed because users are set; reached here over loopback.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_evlog"))
+        .arg("--dir")
+        .arg(tmp.path().join("data"))
+        .args(["serve", "--listen", &format!("0.0.0.0:{port}"), "--users"])
+        .arg(&users)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("evlog serve");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "evlog serve did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    run_ok(Command::new("python3").args([&script("scram.py"), &addr.to_string(), "alice", "correct horse", "secured"]));
+    server.kill().expect("kill");
+    server.wait().expect("wait");
+    let store = Store::open(tmp.path().join("data"), StoreOptions::default()).expect("store");
+    let values: Vec<Vec<u8>> =
+        store.topic("secured").expect("topic").iter(0).map(|r| r.expect("record").payload().to_vec()).collect();
+    assert_eq!(
+        values,
+        (0..5).map(|i| format!("v{i}").into_bytes()).collect::<Vec<_>>(),
+        "the intruder's record is not there"
+    );
+}

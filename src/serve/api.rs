@@ -13,12 +13,16 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use std::net::SocketAddr;
 
 mod configs;
 mod fetch;
 mod membership;
 mod offsets;
 mod produce;
+mod sasl;
+
+pub(super) use sasl::sasl;
 
 /// Kafka error codes this server returns.
 pub(super) mod code {
@@ -61,6 +65,9 @@ pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::OffsetDelete, 0, 0),
+    // Version 0 of the handshake would be followed by unframed SASL bytes: only 1 is offered.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// What a request is answered with.
@@ -82,23 +89,26 @@ fn supported(key: ApiKey, version: i16) -> bool {
     SUPPORTED.iter().any(|&(k, min, max)| k == key && (min..=max).contains(&version))
 }
 
-fn encode<M: Encodable>(m: &M, version: i16) -> Result<Reply, Malformed> {
+pub(super) fn encode<M: Encodable>(m: &M, version: i16) -> Result<Reply, Malformed> {
     let mut out = BytesMut::new();
     m.encode(&mut out, version).map_err(|_| Malformed)?;
     Ok(Reply::Body(out))
 }
 
-fn decode<M: Decodable>(mut body: Bytes, version: i16) -> Result<M, Malformed> {
+pub(super) fn decode<M: Decodable>(mut body: Bytes, version: i16) -> Result<M, Malformed> {
     M::decode(&mut body, version).map_err(|_| Malformed)
 }
 
 /// Answers one request of `key` at `version` whose body is `body`.
+/// Answers one request. `advertised`: the address this server is reached at, as Metadata and
+/// FindCoordinator tell clients (the address the client connected to).
 pub(super) fn dispatch(
     key: ApiKey,
     version: i16,
     client_id: &str,
     body: Bytes,
     s: &Shared,
+    advertised: SocketAddr,
 ) -> Result<Reply, Malformed> {
     if key == ApiKey::ApiVersions {
         return api_versions(version);
@@ -110,10 +120,10 @@ pub(super) fn dispatch(
         ApiKey::Produce => produce::produce(decode(body, version)?, version, s),
         ApiKey::Fetch => encode(&fetch::fetch(decode(body, version)?, s), version),
         ApiKey::ListOffsets => encode(&fetch::list_offsets(decode(body, version)?, s), version),
-        ApiKey::Metadata => encode(&metadata(decode(body, version)?, version, s), version),
+        ApiKey::Metadata => encode(&metadata(decode(body, version)?, version, s, advertised), version),
         ApiKey::OffsetCommit => encode(&offsets::commit(decode(body, version)?, s), version),
         ApiKey::OffsetFetch => encode(&offsets::fetch(decode(body, version)?, version, s), version),
-        ApiKey::FindCoordinator => encode(&find_coordinator(decode(body, version)?, version, s), version),
+        ApiKey::FindCoordinator => encode(&find_coordinator(decode(body, version)?, version, advertised), version),
         ApiKey::CreateTopics => encode(&create_topics(decode(body, version)?, s), version),
         ApiKey::DeleteTopics => encode(&delete_topics(decode(body, version)?, s), version),
         ApiKey::JoinGroup => encode(&membership::join(decode(body, version)?, client_id, s), version),
@@ -158,6 +168,8 @@ pub(super) fn decode_only(key: ApiKey, version: i16, body: Bytes) -> bool {
         ApiKey::DescribeConfigs => decode::<DescribeConfigsRequest>(body, version).is_ok(),
         ApiKey::IncrementalAlterConfigs => decode::<IncrementalAlterConfigsRequest>(body, version).is_ok(),
         ApiKey::OffsetDelete => decode::<OffsetDeleteRequest>(body, version).is_ok(),
+        ApiKey::SaslHandshake => decode::<SaslHandshakeRequest>(body, version).is_ok(),
+        ApiKey::SaslAuthenticate => decode::<SaslAuthenticateRequest>(body, version).is_ok(),
         _ => false,
     }
 }
@@ -180,11 +192,11 @@ fn str_bytes(s: &str) -> StrBytes {
 }
 
 /// The one broker: this server.
-fn broker(s: &Shared) -> MetadataResponseBroker {
+fn broker(advertised: SocketAddr) -> MetadataResponseBroker {
     MetadataResponseBroker::default()
         .with_node_id(BrokerId(0))
-        .with_host(str_bytes(&s.advertised.ip().to_string()))
-        .with_port(i32::from(s.advertised.port()))
+        .with_host(str_bytes(&advertised.ip().to_string()))
+        .with_port(i32::from(advertised.port()))
 }
 
 /// A topic as Metadata describes it: one partition, led by node 0.
@@ -219,7 +231,7 @@ pub(super) fn open_topic(s: &Shared, name: &str, create: bool) -> Result<std::sy
 }
 
 /// Metadata: every topic (or those asked for, created when allowed), each one partition.
-fn metadata(r: MetadataRequest, version: i16, s: &Shared) -> MetadataResponse {
+fn metadata(r: MetadataRequest, version: i16, s: &Shared, advertised: SocketAddr) -> MetadataResponse {
     let names: Vec<String> = match &r.topics {
         None => s.store.topics().unwrap_or_default(),
         Some(topics) => topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect(),
@@ -231,15 +243,15 @@ fn metadata(r: MetadataRequest, version: i16, s: &Shared) -> MetadataResponse {
         .map(|name| topic_metadata(name, open_topic(s, name, create).err().unwrap_or(code::NONE)))
         .collect();
     MetadataResponse::default()
-        .with_brokers(vec![broker(s)])
+        .with_brokers(vec![broker(advertised)])
         .with_cluster_id(Some(str_bytes("evlog")))
         .with_controller_id(BrokerId(0))
         .with_topics(topics)
 }
 
 /// FindCoordinator: every group's coordinator is this server.
-fn find_coordinator(r: FindCoordinatorRequest, version: i16, s: &Shared) -> FindCoordinatorResponse {
-    let (host, port) = (str_bytes(&s.advertised.ip().to_string()), i32::from(s.advertised.port()));
+fn find_coordinator(r: FindCoordinatorRequest, version: i16, advertised: SocketAddr) -> FindCoordinatorResponse {
+    let (host, port) = (str_bytes(&advertised.ip().to_string()), i32::from(advertised.port()));
     if version >= 4 {
         let coordinators = r
             .coordinator_keys

@@ -7,7 +7,7 @@
 //! take one fsync each in turn.
 
 use crate::serve::api::{self, Reply};
-use crate::serve::{Connection, Shared};
+use crate::serve::{Connection, Session, Shared};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -17,7 +17,12 @@ use std::sync::atomic::Ordering;
 /// malformed or too large, or the server stops.
 pub(super) fn serve_connection(mut stream: Box<dyn Connection>, shared: &Shared) {
     stream.set_idle_timeout(shared.opts.idle_timeout);
-    serve_requests(&mut *stream, shared);
+    // The owner-only Unix socket is its own authentication; TCP authenticates when users are set.
+    // Clients are told the address they reached (a server listening on 0.0.0.0 has no one
+    // address of its own); over the Unix socket, the TCP listener's.
+    let authenticated = !stream.over_network() || shared.opts.scram_users.is_empty();
+    let mut session = Session::new(authenticated, stream.local_address().unwrap_or(shared.advertised));
+    serve_requests(&mut *stream, shared, &mut session);
     // The server keeps a clone of the socket (to close it at shutdown): dropping this one alone
     // would leave the connection open.
     stream.close(std::net::Shutdown::Both);
@@ -35,7 +40,7 @@ enum Owed {
     Later { correlation_id: i32, header_version: i16, reply: Reply },
 }
 
-fn serve_requests(stream: &mut dyn Connection, shared: &Shared) {
+fn serve_requests(stream: &mut dyn Connection, shared: &Shared, session: &mut Session) {
     let Ok(mut out) = stream.handle() else { return };
     let (owe, owed) = std::sync::mpsc::sync_channel::<Owed>(OWED_MAX);
     std::thread::scope(|scope| {
@@ -45,11 +50,15 @@ fn serve_requests(stream: &mut dyn Connection, shared: &Shared) {
                 break;
             }
             let Some(frame) = read_frame(stream, shared.opts.request_bytes_max) else { break };
-            let Some(response) = handle(frame, shared) else { break };
+            let Some(response) = handle(frame, shared, session) else { break };
             // A send fails only once the responder is gone (it never stops early).
             if let Some(o) = response
                 && owe.send(o).is_err()
             {
+                break;
+            }
+            // A failed authentication: its answer goes out, then the connection closes.
+            if session.closing {
                 break;
             }
         }
@@ -108,12 +117,20 @@ fn read_frame(stream: &mut dyn Connection, max: usize) -> Option<Bytes> {
 
 /// Decodes and answers one request. `None`: close the connection (malformed); `Some(None)`: no
 /// response; `Some(Some(owed))`: the response owed.
-fn handle(mut frame: Bytes, shared: &Shared) -> Option<Option<Owed>> {
+fn handle(mut frame: Bytes, shared: &Shared, session: &mut Session) -> Option<Option<Owed>> {
     let (header, key) = decode_header(&mut frame)?;
     let version = header.request_api_version;
     let client_id = header.client_id.as_deref().unwrap_or_default();
+    let sasl = matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+    if !session.authenticated && !sasl && key != ApiKey::ApiVersions {
+        return None; // nothing else before authentication: the connection closes
+    }
     let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        api::dispatch(key, version, client_id, frame, shared)
+        if sasl {
+            api::sasl(key, version, frame, session, shared)
+        } else {
+            api::dispatch(key, version, client_id, frame, shared, session.advertised)
+        }
     }));
     let reply = match answer {
         Ok(Ok(reply)) => reply,
@@ -158,8 +175,8 @@ fn frame_response(correlation_id: i32, header_version: i16, body: &BytesMut) -> 
 
 /// Answers one request frame as `serve_requests` would, the late reply made at once; `false`
 /// when the connection would close (see `Dispatcher`).
-pub(super) fn answer(frame: Bytes, shared: &Shared) -> bool {
-    match handle(frame, shared) {
+pub(super) fn answer(frame: Bytes, shared: &Shared, session: &mut Session) -> bool {
+    match handle(frame, shared, session) {
         None => false,
         Some(None | Some(Owed::Now(_))) => true,
         Some(Some(Owed::Later { reply, .. })) => {

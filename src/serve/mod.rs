@@ -19,6 +19,9 @@ mod api;
 mod conn;
 mod decompress;
 mod groups;
+mod scram;
+
+pub use scram::ScramUser;
 mod producers;
 
 #[doc(hidden)] // for the fuzz target over request bytes
@@ -68,6 +71,11 @@ pub struct ServeOptions {
     /// The longest a JoinGroup waits for the members of a rebalance to rejoin, and a
     /// follower's SyncGroup for its leader's assignments, whatever the clients ask.
     pub group_wait_max: Duration,
+    /// Users who may connect over TCP, authenticating with SASL SCRAM-SHA-256. With none (the
+    /// default) TCP connections need no authentication and only loopback is served; with some,
+    /// every TCP connection must authenticate first and any address may be served. The Unix
+    /// socket (owner-only) never asks.
+    pub scram_users: Vec<ScramUser>,
 }
 
 impl Default for ServeOptions {
@@ -82,6 +90,7 @@ impl Default for ServeOptions {
             batch_bytes_max: 64 << 20,
             unix_socket: true,
             group_wait_max: Duration::from_secs(300),
+            scram_users: Vec::new(),
         }
     }
 }
@@ -111,6 +120,10 @@ type ConnectionThread = (JoinHandle<()>, Box<dyn Connection>);
 pub(crate) trait Connection: Read + Write + Send + std::fmt::Debug + 'static {
     /// A second handle on the same connection (to close it at shutdown).
     fn handle(&self) -> std::io::Result<Box<dyn Connection>>;
+    /// Whether it came over the network (TCP), where users must authenticate when some are set.
+    fn over_network(&self) -> bool;
+    /// The address the client connected to (TCP only).
+    fn local_address(&self) -> Option<SocketAddr>;
     fn close(&self, how: std::net::Shutdown);
     fn set_idle_timeout(&self, idle: Duration);
 }
@@ -118,6 +131,12 @@ pub(crate) trait Connection: Read + Write + Send + std::fmt::Debug + 'static {
 impl Connection for TcpStream {
     fn handle(&self) -> std::io::Result<Box<dyn Connection>> {
         Ok(Box::new(self.try_clone()?))
+    }
+    fn over_network(&self) -> bool {
+        true
+    }
+    fn local_address(&self) -> Option<SocketAddr> {
+        self.local_addr().ok()
     }
     fn close(&self, how: std::net::Shutdown) {
         let _ = self.shutdown(how);
@@ -132,11 +151,37 @@ impl Connection for UnixStream {
     fn handle(&self) -> std::io::Result<Box<dyn Connection>> {
         Ok(Box::new(self.try_clone()?))
     }
+    fn over_network(&self) -> bool {
+        false
+    }
+    fn local_address(&self) -> Option<SocketAddr> {
+        None
+    }
     fn close(&self, how: std::net::Shutdown) {
         let _ = self.shutdown(how);
     }
     fn set_idle_timeout(&self, idle: Duration) {
         let _ = self.set_read_timeout(Some(idle));
+    }
+}
+
+/// One connection's authentication.
+#[derive(Debug)]
+struct Session {
+    /// Whether requests other than ApiVersions and the SASL ones are answered.
+    authenticated: bool,
+    /// Whether SaslHandshake chose SCRAM-SHA-256.
+    handshaken: bool,
+    exchange: scram::Exchange,
+    /// Close the connection once the response in hand is sent (a failed authentication).
+    closing: bool,
+    /// What Metadata and FindCoordinator tell this client to connect to.
+    advertised: SocketAddr,
+}
+
+impl Session {
+    fn new(authenticated: bool, advertised: SocketAddr) -> Session {
+        Session { authenticated, handshaken: false, exchange: scram::Exchange::default(), closing: false, advertised }
     }
 }
 
@@ -189,7 +234,7 @@ impl Dispatcher {
     /// Answers one request frame (its contents after the length), waits included; `false` when
     /// its connection would be closed.
     pub fn answer(&self, frame: bytes::Bytes) -> bool {
-        conn::answer(frame, &self.shared)
+        conn::answer(frame, &self.shared, &mut Session::new(true, self.shared.advertised))
     }
 }
 
@@ -198,10 +243,10 @@ impl Store {
     /// one; [`Server::local_addr`] says which) from threads of this process, beside its own use
     /// of the store. Fails with `InvalidOptions` for an address that is not loopback.
     pub fn serve(&self, opts: ServeOptions) -> Result<Server> {
-        if !opts.listen.ip().is_loopback() {
+        if !opts.listen.ip().is_loopback() && opts.scram_users.is_empty() {
             return Err(Error::InvalidOptions {
                 reason: format!(
-                    "{} is not a loopback address: serving beyond this machine needs authentication, which evlog serve does not offer yet",
+                    "{} is not a loopback address: serving beyond this machine needs authentication (ServeOptions::scram_users, evlog serve --users FILE)",
                     opts.listen
                 ),
             });

@@ -194,9 +194,13 @@ enum Command {
     /// Serve the store over the Kafka wire protocol until the process is stopped (any Kafka
     /// client produces and consumes; each topic is one partition).
     Serve {
-        /// Where to listen (loopback only).
+        /// Where to listen (loopback only, unless --users is given).
         #[arg(long, default_value = "127.0.0.1:9092")]
         listen: std::net::SocketAddr,
+        /// Users who may connect over TCP with SASL SCRAM-SHA-256: a file of `name:password`
+        /// lines, readable by its owner only. With it, any address may be served.
+        #[arg(long, value_name = "FILE")]
+        users: Option<PathBuf>,
     },
     /// Import every partition of a Kafka topic into a local topic (needs the `kafka` feature).
     Import {

@@ -7,9 +7,13 @@ use super::*;
 /// stopped gracefully (requests in flight answered, connections closed, the store closed
 /// cleanly). Every produce with acks=all is fsynced before it is answered (the store opens with
 /// `Always`), so even SIGKILL loses nothing acknowledged.
-pub(super) fn serve(dir: &Path, listen: std::net::SocketAddr) -> CmdResult {
+pub(super) fn serve(dir: &Path, listen: std::net::SocketAddr, users: Option<&Path>) -> CmdResult {
+    let mut opts = evlog::serve::ServeOptions::listening_on(listen);
+    if let Some(file) = users {
+        opts.scram_users = read_users(file)?;
+    }
     let store = open_store(dir, Durability::Always)?;
-    let server = store.serve(evlog::serve::ServeOptions::listening_on(listen)).map_err(msg)?;
+    let server = store.serve(opts).map_err(msg)?;
     let (stop, stopped) = std::sync::mpsc::channel();
     ctrlc::set_handler(move || {
         let _ = stop.send(());
@@ -22,6 +26,29 @@ pub(super) fn serve(dir: &Path, listen: std::net::SocketAddr) -> CmdResult {
     drop(store);
     eprintln!("evlog: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The users of `evlog serve --users FILE`: `name:password` lines (blank lines and `#` comments
+/// skipped), from a file no one but its owner may read.
+fn read_users(file: &Path) -> Result<Vec<evlog::serve::ScramUser>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let what = |e: std::io::Error| format!("--users {}: {e}", file.display());
+    let mode = std::fs::metadata(file).map_err(what)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!("--users {}: readable by others (mode {:o}); chmod 600 it", file.display(), mode & 0o777));
+    }
+    let text = std::fs::read_to_string(file).map_err(what)?;
+    let mut users = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#')) {
+        let Some((name, password)) = line.split_once(':').filter(|(n, p)| !n.is_empty() && !p.is_empty()) else {
+            return Err(format!("--users {} line {}: expected name:password", file.display(), i + 1));
+        };
+        users.push(evlog::serve::ScramUser::new(name, password));
+    }
+    if users.is_empty() {
+        return Err(format!("--users {}: no user in it", file.display()));
+    }
+    Ok(users)
 }
 
 /// What `evlog config` was asked to change (`Some(None)`: remove the setting).
