@@ -173,7 +173,8 @@ fn records_produced_over_the_wire_come_back_byte_for_byte_over_the_wire_and_thro
         "only what is answered is offered"
     );
     let sent = [
-        record(0, Some(b"k1"), Some(b"v1"), &[("h", b"x"), ("trace", b"\x00\xff")], 1_700_000_000_000),
+        // A name may repeat: every value comes back, in order.
+        record(0, Some(b"k1"), Some(b"v1"), &[("h", b"x"), ("trace", b"\x00\xff"), ("h", b"y")], 1_700_000_000_000),
         record(1, None, Some(b""), &[], 1_700_000_000_001),
         record(2, Some(b"gone"), None, &[], 1_700_000_000_002),
     ];
@@ -192,7 +193,10 @@ fn records_produced_over_the_wire_come_back_byte_for_byte_over_the_wire_and_thro
     }
     // The embedded API sees the same topic: a null value is a tombstone.
     let t = store.topic("orders").expect("topic");
-    assert_eq!(t.read(0).expect("read").expect("record").header("trace"), Some(&b"\x00\xff"[..]));
+    let first = t.read(0).expect("read").expect("record");
+    assert_eq!(first.header("trace"), Some(&b"\x00\xff"[..]));
+    let headers: Vec<(&str, &[u8])> = first.headers().collect();
+    assert_eq!(headers, [("h", &b"x"[..]), ("trace", &b"\x00\xff"[..]), ("h", &b"y"[..])]);
     assert!(t.read(2).expect("read").expect("record").is_tombstone());
     drop(c);
     server.shutdown();
@@ -693,5 +697,65 @@ fn a_produce_whose_fsync_fails_is_answered_with_a_storage_error_and_the_next_one
         topic.iter(0).map(|r| r.expect("record").payload().to_vec()).collect::<Vec<_>>(),
         vec![b"kept".to_vec()]
     );
+    server.shutdown();
+}
+
+#[test]
+fn a_followers_sync_group_ends_with_rebalance_in_progress_when_its_leader_never_syncs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    let mut opts = ServeOptions::listening_on(SocketAddr::from(([127, 0, 0, 1], 0)));
+    opts.group_wait_max = Duration::from_millis(300);
+    let server = store.serve(opts).expect("serve");
+    let addr = server.local_addr();
+    let s = |t: &str| StrBytes::from_string(t.to_string());
+    let join = move |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_session_timeout_ms(30_000)
+            .with_rebalance_timeout_ms(30_000)
+            .with_member_id(s(member))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![
+                join_group_request::JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(Bytes::from_static(b"m")),
+            ])
+    };
+    let mut a = Client::connect(addr);
+    let first = a.call(&join(""), 5);
+    assert_eq!(first.error_code, 0);
+    let a_id = first.member_id.to_string();
+    // B joins: a rebalance, which waits for A to join again.
+    let b = std::thread::spawn(move || {
+        let mut b = Client::connect(addr);
+        let joined = b.call(&join(""), 5);
+        (b, joined)
+    });
+    // A learns of the rebalance from its heartbeat, as a client does, and joins again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let hb = HeartbeatRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_generation_id(first.generation_id)
+            .with_member_id(s(&a_id));
+        if a.call(&hb, 4).error_code == 27 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B's join never started a rebalance");
+    }
+    let again = a.call(&join(&a_id), 5);
+    let (mut b, joined) = b.join().expect("B");
+    assert_eq!((again.error_code, joined.error_code), (0, 0));
+    assert_eq!(again.generation_id, joined.generation_id);
+    assert_eq!(joined.leader.to_string(), a_id, "A leads; B follows");
+    // B asks for its assignment; A, the leader, never sends them.
+    let started = Instant::now();
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(joined.member_id.clone());
+    assert_eq!(b.call(&sync, 3).error_code, 27, "REBALANCE_IN_PROGRESS: the client joins again");
+    assert!(started.elapsed() < Duration::from_secs(20), "bounded by group_wait_max, not the 30 s session");
     server.shutdown();
 }
