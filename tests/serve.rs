@@ -580,6 +580,17 @@ fn the_evlog_command_appends_and_consumes_through_the_process_that_serves_the_st
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("below the smallest budget"), "{refused:?}");
     assert_eq!(evlog(&["config", "jobs"], ""), lifted);
+
+    // Compact, compress and back up: evlog's own requests, run by the serving process.
+    let compacted = evlog(&["compact", "jobs"], "");
+    assert!(compacted.contains("\"topic\":\"jobs\"") && compacted.contains("\"records_before\":3"), "{compacted}");
+    let compressed = evlog(&["compress", "jobs"], "");
+    assert!(compressed.contains("\"segments_compressed\""), "{compressed}");
+    let copy = tempfile::tempdir().expect("tempdir");
+    let backed = evlog(&["backup", copy.path().join("b").to_str().expect("utf-8")], "");
+    assert!(backed.contains("\"topics\":1") && backed.contains("\"records\":3"), "{backed}");
+    let restored = Store::open(copy.path().join("b"), StoreOptions::default()).expect("the backup opens");
+    assert_eq!(restored.topic("jobs").expect("topic").iter(0).count(), 3);
     child.kill().expect("kill");
     child.wait().expect("wait");
 }
@@ -757,5 +768,20 @@ fn a_followers_sync_group_ends_with_rebalance_in_progress_when_its_leader_never_
         .with_member_id(joined.member_id.clone());
     assert_eq!(b.call(&sync, 3).error_code, 27, "REBALANCE_IN_PROGRESS: the client joins again");
     assert!(started.elapsed() < Duration::from_secs(20), "bounded by group_wait_max, not the 30 s session");
+    server.shutdown();
+}
+
+#[test]
+fn evlogs_own_administration_requests_are_refused_over_tcp() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    store.topic("t").expect("topic");
+    let server = serve(&store);
+    let mut c = Client::connect(server.local_addr());
+    let dest = tmp.path().join("copy");
+    let request = evlog::serve::admin_request(1, evlog::serve::AdminCommand::Backup, dest.to_str().expect("utf-8"));
+    c.stream.write_all(&request).expect("send");
+    assert!(c.read_frame().is_none(), "the connection closes");
+    assert!(!dest.exists(), "no backup was made");
     server.shutdown();
 }

@@ -21,7 +21,8 @@ pub(super) fn serve_connection(mut stream: Box<dyn Connection>, shared: &Shared)
     // Clients are told the address they reached (a server listening on 0.0.0.0 has no one
     // address of its own); over the Unix socket, the TCP listener's.
     let authenticated = !stream.over_network() || shared.opts.scram_users.is_empty();
-    let mut session = Session::new(authenticated, stream.local_address().unwrap_or(shared.advertised));
+    let advertised = stream.local_address().unwrap_or(shared.advertised);
+    let mut session = Session::new(authenticated, advertised, stream.over_network());
     serve_requests(&mut *stream, shared, &mut session);
     // The server keeps a clone of the socket (to close it at shutdown): dropping this one alone
     // would leave the connection open.
@@ -118,6 +119,13 @@ fn read_frame(stream: &mut dyn Connection, max: usize) -> Option<Bytes> {
 /// Decodes and answers one request. `None`: close the connection (malformed); `Some(None)`: no
 /// response; `Some(Some(owed))`: the response owed.
 fn handle(mut frame: Bytes, shared: &Shared, session: &mut Session) -> Option<Option<Owed>> {
+    if frame.get(0..2) == Some(&crate::serve::admin::ADMIN_KEY.to_be_bytes()[..]) {
+        // evlog's own administration: over the owner-only Unix socket only.
+        if session.over_network {
+            return None;
+        }
+        return Some(Some(Owed::Now(crate::serve::admin::answer(&frame, shared)?)));
+    }
     let (header, key) = decode_header(&mut frame)?;
     let version = header.request_api_version;
     let client_id = header.client_id.as_deref().unwrap_or_default();

@@ -15,12 +15,15 @@
 //! - Bounded: connections (`connections_max`), request size (`request_bytes_max`), idle time
 //!   (`idle_timeout`), records per fetch (`partition_max_bytes` as the client asks, at least one).
 
+mod admin;
 mod api;
 mod conn;
 mod decompress;
 mod groups;
 mod scram;
 
+#[doc(hidden)]
+pub use admin::{ADMIN_KEY, Command as AdminCommand, request as admin_request, response as admin_response};
 pub use scram::ScramUser;
 mod producers;
 
@@ -177,11 +180,14 @@ struct Session {
     closing: bool,
     /// What Metadata and FindCoordinator tell this client to connect to.
     advertised: SocketAddr,
+    /// Whether it came over TCP (evlog's administration requests are refused there).
+    over_network: bool,
 }
 
 impl Session {
-    fn new(authenticated: bool, advertised: SocketAddr) -> Session {
-        Session { authenticated, handshaken: false, exchange: scram::Exchange::default(), closing: false, advertised }
+    fn new(authenticated: bool, advertised: SocketAddr, over_network: bool) -> Session {
+        let exchange = scram::Exchange::default();
+        Session { authenticated, handshaken: false, exchange, closing: false, advertised, over_network }
     }
 }
 
@@ -234,7 +240,9 @@ impl Dispatcher {
     /// Answers one request frame (its contents after the length), waits included; `false` when
     /// its connection would be closed.
     pub fn answer(&self, frame: bytes::Bytes) -> bool {
-        conn::answer(frame, &self.shared, &mut Session::new(true, self.shared.advertised))
+        // As over TCP: evlog's administration requests (a backup writes where it is told) are
+        // refused, whatever the bytes ask.
+        conn::answer(frame, &self.shared, &mut Session::new(true, self.shared.advertised, true))
     }
 }
 

@@ -8,7 +8,7 @@
 //! (IncrementalAlterConfigs).
 
 use bytes::{Bytes, BytesMut};
-use evlog::serve::SOCKET_FILE;
+use evlog::serve::{AdminCommand, SOCKET_FILE, admin_request, admin_response};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -166,8 +166,21 @@ impl Remote {
     }
 }
 
-/// The administration `groups` and `config` do on a served store, through Kafka's own APIs.
+/// The administration `groups` and `config` do on a served store, through Kafka's own APIs,
+/// and `compact`, `compress` and `backup` through evlog's own request (`evlog::serve::ADMIN_KEY`).
 impl Remote {
+    /// Runs an administration command in the serving process; the report's figures by name.
+    pub fn admin(&mut self, command: AdminCommand, argument: &str) -> Result<Vec<(String, i64)>, String> {
+        self.correlation += 1;
+        let io = |e: std::io::Error| format!("the serving process: {e}");
+        self.stream.write_all(&admin_request(self.correlation, command, argument)).map_err(io)?;
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).map_err(io)?;
+        let mut body = vec![0u8; usize::try_from(i32::from_be_bytes(len)).map_err(|_| "bad response length")?];
+        self.stream.read_exact(&mut body).map_err(io)?;
+        admin_response(&body).ok_or("the serving process sent a malformed answer")?
+    }
+
     /// Every group the serving process knows (with members, or with committed offsets).
     pub fn groups(&mut self) -> Result<Vec<String>, String> {
         let r = self.call(&ListGroupsRequest::default(), 4)?;

@@ -2,6 +2,7 @@
 //! changes or exports a store.
 
 use super::*;
+use evlog::serve::AdminCommand;
 
 /// `evlog serve`: the store served over the Kafka protocol until SIGINT or SIGTERM, then
 /// stopped gracefully (requests in flight answered, connections closed, the store closed
@@ -157,6 +158,9 @@ pub(super) fn config_json(topic: &str, c: &TopicConfig) -> Value {
 /// `evlog compress TOPIC`: compresses the sealed segments now (needs the store).
 pub(super) fn compress(dir: &Path, topic: &str) -> CmdResult {
     topic_dir(dir, topic)?;
+    if let Some(remote) = crate::remote::Remote::connect(dir) {
+        return admin_remote(remote, AdminCommand::Compress, topic, ("topic", topic.into()));
+    }
     let store = open_store(dir, Durability::Always)?;
     let r = store.compress_topic(topic).map_err(msg)?;
     print_line(&json!({
@@ -168,10 +172,44 @@ pub(super) fn compress(dir: &Path, topic: &str) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// An administration command run by the serving process: its figures as JSON beside `first`.
+fn admin_fields(
+    mut remote: crate::remote::Remote,
+    command: AdminCommand,
+    argument: &str,
+    first: (&str, Value),
+) -> Result<serde_json::Map<String, Value>, String> {
+    let mut out = serde_json::Map::new();
+    out.insert(first.0.to_string(), first.1);
+    for (name, value) in remote.admin(command, argument)? {
+        out.insert(name, json!(value));
+    }
+    Ok(out)
+}
+
+fn admin_remote(
+    remote: crate::remote::Remote,
+    command: AdminCommand,
+    argument: &str,
+    first: (&str, Value),
+) -> CmdResult {
+    print_line(&Value::Object(admin_fields(remote, command, argument, first)?))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `evlog backup DEST`: a consistent copy of the store (needs the store).
 pub(super) fn backup(dir: &Path, dest: &Path) -> CmdResult {
-    let store = open_store(dir, Durability::Always)?;
     let started = std::time::Instant::now();
+    if let Some(remote) = crate::remote::Remote::connect(dir) {
+        // The serving process has a working directory of its own: the destination goes absolute.
+        let dest = std::path::absolute(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        let dest = dest.to_str().ok_or_else(|| format!("{}: not UTF-8", dest.display()))?;
+        let mut out = admin_fields(remote, AdminCommand::Backup, dest, ("dest", dest.into()))?;
+        out.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
+        print_line(&Value::Object(out))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = open_store(dir, Durability::Always)?;
     let r = store.backup(dest).map_err(msg)?;
     print_line(&json!({
         "dest": dest.display().to_string(),
@@ -189,6 +227,9 @@ pub(super) fn backup(dir: &Path, dest: &Path) -> CmdResult {
 /// (needs the store), and prints what it did and up to which offset (`compacted_below`).
 pub(super) fn compact(dir: &Path, topic: &str) -> CmdResult {
     topic_dir(dir, topic)?;
+    if let Some(remote) = crate::remote::Remote::connect(dir) {
+        return admin_remote(remote, AdminCommand::Compact, topic, ("topic", topic.into()));
+    }
     let store = open_store(dir, Durability::Always)?;
     let r = store.compact_topic(topic).map_err(msg)?;
     print_line(&json!({
