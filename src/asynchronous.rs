@@ -87,7 +87,6 @@ impl<T, C: Codec<T>> TypedConsumer<T, C> {
 /// for the next lease deadline or nack delay.
 async fn lease_async_with(
     signal: Arc<AppendSignal>,
-    clock: Arc<dyn crate::clock::Clock>,
     mut attempt: impl FnMut() -> Result<Option<Delivery>>,
     next_due: impl Fn() -> i64,
 ) -> Result<Delivery> {
@@ -101,7 +100,8 @@ async fn lease_async_with(
         if due == i64::MAX {
             changed.await;
         } else {
-            let wait_ms = due.saturating_sub(clock.now_ms()).max(1);
+            // `next_due` counts from now.
+            let wait_ms = due.max(1);
             let _ =
                 tokio::time::timeout(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX)), changed).await;
         }
@@ -111,8 +111,7 @@ async fn lease_async_with(
 impl Queue {
     /// Like [`Queue::lease`] without a timeout, async (needs a tokio runtime with time).
     pub async fn lease_async(&self) -> Result<Delivery> {
-        let (signal, clock) = self.waiting_parts();
-        lease_async_with(signal, clock, || self.try_lease(), || self.next_due()).await
+        lease_async_with(self.waiting_signal(), || self.try_lease(), || self.next_due()).await
     }
 }
 
@@ -125,9 +124,8 @@ impl PriorityQueue {
                 reason: "a priority queue needs at least one lane".into(),
             });
         };
-        let (signal, clock) = first.waiting_parts();
         let next_due = || self.lanes().iter().map(Queue::next_due).min().unwrap_or(i64::MAX);
-        lease_async_with(signal, clock, || self.try_lease(), next_due).await
+        lease_async_with(first.waiting_signal(), || self.try_lease(), next_due).await
     }
 }
 

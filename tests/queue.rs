@@ -34,6 +34,30 @@ fn fill(store: &Store, topic: &str, n: u64) {
 }
 
 #[test]
+fn a_lease_runs_on_the_monotonic_clock_whatever_steps_the_wall_clock_takes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    fill(&store, "jobs", 1);
+    let mut o = opts(&clock, 5);
+    o.lease_timeout = Duration::from_secs(2);
+    let q = store.queue("w", "jobs", o).expect("queue");
+    let hung = q.try_lease().expect("lease").expect("job");
+    // Stepped forward a day while the lease has 2 s to run: no second worker gets the job.
+    clock.step_wall(86_400_000);
+    assert!(q.try_lease().expect("lease").is_none(), "the job is still leased");
+    // Stepped back a day and an hour: the job comes back after its 2 s, not an hour later.
+    clock.step_wall(-86_400_000 - 3_600_000);
+    clock.advance(Duration::from_millis(1_999));
+    assert!(q.try_lease().expect("lease").is_none(), "1.999 s into a 2 s lease");
+    clock.advance(Duration::from_millis(1));
+    let again = q.try_lease().expect("lease").expect("redelivered once the lease ran out");
+    assert_eq!((again.offset(), again.deliveries), (0, 2));
+    assert!(matches!(q.ack(&hung), Err(Error::Queue(QueueError::LeaseLost { .. }))), "the hung worker's lease is gone");
+    q.ack(&again).expect("ack");
+}
+
+#[test]
 fn each_record_is_leased_to_one_worker_and_an_acked_one_never_comes_back() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = open(tmp.path());

@@ -3,9 +3,9 @@
 
 use super::*;
 
-/// Calls `attempt` until it leases something or `timeout` passes; in between, sleeps until an
-/// append or nack anywhere in the store, or until `next_due` (a lease running out, a delay
-/// ending).
+/// Calls `attempt` until it leases something or `timeout` passes (on the monotonic clock); in
+/// between, sleeps until an append or nack anywhere in the store, or for `next_due` ms (a lease
+/// running out, a delay ending).
 pub(super) fn wait_for_lease(
     inner: &QueueInner,
     timeout: Duration,
@@ -14,17 +14,17 @@ pub(super) fn wait_for_lease(
 ) -> Result<Option<Delivery>> {
     let signal = &inner.store.inner().signal;
     let clock = &inner.opts.clock;
-    let deadline = clock.now_ms().saturating_add(duration_ms(timeout));
+    let deadline = clock.monotonic_ms().saturating_add(duration_ms(timeout));
     loop {
         let generation = signal.generation();
         if let Some(d) = attempt()? {
             return Ok(Some(d));
         }
-        let now = clock.now_ms();
+        let now = clock.monotonic_ms();
         if now >= deadline {
             return Ok(None);
         }
-        let wait_ms = deadline.min(next_due()).saturating_sub(now).max(1);
+        let wait_ms = deadline.saturating_sub(now).min(next_due()).max(1);
         signal.wait_past(generation, Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX)));
     }
 }
@@ -67,10 +67,13 @@ impl Queue {
     pub(super) fn lease_locked(&self, now: i64, max: usize, dying: &mut Vec<(u64, String)>) -> Result<Vec<Delivery>> {
         let inner = &*self.inner;
         let deliveries_max = inner.opts.deliveries_max;
+        // Leases run on the monotonic clock: a stepped wall clock neither holds a job an hour
+        // longer nor hands it to a second worker while the first one's lease still runs.
+        let monotonic = inner.opts.clock.monotonic_ms();
         let mut st = lock(&inner.state);
-        // Leases that ran out: ready again, or dead if they used their last delivery.
+        // Leases that ran out: ready again (due now), or dead if they used their last delivery.
         while let Some(&(deadline, offset)) = st.leased.first() {
-            if deadline > now {
+            if deadline > monotonic {
                 break;
             }
             st.leased.pop_first();
@@ -80,11 +83,11 @@ impl Queue {
                 slot.dying = true;
                 dying.push((offset, format!("lease expired after {} deliveries", slot.deliveries)));
             } else {
-                slot.due_ms = deadline;
-                st.ready.insert((deadline, offset));
+                slot.due_ms = now;
+                st.ready.insert((now, offset));
             }
         }
-        let deadline = now.saturating_add(duration_ms(inner.opts.lease_timeout));
+        let deadline = monotonic.saturating_add(duration_ms(inner.opts.lease_timeout));
         let (mut out, mut w) = (Vec::new(), QueueWrites::default());
         while out.len() < max {
             let Some((record, is_new)) = self.pick(&mut st, now, dying, &mut w)? else { break };
@@ -175,17 +178,20 @@ impl Queue {
         wait_for_lease(&self.inner, timeout, || self.try_lease(), || self.next_due())
     }
 
-    /// The store-wide append signal and the queue's clock (for async waiting).
+    /// The store-wide append signal (for async waiting).
     #[cfg(feature = "tokio")]
-    pub(crate) fn waiting_parts(&self) -> (Arc<crate::sync::AppendSignal>, Arc<dyn Clock>) {
-        (self.inner.store.inner().signal.clone(), self.inner.opts.clock.clone())
+    pub(crate) fn waiting_signal(&self) -> Arc<crate::sync::AppendSignal> {
+        self.inner.store.inner().signal.clone()
     }
 
-    /// When the next lease runs out or the next delayed record becomes due (ms).
+    /// Milliseconds until the next lease runs out (monotonic) or the next delayed record
+    /// becomes due (wall clock); `i64::MAX` when nothing is waiting.
     pub(crate) fn next_due(&self) -> i64 {
+        let clock = &self.inner.opts.clock;
+        let (now, monotonic) = (clock.now_ms(), clock.monotonic_ms());
         let st = lock(&self.inner.state);
-        let lease_end = st.leased.first().map_or(i64::MAX, |e| e.0);
-        lease_end.min(st.ready.first().map_or(i64::MAX, |e| e.0))
+        let lease_end = st.leased.first().map_or(i64::MAX, |e| e.0.saturating_sub(monotonic));
+        lease_end.min(st.ready.first().map_or(i64::MAX, |e| e.0.saturating_sub(now)))
     }
 
     /// Checks that `d` is the newest delivery of its record and takes the slot out of the
