@@ -58,6 +58,34 @@ fn a_lease_runs_on_the_monotonic_clock_whatever_steps_the_wall_clock_takes() {
 }
 
 #[test]
+fn a_nacks_delay_runs_on_the_monotonic_clock_and_survives_a_restart_as_a_time_of_day() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    {
+        let store = open(tmp.path());
+        fill(&store, "jobs", 1);
+        let q = store.queue("w", "jobs", opts(&clock, 5)).expect("queue");
+        let d = q.try_lease().expect("lease").expect("job");
+        q.nack(&d, Duration::from_secs(5)).expect("nack");
+        // Stepped forward a day: the retry is not delivered early.
+        clock.step_wall(86_400_000);
+        assert!(q.try_lease().expect("lease").is_none(), "a wall-clock step does not end the delay");
+        assert_eq!(q.stats().ready, 1, "counted as waiting");
+        clock.advance(Duration::from_secs(5));
+        let again = q.try_lease().expect("lease").expect("due after 5 s");
+        assert_eq!(again.deliveries, 2);
+        q.nack(&again, Duration::from_secs(60)).expect("nack");
+    }
+    // After a restart the delay's end is a time of day: 60 s after the nack on the wall clock.
+    let store = open(tmp.path());
+    let q = store.queue("w", "jobs", opts(&clock, 5)).expect("queue");
+    clock.advance(Duration::from_secs(59));
+    assert!(q.try_lease().expect("lease").is_none());
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(q.try_lease().expect("lease").expect("due").deliveries, 3);
+}
+
+#[test]
 fn each_record_is_leased_to_one_worker_and_an_acked_one_never_comes_back() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = open(tmp.path());

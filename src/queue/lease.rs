@@ -71,6 +71,7 @@ impl Queue {
         // longer nor hands it to a second worker while the first one's lease still runs.
         let monotonic = inner.opts.clock.monotonic_ms();
         let mut st = lock(&inner.state);
+        st.end_delays(now, monotonic);
         // Leases that ran out: ready again (due now), or dead if they used their last delivery.
         while let Some(&(deadline, offset)) = st.leased.first() {
             if deadline > monotonic {
@@ -184,14 +185,15 @@ impl Queue {
         self.inner.store.inner().signal.clone()
     }
 
-    /// Milliseconds until the next lease runs out (monotonic) or the next delayed record
-    /// becomes due (wall clock); `i64::MAX` when nothing is waiting.
+    /// Milliseconds until the next lease runs out or nack delay ends (monotonic) or the next
+    /// scheduled record becomes due (wall clock); `i64::MAX` when nothing is waiting.
     pub(crate) fn next_due(&self) -> i64 {
         let clock = &self.inner.opts.clock;
         let (now, monotonic) = (clock.now_ms(), clock.monotonic_ms());
         let st = lock(&self.inner.state);
-        let lease_end = st.leased.first().map_or(i64::MAX, |e| e.0.saturating_sub(monotonic));
-        lease_end.min(st.ready.first().map_or(i64::MAX, |e| e.0.saturating_sub(now)))
+        let on_monotonic = |set: &BTreeSet<(i64, u64)>| set.first().map_or(i64::MAX, |e| e.0.saturating_sub(monotonic));
+        let ready = st.ready.first().map_or(i64::MAX, |e| e.0.saturating_sub(now));
+        on_monotonic(&st.leased).min(on_monotonic(&st.delayed)).min(ready)
     }
 
     /// Checks that `d` is the newest delivery of its record and takes the slot out of the

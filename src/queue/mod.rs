@@ -22,6 +22,9 @@
 //!   cannot put it there twice.
 //! - Only the holder of the newest delivery may ack or nack; an ack after the lease moved to
 //!   another worker is [`QueueError::LeaseLost`](crate::error::QueueError::LeaseLost).
+//! - Leases and nack delays are timed on the monotonic clock (`Clock::monotonic_ms`), never on
+//!   the wall clock, which only schedules `push_at` jobs and, after a restart, the end of a
+//!   saved nack delay: a stepped wall clock never gives one job to two workers at once.
 mod dead;
 mod lease;
 mod persist;
@@ -332,11 +335,16 @@ impl Queue {
                 st.slots.insert(offset, slot);
                 true
             } else {
-                slot.due_ms = self.now().saturating_add(duration_ms(delay));
+                // The delay runs on the monotonic clock here; the entry keeps its end as a time of
+                // day, for after a restart.
+                let clock = &inner.opts.clock;
+                slot.due_ms = clock.monotonic_ms().saturating_add(duration_ms(delay));
+                slot.delayed = true;
                 slot.stored = true;
                 st.slots.insert(offset, slot);
-                st.ready.insert((slot.due_ms, offset));
-                let entry = QueueEntry { deliveries: slot.deliveries, ready_at_ms: slot.due_ms };
+                st.delayed.insert((slot.due_ms, offset));
+                let ready_at_ms = clock.now_ms().saturating_add(duration_ms(delay));
+                let entry = QueueEntry { deliveries: slot.deliveries, ready_at_ms };
                 self.write(&QueueWrites { entries: vec![(offset, entry)], ..QueueWrites::default() })?;
                 false
             }
@@ -354,7 +362,8 @@ impl Queue {
     pub fn peek(&self, max: usize) -> Result<Vec<Peeked>> {
         let inner = &*self.inner;
         let now = self.now();
-        let st = lock(&inner.state);
+        let mut st = lock(&inner.state);
+        st.end_delays(now, inner.opts.clock.monotonic_ms());
         let mut out = Vec::new();
         for &(due, offset) in &st.ready {
             if due > now || out.len() >= max {
@@ -378,7 +387,7 @@ impl Queue {
         let st = lock(&self.inner.state);
         QueueStats {
             backlog: self.inner.topic.next_offset().saturating_sub(st.cursor),
-            ready: st.ready.len() as u64,
+            ready: (st.ready.len() + st.delayed.len()) as u64,
             leased: st.leased.len() as u64,
             ..st.stats
         }

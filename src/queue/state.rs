@@ -7,8 +7,10 @@ use super::*;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Slot {
     pub(super) deliveries: u32,
-    /// When a ready slot becomes due (also its key in `ready`).
+    /// When a ready slot becomes due (also its key in `ready`, or in `delayed` when `delayed`).
     pub(super) due_ms: i64,
+    /// Waiting out a nack's delay in this process: `due_ms` is on the monotonic clock.
+    pub(super) delayed: bool,
     /// (token, deadline) while leased.
     pub(super) lease: Option<(u64, i64)>,
     /// On its way to the dead-letter topic: not deliverable.
@@ -19,7 +21,7 @@ pub(super) struct Slot {
 
 impl Slot {
     pub(super) fn new(deliveries: u32, due_ms: i64, stored: bool) -> Slot {
-        Slot { deliveries, due_ms, lease: None, dying: false, stored }
+        Slot { deliveries, due_ms, delayed: false, lease: None, dying: false, stored }
     }
 }
 
@@ -29,8 +31,11 @@ pub(super) struct State {
     /// Reads new records from `cursor` on.
     pub(super) iter: Iter,
     pub(super) slots: BTreeMap<u64, Slot>,
-    /// (due, offset) of ready slots.
+    /// (due, offset) of ready slots, due on the wall clock (scheduled jobs; after a restart,
+    /// nacked ones).
     pub(super) ready: BTreeSet<(i64, u64)>,
+    /// (due, offset) of slots waiting out a nack's delay, due on the monotonic clock.
+    pub(super) delayed: BTreeSet<(i64, u64)>,
     /// (deadline, offset) of leased slots.
     pub(super) leased: BTreeSet<(i64, u64)>,
     pub(super) next_token: u64,
@@ -107,13 +112,29 @@ impl State {
         }
     }
 
-    /// Takes a slot out of `ready`/`leased`, whichever holds it.
+    /// Takes a slot out of `ready`/`delayed`/`leased`, whichever holds it.
     pub(super) fn unlink(&mut self, offset: u64) {
         if let Some(s) = self.slots.get(&offset) {
             match s.lease {
                 Some((_, deadline)) => self.leased.remove(&(deadline, offset)),
+                None if s.delayed => self.delayed.remove(&(s.due_ms, offset)),
                 None => self.ready.remove(&(s.due_ms, offset)),
             };
+        }
+    }
+
+    /// Moves the slots whose nack delay ended by `monotonic` to `ready`, due at `now`.
+    pub(super) fn end_delays(&mut self, now: i64, monotonic: i64) {
+        while let Some(&(due, offset)) = self.delayed.first() {
+            if due > monotonic {
+                break;
+            }
+            self.delayed.pop_first();
+            if let Some(slot) = self.slots.get_mut(&offset) {
+                slot.delayed = false;
+                slot.due_ms = now;
+                self.ready.insert((now, offset));
+            }
         }
     }
 }
@@ -201,6 +222,7 @@ pub(super) fn load_state(
         iter: t.iter(cursor),
         slots: BTreeMap::new(),
         ready: BTreeSet::new(),
+        delayed: BTreeSet::new(),
         leased: BTreeSet::new(),
         next_token: 1,
         stats: QueueStats::default(),
