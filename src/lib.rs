@@ -82,6 +82,8 @@ pub mod replay;
 pub mod bus;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "metrics")]
+pub mod monitor;
 #[cfg(feature = "serve")]
 pub mod serve;
 

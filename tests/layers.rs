@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["consume"],
     &["replay", "queue"],
-    &["bus", "kafka", "serve"],
+    &["bus", "kafka", "serve", "monitor"],
     &["asynchronous"],
 ];
 

@@ -785,3 +785,57 @@ fn evlogs_own_administration_requests_are_refused_over_tcp() {
     assert!(!dest.exists(), "no backup was made");
     server.shutdown();
 }
+
+/// The value of the Prometheus sample `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let matches = (series == name || series.starts_with(&format!("{name}{{")))
+            && labels.iter().all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")));
+        if matches { value.parse().ok() } else { None }
+    })
+}
+
+#[test]
+fn the_prometheus_endpoint_shows_what_store_stats_and_the_queues_say() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), StoreOptions::default()).expect("store");
+    common::fill(&store, "t", 5, |i| format!("r{i}"));
+    let mut c = store.consumer("g", "t", ConsumerOptions::default()).expect("consumer");
+    c.poll(2, Duration::ZERO).expect("poll");
+    c.commit().expect("commit");
+    common::fill(&store, "jobs", 3, |i| format!("job {i}"));
+    let q = store.queue("w", "jobs", evlog::QueueOptions::default()).expect("queue");
+    let _leased = q.try_lease().expect("lease").expect("job");
+    let mut opts = ServeOptions::listening_on(SocketAddr::from(([127, 0, 0, 1], 0)));
+    opts.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let server = store.serve(opts).expect("serve");
+    let scrape = || {
+        let mut s = TcpStream::connect(server.metrics_addr().expect("metrics")).expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("response");
+        out
+    };
+    let text = scrape();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    let stats = store.stats("t").expect("stats");
+    let t = [("topic", "t")];
+    assert_eq!(sample(&text, "evlog_topic_appended_records_total", &t), Some(stats.next_offset as f64));
+    assert_eq!(sample(&text, "evlog_topic_bytes", &t), Some(stats.bytes_on_disk as f64));
+    assert_eq!(sample(&text, "evlog_topic_segments", &t), Some(stats.segments as f64));
+    let g = [("topic", "t"), ("group", "g")];
+    assert_eq!(sample(&text, "evlog_group_committed_offset", &g), Some(2.0));
+    assert_eq!(sample(&text, "evlog_group_lag_records", &g), Some(3.0));
+    let w = [("topic", "jobs"), ("queue", "w")];
+    assert_eq!(sample(&text, "evlog_queue_leased", &w), Some(1.0));
+    assert_eq!(sample(&text, "evlog_queue_backlog", &w), Some(2.0));
+    for name in evlog::monitor::METRIC_NAMES {
+        assert!(text.contains(name), "{name} is exported");
+    }
+    // A later append shows at the next scrape.
+    common::fill(&store, "t", 1, |_| "more".to_string());
+    assert_eq!(sample(&scrape(), "evlog_topic_appended_records_total", &t), Some(6.0));
+    server.shutdown();
+}

@@ -394,6 +394,15 @@ impl Queue {
     }
 }
 
+/// The counts of every work queue open in this process: (topic, group, counts).
+#[cfg(feature = "metrics")]
+pub(crate) fn open_queue_stats(store: &Store) -> Vec<(String, String, QueueStats)> {
+    let open = store.inner().shared.values::<QueueInner>();
+    let mut v: Vec<_> = open.into_iter().map(|((t, g), inner)| (t, g, Queue { inner }.stats())).collect();
+    v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    v
+}
+
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -20,6 +20,7 @@ mod api;
 mod conn;
 mod decompress;
 mod groups;
+mod prometheus;
 mod scram;
 
 #[doc(hidden)]
@@ -79,6 +80,9 @@ pub struct ServeOptions {
     /// every TCP connection must authenticate first and any address may be served. The Unix
     /// socket (owner-only) never asks.
     pub scram_users: Vec<ScramUser>,
+    /// Where to serve the store's figures as Prometheus text (`GET /metrics`); loopback only.
+    /// `None` (the default): not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServeOptions {
@@ -94,6 +98,7 @@ impl Default for ServeOptions {
             unix_socket: true,
             group_wait_max: Duration::from_secs(300),
             scram_users: Vec::new(),
+            metrics_listen: None,
         }
     }
 }
@@ -114,6 +119,8 @@ pub struct Server {
     acceptor: Option<JoinHandle<()>>,
     /// The Unix socket's path and acceptor, when there is one.
     socket: Option<(PathBuf, JoinHandle<()>)>,
+    /// The metrics endpoint's address and thread, when there is one.
+    metrics: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 /// A connection's thread, and a handle to close the connection at shutdown.
@@ -270,9 +277,12 @@ impl Store {
                 .spawn(move || accept_loop(listener.incoming(), &shared))
                 .map_err(|e| Error::io("start the server thread for", addr.to_string(), e))?
         };
-        let mut server = Server { addr, shared, acceptor: Some(acceptor), socket: None };
+        let mut server = Server { addr, shared, acceptor: Some(acceptor), socket: None, metrics: None };
         if server.shared.opts.unix_socket {
             server.socket = Some(listen_on_socket(self, &server.shared)?);
+        }
+        if let Some(at) = server.shared.opts.metrics_listen {
+            server.metrics = Some(listen_for_metrics(at, &server.shared)?);
         }
         Ok(server)
     }
@@ -282,6 +292,11 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the Prometheus endpoint, when `ServeOptions::metrics_listen` asked for one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.0)
     }
 
     /// Stops accepting connections, lets each connection finish the request it is serving,
@@ -304,6 +319,10 @@ impl Server {
             let _ = h.join();
             let _ = std::fs::remove_file(&path);
         }
+        if let Some((at, h)) = self.metrics.take() {
+            let _ = TcpStream::connect_timeout(&at, Duration::from_secs(1));
+            let _ = h.join();
+        }
         let threads = std::mem::take(&mut *crate::sync::lock(&self.shared.threads));
         for (_, stream) in &threads {
             // Reading ends; a response being written still goes out.
@@ -319,6 +338,22 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Serves the metrics endpoint on `at` (loopback only: the figures name topics and groups).
+fn listen_for_metrics(at: SocketAddr, shared: &Arc<Shared>) -> Result<(SocketAddr, JoinHandle<()>)> {
+    if !at.ip().is_loopback() {
+        let reason = format!("metrics on {at}: the endpoint has no authentication, so it is served on loopback only");
+        return Err(Error::InvalidOptions { reason });
+    }
+    let listener = TcpListener::bind(at).map_err(|e| Error::io("listen on", at.to_string(), e))?;
+    let addr = listener.local_addr().map_err(|e| Error::io("listen on", at.to_string(), e))?;
+    let shared = shared.clone();
+    let h = std::thread::Builder::new()
+        .name("evlog-metrics".into())
+        .spawn(move || prometheus::serve_metrics(&listener, &shared))
+        .map_err(|e| Error::io("start the metrics thread for", addr.to_string(), e))?;
+    Ok((addr, h))
 }
 
 /// Listens on the store's Unix socket (a file left by a server that was killed is replaced:

@@ -43,6 +43,16 @@ impl Live {
         lock(&self.entries).get(&k).is_some_and(|w| w.strong_count() > 0)
     }
 
+    /// Every live value of type `T`, with its key (for a monitor that reads them all).
+    #[cfg(feature = "metrics")]
+    pub fn values<T: Any + Send + Sync>(&self) -> Vec<((String, String), Arc<T>)> {
+        let entries = lock(&self.entries);
+        (entries.iter())
+            .filter(|((t, _, _), _)| *t == TypeId::of::<T>())
+            .filter_map(|((_, a, b), w)| Some(((a.clone(), b.clone()), w.upgrade()?.downcast::<T>().ok()?)))
+            .collect()
+    }
+
     /// Forgets the entry under `key` if its value is gone (called from the value's `Drop`).
     pub fn forget_dead<T: Any + Send + Sync>(&self, key: (&str, &str)) {
         let k = (TypeId::of::<T>(), key.0.to_string(), key.1.to_string());

@@ -201,6 +201,9 @@ enum Command {
         /// lines, readable by its owner only. With it, any address may be served.
         #[arg(long, value_name = "FILE")]
         users: Option<PathBuf>,
+        /// Serve the store's figures as Prometheus text at http://ADDR/metrics (loopback only).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Import every partition of a Kafka topic into a local topic (needs the `kafka` feature).
     Import {

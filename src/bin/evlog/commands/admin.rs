@@ -8,8 +8,14 @@ use evlog::serve::AdminCommand;
 /// stopped gracefully (requests in flight answered, connections closed, the store closed
 /// cleanly). Every produce with acks=all is fsynced before it is answered (the store opens with
 /// `Always`), so even SIGKILL loses nothing acknowledged.
-pub(super) fn serve(dir: &Path, listen: std::net::SocketAddr, users: Option<&Path>) -> CmdResult {
+pub(super) fn serve(
+    dir: &Path,
+    listen: std::net::SocketAddr,
+    users: Option<&Path>,
+    metrics: Option<std::net::SocketAddr>,
+) -> CmdResult {
     let mut opts = evlog::serve::ServeOptions::listening_on(listen);
+    opts.metrics_listen = metrics;
     if let Some(file) = users {
         opts.scram_users = read_users(file)?;
     }
@@ -21,6 +27,9 @@ pub(super) fn serve(dir: &Path, listen: std::net::SocketAddr, users: Option<&Pat
     })
     .map_err(|e| format!("cannot handle SIGINT and SIGTERM: {e}"))?;
     eprintln!("evlog: serving {} on {}", dir.display(), server.local_addr());
+    if let Some(at) = server.metrics_addr() {
+        eprintln!("evlog: metrics at http://{at}/metrics");
+    }
     let _ = stopped.recv();
     eprintln!("evlog: stopping: finishing requests in flight");
     server.shutdown();

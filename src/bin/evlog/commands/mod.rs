@@ -157,6 +157,6 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Import { topic, brokers, kafka_topic, until_caught_up } => {
             import(dir, &topic, &brokers, &kafka_topic, until_caught_up)
         }
-        Command::Serve { listen, users } => serve(dir, listen, users.as_deref()),
+        Command::Serve { listen, users, metrics } => serve(dir, listen, users.as_deref(), metrics),
     }
 }
