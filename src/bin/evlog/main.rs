@@ -6,6 +6,7 @@ mod commands;
 mod demo;
 mod remote;
 mod text;
+mod top;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -193,6 +194,9 @@ enum Command {
     },
     /// Serve the store over the Kafka wire protocol until the process is stopped (any Kafka
     /// client produces and consumes; each topic is one partition).
+    /// A live view of the store, refreshed every second (q quits, s sorts, / filters, Enter
+    /// shows a topic's groups): through the holder's `evlog serve` when it serves, else read-only.
+    Top,
     Serve {
         /// Where to listen (loopback only, unless --users is given).
         #[arg(long, default_value = "127.0.0.1:9092")]

@@ -157,6 +157,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Import { topic, brokers, kafka_topic, until_caught_up } => {
             import(dir, &topic, &brokers, &kafka_topic, until_caught_up)
         }
+        Command::Top => crate::top::run(dir).map(|()| ExitCode::SUCCESS),
         Command::Serve { listen, users, metrics } => serve(dir, listen, users.as_deref(), metrics),
     }
 }

@@ -1,0 +1,242 @@
+//! `evlog top --dir D`: a live view of a store, refreshed every second, beside the process that
+//! holds it. Per topic: records, λ, bytes, the largest group lag; Enter shows one topic's groups
+//! (committed, lag L, μ, W = L/λ, drain time) and a sparkline of λ over the last minute. Keys:
+//! `q` quits, `s` changes the sort, `/` filters topics by name, arrows move, Enter and Esc open
+//! and close a topic. Fits 80×24 and reads without colour.
+
+mod model;
+mod sample;
+
+use model::{Model, TopicRow};
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Borders, Paragraph, Row, Sparkline, Table, TableState};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How often the view reads the store again.
+const REFRESH: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sort {
+    Name,
+    Rate,
+    Lag,
+}
+
+impl Sort {
+    fn next(self) -> Sort {
+        match self {
+            Sort::Name => Sort::Rate,
+            Sort::Rate => Sort::Lag,
+            Sort::Lag => Sort::Name,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Sort::Name => "name",
+            Sort::Rate => "λ",
+            Sort::Lag => "lag",
+        }
+    }
+}
+
+/// What the view shows and where the user is.
+struct View {
+    sort: Sort,
+    filter: String,
+    typing: bool,
+    detail: bool,
+    table: TableState,
+    source: &'static str,
+    error: Option<String>,
+}
+
+pub fn run(dir: &Path) -> Result<(), String> {
+    let mut source = sample::Source::open(dir);
+    let mut model = Model::default();
+    let mut view = View {
+        sort: Sort::Name,
+        filter: String::new(),
+        typing: false,
+        detail: false,
+        table: TableState::default().with_selected(Some(0)),
+        source: source.describe(),
+        error: None,
+    };
+    let mut terminal = ratatui::try_init().map_err(|e| format!("terminal: {e}"))?;
+    let result = (|| -> Result<(), String> {
+        let mut next_sample = Instant::now();
+        loop {
+            if Instant::now() >= next_sample {
+                match source.sample(dir) {
+                    Ok(s) => {
+                        model.push(s);
+                        view.error = None;
+                    }
+                    Err(e) => view.error = Some(e),
+                }
+                next_sample += REFRESH;
+            }
+            let rows = visible(model.rows(), &view);
+            terminal.draw(|f| draw(f, &rows, &mut view)).map_err(|e| format!("terminal: {e}"))?;
+            let wait = next_sample.saturating_duration_since(Instant::now());
+            if event::poll(wait).map_err(|e| e.to_string())?
+                && let Event::Key(k) = event::read().map_err(|e| e.to_string())?
+                && k.kind == KeyEventKind::Press
+                && !on_key(k.code, &mut view, rows.len())
+            {
+                return Ok(());
+            }
+        }
+    })();
+    ratatui::restore();
+    result
+}
+
+/// Applies a key; `false` to quit.
+fn on_key(key: KeyCode, view: &mut View, rows: usize) -> bool {
+    if view.typing {
+        match key {
+            KeyCode::Enter | KeyCode::Esc => view.typing = false,
+            KeyCode::Backspace => {
+                view.filter.pop();
+            }
+            KeyCode::Char(c) => view.filter.push(c),
+            _ => {}
+        }
+        return true;
+    }
+    let selected = view.table.selected().unwrap_or(0);
+    match key {
+        KeyCode::Char('q') => return false,
+        KeyCode::Char('s') => view.sort = view.sort.next(),
+        KeyCode::Char('/') => {
+            view.typing = true;
+            view.filter.clear();
+        }
+        KeyCode::Enter => view.detail = true,
+        KeyCode::Esc => view.detail = false,
+        KeyCode::Down => view.table.select(Some((selected + 1).min(rows.saturating_sub(1)))),
+        KeyCode::Up => view.table.select(Some(selected.saturating_sub(1))),
+        _ => {}
+    }
+    true
+}
+
+/// The rows the filter keeps, in the chosen order.
+fn visible(mut rows: Vec<TopicRow>, view: &View) -> Vec<TopicRow> {
+    rows.retain(|r| r.topic.contains(view.filter.as_str()));
+    match view.sort {
+        Sort::Name => rows.sort_by(|a, b| a.topic.cmp(&b.topic)),
+        Sort::Rate => rows.sort_by(|a, b| b.lambda.unwrap_or(0.0).total_cmp(&a.lambda.unwrap_or(0.0))),
+        Sort::Lag => rows.sort_by_key(|r| std::cmp::Reverse(r.max_lag())),
+    }
+    rows
+}
+
+fn rate(r: Option<f64>) -> String {
+    r.map_or_else(|| "…".to_string(), |v| format!("{v:.0}/s"))
+}
+
+fn secs(s: Option<f64>) -> String {
+    match s {
+        None => "growing".to_string(),
+        Some(s) if s < 120.0 => format!("{s:.1}s"),
+        Some(s) if s < 7200.0 => format!("{:.1}m", s / 60.0),
+        Some(s) => format!("{:.1}h", s / 3600.0),
+    }
+}
+
+fn bytes(b: u64) -> String {
+    match b {
+        b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b if b < 1 << 30 => format!("{:.1} MiB", b as f64 / 1048576.0),
+        b => format!("{:.2} GiB", b as f64 / 1073741824.0),
+    }
+}
+
+fn draw(f: &mut ratatui::Frame<'_>, rows: &[TopicRow], view: &mut View) {
+    let [head, body, foot] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(f.area());
+    let title = format!("evlog top · {} topics · {} · sort: {}", rows.len(), view.source, view.sort.name());
+    f.render_widget(Paragraph::new(Line::from(title)), head);
+    let keys = match (&view.error, view.typing) {
+        (Some(e), _) => format!("error: {e}"),
+        (None, true) => format!("filter: {}▏ (Enter to keep, Esc)", view.filter),
+        (None, false) => "q quit · s sort · / filter · ↑↓ move · Enter topic · Esc back".to_string(),
+    };
+    f.render_widget(Paragraph::new(Line::from(keys)), foot);
+    let selected = view.table.selected().unwrap_or(0).min(rows.len().saturating_sub(1));
+    match rows.get(selected) {
+        Some(row) if view.detail => draw_detail(f, body, row),
+        _ => draw_topics(f, body, rows, &mut view.table),
+    }
+}
+
+fn draw_topics(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, rows: &[TopicRow], state: &mut TableState) {
+    let header = Row::new(["topic", "records", "λ", "bytes", "groups", "max lag"])
+        .style(Style::new().add_modifier(Modifier::BOLD));
+    let body = rows.iter().map(|r| {
+        Row::new([
+            r.topic.clone(),
+            r.records.to_string(),
+            rate(r.lambda),
+            bytes(r.bytes),
+            r.groups.len().to_string(),
+            r.max_lag().to_string(),
+        ])
+    });
+    let widths = [
+        Constraint::Min(16),
+        Constraint::Length(12),
+        Constraint::Length(10),
+        Constraint::Length(11),
+        Constraint::Length(6),
+        Constraint::Length(10),
+    ];
+    let table = Table::new(body, widths)
+        .header(header)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("> ")
+        .block(Block::new().borders(Borders::TOP));
+    f.render_stateful_widget(table, area, state);
+}
+
+fn draw_detail(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, row: &TopicRow) {
+    let [spark, groups] = Layout::vertical([Constraint::Length(4), Constraint::Min(3)]).areas(area);
+    let title = format!(
+        "{}: λ {} over the last minute (max {}/s)",
+        row.topic,
+        rate(row.lambda),
+        row.lambda_history.iter().max().unwrap_or(&0)
+    );
+    f.render_widget(
+        Sparkline::default().block(Block::new().borders(Borders::TOP).title(title)).data(&row.lambda_history),
+        spark,
+    );
+    let header = Row::new(["group", "committed", "lag L", "μ", "W = L/λ", "drain"])
+        .style(Style::new().add_modifier(Modifier::BOLD));
+    let body = row.groups.iter().map(|g| {
+        Row::new([
+            g.group.clone(),
+            g.committed.to_string(),
+            g.lag.to_string(),
+            rate(g.mu),
+            g.wait_secs(row.lambda).map_or_else(|| "—".to_string(), |w| secs(Some(w))),
+            secs(g.drain_secs(row.lambda)),
+        ])
+    });
+    let widths = [
+        Constraint::Min(14),
+        Constraint::Length(11),
+        Constraint::Length(9),
+        Constraint::Length(9),
+        Constraint::Length(9),
+        Constraint::Length(9),
+    ];
+    let table = Table::new(body, widths).header(header).block(Block::new().borders(Borders::TOP).title("groups"));
+    f.render_widget(table, groups);
+}

@@ -1,0 +1,146 @@
+//! `evlog top`'s figures from successive samples: λ (appends per second) per topic, μ (commits
+//! per second) per group, backlog L, W = L/λ (Little's law: how long a record now waits) and the
+//! drain time L/(μ−λ), or "growing" when the group falls behind.
+
+use super::sample::Sample;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Samples kept: the last minute at one per second (the sparklines).
+pub const HISTORY: usize = 60;
+
+/// One group's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRow {
+    pub group: String,
+    pub committed: u64,
+    pub lag: u64,
+    /// Commits per second (records), `None` before two samples.
+    pub mu: Option<f64>,
+}
+
+/// One topic's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicRow {
+    pub topic: String,
+    pub records: u64,
+    pub bytes: u64,
+    /// Appends per second, `None` before two samples.
+    pub lambda: Option<f64>,
+    pub groups: Vec<GroupRow>,
+    /// λ over the last minute, one value per sample.
+    pub lambda_history: Vec<u64>,
+}
+
+impl TopicRow {
+    pub fn max_lag(&self) -> u64 {
+        self.groups.iter().map(|g| g.lag).max().unwrap_or(0)
+    }
+}
+
+impl GroupRow {
+    /// W = L/λ: seconds a record appended now waits, at today's rates.
+    pub fn wait_secs(&self, lambda: Option<f64>) -> Option<f64> {
+        lambda.filter(|&l| l > 0.0).map(|l| self.lag as f64 / l)
+    }
+
+    /// Seconds until the backlog is drained, `None` when it is growing (μ ≤ λ with a backlog).
+    pub fn drain_secs(&self, lambda: Option<f64>) -> Option<f64> {
+        if self.lag == 0 {
+            return Some(0.0);
+        }
+        let net = self.mu? - lambda?;
+        (net > 0.0).then(|| self.lag as f64 / net)
+    }
+}
+
+/// The samples of the last minute.
+#[derive(Debug, Default)]
+pub struct Model {
+    samples: VecDeque<Sample>,
+}
+
+fn per_sec(now: u64, before: u64, dt: Duration) -> Option<f64> {
+    let secs = dt.as_secs_f64();
+    (secs > 0.0).then(|| now.saturating_sub(before) as f64 / secs)
+}
+
+impl Model {
+    pub fn push(&mut self, s: Sample) {
+        self.samples.push_back(s);
+        while self.samples.len() > HISTORY + 1 {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The rows of the latest sample, rates against the one before.
+    pub fn rows(&self) -> Vec<TopicRow> {
+        let Some(last) = self.samples.back() else { return Vec::new() };
+        let prev = self.samples.len().checked_sub(2).and_then(|i| self.samples.get(i));
+        let mut rows = Vec::new();
+        for (name, t) in &last.topics {
+            let before = prev.and_then(|p| p.topics.get(name).map(|b| (p.at, b)));
+            let lambda = before.and_then(|(at, b)| per_sec(t.next_offset, b.next_offset, last.at.duration_since(at)));
+            let groups = (t.groups.iter())
+                .map(|(g, &committed)| {
+                    let mu = before.and_then(|(at, b)| {
+                        let c = *b.groups.get(g)?;
+                        per_sec(committed, c, last.at.duration_since(at))
+                    });
+                    GroupRow { group: g.clone(), committed, lag: t.next_offset.saturating_sub(committed), mu }
+                })
+                .collect();
+            rows.push(TopicRow {
+                topic: name.clone(),
+                records: t.next_offset,
+                bytes: t.bytes,
+                lambda,
+                groups,
+                lambda_history: self.history(name),
+            });
+        }
+        rows
+    }
+
+    /// λ between each pair of successive samples of the last minute.
+    fn history(&self, topic: &str) -> Vec<u64> {
+        let offsets: Vec<_> =
+            self.samples.iter().filter_map(|s| s.topics.get(topic).map(|t| (s.at, t.next_offset))).collect();
+        offsets
+            .windows(2)
+            .map(|w| per_sec(w[1].1, w[0].1, w[1].0.duration_since(w[0].0)).unwrap_or(0.0) as u64)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sample::TopicSample;
+    use super::*;
+    use std::time::Instant;
+
+    fn sample(at: Instant, next: u64, committed: u64) -> Sample {
+        let mut t = TopicSample { next_offset: next, ..TopicSample::default() };
+        t.groups.insert("g".into(), committed);
+        Sample { at, topics: [("t".to_string(), t)].into_iter().collect() }
+    }
+
+    #[test]
+    fn rates_lag_wait_and_drain_follow_littles_law() {
+        let t0 = Instant::now();
+        let mut m = Model::default();
+        m.push(sample(t0, 1_000, 400));
+        assert_eq!(m.rows()[0].lambda, None, "no rate from one sample");
+        m.push(sample(t0 + Duration::from_secs(2), 1_200, 800));
+        let row = &m.rows()[0];
+        assert_eq!(row.lambda, Some(100.0));
+        let g = &row.groups[0];
+        assert_eq!((g.lag, g.mu), (400, Some(200.0)));
+        assert_eq!(g.wait_secs(row.lambda), Some(4.0), "W = L/λ");
+        assert_eq!(g.drain_secs(row.lambda), Some(4.0), "L/(μ−λ)");
+        m.push(sample(t0 + Duration::from_secs(3), 1_400, 900));
+        let row = &m.rows()[0];
+        assert_eq!(row.groups[0].drain_secs(row.lambda), None, "μ < λ: growing");
+        assert_eq!(row.lambda_history, vec![100, 200]);
+    }
+}
