@@ -197,6 +197,13 @@ enum Command {
     /// A live view of the store, refreshed every second (q quits, s sorts, / filters, Enter
     /// shows a topic's groups): through the holder's `evlog serve` when it serves, else read-only.
     Top,
+    /// Writes one static, self-contained HTML page about the store (topics, segments, groups'
+    /// lag, queues): the file to attach to a bug report.
+    Report {
+        /// Where to write the page.
+        #[arg(long, value_name = "FILE")]
+        html: PathBuf,
+    },
     Serve {
         /// Where to listen (loopback only, unless --users is given).
         #[arg(long, default_value = "127.0.0.1:9092")]

@@ -87,7 +87,37 @@ impl TopicInfo {
     }
 }
 
-pub(super) fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Option<f64>) -> CmdResult {
+/// A served store's groups by topic, (group, committed), through the holder's socket; `None`
+/// when the holder does not serve.
+fn served_groups(dir: &Path) -> Option<std::collections::BTreeMap<String, Vec<(String, u64)>>> {
+    let mut remote = crate::remote::Remote::connect(dir)?;
+    let mut by_topic = std::collections::BTreeMap::<String, Vec<(String, u64)>>::new();
+    for group in remote.groups().ok()? {
+        for (topic, committed) in remote.committed_all(&group).ok()? {
+            by_topic.entry(topic).or_default().push((group.clone(), committed));
+        }
+    }
+    Some(by_topic)
+}
+
+/// Each (group, committed) of a topic with its lag in records and in seconds (the age of its
+/// oldest uncommitted record).
+fn group_lines(log: &Log, groups: Vec<(String, u64)>, now_ms: i64) -> Vec<GroupLine> {
+    let end = log.next_offset();
+    let line = |(group, committed): (String, u64)| {
+        let lag = end.saturating_sub(committed);
+        let lag_seconds = match log.read(committed.max(log.first_offset())) {
+            Ok(Some(r)) if lag > 0 => (now_ms.saturating_sub(r.timestamp())).max(0) as f64 / 1e3,
+            _ => 0.0,
+        };
+        GroupLine { group, committed, lag, lag_seconds }
+    };
+    groups.into_iter().map(line).collect()
+}
+
+/// What `info` and `report` show of each topic (`only`: one topic), with the append rate over
+/// `rate_secs` when given.
+pub(super) fn gather(dir: &Path, only: Option<&str>, rate_secs: Option<f64>) -> Result<Vec<TopicInfo>, String> {
     let names = topic_names(dir, only)?;
     // Groups and queues live in the consumer database, which a running application holds (sled
     // cannot be opened read-only): open it without maintenance, and say why when it cannot be.
@@ -98,6 +128,7 @@ pub(super) fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Opt
         Err(Error::Locked { .. }) => Err("the store is in use by another process".to_string()),
         Err(e) => Err(e.to_string()),
     };
+    let served = if store.is_err() { served_groups(dir) } else { None };
     let logs = names.iter().map(|n| read_only(dir, n)).collect::<Result<Vec<_>, _>>()?;
     // The append rate: offsets gained while watching (the writer may be another process).
     let rates: Vec<Option<f64>> = match rate_secs {
@@ -122,20 +153,13 @@ pub(super) fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Opt
                 timestamps = Some(timestamps.map_or((a, b), |(lo, hi)| (lo.min(a), hi.max(b))));
             }
         }
-        let groups = match &store {
-            Ok(s) => Ok(s
-                .groups(name)
-                .map_err(msg)?
-                .into_iter()
-                .map(|g| {
-                    let lag_seconds = match log.read(g.committed.max(log.first_offset())) {
-                        Ok(Some(r)) if g.lag > 0 => (now_ms.saturating_sub(r.timestamp())).max(0) as f64 / 1e3,
-                        _ => 0.0,
-                    };
-                    GroupLine { group: g.group, committed: g.committed, lag: g.lag, lag_seconds }
-                })
-                .collect()),
-            Err(why) => Err(why.clone()),
+        let groups = match (&store, &served) {
+            (Ok(s), _) => {
+                let gs = s.groups(name).map_err(msg)?;
+                Ok(group_lines(log, gs.into_iter().map(|g| (g.group, g.committed)).collect(), now_ms))
+            }
+            (Err(_), Some(served)) => Ok(group_lines(log, served.get(name).cloned().unwrap_or_default(), now_ms)),
+            (Err(why), None) => Err(why.clone()),
         };
         topics.push(TopicInfo {
             name: name.clone(),
@@ -153,6 +177,11 @@ pub(super) fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Opt
             groups,
         });
     }
+    Ok(topics)
+}
+
+pub(super) fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Option<f64>) -> CmdResult {
+    let topics = gather(dir, only, rate_secs)?;
     if as_json {
         print_line(&Value::Array(topics.iter().map(TopicInfo::json).collect()))?;
         return Ok(ExitCode::SUCCESS);

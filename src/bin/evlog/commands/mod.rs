@@ -3,6 +3,7 @@
 mod admin;
 mod inspect;
 mod read;
+mod report;
 mod write;
 
 use admin::*;
@@ -158,6 +159,7 @@ pub fn run(cli: Cli) -> CmdResult {
             import(dir, &topic, &brokers, &kafka_topic, until_caught_up)
         }
         Command::Top => crate::top::run(dir).map(|()| ExitCode::SUCCESS),
+        Command::Report { html } => report::report(dir, &html),
         Command::Serve { listen, users, metrics } => serve(dir, listen, users.as_deref(), metrics),
     }
 }
