@@ -839,3 +839,56 @@ fn the_prometheus_endpoint_shows_what_store_stats_and_the_queues_say() {
     assert_eq!(sample(&scrape(), "evlog_topic_appended_records_total", &t), Some(6.0));
     server.shutdown();
 }
+
+#[test]
+fn evlog_info_beside_a_serving_holder_shows_rates_and_littles_law() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut child, _addr) = common::evlog_serve(tmp.path(), None);
+    let evlog = |args: &[&str], stdin: &str| {
+        let mut p = std::process::Command::new(env!("CARGO_BIN_EXE_evlog"))
+            .arg("--dir")
+            .arg(tmp.path())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("evlog");
+        p.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write");
+        let out = p.wait_with_output().expect("evlog");
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    evlog(&["append", "t"], "a\nb\nc\n");
+    evlog(&["consume", "t", "--group", "slow", "--max", "1"], "");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (stop, dir) = (stop.clone(), tmp.path().to_path_buf());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut p = std::process::Command::new(env!("CARGO_BIN_EXE_evlog"))
+                    .arg("--dir")
+                    .arg(&dir)
+                    .args(["append", "t"])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .expect("evlog");
+                p.stdin.take().expect("stdin").write_all("x\n".repeat(50).as_bytes()).expect("write");
+                assert!(p.wait().expect("append").success());
+            }
+        })
+    };
+    let info: serde_json::Value =
+        serde_json::from_str(&evlog(&["info", "t", "--json", "--rate", "1"], "")).expect("json");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    appender.join().expect("appender");
+    let t = &info[0];
+    assert!(t["append_rate"].as_f64().expect("λ") > 0.0, "{t}");
+    let g = &t["groups"][0];
+    assert_eq!(g["group"], "slow", "the group, through the holder's socket: {t}");
+    assert_eq!(g["consume_rate"].as_f64(), Some(0.0));
+    assert!(g["wait_secs"].as_f64().expect("W = L/λ") > 0.0, "{g}");
+    assert!(g["drain_secs"].is_null() && g["growing"] == true, "μ = 0 < λ: growing: {g}");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}

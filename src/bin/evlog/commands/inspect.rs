@@ -9,6 +9,23 @@ pub(super) struct GroupLine {
     pub(super) lag: u64,
     /// Age of the oldest uncommitted record, by its timestamp.
     pub(super) lag_seconds: f64,
+    /// Commits per second (μ) while `--rate` watched.
+    pub(super) mu: Option<f64>,
+}
+
+impl GroupLine {
+    /// W = L/λ: seconds a record appended now waits at today's rates (Little's law).
+    pub(super) fn wait_secs(&self, lambda: Option<f64>) -> Option<f64> {
+        lambda.filter(|&l| l > 0.0).map(|l| self.lag as f64 / l)
+    }
+    /// L/(μ−λ): seconds until the group has caught up; `None` while it falls behind (or unknown).
+    pub(super) fn drain_secs(&self, lambda: Option<f64>) -> Option<f64> {
+        if self.lag == 0 {
+            return Some(0.0);
+        }
+        let net = self.mu? - lambda?;
+        (net > 0.0).then(|| self.lag as f64 / net)
+    }
 }
 
 /// One topic as `info` shows it: built once, printed as text or JSON.
@@ -46,7 +63,12 @@ impl TopicInfo {
             "groups": match &self.groups {
                 Ok(gs) => Value::Array(
                     gs.iter()
-                        .map(|g| json!({"group": g.group, "committed": g.committed, "lag": g.lag, "lag_seconds": g.lag_seconds}))
+                        .map(|g| json!({
+                            "group": g.group, "committed": g.committed, "lag": g.lag, "lag_seconds": g.lag_seconds,
+                            "consume_rate": g.mu, "wait_secs": g.wait_secs(self.append_rate),
+                            "drain_secs": g.drain_secs(self.append_rate),
+                            "growing": g.mu.is_some() && g.lag > 0 && g.drain_secs(self.append_rate).is_none(),
+                        }))
                         .collect(),
                 ),
                 Err(why) => Value::String(format!("unavailable: {why}")),
@@ -79,7 +101,14 @@ impl TopicInfo {
         match &self.groups {
             Ok(gs) if gs.is_empty() => lines.push("  groups: none".into()),
             Ok(gs) => lines.extend(gs.iter().map(|g| {
-                format!("  group {} committed {} lag {} records, {} s", g.group, g.committed, g.lag, g.lag_seconds)
+                let mut line =
+                    format!("  group {} committed {} lag {} records, {} s", g.group, g.committed, g.lag, g.lag_seconds);
+                if let Some(mu) = g.mu {
+                    let w = g.wait_secs(self.append_rate).map_or("-".to_string(), |w| format!("{w:.1} s"));
+                    let drain = g.drain_secs(self.append_rate).map_or("growing".to_string(), |d| format!("{d:.1} s"));
+                    line.push_str(&format!(", consumes {mu:.1}/s, W {w}, drained in {drain}"));
+                }
+                line
             })),
             Err(why) => lines.push(format!("  groups: unavailable: {why}")),
         }
@@ -110,7 +139,7 @@ fn group_lines(log: &Log, groups: Vec<(String, u64)>, now_ms: i64) -> Vec<GroupL
             Ok(Some(r)) if lag > 0 => (now_ms.saturating_sub(r.timestamp())).max(0) as f64 / 1e3,
             _ => 0.0,
         };
-        GroupLine { group, committed, lag, lag_seconds }
+        GroupLine { group, committed, lag, lag_seconds, mu: None }
     };
     groups.into_iter().map(line).collect()
 }
@@ -128,38 +157,29 @@ pub(super) fn gather(dir: &Path, only: Option<&str>, rate_secs: Option<f64>) -> 
         Err(Error::Locked { .. }) => Err("the store is in use by another process".to_string()),
         Err(e) => Err(e.to_string()),
     };
-    let served = if store.is_err() { served_groups(dir) } else { None };
     let logs = names.iter().map(|n| read_only(dir, n)).collect::<Result<Vec<_>, _>>()?;
-    // The append rate: offsets gained while watching (the writer may be another process).
-    let rates: Vec<Option<f64>> = match rate_secs {
-        Some(secs) if secs > 0.0 && secs.is_finite() => {
-            let before: Vec<u64> = logs.iter().map(evlog::Log::next_offset).collect();
-            let start = std::time::Instant::now();
-            std::thread::sleep(Duration::from_secs_f64(secs));
-            let elapsed = start.elapsed().as_secs_f64();
-            logs.iter().zip(before).map(|(l, b)| Some(l.next_offset().saturating_sub(b) as f64 / elapsed)).collect()
-        }
-        Some(_) => return Err("--rate takes a positive number of seconds".into()),
-        None => vec![None; logs.len()],
-    };
+    let watched = watch(dir, &store, &logs, rate_secs)?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let committed = committed_by_topic(dir, &store, &names);
     let mut topics = Vec::new();
-    for ((name, log), append_rate) in names.iter().zip(&logs).zip(rates) {
+    for ((name, log), rates) in names.iter().zip(&logs).zip(watched) {
         let mut timestamps: Option<(i64, i64)> = None;
         for (_, _, r) in log.segment_time_ranges().map_err(msg)? {
             if let Some((a, b)) = r {
                 timestamps = Some(timestamps.map_or((a, b), |(lo, hi)| (lo.min(a), hi.max(b))));
             }
         }
-        let groups = match (&store, &served) {
-            (Ok(s), _) => {
-                let gs = s.groups(name).map_err(msg)?;
-                Ok(group_lines(log, gs.into_iter().map(|g| (g.group, g.committed)).collect(), now_ms))
+        let groups = match &committed {
+            Ok(by_topic) => {
+                let mut lines = group_lines(log, by_topic.get(name).cloned().unwrap_or_default(), now_ms);
+                for g in &mut lines {
+                    g.mu = rates.as_ref().and_then(|r| r.mu.get(&g.group).copied());
+                }
+                Ok(lines)
             }
-            (Err(_), Some(served)) => Ok(group_lines(log, served.get(name).cloned().unwrap_or_default(), now_ms)),
-            (Err(why), None) => Err(why.clone()),
+            Err(why) => Err(why.clone()),
         };
         topics.push(TopicInfo {
             name: name.clone(),
@@ -168,7 +188,7 @@ pub(super) fn gather(dir: &Path, only: Option<&str>, rate_secs: Option<f64>) -> 
             first_offset: log.first_offset(),
             next_offset: log.next_offset(),
             timestamps,
-            append_rate,
+            append_rate: rates.as_ref().map(|r| r.append_rate),
             config: TopicConfig::read(&evlog::storage::RealStorage, log.dir()).map_err(msg)?,
             queues: match &store {
                 Ok(s) => Some(s.queue_infos(name).map_err(msg)?),
@@ -178,6 +198,72 @@ pub(super) fn gather(dir: &Path, only: Option<&str>, rate_secs: Option<f64>) -> 
         });
     }
     Ok(topics)
+}
+
+/// (group, committed) of each topic: from the store, or through the holder's socket when it
+/// serves; why not otherwise.
+fn committed_by_topic(dir: &Path, store: &Result<Store, String>, names: &[String]) -> Result<ByTopic, String> {
+    match store {
+        Ok(s) => {
+            let mut by_topic = ByTopic::new();
+            for name in names {
+                let gs = s.groups(name).map_err(msg)?;
+                by_topic.insert(name.clone(), gs.into_iter().map(|g| (g.group, g.committed)).collect());
+            }
+            Ok(by_topic)
+        }
+        Err(why) => served_groups(dir).ok_or_else(|| why.clone()),
+    }
+}
+
+type ByTopic = std::collections::BTreeMap<String, Vec<(String, u64)>>;
+
+/// Each topic's next offset, and the groups' commits when they can be read.
+type Snapshot = (Vec<u64>, Option<ByTopic>);
+
+/// What `--rate SECS` measures of a topic while it watches.
+pub(super) struct Watched {
+    /// Appends per second (λ).
+    append_rate: f64,
+    /// Commits per second (μ), by group.
+    mu: std::collections::BTreeMap<String, f64>,
+}
+
+/// Watches every topic for `rate_secs` (the writer and the consumers may be other processes).
+fn watch(
+    dir: &Path,
+    store: &Result<Store, String>,
+    logs: &[Log],
+    rate_secs: Option<f64>,
+) -> Result<Vec<Option<Watched>>, String> {
+    let secs = match rate_secs {
+        Some(secs) if secs > 0.0 && secs.is_finite() => secs,
+        Some(_) => return Err("--rate takes a positive number of seconds".into()),
+        None => return Ok(logs.iter().map(|_| None).collect()),
+    };
+    let names: Vec<String> = logs
+        .iter()
+        .map(|l| l.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .collect();
+    let sample =
+        || -> Snapshot { (logs.iter().map(Log::next_offset).collect(), committed_by_topic(dir, store, &names).ok()) };
+    let before = sample();
+    let start = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let after = sample();
+    let elapsed = start.elapsed().as_secs_f64();
+    let per_sec = |now: u64, then: u64| now.saturating_sub(then) as f64 / elapsed;
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let (n0, n1) = (before.0[i], after.0[i]);
+        let committed = |c: &Option<ByTopic>| c.as_ref().and_then(|m| m.get(name).cloned()).unwrap_or_default();
+        let then: std::collections::BTreeMap<String, u64> = committed(&before.1).into_iter().collect();
+        let mu = (committed(&after.1).into_iter())
+            .filter_map(|(g, c)| Some((g.clone(), per_sec(c, *then.get(&g)?))))
+            .collect();
+        out.push(Some(Watched { append_rate: per_sec(n1, n0), mu }));
+    }
+    Ok(out)
 }
 
 pub(super) fn info(dir: &Path, only: Option<&str>, as_json: bool, rate_secs: Option<f64>) -> CmdResult {
