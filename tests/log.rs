@@ -1046,3 +1046,18 @@ fn segments_sealed_while_space_is_allocated_in_the_background_end_at_their_last_
     assert!(rep.zero_tail_bytes == 0 && rep.truncated_bytes == 0, "{rep:?}");
     assert_eq!(log.next_offset(), n);
 }
+
+#[test]
+fn used_bytes_counts_the_records_not_the_preallocated_tail_also_for_a_reader_in_another_handle() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(tmp.path(), Options::with_durability(Durability::Os)).expect("open");
+    log.append(b"first").expect("append");
+    let reader = Log::open_read_only(tmp.path(), Options::default()).expect("read-only");
+    let before = log.used_bytes().expect("used");
+    assert_eq!(reader.used_bytes().expect("used"), before);
+    assert!(before < log.size_bytes().expect("size"), "the preallocated zeros are not counted");
+    log.append(b"second").expect("append");
+    let after = log.used_bytes().expect("used");
+    assert!(after > before);
+    assert_eq!(reader.used_bytes().expect("used"), after, "the reader sees the new record's bytes");
+}

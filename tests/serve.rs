@@ -841,7 +841,7 @@ fn the_prometheus_endpoint_shows_what_store_stats_and_the_queues_say() {
 }
 
 #[test]
-fn evlog_info_beside_a_serving_holder_shows_rates_and_littles_law() {
+fn evlog_info_beside_a_serving_holder_shows_rates_littles_law_and_time_to_full() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (mut child, _addr) = common::evlog_serve(tmp.path(), None);
     let evlog = |args: &[&str], stdin: &str| {
@@ -860,6 +860,7 @@ fn evlog_info_beside_a_serving_holder_shows_rates_and_littles_law() {
     };
     evlog(&["append", "t"], "a\nb\nc\n");
     evlog(&["consume", "t", "--group", "slow", "--max", "1"], "");
+    evlog(&["config", "t", "--bytes-max", "64MiB"], "");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let appender = {
         let (stop, dir) = (stop.clone(), tmp.path().to_path_buf());
@@ -884,6 +885,10 @@ fn evlog_info_beside_a_serving_holder_shows_rates_and_littles_law() {
     appender.join().expect("appender");
     let t = &info[0];
     assert!(t["append_rate"].as_f64().expect("λ") > 0.0, "{t}");
+    assert!(t["bytes_rate"].as_f64().expect("bytes/s") > 0.0, "{t}");
+    let used = t["used_bytes"].as_u64().expect("used bytes");
+    assert!(used > 0 && used < t["bytes"].as_u64().expect("bytes"), "records, not the preallocated tail: {t}");
+    assert!(t["time_to_full_secs"].as_f64().expect("a budget and a rate") > 0.0, "{t}");
     let g = &t["groups"][0];
     assert_eq!(g["group"], "slow", "the group, through the holder's socket: {t}");
     assert_eq!(g["consume_rate"].as_f64(), Some(0.0));

@@ -525,6 +525,16 @@ impl Log {
         Ok(sealed + active.file.len().map_err(|e| Error::io("stat", &active.path, e))?)
     }
 
+    /// Bytes the records take: the sealed segments' files and the active segment up to its last
+    /// published record, not the zeros preallocated after it (what a budget counts).
+    pub fn used_bytes(&self) -> Result<u64> {
+        if self.shared.read_only {
+            self.shared.refresh()?;
+        }
+        let sealed: u64 = self.sealed_segments()?.iter().map(|s| s.bytes).sum();
+        Ok(sealed + self.shared.published.visible().1)
+    }
+
     /// Number of segments.
     pub fn segment_count(&self) -> usize {
         self.shared.published.view().bases.len()

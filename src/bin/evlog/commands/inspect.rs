@@ -37,6 +37,10 @@ pub(super) struct TopicInfo {
     pub(super) next_offset: u64,
     pub(super) timestamps: Option<(i64, i64)>,
     pub(super) append_rate: Option<f64>,
+    /// Bytes per second the records grew by while `--rate` watched.
+    pub(super) bytes_rate: Option<f64>,
+    /// Bytes the records take (`Log::used_bytes`: what a budget counts).
+    pub(super) used_bytes: u64,
     pub(super) config: TopicConfig,
     /// Work queues (group, cursor, scheduled, delayed); `None` without the consumer database.
     pub(super) queues: Option<Vec<evlog::queue::QueueInfo>>,
@@ -45,6 +49,12 @@ pub(super) struct TopicInfo {
 }
 
 impl TopicInfo {
+    /// Seconds until the topic reaches its budget at the rate `--rate` measured.
+    pub(super) fn time_to_full(&self) -> Option<f64> {
+        let rate = self.bytes_rate.filter(|&r| r > 0.0)?;
+        Some(self.config.bytes_max?.saturating_sub(self.used_bytes) as f64 / rate)
+    }
+
     pub(super) fn json(&self) -> Value {
         json!({
             "topic": self.name,
@@ -55,6 +65,9 @@ impl TopicInfo {
             "min_timestamp": self.timestamps.map(|t| t.0),
             "max_timestamp": self.timestamps.map(|t| t.1),
             "append_rate": self.append_rate,
+            "used_bytes": self.used_bytes,
+            "bytes_rate": self.bytes_rate,
+            "time_to_full_secs": self.time_to_full(),
             "config": config_json(&self.name, &self.config),
             "queues": self.queues.as_ref().map(|qs| qs
                 .iter()
@@ -87,7 +100,10 @@ impl TopicInfo {
             None => lines.push("  timestamps: none".into()),
         }
         if let Some(r) = self.append_rate {
-            lines.push(format!("  append rate {r:.1} records/s"));
+            lines.push(format!("  append rate {r:.1} records/s, {:.0} bytes/s", self.bytes_rate.unwrap_or(0.0)));
+        }
+        if let Some(t) = self.time_to_full() {
+            lines.push(format!("  budget full in {t:.0} s at this rate"));
         }
         for q in self.queues.iter().flatten() {
             lines.push(format!("  queue {}: {} scheduled, {} delayed", q.group, q.scheduled, q.delayed));
@@ -189,6 +205,8 @@ pub(super) fn gather(dir: &Path, only: Option<&str>, rate_secs: Option<f64>) -> 
             next_offset: log.next_offset(),
             timestamps,
             append_rate: rates.as_ref().map(|r| r.append_rate),
+            bytes_rate: rates.as_ref().map(|r| r.bytes_rate),
+            used_bytes: log.used_bytes().map_err(msg)?,
             config: TopicConfig::read(&evlog::storage::RealStorage, log.dir()).map_err(msg)?,
             queues: match &store {
                 Ok(s) => Some(s.queue_infos(name).map_err(msg)?),
@@ -218,13 +236,15 @@ fn committed_by_topic(dir: &Path, store: &Result<Store, String>, names: &[String
 
 type ByTopic = std::collections::BTreeMap<String, Vec<(String, u64)>>;
 
-/// Each topic's next offset, and the groups' commits when they can be read.
-type Snapshot = (Vec<u64>, Option<ByTopic>);
+/// Each topic's (next offset, used bytes), and the groups' commits when they can be read.
+type Snapshot = (Vec<(u64, u64)>, Option<ByTopic>);
 
 /// What `--rate SECS` measures of a topic while it watches.
 pub(super) struct Watched {
     /// Appends per second (λ).
     append_rate: f64,
+    /// Bytes per second the records grew by.
+    bytes_rate: f64,
     /// Commits per second (μ), by group.
     mu: std::collections::BTreeMap<String, f64>,
 }
@@ -245,23 +265,25 @@ fn watch(
         .iter()
         .map(|l| l.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
         .collect();
-    let sample =
-        || -> Snapshot { (logs.iter().map(Log::next_offset).collect(), committed_by_topic(dir, store, &names).ok()) };
-    let before = sample();
+    let sample = || -> Result<Snapshot, String> {
+        let sizes = logs.iter().map(|l| Ok((l.next_offset(), l.used_bytes().map_err(msg)?)));
+        Ok((sizes.collect::<Result<_, String>>()?, committed_by_topic(dir, store, &names).ok()))
+    };
+    let before = sample()?;
     let start = std::time::Instant::now();
     std::thread::sleep(Duration::from_secs_f64(secs));
-    let after = sample();
+    let after = sample()?;
     let elapsed = start.elapsed().as_secs_f64();
     let per_sec = |now: u64, then: u64| now.saturating_sub(then) as f64 / elapsed;
     let mut out = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let (n0, n1) = (before.0[i], after.0[i]);
+        let ((n0, b0), (n1, b1)) = (before.0[i], after.0[i]);
         let committed = |c: &Option<ByTopic>| c.as_ref().and_then(|m| m.get(name).cloned()).unwrap_or_default();
         let then: std::collections::BTreeMap<String, u64> = committed(&before.1).into_iter().collect();
         let mu = (committed(&after.1).into_iter())
             .filter_map(|(g, c)| Some((g.clone(), per_sec(c, *then.get(&g)?))))
             .collect();
-        out.push(Some(Watched { append_rate: per_sec(n1, n0), mu }));
+        out.push(Some(Watched { append_rate: per_sec(n1, n0), bytes_rate: per_sec(b1, b0), mu }));
     }
     Ok(out)
 }
