@@ -86,6 +86,67 @@ fn a_nacks_delay_runs_on_the_monotonic_clock_and_survives_a_restart_as_a_time_of
 }
 
 #[test]
+fn a_heartbeat_extends_a_lease_and_fails_once_the_lease_is_lost() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    fill(&store, "jobs", 1);
+    let mut o = opts(&clock, 5);
+    o.lease_timeout = Duration::from_secs(2);
+    let q = store.queue("w", "jobs", o).expect("queue");
+    let d = q.try_lease().expect("lease").expect("job");
+    clock.advance(Duration::from_millis(1_500));
+    q.extend(&d, Duration::from_secs(2)).expect("extended while the lease runs");
+    clock.advance(Duration::from_millis(1_500));
+    assert!(q.try_lease().expect("lease").is_none(), "3 s after the lease, but 1.5 s after the heartbeat");
+    clock.advance(Duration::from_millis(600));
+    let again = q.try_lease().expect("lease").expect("redelivered once the extended lease ran out");
+    assert!(matches!(q.extend(&d, LEASE), Err(Error::Queue(QueueError::LeaseLost { .. }))), "the old holder learns");
+    q.extend(&again, LEASE).expect("the new holder may");
+    q.ack(&again).expect("ack");
+    assert!(
+        matches!(q.extend(&again, LEASE), Err(Error::Queue(QueueError::LeaseLost { .. }))),
+        "acked: nothing to extend"
+    );
+}
+
+#[test]
+fn a_cancelled_job_is_never_delivered_whether_pending_scheduled_or_leased_also_after_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    {
+        let store = open(tmp.path());
+        fill(&store, "jobs", 4);
+        let q = store.queue("w", "jobs", opts(&clock, 5)).expect("queue");
+        let scheduled = q.push_at(&NewRecord::new(b"later"), 2_000_000).expect("push_at");
+        let leased = q.try_lease().expect("lease").expect("job 0");
+        assert_eq!(leased.offset(), 0);
+        assert!(q.cancel(0).expect("cancel a leased job"));
+        assert!(q.cancel(2).expect("cancel a pending job the queue has not read"));
+        assert!(q.cancel(scheduled).expect("cancel a scheduled job"));
+        assert!(!q.cancel(2).expect("twice"), "already cancelled");
+        assert!(!q.cancel(99).expect("no such record"), "nothing at 99");
+        assert!(
+            matches!(q.ack(&leased), Err(Error::Queue(QueueError::LeaseLost { .. }))),
+            "the worker learns at its ack"
+        );
+        let one = q.try_lease().expect("lease").expect("job 1");
+        assert_eq!(one.offset(), 1);
+        q.ack(&one).expect("ack");
+        assert_eq!(q.stats().cancelled, 3);
+    }
+    // After a restart: the cancellations held; job 3 is the only one left, the scheduled one
+    // never comes, and the cancelled lease does not come back either.
+    let store = open(tmp.path());
+    let q = store.queue("w", "jobs", opts(&clock, 5)).expect("queue");
+    clock.advance(LEASE * 200);
+    let three = q.try_lease().expect("lease").expect("job 3");
+    assert_eq!(three.offset(), 3);
+    q.ack(&three).expect("ack");
+    assert!(q.try_lease().expect("lease").is_none(), "nothing else: cancelled jobs stay cancelled");
+}
+
+#[test]
 fn each_record_is_leased_to_one_worker_and_an_acked_one_never_comes_back() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = open(tmp.path());

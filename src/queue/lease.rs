@@ -156,6 +156,11 @@ impl Queue {
             let record = r?;
             let offset = record.offset();
             st.cursor = offset + 1;
+            // Cancelled before the queue read it (`Queue::cancel`): its ack bit is set.
+            let (chunk, byte, bit) = super::state::ack_bit(offset);
+            if st.chunks.get(&chunk).and_then(|c| c.get(byte)).is_some_and(|b| b & bit != 0) {
+                continue;
+            }
             match deliver_at(&record).filter(|&at| at > now) {
                 // Scheduled for later: parked as a stored entry (never delivered yet), due then.
                 Some(at) => {
@@ -201,7 +206,7 @@ impl Queue {
     pub(super) fn claim(&self, st: &mut State, d: &Delivery) -> Result<Slot> {
         let offset = d.offset();
         let Some(slot) = st.slots.get(&offset).copied() else {
-            return Err(self.lease_lost(offset, "already acked or dead-lettered"));
+            return Err(self.lease_lost(offset, "already acked, cancelled or dead-lettered"));
         };
         let newest = slot.deliveries == d.deliveries && slot.lease.is_none_or(|(t, _)| t == d.token);
         if !newest || slot.dying {

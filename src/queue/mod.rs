@@ -154,6 +154,8 @@ pub struct QueueStats {
     pub delivered: u64,
     /// Scheduled jobs parked until their time since this queue was opened.
     pub scheduled: u64,
+    /// Jobs cancelled ([`Queue::cancel`]) since this queue was opened.
+    pub cancelled: u64,
 }
 
 /// A work queue over one topic for one group: each record is leased to one worker at a time,
@@ -355,6 +357,68 @@ impl Queue {
         // Wake workers waiting in `lease`.
         inner.store.inner().signal.notify();
         inner.store.inner().state.make_durable(inner.opts.durability)
+    }
+
+    /// Heartbeat: the lease of `d` now runs until `by` from now (on the monotonic clock), for a
+    /// worker whose job takes longer than `lease_timeout`. Fails with
+    /// [`QueueError::LeaseLost`](crate::error::QueueError::LeaseLost) when the lease is no
+    /// longer `d`'s (it ran out, or the job was acked, cancelled or dead-lettered): the worker
+    /// should stop. Nothing is written (leases live in memory).
+    pub fn extend(&self, d: &Delivery, by: Duration) -> Result<()> {
+        let monotonic = self.inner.opts.clock.monotonic_ms();
+        let mut st = lock(&self.inner.state);
+        let offset = d.offset();
+        let Some(slot) = st.slots.get(&offset).copied() else {
+            return Err(self.lease_lost(offset, "already acked, cancelled or dead-lettered"));
+        };
+        let Some((token, deadline)) = slot.lease.filter(|&(t, _)| t == d.token && slot.deliveries == d.deliveries)
+        else {
+            return Err(self.lease_lost(offset, "delivered to another worker since its lease ran out"));
+        };
+        if deadline <= monotonic || slot.dying {
+            return Err(self.lease_lost(offset, "its lease ran out"));
+        }
+        let deadline_now = monotonic.saturating_add(duration_ms(by));
+        st.leased.remove(&(deadline, offset));
+        st.leased.insert((deadline_now, offset));
+        if let Some(s) = st.slots.get_mut(&offset) {
+            s.lease = Some((token, deadline_now));
+        }
+        Ok(())
+    }
+
+    /// Cancels the job at `offset` from outside: pending (not yet read by the queue), ready,
+    /// delayed, scheduled or leased, it is finished as an ack would finish it (durably, as
+    /// `QueueOptions::durability` says) and never delivered again; a worker holding it learns at
+    /// its next `extend` or `ack` (`LeaseLost`). Returns whether there was such a job (`false`:
+    /// already finished, or no record at that offset yet).
+    pub fn cancel(&self, offset: u64) -> Result<bool> {
+        let inner = &*self.inner;
+        let _committing = inner.store.inner().state.committing();
+        {
+            let mut st = lock(&inner.state);
+            let mut w = QueueWrites::default();
+            if offset >= st.cursor {
+                // Not read yet: its ack bit makes the queue skip it when it gets there.
+                if offset >= inner.topic.next_offset() || offset < inner.topic.first_offset() || st.is_acked(offset) {
+                    return Ok(false);
+                }
+                let mut touched = std::collections::BTreeSet::new();
+                st.set_acked(offset, &mut touched);
+                w.ack_chunks.extend(touched.into_iter().filter_map(|c| st.chunks.get(&c).map(|bits| (c, *bits))));
+            } else {
+                if st.slots.get(&offset).is_none_or(|s| s.dying) {
+                    return Ok(false); // finished, or on its way to the dead letters
+                }
+                st.unlink(offset);
+                st.finish(&[offset], &mut w);
+                st.stage_head(&mut w);
+            }
+            st.stats.cancelled += 1;
+            self.write(&w)?;
+        }
+        inner.store.inner().state.make_durable(inner.opts.durability)?;
+        Ok(true)
     }
 
     /// Up to `max` records that would be delivered next (due redeliveries, then new records),
