@@ -4,6 +4,7 @@
 
 mod commands;
 mod demo;
+mod littles_law;
 mod remote;
 mod text;
 mod top;

@@ -14,17 +14,11 @@ pub(super) struct GroupLine {
 }
 
 impl GroupLine {
-    /// W = L/λ: seconds a record appended now waits at today's rates (Little's law).
     pub(super) fn wait_secs(&self, lambda: Option<f64>) -> Option<f64> {
-        lambda.filter(|&l| l > 0.0).map(|l| self.lag as f64 / l)
+        crate::littles_law::wait_secs(self.lag, lambda)
     }
-    /// L/(μ−λ): seconds until the group has caught up; `None` while it falls behind (or unknown).
     pub(super) fn drain_secs(&self, lambda: Option<f64>) -> Option<f64> {
-        if self.lag == 0 {
-            return Some(0.0);
-        }
-        let net = self.mu? - lambda?;
-        (net > 0.0).then(|| self.lag as f64 / net)
+        crate::littles_law::drain_secs(self.lag, self.mu, lambda)
     }
 }
 

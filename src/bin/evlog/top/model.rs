@@ -39,18 +39,12 @@ impl TopicRow {
 }
 
 impl GroupRow {
-    /// W = L/λ: seconds a record appended now waits, at today's rates.
     pub fn wait_secs(&self, lambda: Option<f64>) -> Option<f64> {
-        lambda.filter(|&l| l > 0.0).map(|l| self.lag as f64 / l)
+        crate::littles_law::wait_secs(self.lag, lambda)
     }
 
-    /// Seconds until the backlog is drained, `None` when it is growing (μ ≤ λ with a backlog).
     pub fn drain_secs(&self, lambda: Option<f64>) -> Option<f64> {
-        if self.lag == 0 {
-            return Some(0.0);
-        }
-        let net = self.mu? - lambda?;
-        (net > 0.0).then(|| self.lag as f64 / net)
+        crate::littles_law::drain_secs(self.lag, self.mu, lambda)
     }
 }
 
