@@ -147,6 +147,42 @@ fn a_cancelled_job_is_never_delivered_whether_pending_scheduled_or_leased_also_a
 }
 
 #[test]
+fn failed_attempts_back_off_exponentially_carry_the_last_error_and_name_it_in_the_dead_letter() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    fill(&store, "jobs", 1);
+    let mut o = opts(&clock, 4);
+    o.retry =
+        Some(evlog::queue::RetryPolicy::exponential(Duration::from_secs(1), Duration::from_secs(60)).with_jitter(0.0));
+    let q = store.queue("w", "jobs", o).expect("queue");
+    let first = q.try_lease().expect("lease").expect("job");
+    assert_eq!(first.last_error, None);
+    q.retry(&first, "timeout talking to the bank").expect("retry");
+    clock.advance(Duration::from_millis(999));
+    assert!(q.try_lease().expect("lease").is_none(), "1 s after the first failure");
+    clock.advance(Duration::from_millis(1));
+    let second = q.try_lease().expect("lease").expect("after 1 s");
+    assert_eq!((second.deliveries, second.last_error.as_deref()), (2, Some("timeout talking to the bank")));
+    q.retry(&second, "bank said 503").expect("retry");
+    clock.advance(Duration::from_millis(1_999));
+    assert!(q.try_lease().expect("lease").is_none(), "2 s after the second");
+    clock.advance(Duration::from_millis(1));
+    let third = q.try_lease().expect("lease").expect("after 2 s");
+    // Its worker hangs: the lease runs out, and that failure backs off 4 s too.
+    clock.advance(LEASE);
+    assert!(q.try_lease().expect("lease").is_none(), "the lease ran out; 4 s to wait");
+    clock.advance(Duration::from_secs(4));
+    let fourth = q.try_lease().expect("lease").expect("after 4 s");
+    assert_eq!((third.deliveries, fourth.deliveries), (3, 4));
+    assert!(matches!(q.retry(&third, "late"), Err(Error::Queue(QueueError::LeaseLost { .. }))), "not its job any more");
+    q.retry(&fourth, "card declined").expect("the last attempt goes to the dead letters");
+    let dead = store.topic("jobs.dead").expect("dead letters").read(0).expect("read").expect("a dead letter");
+    let reason = String::from_utf8_lossy(dead.header(DEAD_REASON_HEADER).expect("reason")).into_owned();
+    assert!(reason.contains("card declined"), "{reason}");
+}
+
+#[test]
 fn each_record_is_leased_to_one_worker_and_an_acked_one_never_comes_back() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = open(tmp.path());

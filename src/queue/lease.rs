@@ -78,11 +78,19 @@ impl Queue {
                 break;
             }
             st.leased.pop_first();
+            let last_error = st.errors.get(&offset).map(|e| format!(" (last error: {e})")).unwrap_or_default();
             let Some(slot) = st.slots.get_mut(&offset) else { continue };
             slot.lease = None;
             if slot.deliveries >= deliveries_max {
                 slot.dying = true;
-                dying.push((offset, format!("lease expired after {} deliveries", slot.deliveries)));
+                dying.push((offset, format!("lease expired after {} deliveries{last_error}", slot.deliveries)));
+            } else if let Some(policy) = inner.opts.retry {
+                // A lease that ran out is a failed attempt: back off as the policy says.
+                let wait = i64::try_from(policy.delay(slot.deliveries, offset).as_millis()).unwrap_or(i64::MAX);
+                let due = monotonic.saturating_add(wait);
+                slot.due_ms = due;
+                slot.delayed = true;
+                st.delayed.insert((due, offset));
             } else {
                 slot.due_ms = now;
                 st.ready.insert((now, offset));
@@ -110,7 +118,8 @@ impl Queue {
             }
             st.leased.insert((deadline, offset));
             st.stats.delivered += 1;
-            out.push(Delivery { record, deliveries, topic: inner.topic.name().into(), token });
+            let last_error = st.errors.get(&offset).cloned();
+            out.push(Delivery { record, deliveries, topic: inner.topic.name().into(), last_error, token });
         }
         st.stage_head(&mut w);
         // Written under the lock so sled sees the queue's changes in memory order.

@@ -29,11 +29,13 @@ mod dead;
 mod lease;
 mod persist;
 mod priority;
+mod retry;
 mod state;
 
 pub(crate) use dead::DeadLetters;
 use lease::wait_for_lease;
 pub use priority::{LOW_SHARE_EVERY_DEFAULT, PriorityQueue};
+pub use retry::RetryPolicy;
 use state::{QueueInner, Slot, State};
 
 use crate::consume::consumer::StartAt;
@@ -92,6 +94,9 @@ pub struct QueueOptions {
     pub durability: CommitDurability,
     /// The time source for leases and delays.
     pub clock: Arc<dyn Clock>,
+    /// How long a job waits after a failed attempt ([`Queue::retry`], or a lease that ran out)
+    /// before it is delivered again; `None` (the default): at once after a lease runs out.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Default for QueueOptions {
@@ -103,6 +108,7 @@ impl Default for QueueOptions {
             dead_letter_topic: None,
             durability: CommitDurability::Always,
             clock: Arc::new(SystemClock),
+            retry: None,
         }
     }
 }
@@ -117,6 +123,8 @@ pub struct Delivery {
     pub deliveries: u32,
     /// The topic it comes from.
     pub topic: Arc<str>,
+    /// What the previous attempt's worker said went wrong ([`Queue::retry`]), in this process.
+    pub last_error: Option<Arc<str>>,
     token: u64,
 }
 
@@ -322,9 +330,34 @@ impl Queue {
         lost.map_or(Ok(()), Err)
     }
 
+    /// A failed attempt: the job is delivered again after the wait `QueueOptions::retry` gives
+    /// for this attempt (at once without a policy), or dead-lettered with `error` in its reason
+    /// once it has had `deliveries_max` deliveries. The next delivery carries `error` as
+    /// `Delivery::last_error` (in this process; a restart forgets it, not the attempt count).
+    pub fn retry(&self, d: &Delivery, error: &str) -> Result<()> {
+        let wait = self.inner.opts.retry.map_or(Duration::ZERO, |p| p.delay(d.deliveries, d.offset()));
+        let previous = lock(&self.inner.state).errors.insert(d.offset(), Arc::from(error));
+        let result =
+            self.nack_because(d, wait, &format!("retried after {} deliveries (last error: {error})", d.deliveries));
+        if let Err(Error::Queue(QueueError::LeaseLost { .. })) = &result {
+            // Not this worker's job any more: nothing took effect, its error included.
+            let mut st = lock(&self.inner.state);
+            match previous {
+                Some(p) => st.errors.insert(d.offset(), p),
+                None => st.errors.remove(&d.offset()),
+            };
+        }
+        result
+    }
+
     /// Gives a delivery back: redelivered after `delay` (to any worker), or dead-lettered if it
     /// has had `deliveries_max` deliveries. The delay survives a restart.
     pub fn nack(&self, d: &Delivery, delay: Duration) -> Result<()> {
+        self.nack_because(d, delay, &format!("nacked after {} deliveries", d.deliveries))
+    }
+
+    /// `nack`, with the dead letter's reason when it is the last delivery.
+    fn nack_because(&self, d: &Delivery, delay: Duration, reason: &str) -> Result<()> {
         let inner = &*self.inner;
         let _committing = inner.store.inner().state.committing();
         let offset = d.offset();
@@ -352,7 +385,7 @@ impl Queue {
             }
         };
         if bury {
-            return self.bury(offset, &format!("nacked after {} deliveries", d.deliveries));
+            return self.bury(offset, reason);
         }
         // Wake workers waiting in `lease`.
         inner.store.inner().signal.notify();

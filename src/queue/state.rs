@@ -36,6 +36,8 @@ pub(super) struct State {
     pub(super) ready: BTreeSet<(i64, u64)>,
     /// (due, offset) of slots waiting out a nack's delay, due on the monotonic clock.
     pub(super) delayed: BTreeSet<(i64, u64)>,
+    /// The last error a worker gave for an outstanding job (`Queue::retry`), in memory only.
+    pub(super) errors: std::collections::HashMap<u64, Arc<str>>,
     /// (deadline, offset) of leased slots.
     pub(super) leased: BTreeSet<(i64, u64)>,
     pub(super) next_token: u64,
@@ -80,6 +82,7 @@ impl State {
     pub(super) fn finish(&mut self, offsets: &[u64], w: &mut QueueWrites) {
         let mut gone = Vec::with_capacity(offsets.len());
         for &offset in offsets {
+            self.errors.remove(&offset);
             if let Some(slot) = self.slots.remove(&offset) {
                 if slot.stored {
                     w.remove_entries.push(offset);
@@ -223,6 +226,7 @@ pub(super) fn load_state(
         slots: BTreeMap::new(),
         ready: BTreeSet::new(),
         delayed: BTreeSet::new(),
+        errors: std::collections::HashMap::new(),
         leased: BTreeSet::new(),
         next_token: 1,
         stats: QueueStats::default(),
