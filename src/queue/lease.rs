@@ -213,6 +213,13 @@ impl Queue {
     /// Checks that `d` is the newest delivery of its record and takes the slot out of the
     /// ready/leased sets. Returns the slot.
     pub(super) fn claim(&self, st: &mut State, d: &Delivery) -> Result<Slot> {
+        let slot = self.newest(st, d)?;
+        st.unlink(d.offset());
+        Ok(slot)
+    }
+
+    /// The slot of `d`'s record if `d` is its newest delivery (what `claim` and `extend` check).
+    pub(super) fn newest(&self, st: &State, d: &Delivery) -> Result<Slot> {
         let offset = d.offset();
         let Some(slot) = st.slots.get(&offset).copied() else {
             return Err(self.lease_lost(offset, "already acked, cancelled or dead-lettered"));
@@ -221,7 +228,6 @@ impl Queue {
         if !newest || slot.dying {
             return Err(self.lease_lost(offset, "delivered to another worker since its lease ran out"));
         }
-        st.unlink(offset);
         Ok(slot)
     }
 }

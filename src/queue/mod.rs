@@ -336,28 +336,19 @@ impl Queue {
     /// `Delivery::last_error` (in this process; a restart forgets it, not the attempt count).
     pub fn retry(&self, d: &Delivery, error: &str) -> Result<()> {
         let wait = self.inner.opts.retry.map_or(Duration::ZERO, |p| p.delay(d.deliveries, d.offset()));
-        let previous = lock(&self.inner.state).errors.insert(d.offset(), Arc::from(error));
-        let result =
-            self.nack_because(d, wait, &format!("retried after {} deliveries (last error: {error})", d.deliveries));
-        if let Err(Error::Queue(QueueError::LeaseLost { .. })) = &result {
-            // Not this worker's job any more: nothing took effect, its error included.
-            let mut st = lock(&self.inner.state);
-            match previous {
-                Some(p) => st.errors.insert(d.offset(), p),
-                None => st.errors.remove(&d.offset()),
-            };
-        }
-        result
+        let reason = format!("retried after {} deliveries (last error: {error})", d.deliveries);
+        self.nack_because(d, wait, &reason, Some(error))
     }
 
     /// Gives a delivery back: redelivered after `delay` (to any worker), or dead-lettered if it
     /// has had `deliveries_max` deliveries. The delay survives a restart.
     pub fn nack(&self, d: &Delivery, delay: Duration) -> Result<()> {
-        self.nack_because(d, delay, &format!("nacked after {} deliveries", d.deliveries))
+        self.nack_because(d, delay, &format!("nacked after {} deliveries", d.deliveries), None)
     }
 
-    /// `nack`, with the dead letter's reason when it is the last delivery.
-    fn nack_because(&self, d: &Delivery, delay: Duration, reason: &str) -> Result<()> {
+    /// `nack`, with the dead letter's reason when it is the last delivery, and the worker's
+    /// error for the next delivery (kept only once the delivery is known to be `d`'s).
+    fn nack_because(&self, d: &Delivery, delay: Duration, reason: &str, error: Option<&str>) -> Result<()> {
         let inner = &*self.inner;
         let _committing = inner.store.inner().state.committing();
         let offset = d.offset();
@@ -365,6 +356,9 @@ impl Queue {
             let mut st = lock(&inner.state);
             let mut slot = self.claim(&mut st, d)?;
             slot.lease = None;
+            if let Some(e) = error {
+                st.errors.insert(offset, Arc::from(e));
+            }
             if slot.deliveries >= inner.opts.deliveries_max {
                 slot.dying = true;
                 st.slots.insert(offset, slot);
@@ -401,21 +395,15 @@ impl Queue {
         let monotonic = self.inner.opts.clock.monotonic_ms();
         let mut st = lock(&self.inner.state);
         let offset = d.offset();
-        let Some(slot) = st.slots.get(&offset).copied() else {
-            return Err(self.lease_lost(offset, "already acked, cancelled or dead-lettered"));
-        };
-        let Some((token, deadline)) = slot.lease.filter(|&(t, _)| t == d.token && slot.deliveries == d.deliveries)
-        else {
-            return Err(self.lease_lost(offset, "delivered to another worker since its lease ran out"));
-        };
-        if deadline <= monotonic || slot.dying {
+        let slot = self.newest(&st, d)?;
+        let Some((token, deadline)) = slot.lease.filter(|&(_, deadline)| deadline > monotonic) else {
             return Err(self.lease_lost(offset, "its lease ran out"));
-        }
-        let deadline_now = monotonic.saturating_add(duration_ms(by));
+        };
+        let extended = monotonic.saturating_add(duration_ms(by));
         st.leased.remove(&(deadline, offset));
-        st.leased.insert((deadline_now, offset));
+        st.leased.insert((extended, offset));
         if let Some(s) = st.slots.get_mut(&offset) {
-            s.lease = Some((token, deadline_now));
+            s.lease = Some((token, extended));
         }
         Ok(())
     }

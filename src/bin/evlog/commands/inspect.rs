@@ -168,7 +168,7 @@ pub(super) fn gather(dir: &Path, only: Option<&str>, rate_secs: Option<f64>) -> 
         Err(e) => Err(e.to_string()),
     };
     let logs = names.iter().map(|n| read_only(dir, n)).collect::<Result<Vec<_>, _>>()?;
-    let watched = watch(dir, &store, &logs, rate_secs)?;
+    let watched = watch(dir, &store, &names, &logs, rate_secs)?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -247,6 +247,7 @@ pub(super) struct Watched {
 fn watch(
     dir: &Path,
     store: &Result<Store, String>,
+    names: &[String],
     logs: &[Log],
     rate_secs: Option<f64>,
 ) -> Result<Vec<Option<Watched>>, String> {
@@ -255,13 +256,9 @@ fn watch(
         Some(_) => return Err("--rate takes a positive number of seconds".into()),
         None => return Ok(logs.iter().map(|_| None).collect()),
     };
-    let names: Vec<String> = logs
-        .iter()
-        .map(|l| l.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
-        .collect();
     let sample = || -> Result<Snapshot, String> {
         let sizes = logs.iter().map(|l| Ok((l.next_offset(), l.used_bytes().map_err(msg)?)));
-        Ok((sizes.collect::<Result<_, String>>()?, committed_by_topic(dir, store, &names).ok()))
+        Ok((sizes.collect::<Result<_, String>>()?, committed_by_topic(dir, store, names).ok()))
     };
     let before = sample()?;
     let start = std::time::Instant::now();
