@@ -23,10 +23,7 @@ use evlog::{Durability, NewRecord, Options, Store, StoreOptions};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, HeaderVersion, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatchEncoder,
-    RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
@@ -306,21 +303,7 @@ fn wire_cost(store: &Store, addr: SocketAddr, records: u64) -> (f64, f64) {
 /// One Produce request (v9, acks=all) of `n` records of 100 B, framed with its length.
 fn produce_request(topic: &str, n: u64) -> Bytes {
     let records: Vec<Record> = (0..n as i64)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: NO_SEQUENCE,
-            timestamp: 1_800_000_000_000,
-            key: None,
-            value: Some(Bytes::from_static(&PAYLOAD)),
-            headers: Default::default(),
-        })
+        .map(|i| evlog::serve::wire_record(i, 1_800_000_000_000, None, Some(Bytes::from_static(&PAYLOAD)), Vec::new()))
         .collect();
     let mut batch = BytesMut::new();
     let options = RecordEncodeOptions { version: 2, compression: Compression::None };

@@ -14,10 +14,7 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatchDecoder,
-    RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -85,24 +82,9 @@ impl Client {
 }
 
 fn record(offset: i64, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, &[u8])], ts: i64) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-        producer_id: NO_PRODUCER_ID,
-        producer_epoch: NO_PRODUCER_EPOCH,
-        timestamp_type: TimestampType::Creation,
-        offset,
-        sequence: NO_SEQUENCE,
-        timestamp: ts,
-        key: key.map(Bytes::copy_from_slice),
-        value: value.map(Bytes::copy_from_slice),
-        headers: headers
-            .iter()
-            .map(|(n, v)| (StrBytes::from_string(n.to_string()), Some(Bytes::copy_from_slice(v))))
-            .collect(),
-    }
+    let headers =
+        headers.iter().map(|(n, v)| (StrBytes::from_string(n.to_string()), Some(Bytes::copy_from_slice(v)))).collect();
+    evlog::serve::wire_record(offset, ts, key.map(Bytes::copy_from_slice), value.map(Bytes::copy_from_slice), headers)
 }
 
 fn produce_request(topic: &str, records: &[Record], compression: Compression, acks: i16) -> ProduceRequest {

@@ -42,6 +42,35 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// A Kafka record outside any producer's sequence (no producer id, epoch or sequence),
+/// CreateTime `timestamp`: what a fetch answers with, and what the `evlog` command, the tests and
+/// the benchmarks produce. Headers as given, names in order.
+#[doc(hidden)]
+pub fn wire_record(
+    offset: i64,
+    timestamp: i64,
+    key: Option<bytes::Bytes>,
+    value: Option<bytes::Bytes>,
+    headers: Vec<(kafka_protocol::protocol::StrBytes, Option<bytes::Bytes>)>,
+) -> kafka_protocol::records::Record {
+    use kafka_protocol::records::{NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE};
+    kafka_protocol::records::Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+        producer_id: NO_PRODUCER_ID,
+        producer_epoch: NO_PRODUCER_EPOCH,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset,
+        sequence: NO_SEQUENCE,
+        timestamp,
+        key,
+        value,
+        headers,
+    }
+}
+
 /// The address `evlog serve` listens on by default: Kafka's port, loopback only.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
 /// The Unix socket a served store listens on too, in its root directory (owner-only): how the

@@ -18,10 +18,7 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatchDecoder,
-    RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -81,21 +78,10 @@ impl Remote {
 
     /// Appends `r` to `topic` (acks=all); its offset, or (whether the topic is full, why not).
     pub fn append(&mut self, topic: &str, r: &Outgoing) -> Result<Result<u64, (bool, String)>, String> {
-        let record = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: NO_SEQUENCE,
-            timestamp: r.timestamp.unwrap_or_else(now_ms),
-            key: r.key.as_deref().map(Bytes::copy_from_slice),
-            value: Some(Bytes::copy_from_slice(&r.value)),
-            headers: r.headers.iter().map(|(n, v)| (name(n), Some(Bytes::copy_from_slice(v)))).collect(),
-        };
+        let headers = r.headers.iter().map(|(n, v)| (name(n), Some(Bytes::copy_from_slice(v)))).collect();
+        let key = r.key.as_deref().map(Bytes::copy_from_slice);
+        let value = Some(Bytes::copy_from_slice(&r.value));
+        let record = evlog::serve::wire_record(0, r.timestamp.unwrap_or_else(now_ms), key, value, headers);
         let mut batch = BytesMut::new();
         let options = RecordEncodeOptions { version: 2, compression: Compression::None };
         RecordBatchEncoder::encode(&mut batch, [&record], &options).map_err(|e| e.to_string())?;

@@ -10,10 +10,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatchEncoder,
-    RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use std::time::{Duration, Instant};
 
 /// The tombstone header (see `produce.rs`): fetched back as a null value.
@@ -37,21 +34,14 @@ fn to_kafka(r: &crate::log::Record) -> Record {
         .filter(|(n, _)| *n != PRODUCER_ID_HEADER && *n != SEQUENCE_HEADER)
         .map(|(n, v)| (StrBytes::from_string(n.to_string()), Some(Bytes::copy_from_slice(v))))
         .collect();
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-        producer_id: NO_PRODUCER_ID,
-        producer_epoch: NO_PRODUCER_EPOCH,
-        timestamp_type: TimestampType::Creation,
-        offset: offset_i64(r.offset()),
-        sequence: NO_SEQUENCE,
-        timestamp: r.timestamp(),
-        key: r.key().map(Bytes::copy_from_slice),
-        value: (!tombstone).then(|| Bytes::copy_from_slice(r.payload())),
+    let value = (!tombstone).then(|| Bytes::copy_from_slice(r.payload()));
+    crate::serve::wire_record(
+        offset_i64(r.offset()),
+        r.timestamp(),
+        r.key().map(Bytes::copy_from_slice),
+        value,
         headers,
-    }
+    )
 }
 
 /// One partition's answer to a fetch, and the bytes of records it carries.
