@@ -59,9 +59,55 @@ pub struct Record {
     offset: u64,
     timestamp: i64,
     frame: Bytes,
-    key: Option<Range<usize>>,
-    headers: Range<usize>,
-    payload: Range<usize>,
+    spans: Spans,
+}
+
+/// Where a record's key, headers and payload lie in its frame, as `u32` positions (a frame
+/// lies in one segment's bytes, which `Bytes` already addresses with `u32`s): 24 bytes instead
+/// of 56 for three `usize` ranges, which keeps `Record` at 64 bytes, moved once per record by
+/// every iterator.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Spans {
+    /// `NO_KEY` when the record has no key (an empty key is `key_start == key_end`).
+    key_start: u32,
+    key_end: u32,
+    headers_start: u32,
+    headers_end: u32,
+    payload_start: u32,
+    payload_end: u32,
+}
+
+/// `Spans::key_start` of a record without a key.
+const NO_KEY: u32 = u32::MAX;
+
+impl Spans {
+    #[inline]
+    fn of(d: &DecodedFrame) -> Self {
+        // Inside the frame (see `Record::from_frame`), whose length fits a `u32`; a position that
+        // did not would read as missing, never as other bytes.
+        let pos = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+        let (key_start, key_end) = d.key.as_ref().map_or((NO_KEY, NO_KEY), |k| (pos(k.start), pos(k.end)));
+        Spans {
+            key_start,
+            key_end,
+            headers_start: pos(d.headers.start),
+            headers_end: pos(d.headers.end),
+            payload_start: pos(d.payload.start),
+            payload_end: pos(d.payload.end),
+        }
+    }
+    #[inline]
+    fn key(&self) -> Option<Range<usize>> {
+        (self.key_start != NO_KEY).then_some(self.key_start as usize..self.key_end as usize)
+    }
+    #[inline]
+    fn headers(&self) -> Range<usize> {
+        self.headers_start as usize..self.headers_end as usize
+    }
+    #[inline]
+    fn payload(&self) -> Range<usize> {
+        self.payload_start as usize..self.payload_end as usize
+    }
 }
 
 impl Record {
@@ -76,14 +122,7 @@ impl Record {
                 && d.key.as_ref().is_none_or(|k| k.end <= d.headers.start),
             "a decoded frame's ranges lie inside its bytes"
         );
-        Record {
-            offset: d.offset,
-            timestamp: d.timestamp,
-            frame,
-            key: d.key.clone(),
-            headers: d.headers.clone(),
-            payload: d.payload.clone(),
-        }
+        Record { offset: d.offset, timestamp: d.timestamp, frame, spans: Spans::of(d) }
     }
 
     /// The record's offset in the log.
@@ -97,25 +136,25 @@ impl Record {
     }
     /// The key, if the record has one.
     pub fn key(&self) -> Option<&[u8]> {
-        self.key.clone().and_then(|r| self.frame.get(r))
+        self.spans.key().and_then(|r| self.frame.get(r))
     }
     /// The payload.
     #[inline]
     pub fn payload(&self) -> &[u8] {
-        self.frame.get(self.payload.clone()).unwrap_or_default()
+        self.frame.get(self.spans.payload()).unwrap_or_default()
     }
     /// The payload as an owned, zero-copy handle.
     pub fn payload_bytes(&self) -> Bytes {
-        self.frame.slice(self.payload.clone()).unwrap_or_else(Bytes::empty)
+        self.frame.slice(self.spans.payload()).unwrap_or_else(Bytes::empty)
     }
     /// The payload as an owned handle, consuming the record (no reference count traffic).
     pub fn into_payload(self) -> Bytes {
-        self.frame.narrow(self.payload).unwrap_or_else(Bytes::empty)
+        self.frame.narrow(self.spans.payload()).unwrap_or_else(Bytes::empty)
     }
     /// The headers as `(name, value)` pairs, in the order they were appended.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         // The block was validated when the frame was decoded: names are UTF-8, lengths fit.
-        HeadersIter::new(self.frame.get(self.headers.clone()).unwrap_or_default())
+        HeadersIter::new(self.frame.get(self.spans.headers()).unwrap_or_default())
             .filter_map(Result::ok)
             .filter_map(|(n, v)| std::str::from_utf8(n).ok().map(|n| (n, v)))
     }

@@ -244,6 +244,7 @@ impl FrameCursor {
     }
 
     /// The bytes available in the current chunk from `self.pos`, up to `self.end`.
+    #[inline]
     fn available(&self) -> &[u8] {
         let Some(rel) = self.pos.checked_sub(self.chunk_start) else { return &[] };
         let limit = (self.end - self.chunk_start).min(self.chunk.len() as u64);

@@ -301,8 +301,9 @@ pub struct SharedBytes(Owner);
 enum Owner {
     Heap(Arc<Vec<u8>>),
     Map(Arc<map::ReadMap>),
-    /// The first `.1` bytes of the active segment's published map.
-    Published(Arc<map::PublishedMap>, usize),
+    /// The first `.1` bytes of the active segment's published map (a `u32`, like every
+    /// position in `Bytes`: it keeps the handle, and each record, 8 bytes smaller).
+    Published(Arc<map::PublishedMap>, u32),
 }
 
 impl PublishedMap {
@@ -310,8 +311,8 @@ impl PublishedMap {
     /// segment (read under the view that says so): those bytes never change while the log is
     /// open. `None` past the map.
     pub(crate) fn prefix(&self, end: u64) -> Option<SharedBytes> {
-        let len = usize::try_from(end).ok()?;
-        self.0.prefix(len)?;
+        let len = u32::try_from(end).ok()?;
+        self.0.prefix(len as usize)?;
         Some(SharedBytes(Owner::Published(self.0.clone(), len)))
     }
 }
@@ -395,7 +396,7 @@ impl Deref for SharedBytes {
             Owner::Heap(v) => v,
             Owner::Map(m) => m.bytes(),
             // Checked against the map's length when the prefix was made.
-            Owner::Published(m, len) => m.prefix(*len).unwrap_or_default(),
+            Owner::Published(m, len) => m.prefix(*len as usize).unwrap_or_default(),
         }
     }
 }
