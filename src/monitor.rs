@@ -10,6 +10,8 @@
 //! Names (labels): `evlog_topic_appended_records_total`, `evlog_topic_first_offset`,
 //! `evlog_topic_bytes`, `evlog_topic_segments`, `evlog_topic_fsyncs_total`,
 //! `evlog_topic_fsync_mean_seconds`, `evlog_topic_fsync_max_seconds`,
+//! `evlog_topic_fsync_p50_seconds`, `evlog_topic_fsync_p99_seconds` (bucket upper bounds, see
+//! `LatencyHistogram::quantile`; 0 before the first fsync),
 //! `evlog_topic_synced_records_total`, `evlog_topic_retained_removed_records_total` (topic);
 //! `evlog_group_committed_offset`, `evlog_group_lag_records`, `evlog_group_lag_seconds`
 //! (topic, group); `evlog_queue_backlog`, `evlog_queue_ready`, `evlog_queue_leased`,
@@ -29,6 +31,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "evlog_topic_fsyncs_total",
     "evlog_topic_fsync_mean_seconds",
     "evlog_topic_fsync_max_seconds",
+    "evlog_topic_fsync_p50_seconds",
+    "evlog_topic_fsync_p99_seconds",
     "evlog_topic_synced_records_total",
     "evlog_topic_retained_removed_records_total",
     "evlog_group_committed_offset",
@@ -47,7 +51,12 @@ pub const METRIC_NAMES: &[&str] = &[
 /// names above). Reads each topic once (`Store::stats`, which also moves its rate window).
 pub fn record_metrics(store: &Store) -> Result<()> {
     for name in store.topics()? {
-        let s = store.stats(&name)?;
+        let s = match store.stats(&name) {
+            Ok(s) => s,
+            // Deleted since the listing: nothing to record.
+            Err(crate::error::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
         let t = [("topic", name.clone())];
         counter!("evlog_topic_appended_records_total", &t).absolute(s.next_offset);
         gauge!("evlog_topic_first_offset", &t).set(s.first_offset as f64);
@@ -56,6 +65,9 @@ pub fn record_metrics(store: &Store) -> Result<()> {
         counter!("evlog_topic_fsyncs_total", &t).absolute(s.counters.fsyncs);
         gauge!("evlog_topic_fsync_mean_seconds", &t).set(s.counters.fsync_mean.as_secs_f64());
         gauge!("evlog_topic_fsync_max_seconds", &t).set(s.counters.fsync_max.as_secs_f64());
+        let fsync_q = |q| s.counters.fsync_latency.quantile(q).map_or(0.0, |d| d.as_secs_f64());
+        gauge!("evlog_topic_fsync_p50_seconds", &t).set(fsync_q(0.5));
+        gauge!("evlog_topic_fsync_p99_seconds", &t).set(fsync_q(0.99));
         counter!("evlog_topic_synced_records_total", &t).absolute(s.counters.synced_records);
         let removed = s.maintenance.retention_records_removed + s.maintenance.budget_records_removed;
         counter!("evlog_topic_retained_removed_records_total", &t).absolute(removed);

@@ -178,6 +178,39 @@ fn maintenance_beside_topic_deletions_never_brings_a_deleted_topic_back_nor_refu
     assert_eq!(store.topics().expect("topics"), Vec::<String>::new(), "every deleted topic stays deleted");
 }
 
+/// A scrape (`Store::stats` through `record_metrics`) and the stats file's writer list the
+/// topics and then read each: a topic deleted in between must neither come back nor make the
+/// delete fail as "in use".
+#[test]
+fn statistics_beside_topic_deletions_never_bring_a_deleted_topic_back_nor_refuse_a_delete() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path(), store_options(Arc::new(MemStorage::new()), 64 << 10)).expect("store");
+    let done = Arc::new(AtomicBool::new(false));
+    let scraper = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                for name in store.topics().expect("topics") {
+                    match store.stats(&name) {
+                        Ok(_) | Err(Error::NotFound { .. }) => {}
+                        Err(e) => panic!("stats of {name}: {e}"),
+                    }
+                }
+                evlog::monitor::record_metrics(&store).expect("metrics");
+                store.write_stats_file().expect("stats file");
+            }
+        })
+    };
+    for round in 0..300 {
+        let name = format!("t{}", round % 8);
+        store.topic(&name).expect("topic").append(b"x").expect("append");
+        store.delete_topic(&name).expect("a delete waits for the statistics instead of failing");
+    }
+    done.store(true, Ordering::Relaxed);
+    scraper.join().expect("scraper thread");
+    assert_eq!(store.topics().expect("topics"), Vec::<String>::new(), "every deleted topic stays deleted");
+}
+
 /// The file whose reads block, who hears of the first one, and what releases it.
 type Blocked = (String, mpsc::Sender<()>, Arc<Barrier>);
 

@@ -658,3 +658,33 @@ fn a_topics_own_retention_by_size_is_kept_with_it_and_applied_after_a_reopen() {
     let zero = evlog::TopicConfig::default().with_retention_bytes(Some(0));
     assert!(store.configure_topic("big", zero).is_err(), "zero refused");
 }
+
+#[test]
+fn the_stats_file_shows_another_process_the_holders_fsyncs_groups_and_queues() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut opts = StoreOptions::with_log(Options::with_durability(Durability::Always));
+    opts.stats_interval = None;
+    let store = Store::open(tmp.path(), opts).expect("store");
+    common::fill(&store, "t", 5, |i| format!("r{i}"));
+    let mut c = store.consumer("g", "t", ConsumerOptions::default()).expect("consumer");
+    c.poll(2, Duration::ZERO).expect("poll");
+    c.commit().expect("commit");
+    common::fill(&store, "jobs", 3, |i| format!("job {i}"));
+    let q = store.queue("w", "jobs", evlog::QueueOptions::default()).expect("queue");
+    let _leased = q.try_lease().expect("lease").expect("job");
+    assert_eq!(evlog::store::StatsFile::read(tmp.path()), None, "nothing written with no interval");
+
+    store.write_stats_file().expect("stats file");
+    let file = evlog::store::StatsFile::read(tmp.path()).expect("a whole stats file");
+    assert_eq!(file.pid, std::process::id());
+    let t = file.topics.iter().find(|t| t.topic == "t").expect("topic t");
+    let counters = store.topic("t").expect("topic").stats();
+    assert_eq!((t.next_offset, t.fsyncs), (5, counters.fsyncs));
+    assert!(t.fsyncs > 0, "appends under Always fsync");
+    assert_eq!(t.fsync_latency.count(), t.fsyncs, "every fsync is in the histogram");
+    assert!(t.fsync_latency.quantile(0.99).expect("p99") >= t.fsync_latency.quantile(0.5).expect("p50"));
+    let g = file.groups.iter().find(|g| g.group == "g").expect("group g");
+    assert_eq!((g.topic.as_str(), g.committed), ("t", 2));
+    let w = file.queues.iter().find(|q| q.queue == "w").expect("queue w");
+    assert_eq!((w.topic.as_str(), w.leased, w.backlog), ("jobs", 1, 2));
+}

@@ -1,5 +1,6 @@
 //! `evlog top` driven in tmux (send-keys, capture-pane) against a store that `evlog serve` holds
-//! while another process appends and a group consumes. Runs when `EVLOG_CLIENT_TESTS=1` (as
+//! while another process appends and a group consumes, and against a store held (not served)
+//! by the test itself, seen through its stats file. Runs when `EVLOG_CLIENT_TESTS=1` (as
 //! `.ci/run` sets after installing tmux); otherwise it says so and passes.
 
 mod common;
@@ -84,12 +85,23 @@ fn top_shows_a_live_rate_and_a_groups_lag_and_answers_sort_filter_detail_and_qui
     tmux(&["send-keys", "-t", &session, "/", "Enter", "s", "s"]);
     screen_until(&session, "both topics by name", |s| s.contains("orders") && s.contains("sort: name"));
     tmux(&["send-keys", "-t", &session, "Down", "Enter"]);
-    let detail = screen_until(&session, "the groups of orders", |s| s.contains("billing") && s.contains("W = L/λ"));
-    assert!(detail.contains("orders: λ"), "{detail}");
+    let detail = screen_until(&session, "the groups of orders and the holder's fsyncs", |s| {
+        s.contains("billing") && s.contains("W = L/λ") && s.contains("fsync p50 ≤")
+    });
+    assert!(detail.contains("orders: λ") && detail.contains("μ of all groups"), "{detail}");
     tmux(&["send-keys", "-t", &session, "q"]);
+    wait_for_exit(&session);
+    stop.store(true, Ordering::Relaxed);
+    appender.join().expect("appender");
+    server.kill().expect("kill");
+    server.wait().expect("wait");
+}
+
+/// Waits (10 s at most) for the tmux session to end: `evlog top` quit.
+fn wait_for_exit(session: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Command::new("tmux")
-        .args(["has-session", "-t", &session])
+        .args(["has-session", "-t", session])
         .stderr(Stdio::null())
         .status()
         .expect("tmux")
@@ -98,8 +110,38 @@ fn top_shows_a_live_rate_and_a_groups_lag_and_answers_sort_filter_detail_and_qui
         assert!(Instant::now() < deadline, "q did not end evlog top");
         std::thread::sleep(Duration::from_millis(50));
     }
-    stop.store(true, Ordering::Relaxed);
-    appender.join().expect("appender");
-    server.kill().expect("kill");
-    server.wait().expect("wait");
+}
+
+/// Without `evlog serve`, `top` reads the files read-only and the holder's stats file: the group
+/// commits, fsyncs and work queues of a store held in this very process.
+#[test]
+fn top_beside_a_holder_that_does_not_serve_shows_its_groups_fsyncs_and_queues_from_the_stats_file() {
+    if std::env::var("EVLOG_CLIENT_TESTS").map_or(true, |v| v != "1") {
+        eprintln!("top: skipped (set EVLOG_CLIENT_TESTS=1 with tmux installed)");
+        return;
+    }
+    use evlog::{ConsumerOptions, Durability, Options, QueueOptions, Store, StoreOptions};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store =
+        Store::open(tmp.path(), StoreOptions::with_log(Options::with_durability(Durability::Always))).expect("store");
+    common::fill(&store, "orders", 10, |i| format!("order {i}"));
+    let mut billing = store.consumer("billing", "orders", ConsumerOptions::default()).expect("consumer");
+    billing.poll(4, Duration::ZERO).expect("poll");
+    billing.commit().expect("commit");
+    let q = store.queue("workers", "orders", QueueOptions::default()).expect("queue");
+    let _job = q.try_lease().expect("lease").expect("a job");
+
+    let session = format!("evlog-top-files-{}", std::process::id());
+    let command = format!("{} --dir {} top", env!("CARGO_BIN_EXE_evlog"), tmp.path().display());
+    tmux(&["new-session", "-d", "-s", &session, "-x", "80", "-y", "24", &command]);
+    let screen = screen_until(&session, "orders read from the files", |s| s.contains("orders"));
+    assert!(screen.contains("read-only: files + holder's stats file"), "{screen}");
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    let detail = screen_until(&session, "billing's lag, the fsyncs and the queue", |s| {
+        s.contains("billing") && s.contains("fsync p50 ≤") && s.contains("workers")
+    });
+    let billing_row = detail.lines().find(|l| l.contains("billing")).expect("billing's row");
+    assert!(billing_row.split_whitespace().any(|w| w == "6"), "a lag of 6 records: {billing_row}");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    wait_for_exit(&session);
 }

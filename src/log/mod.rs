@@ -27,6 +27,7 @@ pub(crate) mod follow;
 pub(crate) mod index;
 pub(crate) mod keymap;
 pub(crate) mod keys;
+pub(crate) mod latency;
 pub(crate) mod options;
 pub(crate) mod poison;
 pub(crate) mod publish;
@@ -55,6 +56,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use crate::log::latency::{LATENCY_BUCKETS, LatencyHistogram};
 pub use crate::log::read::Iter;
 pub use crate::log::stats::LogStats;
 pub(crate) use crate::sync::lock;

@@ -1,6 +1,7 @@
 //! What a `Log` handle has done since it opened: the counters the append path keeps, and the
 //! `LogStats` that `Log::stats` reads from them.
 
+use crate::log::latency::{AtomicHistogram, LatencyHistogram};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,9 @@ pub struct LogStats {
     pub fsync_mean: Duration,
     /// Longest of those fsyncs.
     pub fsync_max: Duration,
+    /// Those fsyncs' durations by bucket: `fsync_latency.quantile(0.99)` is their p99 (see
+    /// [`LatencyHistogram`]).
+    pub fsync_latency: LatencyHistogram,
     /// Records those fsyncs made durable (each counted once): `synced_records / fsyncs` is the
     /// records per fsync that group commit achieved.
     pub synced_records: u64,
@@ -48,6 +52,7 @@ pub(crate) struct Counters {
     /// Sum and maximum of the durations of all data fsyncs counted in `fsyncs`.
     fsync_nanos_total: AtomicU64,
     fsync_nanos_max: AtomicU64,
+    fsync_latency: AtomicHistogram,
     /// Whether the writer currently appends through a writable map.
     mapped_writes: AtomicBool,
     /// `next_offset` when this handle opened the log (appends since = now - this).
@@ -62,6 +67,7 @@ impl Counters {
             synced_records: AtomicU64::new(0),
             fsync_nanos_total: AtomicU64::new(0),
             fsync_nanos_max: AtomicU64::new(0),
+            fsync_latency: AtomicHistogram::new(),
             mapped_writes: AtomicBool::new(false),
             opened_next_offset,
             opened_at: Instant::now(),
@@ -77,6 +83,7 @@ impl Counters {
     pub fn fsync_took(&self, nanos: u64) {
         self.fsync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
         self.fsync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+        self.fsync_latency.record(nanos);
     }
 
     /// `records` more records became durable.
@@ -98,6 +105,7 @@ impl Counters {
             fsyncs,
             fsync_mean: Duration::from_nanos(total.checked_div(fsyncs).unwrap_or(0)),
             fsync_max: Duration::from_nanos(self.fsync_nanos_max.load(Ordering::Relaxed)),
+            fsync_latency: self.fsync_latency.snapshot(),
             synced_records: self.synced_records.load(Ordering::Relaxed),
             mapped_writes: self.mapped_writes.load(Ordering::Relaxed),
             index_rebuilds,

@@ -232,6 +232,7 @@ impl Store {
         validate_name(group)?;
         let t = self.topic(topic)?;
         let inner = self.inner().shared.get_or_make((topic, group), || QueueInner::open(self, t, group, opts))?;
+        self.inner().queue_figures.get_or_init(|| open_queue_figures);
         Ok(Queue { inner })
     }
 
@@ -480,12 +481,29 @@ impl Queue {
 }
 
 /// The counts of every work queue open in this process: (topic, group, counts).
-#[cfg(feature = "metrics")]
 pub(crate) fn open_queue_stats(store: &Store) -> Vec<(String, String, QueueStats)> {
     let open = store.inner().shared.values::<QueueInner>();
     let mut v: Vec<_> = open.into_iter().map(|((t, g), inner)| (t, g, Queue { inner }.stats())).collect();
     v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     v
+}
+
+/// The stats file's lines for the queues open in `store` (see `store::stats_file`).
+fn open_queue_figures(store: &Store) -> Vec<crate::store::QueueFigures> {
+    open_queue_stats(store)
+        .into_iter()
+        .map(|(topic, queue, q)| crate::store::QueueFigures {
+            topic,
+            queue,
+            backlog: q.backlog,
+            ready: q.ready,
+            leased: q.leased,
+            scheduled: q.scheduled,
+            dead_lettered: q.dead_lettered,
+            delivered: q.delivered,
+            acked: q.acked,
+        })
+        .collect()
 }
 
 fn duration_ms(d: Duration) -> i64 {

@@ -71,7 +71,7 @@ impl Stop {
     }
 
     /// Waits `d` or until stopped; true when stopped.
-    fn wait(&self, d: Duration) -> bool {
+    pub(crate) fn wait(&self, d: Duration) -> bool {
         let g = lock(&self.stopped);
         let (g, _) = self.cv.wait_timeout_while(g, d, |s| !*s).unwrap_or_else(|e| e.into_inner());
         *g

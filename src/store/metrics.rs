@@ -60,8 +60,13 @@ use crate::clock::now_ms;
 
 impl Store {
     /// Figures of `topic` and its groups; see [`TopicStats`].
+    /// The topic must exist ([`Error::NotFound`](crate::error::Error::NotFound) otherwise: statistics
+    /// never create a topic), and a delete beside this call waits for it instead of failing.
     pub fn stats(&self, topic: &str) -> Result<TopicStats> {
-        let t = self.topic(topic)?;
+        let hold = self.hold_existing(topic)?;
+        let Some(t) = hold.topic() else {
+            return Err(crate::error::Error::NotFound { kind: "topic", name: topic.to_string() });
+        };
         let now = Instant::now();
         let next = t.next_offset();
         let rate = |key: String, value: u64| {
@@ -74,7 +79,7 @@ impl Store {
         };
         let append_rate = rate(topic.to_string(), next);
         let mut groups = Vec::new();
-        for g in self.groups(topic)? {
+        for g in self.group_infos(t, topic)? {
             let lag_seconds = match (g.lag, t.read(g.committed.max(t.first_offset()))?) {
                 (0, _) | (_, None) => 0.0,
                 (_, Some(r)) => (now_ms().saturating_sub(r.timestamp())).max(0) as f64 / 1e3,

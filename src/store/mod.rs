@@ -25,6 +25,7 @@ pub(crate) mod maintenance;
 pub(crate) mod metrics;
 pub(crate) mod registry;
 pub(crate) mod state;
+pub(crate) mod stats_file;
 mod topics;
 pub(crate) mod txn;
 
@@ -35,6 +36,7 @@ pub use crate::store::config::{Compression, TopicConfig};
 pub use crate::store::maintenance::MaintenanceStats;
 pub use crate::store::metrics::{GroupStats, TopicStats};
 pub use crate::store::state::{Abort, CommitDurability, StateTx};
+pub use crate::store::stats_file::{GroupFigures, QueueFigures, STATS_FILE, StatsFile, TopicFigures};
 
 use crate::error::{Error, Result};
 use crate::log::Log;
@@ -128,6 +130,10 @@ pub struct StoreOptions {
     /// compaction of topics configured for it) over the open topics; `None` = never (run it with
     /// [`Store::run_maintenance`]).
     pub maintenance_interval: Option<Duration>,
+    /// How often a background thread rewrites the stats file (`<root>/evlog.stats`, FORMAT.md
+    /// § Stats file: what `evlog top` and `evlog report` read from another process); `None` =
+    /// never ([`Store::write_stats_file`] writes it on demand).
+    pub stats_interval: Option<Duration>,
 }
 
 /// Default of [`StoreOptions::dedupe_window_records`].
@@ -141,6 +147,7 @@ impl Default for StoreOptions {
             state_storage: Arc::new(RealStorage),
             dedupe_window_records: DEDUPE_WINDOW_RECORDS_DEFAULT,
             maintenance_interval: Some(maintenance::MAINTENANCE_INTERVAL_DEFAULT),
+            stats_interval: Some(stats_file::STATS_INTERVAL_DEFAULT),
         }
     }
 }
@@ -232,10 +239,15 @@ pub(crate) struct StoreInner {
     pub shared: registry::Live,
     /// The previous `metrics` sample (time, offset) of each topic and topic/group.
     pub metric_samples: Mutex<HashMap<String, (std::time::Instant, u64)>>,
+    /// How the stats file gets the open work queues' figures: set by the queue layer when it
+    /// opens its first queue (the store, a lower layer, does not name it).
+    pub(crate) queue_figures: std::sync::OnceLock<stats_file::QueueFiguresFn>,
     /// Stops the maintenance thread when the store goes.
     maintenance_stop: Arc<maintenance::Stop>,
     /// The maintenance thread, joined when the last user handle drops.
     maintenance_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The stats file's thread (`stats_file`), stopped and joined with the maintenance thread.
+    stats_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// What maintenance did so far, in all and per topic.
     maintenance_stats: Mutex<maintenance::MaintenanceStats>,
     maintenance_by_topic: Mutex<HashMap<String, maintenance::MaintenanceStats>>,
@@ -284,11 +296,14 @@ struct UserHandle {
 impl Drop for UserHandle {
     fn drop(&mut self) {
         self.inner.maintenance_stop.stop();
-        let thread = crate::sync::lock(&self.inner.maintenance_thread).take();
-        if let Some(t) = thread
-            && t.thread().id() != std::thread::current().id()
-        {
-            let _ = t.join();
+        let threads = [
+            crate::sync::lock(&self.inner.maintenance_thread).take(),
+            crate::sync::lock(&self.inner.stats_thread).take(),
+        ];
+        for t in threads.into_iter().flatten() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -340,8 +355,10 @@ impl Store {
             signal: Arc::default(),
             shared: registry::Live::default(),
             metric_samples: Mutex::new(HashMap::new()),
+            queue_figures: std::sync::OnceLock::new(),
             maintenance_stop: Arc::default(),
             maintenance_thread: Mutex::new(None),
+            stats_thread: Mutex::new(None),
             maintenance_stats: Mutex::default(),
             maintenance_by_topic: Mutex::default(),
             journal: Mutex::new(None),
@@ -349,6 +366,10 @@ impl Store {
         });
         if let Some(interval) = inner.opts.maintenance_interval {
             *crate::sync::lock(&inner.maintenance_thread) = maintenance::spawn(&inner, interval);
+        }
+        if let Some(interval) = inner.opts.stats_interval {
+            *crate::sync::lock(&inner.stats_thread) =
+                stats_file::spawn(&inner, interval, inner.maintenance_stop.clone());
         }
         let store = Store { _handle: Some(Arc::new(UserHandle { inner: inner.clone() })), inner };
         store.finish_deletions()?;
@@ -392,7 +413,13 @@ impl Store {
 
     /// The groups of a topic with committed offset and lag.
     pub fn groups(&self, topic: &str) -> Result<Vec<GroupInfo>> {
-        let t = self.existing_topic(topic)?;
+        let hold = self.hold_existing(topic)?;
+        let Some(t) = hold.topic() else { return Err(Error::NotFound { kind: "topic", name: topic.to_string() }) };
+        self.group_infos(t, topic)
+    }
+
+    /// The groups of `t` (named `topic`) with committed offset and lag.
+    pub(crate) fn group_infos(&self, t: &Topic, topic: &str) -> Result<Vec<GroupInfo>> {
         let end = t.next_offset();
         let mut v: Vec<GroupInfo> = self
             .inner

@@ -44,7 +44,6 @@ impl Live {
     }
 
     /// Every live value of type `T`, with its key (for a monitor that reads them all).
-    #[cfg(feature = "metrics")]
     pub fn values<T: Any + Send + Sync>(&self) -> Vec<((String, String), Arc<T>)> {
         let entries = lock(&self.entries);
         (entries.iter())

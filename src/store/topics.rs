@@ -150,6 +150,17 @@ impl Store {
         Ok(Some(MaintenanceHold { store: self, name: name.to_string(), topic: Some(topic) }))
     }
 
+    /// Holds an existing topic for a short read (its statistics, its groups): never creates it,
+    /// and a delete waits for the read instead of failing as "in use". [`Error::NotFound`] when
+    /// it is not there or being deleted.
+    pub(crate) fn hold_existing(&self, name: &str) -> Result<MaintenanceHold<'_>> {
+        validate_name(name)?;
+        match self.hold_topic(name, true)? {
+            Some(hold) if hold.topic().is_some() => Ok(hold),
+            _ => Err(Error::NotFound { kind: "topic", name: name.to_string() }),
+        }
+    }
+
     /// Names of all topics, sorted.
     pub fn topics(&self) -> Result<Vec<String>> {
         let dir = self.inner.topics_dir();

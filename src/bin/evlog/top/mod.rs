@@ -1,13 +1,15 @@
 //! `evlog top --dir D`: a live view of a store, refreshed every second, beside the process that
-//! holds it. Per topic: records, λ, bytes, the largest group lag; Enter shows one topic's groups
-//! (committed, lag L, μ, W = L/λ, drain time) and a sparkline of λ over the last minute. Keys:
+//! holds it. Per topic: records, λ, bytes, the largest group lag, the holder's fsync p99; Enter
+//! shows one topic's sparklines of λ and μ over the last minute, fsync p50/p99 and records per
+//! fsync, its groups (committed, lag L, μ, W = L/λ, drain time) and the holder's work queues
+//! (backlog, ready, leased, scheduled, dead letters, deliveries per second). Keys:
 //! `q` quits, `s` changes the sort, `/` filters topics by name, arrows move, Enter and Esc open
 //! and close a topic. Fits 80×24 and reads without colour.
 
 mod model;
 mod sample;
 
-use model::{Model, TopicRow};
+use model::{FsyncRow, Model, TopicRow};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
@@ -150,6 +152,24 @@ fn secs(s: Option<f64>) -> String {
     }
 }
 
+fn millis(d: Option<Duration>) -> String {
+    d.map_or_else(|| "—".to_string(), |d| format!("{:.2}ms", d.as_secs_f64() * 1e3))
+}
+
+/// The fsync figures' line of a topic's detail.
+fn fsync_line(f: Option<&FsyncRow>) -> String {
+    match f {
+        None => "fsync: no stats file from the holder (or none in the last 5 s)".to_string(),
+        Some(f) => format!(
+            "fsync p50 ≤ {} · p99 ≤ {} · {} records/fsync ({})",
+            millis(f.p50),
+            millis(f.p99),
+            f.records_per_fsync.map_or_else(|| "—".to_string(), |r| format!("{r:.1}")),
+            if f.recent { "last second" } else { "since open" }
+        ),
+    }
+}
+
 fn bytes(b: u64) -> String {
     match b {
         b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
@@ -177,7 +197,7 @@ fn draw(f: &mut ratatui::Frame<'_>, rows: &[TopicRow], view: &mut View) {
 }
 
 fn draw_topics(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, rows: &[TopicRow], state: &mut TableState) {
-    let header = Row::new(["topic", "records", "λ", "bytes", "groups", "max lag"])
+    let header = Row::new(["topic", "records", "λ", "bytes", "max lag", "fsync p99"])
         .style(Style::new().add_modifier(Modifier::BOLD));
     let body = rows.iter().map(|r| {
         Row::new([
@@ -185,8 +205,8 @@ fn draw_topics(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, rows: &[
             r.records.to_string(),
             rate(r.lambda),
             bytes(r.bytes),
-            r.groups.len().to_string(),
             r.max_lag().to_string(),
+            millis(r.fsync.as_ref().and_then(|f| f.p99)),
         ])
     });
     let widths = [
@@ -194,8 +214,8 @@ fn draw_topics(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, rows: &[
         Constraint::Length(12),
         Constraint::Length(10),
         Constraint::Length(11),
-        Constraint::Length(6),
         Constraint::Length(10),
+        Constraint::Length(9),
     ];
     let table = Table::new(body, widths)
         .header(header)
@@ -206,7 +226,14 @@ fn draw_topics(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, rows: &[
 }
 
 fn draw_detail(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, row: &TopicRow) {
-    let [spark, groups] = Layout::vertical([Constraint::Length(4), Constraint::Min(3)]).areas(area);
+    let [spark, mu_spark, fsync, groups, queues] = Layout::vertical([
+        Constraint::Length(4),
+        Constraint::Length(3),
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(if row.queues.is_empty() { 0 } else { 3 + row.queues.len().min(4) as u16 }),
+    ])
+    .areas(area);
     let title = format!(
         "{}: λ {} over the last minute (max {}/s)",
         row.topic,
@@ -217,6 +244,15 @@ fn draw_detail(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, row: &To
         Sparkline::default().block(Block::new().borders(Borders::TOP).title(title)).data(&row.lambda_history),
         spark,
     );
+    let mu_title = format!("μ of all groups, max {}/s", row.mu_history.iter().max().unwrap_or(&0));
+    f.render_widget(
+        Sparkline::default().block(Block::new().borders(Borders::TOP).title(mu_title)).data(&row.mu_history),
+        mu_spark,
+    );
+    f.render_widget(Paragraph::new(Line::from(fsync_line(row.fsync.as_ref()))), fsync);
+    if !row.queues.is_empty() {
+        draw_queues(f, queues, row);
+    }
     let header = Row::new(["group", "committed", "lag L", "μ", "W = L/λ", "drain"])
         .style(Style::new().add_modifier(Modifier::BOLD));
     let body = row.groups.iter().map(|g| {
@@ -239,4 +275,32 @@ fn draw_detail(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, row: &To
     ];
     let table = Table::new(body, widths).header(header).block(Block::new().borders(Borders::TOP).title("groups"));
     f.render_widget(table, groups);
+}
+
+fn draw_queues(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, row: &TopicRow) {
+    let header = Row::new(["queue", "backlog", "ready", "leased", "sched.", "dead", "deliv/s"])
+        .style(Style::new().add_modifier(Modifier::BOLD));
+    let body = row.queues.iter().map(|q| {
+        Row::new([
+            q.queue.clone(),
+            q.backlog.to_string(),
+            q.ready.to_string(),
+            q.leased.to_string(),
+            q.scheduled.to_string(),
+            q.dead_lettered.to_string(),
+            rate(q.delivered_rate),
+        ])
+    });
+    let widths = [
+        Constraint::Min(12),
+        Constraint::Length(9),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(7),
+        Constraint::Length(9),
+    ];
+    let table =
+        Table::new(body, widths).header(header).block(Block::new().borders(Borders::TOP).title("work queues (holder)"));
+    f.render_widget(table, area);
 }

@@ -1,8 +1,9 @@
 //! `evlog top`'s figures from successive samples: λ (appends per second) per topic, μ (commits
 //! per second) per group, backlog L, W = L/λ (Little's law: how long a record now waits) and the
-//! drain time L/(μ−λ), or "growing" when the group falls behind.
+//! drain time L/(μ−λ), or "growing" when the group falls behind; from the holder's stats file,
+//! fsync p50/p99 and records per fsync over the last interval, and the work queues' counts.
 
-use super::sample::Sample;
+use super::sample::{Sample, TopicSample};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -30,6 +31,36 @@ pub struct TopicRow {
     pub groups: Vec<GroupRow>,
     /// λ over the last minute, one value per sample.
     pub lambda_history: Vec<u64>,
+    /// μ of all groups together over the last minute, one value per sample.
+    pub mu_history: Vec<u64>,
+    /// The holder's fsyncs (from its stats file), `None` without one.
+    pub fsync: Option<FsyncRow>,
+    /// The holder's open work queues on this topic.
+    pub queues: Vec<QueueRow>,
+}
+
+/// fsync figures over the last interval (since the holder opened the topic when the interval
+/// had none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FsyncRow {
+    pub p50: Option<Duration>,
+    pub p99: Option<Duration>,
+    pub records_per_fsync: Option<f64>,
+    /// Whether the figures cover only the last interval.
+    pub recent: bool,
+}
+
+/// One work queue's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueRow {
+    pub queue: String,
+    pub backlog: u64,
+    pub ready: u64,
+    pub leased: u64,
+    pub scheduled: u64,
+    pub dead_lettered: u64,
+    /// Deliveries per second (first ones and redeliveries), `None` before two samples.
+    pub delivered_rate: Option<f64>,
 }
 
 impl TopicRow {
@@ -84,22 +115,54 @@ impl Model {
                     GroupRow { group: g.clone(), committed, lag: t.next_offset.saturating_sub(committed), mu }
                 })
                 .collect();
+            let fsync = t.fsync.as_ref().map(|now| {
+                let earlier = before.and_then(|(_, b)| b.fsync.as_ref()).filter(|e| e.fsyncs < now.fsyncs);
+                let (latency, fsyncs, records) = match earlier {
+                    Some(e) => {
+                        (now.latency.since(&e.latency), now.fsyncs - e.fsyncs, now.synced_records - e.synced_records)
+                    }
+                    None => (now.latency, now.fsyncs, now.synced_records),
+                };
+                FsyncRow {
+                    p50: latency.quantile(0.5),
+                    p99: latency.quantile(0.99),
+                    records_per_fsync: (fsyncs > 0).then(|| records as f64 / fsyncs as f64),
+                    recent: earlier.is_some(),
+                }
+            });
+            let queues = (t.queues.values())
+                .map(|q| QueueRow {
+                    queue: q.queue.clone(),
+                    backlog: q.backlog,
+                    ready: q.ready,
+                    leased: q.leased,
+                    scheduled: q.scheduled,
+                    dead_lettered: q.dead_lettered,
+                    delivered_rate: before.and_then(|(at, b)| {
+                        per_sec(q.delivered, b.queues.get(&q.queue)?.delivered, last.at.duration_since(at))
+                    }),
+                })
+                .collect();
             rows.push(TopicRow {
                 topic: name.clone(),
                 records: t.next_offset,
                 bytes: t.bytes,
                 lambda,
                 groups,
-                lambda_history: self.history(name),
+                lambda_history: self.history(name, |t| t.next_offset),
+                mu_history: self.history(name, |t| t.groups.values().sum()),
+                fsync,
+                queues,
             });
         }
         rows
     }
 
-    /// λ between each pair of successive samples of the last minute.
-    fn history(&self, topic: &str) -> Vec<u64> {
+    /// The rate of `count` between each pair of successive samples of the last minute (λ of
+    /// the end offset, μ of the groups' commits summed).
+    fn history(&self, topic: &str, count: impl Fn(&TopicSample) -> u64) -> Vec<u64> {
         let offsets: Vec<_> =
-            self.samples.iter().filter_map(|s| s.topics.get(topic).map(|t| (s.at, t.next_offset))).collect();
+            self.samples.iter().filter_map(|s| s.topics.get(topic).map(|t| (s.at, count(t)))).collect();
         offsets
             .windows(2)
             .map(|w| per_sec(w[1].1, w[0].1, w[1].0.duration_since(w[0].0)).unwrap_or(0.0) as u64)
@@ -109,7 +172,6 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sample::TopicSample;
     use super::*;
     use std::time::Instant;
 
@@ -136,5 +198,35 @@ mod tests {
         let row = &m.rows()[0];
         assert_eq!(row.groups[0].drain_secs(row.lambda), None, "μ < λ: growing");
         assert_eq!(row.lambda_history, vec![100, 200]);
+        assert_eq!(row.mu_history, vec![200, 100]);
+    }
+
+    #[test]
+    fn fsync_figures_cover_the_last_interval_once_there_are_two_samples() {
+        use super::super::sample::FsyncSample;
+        use evlog::log::{LATENCY_BUCKETS, LatencyHistogram};
+        let t0 = Instant::now();
+        let with = |at, fsyncs, records, bucket: usize, n| {
+            let mut s = sample(at, 100, 0);
+            let mut counts = [0u64; LATENCY_BUCKETS];
+            counts[bucket] = n;
+            s.topics.get_mut("t").expect("t").fsync =
+                Some(FsyncSample { fsyncs, synced_records: records, latency: LatencyHistogram::from_counts(counts) });
+            s
+        };
+        let mut m = Model::default();
+        // 10 fsyncs of 128..160 µs (bucket 24), then 10 more of 2048..2560 µs (bucket 40).
+        m.push(with(t0, 10, 50, 24, 10));
+        let f = m.rows()[0].fsync.clone().expect("fsync");
+        assert_eq!((f.p99, f.records_per_fsync, f.recent), (Some(Duration::from_micros(160)), Some(5.0), false));
+        let mut later = with(t0 + Duration::from_secs(1), 20, 250, 24, 10);
+        if let Some(fs) = later.topics.get_mut("t").and_then(|t| t.fsync.as_mut()) {
+            let mut counts = *fs.latency.counts();
+            counts[40] = 10;
+            fs.latency = LatencyHistogram::from_counts(counts);
+        }
+        m.push(later);
+        let f = m.rows()[0].fsync.clone().expect("fsync");
+        assert_eq!((f.p50, f.records_per_fsync, f.recent), (Some(Duration::from_micros(2560)), Some(20.0), true));
     }
 }

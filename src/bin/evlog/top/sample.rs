@@ -1,8 +1,12 @@
 //! What `evlog top` reads each second, and from where: through the serving process's socket
 //! when the store's holder serves it (end offsets and group commits over Kafka's APIs), else
-//! read-only from the topics' files (end offsets; groups need the holder).
+//! read-only from the topics' files (end offsets); and in both cases the holder's stats file
+//! (`evlog.stats`, FORMAT.md § Stats file) when it is fresh: fsync latencies and counts, group
+//! commits, the holder's open work queues.
 
 use crate::remote::Remote;
+use evlog::log::LatencyHistogram;
+use evlog::store::{QueueFigures, StatsFile};
 use evlog::{Log, Options};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +19,22 @@ pub struct TopicSample {
     pub bytes: u64,
     /// Group → committed offset.
     pub groups: BTreeMap<String, u64>,
+    /// The holder's fsyncs of this topic, from its stats file.
+    pub fsync: Option<FsyncSample>,
+    /// The holder's open work queues on this topic, by queue name, from its stats file.
+    pub queues: BTreeMap<String, QueueFigures>,
 }
+
+/// A topic's append-path fsyncs as the holder counted them since it opened the topic.
+#[derive(Debug, Clone, Default)]
+pub struct FsyncSample {
+    pub fsyncs: u64,
+    pub synced_records: u64,
+    pub latency: LatencyHistogram,
+}
+
+/// A stats file older than this is a holder that stopped writing it (or is gone): not used.
+const STATS_FRESH_MS: i64 = 5_000;
 
 /// Every topic at one moment.
 #[derive(Debug, Clone)]
@@ -44,7 +63,7 @@ impl Source {
     pub fn describe(&self) -> &'static str {
         match self {
             Source::Served(_) => "through evlog serve",
-            Source::Files(_) => "read-only from the files (groups: only when the holder serves)",
+            Source::Files(_) => "read-only: files + holder's stats file",
         }
     }
 
@@ -80,7 +99,34 @@ impl Source {
                 }
             }
         }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        if let Some(file) = StatsFile::read(dir).filter(|f| now_ms - f.written_ms <= STATS_FRESH_MS) {
+            merge_stats_file(&mut topics, file);
+        }
         Ok(Sample { at: Instant::now(), topics })
+    }
+}
+
+/// Adds what the holder's stats file says: fsyncs and queues, and the group commits the files
+/// alone cannot show (the socket's answer, when there is one, is kept).
+fn merge_stats_file(topics: &mut BTreeMap<String, TopicSample>, file: StatsFile) {
+    for t in file.topics {
+        if let Some(s) = topics.get_mut(&t.topic) {
+            s.fsync =
+                Some(FsyncSample { fsyncs: t.fsyncs, synced_records: t.synced_records, latency: t.fsync_latency });
+        }
+    }
+    for g in file.groups {
+        if let Some(s) = topics.get_mut(&g.topic) {
+            s.groups.entry(g.group).or_insert(g.committed);
+        }
+    }
+    for q in file.queues {
+        if let Some(s) = topics.get_mut(&q.topic) {
+            s.queues.insert(q.queue.clone(), q);
+        }
     }
 }
 
