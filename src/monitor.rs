@@ -16,7 +16,8 @@
 //! `evlog_group_committed_offset`, `evlog_group_lag_records`, `evlog_group_lag_seconds`
 //! (topic, group); `evlog_queue_backlog`, `evlog_queue_ready`, `evlog_queue_leased`,
 //! `evlog_queue_scheduled`, `evlog_queue_delivered_total`, `evlog_queue_acked_total`,
-//! `evlog_queue_dead_lettered_total` (topic, queue) for the queues open in this process.
+//! `evlog_queue_dead_lettered_total`, `evlog_queue_redelivered_total`,
+//! `evlog_queue_leases_expiring` (topic, queue) for the queues open in this process.
 
 use crate::error::Result;
 use crate::store::Store;
@@ -45,6 +46,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "evlog_queue_delivered_total",
     "evlog_queue_acked_total",
     "evlog_queue_dead_lettered_total",
+    "evlog_queue_redelivered_total",
+    "evlog_queue_leases_expiring",
 ];
 
 /// Records every topic's, group's and open queue's figures through the `metrics` facade (the
@@ -87,6 +90,8 @@ pub fn record_metrics(store: &Store) -> Result<()> {
         counter!("evlog_queue_delivered_total", &l).absolute(q.delivered);
         counter!("evlog_queue_acked_total", &l).absolute(q.acked);
         counter!("evlog_queue_dead_lettered_total", &l).absolute(q.dead_lettered);
+        counter!("evlog_queue_redelivered_total", &l).absolute(q.redelivered);
+        gauge!("evlog_queue_leases_expiring", &l).set(q.leases_expiring as f64);
     }
     Ok(())
 }

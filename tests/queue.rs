@@ -58,6 +58,28 @@ fn a_lease_runs_on_the_monotonic_clock_whatever_steps_the_wall_clock_takes() {
 }
 
 #[test]
+fn stats_count_redeliveries_and_the_leases_about_to_run_out() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    fill(&store, "jobs", 2);
+    let q = store.queue("w", "jobs", opts(&clock, 5)).expect("queue");
+    let first = q.try_lease().expect("lease").expect("job 0");
+    let _second = q.try_lease().expect("lease").expect("job 1");
+    let s = q.stats();
+    assert_eq!((s.delivered, s.redelivered, s.leases_expiring), (2, 0, 0), "10 s leases, just taken");
+    clock.advance(Duration::from_secs(3));
+    q.nack(&first, NONE).expect("nack");
+    let again = q.try_lease().expect("lease").expect("job 0 again");
+    assert_eq!(again.deliveries, 2);
+    // 5 s in: job 1's lease (taken at 0 s) runs out at 10 s, job 0's new one (3 s) at 13 s.
+    clock.advance(Duration::from_secs(2));
+    let s = q.stats();
+    assert_eq!((s.delivered, s.redelivered), (3, 1), "one of three deliveries was a redelivery");
+    assert_eq!(s.leases_expiring, 1, "job 1's lease runs out within 5 s; job 0's was renewed by its redelivery");
+}
+
+#[test]
 fn a_nacks_delay_runs_on_the_monotonic_clock_and_survives_a_restart_as_a_time_of_day() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clock = Arc::new(ManualClock::new(1_000_000));

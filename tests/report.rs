@@ -102,3 +102,76 @@ fn the_report_renders_in_headless_chromium() {
     let html = std::fs::read_to_string(&file).expect("report");
     assert!(html.contains("audit.log") && html.contains("orders"));
 }
+
+/// Beside a holder that does not serve, the report takes the rates, fsyncs and recovery figures
+/// from its stats file.
+#[test]
+fn the_report_shows_the_holders_rates_fsync_histogram_and_recovery_from_its_stats_file() {
+    use evlog::{ConsumerOptions, Durability, Options, Store, StoreOptions};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut opts = StoreOptions::with_log(Options::with_durability(Durability::Always));
+    opts.stats_interval = None;
+    let store = Store::open(tmp.path(), opts).expect("store");
+    let orders = store.topic("orders").expect("topic");
+    orders.append(b"first").expect("append");
+    let mut billing = store.consumer("billing", "orders", ConsumerOptions::default()).expect("consumer");
+    billing.poll(1, std::time::Duration::ZERO).expect("poll");
+    billing.commit().expect("commit");
+    store.write_stats_file().expect("the first sample");
+    for i in 0..300 {
+        orders.append(format!("order {i}").as_bytes()).expect("append");
+    }
+    // The holder samples its history every 60th write: the 61st write takes the second sample.
+    for _ in 0..60 {
+        store.write_stats_file().expect("stats file");
+    }
+    let file = tmp.path().join("report.html");
+    evlog(tmp.path(), &["report", "--html", file.to_str().expect("utf-8")], "");
+    let html = std::fs::read_to_string(&file).expect("report");
+    well_formed(&html).unwrap_or_else(|e| panic!("{e}\n{html}"));
+    for needed in [
+        "The holder's stats file was written",
+        "Appends λ per minute, last hour",
+        "Group billing commits μ",
+        "fsyncs on the append path: ",
+        "Recovery when the holder opened it",
+        "Groups (the holder's stats file)",
+    ] {
+        assert!(html.contains(needed), "{needed}\n{html}");
+    }
+    assert!(html.contains("<td>billing</td><td>1</td><td>300</td>"), "billing's lag from the stats file\n{html}");
+    let fsyncs = orders.stats().fsyncs;
+    assert!(html.contains(&format!("fsyncs on the append path: {fsyncs} (")), "the holder's fsync count");
+}
+
+/// The layout part: which sealed segments are compressed, and what a repair quarantined.
+#[test]
+fn the_report_says_which_segments_are_compressed_and_what_is_quarantined() {
+    use evlog::{Durability, Options, Store, StoreOptions};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    {
+        let mut log = Options::with_durability(Durability::Os);
+        log.segment_bytes_max = 64 << 10;
+        log.record_bytes_max = 4096;
+        let store = Store::open(tmp.path(), StoreOptions::with_log(log)).expect("store");
+        let orders = store.topic("orders").expect("topic");
+        for i in 0..3000 {
+            orders.append(format!("order {i} {}", "x".repeat(60)).as_bytes()).expect("append");
+        }
+        assert!(orders.segment_count() > 2, "several segments");
+        store.compress_topic("orders").expect("compress");
+    }
+    let quarantine = tmp.path().join("topics").join("orders").join("quarantine");
+    std::fs::create_dir_all(&quarantine).expect("mkdir");
+    std::fs::write(quarantine.join("00000000000000000000.log.after-4096"), b"torn").expect("a quarantined file");
+    let file = tmp.path().join("report.html");
+    evlog(tmp.path(), &["report", "--html", file.to_str().expect("utf-8")], "");
+    let html = std::fs::read_to_string(&file).expect("report");
+    well_formed(&html).unwrap_or_else(|e| panic!("{e}\n{html}"));
+    let sealed = html.split("<h3>Sealed segments (").nth(1).expect("the segments' heading");
+    let compressed: usize =
+        sealed.split("; ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).expect("a count");
+    assert!(compressed > 0, "compressed segments are counted: {sealed:.80}");
+    assert!(html.contains("LZ4-compressed"), "a segment's hover says it is compressed");
+    assert!(html.contains("Quarantine (1 files a repair moved aside): 00000000000000000000.log.after-4096"), "{html}");
+}

@@ -687,4 +687,8 @@ fn the_stats_file_shows_another_process_the_holders_fsyncs_groups_and_queues() {
     assert_eq!((g.topic.as_str(), g.committed), ("t", 2));
     let w = file.queues.iter().find(|q| q.queue == "w").expect("queue w");
     assert_eq!((w.topic.as_str(), w.leased, w.backlog), ("jobs", 1, 2));
+    assert_eq!((t.used_bytes, t.budget_bytes), (store.topic("t").expect("topic").used_bytes().expect("used"), None));
+    assert!(file.recoveries.iter().any(|r| r.topic == "t" && !r.repaired), "what recovery found at open");
+    let history = file.history.iter().find(|h| h.topic == "t" && h.group.is_none()).expect("t's history");
+    assert_eq!(history.points.iter().map(|p| p.1).collect::<Vec<_>>(), vec![5], "the first write takes a sample");
 }

@@ -124,6 +124,9 @@ fn top_beside_a_holder_that_does_not_serve_shows_its_groups_fsyncs_and_queues_fr
     let tmp = tempfile::tempdir().expect("tempdir");
     let store =
         Store::open(tmp.path(), StoreOptions::with_log(Options::with_durability(Durability::Always))).expect("store");
+    store
+        .configure_topic("orders", evlog::TopicConfig::default().with_budget(64 << 20, evlog::log::WhenFull::Error))
+        .expect("a budget");
     common::fill(&store, "orders", 10, |i| format!("order {i}"));
     let mut billing = store.consumer("billing", "orders", ConsumerOptions::default()).expect("consumer");
     billing.poll(4, Duration::ZERO).expect("poll");
@@ -138,8 +141,10 @@ fn top_beside_a_holder_that_does_not_serve_shows_its_groups_fsyncs_and_queues_fr
     assert!(screen.contains("read-only: files + holder's stats file"), "{screen}");
     tmux(&["send-keys", "-t", &session, "Enter"]);
     let detail = screen_until(&session, "billing's lag, the fsyncs and the queue", |s| {
-        s.contains("billing") && s.contains("fsync p50 ≤") && s.contains("workers")
+        s.contains("billing") && s.contains("fsync p50 ≤") && s.contains("workers") && s.contains("budget:")
     });
+    assert!(detail.contains("of 64.0 MiB used, full never at this λ"), "{detail}");
+    assert!(detail.contains("lag s") && detail.contains("redel/s") && detail.contains("expiring"), "{detail}");
     let billing_row = detail.lines().find(|l| l.contains("billing")).expect("billing's row");
     assert!(billing_row.split_whitespace().any(|w| w == "6"), "a lag of 6 records: {billing_row}");
     tmux(&["send-keys", "-t", &session, "q"]);

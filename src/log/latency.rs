@@ -75,12 +75,18 @@ impl LatencyHistogram {
         self.counts.iter().sum()
     }
 
+    /// The durations bucket `i` counts: from, and to (exclusive; `None` for the last bucket).
+    pub fn bucket_range(i: usize) -> (Duration, Option<Duration>) {
+        let to = (i + 1 < LATENCY_BUCKETS).then(|| Duration::from_micros(lower_micros(i + 1)));
+        (Duration::from_micros(lower_micros(i)), to)
+    }
+
     /// The counts by bucket, with each bucket's range: `(from, to, count)`, `to` exclusive and
     /// `None` for the last bucket. Buckets that counted nothing are left out.
     pub fn buckets(&self) -> impl Iterator<Item = (Duration, Option<Duration>, u64)> + '_ {
         self.counts.iter().enumerate().filter(|&(_, &n)| n > 0).map(|(i, &n)| {
-            let to = (i + 1 < LATENCY_BUCKETS).then(|| Duration::from_micros(lower_micros(i + 1)));
-            (Duration::from_micros(lower_micros(i)), to, n)
+            let (from, to) = LatencyHistogram::bucket_range(i);
+            (from, to, n)
         })
     }
 

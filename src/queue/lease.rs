@@ -118,6 +118,7 @@ impl Queue {
             }
             st.leased.insert((deadline, offset));
             st.stats.delivered += 1;
+            st.stats.redelivered += u64::from(deliveries > 1);
             let last_error = st.errors.get(&offset).cloned();
             out.push(Delivery { record, deliveries, topic: inner.topic.name().into(), last_error, token });
         }

@@ -164,7 +164,16 @@ pub struct QueueStats {
     pub scheduled: u64,
     /// Jobs cancelled ([`Queue::cancel`]) since this queue was opened.
     pub cancelled: u64,
+    /// Of `delivered`, deliveries of a job delivered before (after a nack, a retry or an expired
+    /// lease).
+    pub redelivered: u64,
+    /// Leases that run out within [`LEASE_EXPIRING_MS`] (on the monotonic clock): workers about
+    /// to lose a job unless they extend, ack or nack it.
+    pub leases_expiring: u64,
 }
+
+/// How soon a lease must run out to count in [`QueueStats::leases_expiring`], in milliseconds.
+pub const LEASE_EXPIRING_MS: i64 = 5_000;
 
 /// A work queue over one topic for one group: each record is leased to one worker at a time,
 /// redelivered after a nack or when its lease runs out, and dead-lettered after
@@ -471,10 +480,12 @@ impl Queue {
     /// The queue's counts now.
     pub fn stats(&self) -> QueueStats {
         let st = lock(&self.inner.state);
+        let soon = self.inner.opts.clock.monotonic_ms().saturating_add(LEASE_EXPIRING_MS);
         QueueStats {
             backlog: self.inner.topic.next_offset().saturating_sub(st.cursor),
             ready: (st.ready.len() + st.delayed.len()) as u64,
             leased: st.leased.len() as u64,
+            leases_expiring: st.leased.range(..(soon, u64::MAX)).count() as u64,
             ..st.stats
         }
     }
@@ -501,7 +512,9 @@ fn open_queue_figures(store: &Store) -> Vec<crate::store::QueueFigures> {
             scheduled: q.scheduled,
             dead_lettered: q.dead_lettered,
             delivered: q.delivered,
+            redelivered: q.redelivered,
             acked: q.acked,
+            leases_expiring: q.leases_expiring,
         })
         .collect()
 }

@@ -36,7 +36,9 @@ pub use crate::store::config::{Compression, TopicConfig};
 pub use crate::store::maintenance::MaintenanceStats;
 pub use crate::store::metrics::{GroupStats, TopicStats};
 pub use crate::store::state::{Abort, CommitDurability, StateTx};
-pub use crate::store::stats_file::{GroupFigures, QueueFigures, STATS_FILE, StatsFile, TopicFigures};
+pub use crate::store::stats_file::{
+    GroupFigures, History, QueueFigures, RecoveryFigures, STATS_FILE, StatsFile, TopicFigures,
+};
 
 use crate::error::{Error, Result};
 use crate::log::Log;
@@ -242,6 +244,8 @@ pub(crate) struct StoreInner {
     /// How the stats file gets the open work queues' figures: set by the queue layer when it
     /// opens its first queue (the store, a lower layer, does not name it).
     pub(crate) queue_figures: std::sync::OnceLock<stats_file::QueueFiguresFn>,
+    /// The stats file's per-minute samples of the last hour.
+    stats_samples: Mutex<stats_file::Samples>,
     /// Stops the maintenance thread when the store goes.
     maintenance_stop: Arc<maintenance::Stop>,
     /// The maintenance thread, joined when the last user handle drops.
@@ -356,6 +360,7 @@ impl Store {
             shared: registry::Live::default(),
             metric_samples: Mutex::new(HashMap::new()),
             queue_figures: std::sync::OnceLock::new(),
+            stats_samples: Mutex::default(),
             maintenance_stop: Arc::default(),
             maintenance_thread: Mutex::new(None),
             stats_thread: Mutex::new(None),

@@ -2,14 +2,15 @@
 //! holds it. Per topic: records, λ, bytes, the largest group lag, the holder's fsync p99; Enter
 //! shows one topic's sparklines of λ and μ over the last minute, fsync p50/p99 and records per
 //! fsync, its groups (committed, lag L, μ, W = L/λ, drain time) and the holder's work queues
-//! (backlog, ready, leased, scheduled, dead letters, deliveries per second). Keys:
+//! (backlog, ready, leased, scheduled, dead letters, deliveries and redeliveries per second,
+//! leases about to run out). Keys:
 //! `q` quits, `s` changes the sort, `/` filters topics by name, arrows move, Enter and Esc open
 //! and close a topic. Fits 80×24 and reads without colour.
 
 mod model;
 mod sample;
 
-use model::{FsyncRow, Model, TopicRow};
+use model::{BudgetRow, FsyncRow, Model, TopicRow};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
@@ -170,6 +171,19 @@ fn fsync_line(f: Option<&FsyncRow>) -> String {
     }
 }
 
+/// The budget's part of the fsync line.
+fn budget_text(b: Option<&BudgetRow>) -> String {
+    match b {
+        None => String::new(),
+        Some(b) => format!(
+            "budget: {:.0}% of {} used, full {}",
+            b.used_bytes as f64 * 100.0 / b.budget_bytes.max(1) as f64,
+            bytes(b.budget_bytes),
+            b.time_to_full.map_or_else(|| "never at this λ".to_string(), |t| format!("in {}", secs(Some(t))))
+        ),
+    }
+}
+
 fn bytes(b: u64) -> String {
     match b {
         b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
@@ -229,15 +243,16 @@ fn draw_detail(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, row: &To
     let [spark, mu_spark, fsync, groups, queues] = Layout::vertical([
         Constraint::Length(4),
         Constraint::Length(3),
-        Constraint::Length(1),
+        Constraint::Length(if row.budget.is_some() { 2 } else { 1 }),
         Constraint::Min(3),
         Constraint::Length(if row.queues.is_empty() { 0 } else { 3 + row.queues.len().min(4) as u16 }),
     ])
     .areas(area);
     let title = format!(
-        "{}: λ {} over the last minute (max {}/s)",
+        "{}: λ {} ({}/s) over the last minute (max {}/s)",
         row.topic,
         rate(row.lambda),
+        row.bytes_rate.map_or_else(|| "…".to_string(), |b| bytes(b as u64)),
         row.lambda_history.iter().max().unwrap_or(&0)
     );
     f.render_widget(
@@ -249,36 +264,39 @@ fn draw_detail(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, row: &To
         Sparkline::default().block(Block::new().borders(Borders::TOP).title(mu_title)).data(&row.mu_history),
         mu_spark,
     );
-    f.render_widget(Paragraph::new(Line::from(fsync_line(row.fsync.as_ref()))), fsync);
+    let lines = vec![Line::from(fsync_line(row.fsync.as_ref())), Line::from(budget_text(row.budget.as_ref()))];
+    f.render_widget(Paragraph::new(lines), fsync);
     if !row.queues.is_empty() {
         draw_queues(f, queues, row);
     }
-    let header = Row::new(["group", "committed", "lag L", "μ", "W = L/λ", "drain"])
+    let header = Row::new(["group", "committed", "lag L", "lag s", "μ", "W = L/λ", "drain"])
         .style(Style::new().add_modifier(Modifier::BOLD));
     let body = row.groups.iter().map(|g| {
         Row::new([
             g.group.clone(),
             g.committed.to_string(),
             g.lag.to_string(),
+            g.lag_secs.map_or_else(|| "—".to_string(), |s| secs(Some(s))),
             rate(g.mu),
             g.wait_secs(row.lambda).map_or_else(|| "—".to_string(), |w| secs(Some(w))),
             secs(g.drain_secs(row.lambda)),
         ])
     });
     let widths = [
-        Constraint::Min(14),
-        Constraint::Length(11),
+        Constraint::Min(12),
+        Constraint::Length(10),
         Constraint::Length(9),
-        Constraint::Length(9),
-        Constraint::Length(9),
-        Constraint::Length(9),
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
     ];
     let table = Table::new(body, widths).header(header).block(Block::new().borders(Borders::TOP).title("groups"));
     f.render_widget(table, groups);
 }
 
 fn draw_queues(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, row: &TopicRow) {
-    let header = Row::new(["queue", "backlog", "ready", "leased", "sched.", "dead", "deliv/s"])
+    let header = Row::new(["queue", "backlog", "ready", "leased", "sched.", "dead", "deliv/s", "redel/s", "expiring"])
         .style(Style::new().add_modifier(Modifier::BOLD));
     let body = row.queues.iter().map(|q| {
         Row::new([
@@ -289,16 +307,20 @@ fn draw_queues(f: &mut ratatui::Frame<'_>, area: ratatui::layout::Rect, row: &To
             q.scheduled.to_string(),
             q.dead_lettered.to_string(),
             rate(q.delivered_rate),
+            rate(q.redelivered_rate),
+            q.leases_expiring.to_string(),
         ])
     });
     let widths = [
-        Constraint::Min(12),
-        Constraint::Length(9),
+        Constraint::Min(10),
         Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(8),
+        Constraint::Length(6),
         Constraint::Length(7),
-        Constraint::Length(9),
+        Constraint::Length(6),
+        Constraint::Length(5),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
     ];
     let table =
         Table::new(body, widths).header(header).block(Block::new().borders(Borders::TOP).title("work queues (holder)"));

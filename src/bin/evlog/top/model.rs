@@ -18,6 +18,8 @@ pub struct GroupRow {
     pub lag: u64,
     /// Commits per second (records), `None` before two samples.
     pub mu: Option<f64>,
+    /// Age of its oldest uncommitted record in seconds (from the holder's stats file).
+    pub lag_secs: Option<f64>,
 }
 
 /// One topic's figures.
@@ -28,6 +30,9 @@ pub struct TopicRow {
     pub bytes: u64,
     /// Appends per second, `None` before two samples.
     pub lambda: Option<f64>,
+    /// Bytes appended per second (the records' bytes from the stats file, else the files'
+    /// growth), `None` before two samples.
+    pub bytes_rate: Option<f64>,
     pub groups: Vec<GroupRow>,
     /// λ over the last minute, one value per sample.
     pub lambda_history: Vec<u64>,
@@ -37,6 +42,18 @@ pub struct TopicRow {
     pub fsync: Option<FsyncRow>,
     /// The holder's open work queues on this topic.
     pub queues: Vec<QueueRow>,
+    /// The budget and how soon it is full, for a topic with one (from the stats file).
+    pub budget: Option<BudgetRow>,
+}
+
+/// A budgeted topic's room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetRow {
+    pub used_bytes: u64,
+    pub budget_bytes: u64,
+    /// Seconds until full at the bytes/s it grew by in the last interval; `None` while it does
+    /// not grow (or before two samples).
+    pub time_to_full: Option<f64>,
 }
 
 /// fsync figures over the last interval (since the holder opened the topic when the interval
@@ -61,6 +78,10 @@ pub struct QueueRow {
     pub dead_lettered: u64,
     /// Deliveries per second (first ones and redeliveries), `None` before two samples.
     pub delivered_rate: Option<f64>,
+    /// Of those, redeliveries per second.
+    pub redelivered_rate: Option<f64>,
+    /// Leases that run out within 5 s.
+    pub leases_expiring: u64,
 }
 
 impl TopicRow {
@@ -112,7 +133,13 @@ impl Model {
                         let c = *b.groups.get(g)?;
                         per_sec(committed, c, last.at.duration_since(at))
                     });
-                    GroupRow { group: g.clone(), committed, lag: t.next_offset.saturating_sub(committed), mu }
+                    GroupRow {
+                        group: g.clone(),
+                        committed,
+                        lag: t.next_offset.saturating_sub(committed),
+                        mu,
+                        lag_secs: t.lag_ms.get(g).map(|&ms| ms as f64 / 1e3),
+                    }
                 })
                 .collect();
             let fsync = t.fsync.as_ref().map(|now| {
@@ -141,18 +168,41 @@ impl Model {
                     delivered_rate: before.and_then(|(at, b)| {
                         per_sec(q.delivered, b.queues.get(&q.queue)?.delivered, last.at.duration_since(at))
                     }),
+                    redelivered_rate: before.and_then(|(at, b)| {
+                        per_sec(q.redelivered, b.queues.get(&q.queue)?.redelivered, last.at.duration_since(at))
+                    }),
+                    leases_expiring: q.leases_expiring,
                 })
                 .collect();
+            let budget = t.budget_bytes.zip(t.used_bytes).map(|(budget_bytes, used_bytes)| {
+                let growth = before.and_then(|(at, b)| per_sec(used_bytes, b.used_bytes?, last.at.duration_since(at)));
+                BudgetRow {
+                    used_bytes,
+                    budget_bytes,
+                    time_to_full: growth
+                        .filter(|&g| g > 0.0)
+                        .map(|g| budget_bytes.saturating_sub(used_bytes) as f64 / g),
+                }
+            });
+            let bytes_rate = before.and_then(|(at, b)| {
+                let dt = last.at.duration_since(at);
+                match (t.used_bytes, b.used_bytes) {
+                    (Some(now), Some(then)) => per_sec(now, then, dt),
+                    _ => per_sec(t.bytes, b.bytes, dt),
+                }
+            });
             rows.push(TopicRow {
                 topic: name.clone(),
                 records: t.next_offset,
                 bytes: t.bytes,
                 lambda,
+                bytes_rate,
                 groups,
                 lambda_history: self.history(name, |t| t.next_offset),
                 mu_history: self.history(name, |t| t.groups.values().sum()),
                 fsync,
                 queues,
+                budget,
             });
         }
         rows
@@ -199,6 +249,23 @@ mod tests {
         assert_eq!(row.groups[0].drain_secs(row.lambda), None, "μ < λ: growing");
         assert_eq!(row.lambda_history, vec![100, 200]);
         assert_eq!(row.mu_history, vec![200, 100]);
+    }
+
+    #[test]
+    fn a_budgeted_topic_is_full_in_its_room_over_the_bytes_per_second_it_grew_by() {
+        let t0 = Instant::now();
+        let with = |at, used| {
+            let mut s = sample(at, 100, 0);
+            let t = s.topics.get_mut("t").expect("t");
+            (t.used_bytes, t.budget_bytes) = (Some(used), Some(10_000));
+            s
+        };
+        let mut m = Model::default();
+        m.push(with(t0, 4_000));
+        assert_eq!(m.rows()[0].budget.as_ref().map(|b| b.time_to_full), Some(None), "one sample: no rate");
+        m.push(with(t0 + Duration::from_secs(2), 6_000));
+        let b = m.rows()[0].budget.clone().expect("a budget");
+        assert_eq!((b.used_bytes, b.time_to_full), (6_000, Some(4.0)), "4,000 bytes left at 1,000 bytes/s");
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub struct TopicSample {
     pub fsync: Option<FsyncSample>,
     /// The holder's open work queues on this topic, by queue name, from its stats file.
     pub queues: BTreeMap<String, QueueFigures>,
+    /// Group → age of its oldest uncommitted record in ms, from the holder's stats file.
+    pub lag_ms: BTreeMap<String, i64>,
+    /// Bytes the records take and the budget, from the holder's stats file.
+    pub used_bytes: Option<u64>,
+    pub budget_bytes: Option<u64>,
 }
 
 /// A topic's append-path fsyncs as the holder counted them since it opened the topic.
@@ -116,10 +121,13 @@ fn merge_stats_file(topics: &mut BTreeMap<String, TopicSample>, file: StatsFile)
         if let Some(s) = topics.get_mut(&t.topic) {
             s.fsync =
                 Some(FsyncSample { fsyncs: t.fsyncs, synced_records: t.synced_records, latency: t.fsync_latency });
+            s.used_bytes = Some(t.used_bytes);
+            s.budget_bytes = t.budget_bytes;
         }
     }
     for g in file.groups {
         if let Some(s) = topics.get_mut(&g.topic) {
+            s.lag_ms.insert(g.group.clone(), g.lag_ms);
             s.groups.entry(g.group).or_insert(g.committed);
         }
     }
