@@ -265,6 +265,10 @@ impl Sim {
                             self.seed
                         );
                     }
+                    // The stats file and statistics beside every other operation: never damage,
+                    // never a deleted topic back (the model's checks see the topics).
+                    self.never_damage("write_stats_file", store.write_stats_file());
+                    self.never_damage("stats", store.stats(topic).map(|_| ()));
                 }
                 66..=67 => {
                     // Retention by age on the budgeted topic only (the model allows removals there).

@@ -246,6 +246,8 @@ pub(crate) struct StoreInner {
     pub(crate) queue_figures: std::sync::OnceLock<stats_file::QueueFiguresFn>,
     /// The stats file's per-minute samples of the last hour.
     stats_samples: Mutex<stats_file::Samples>,
+    /// Held for a whole write of the stats file: one writer of its temp name at a time.
+    stats_write: Mutex<()>,
     /// Stops the maintenance thread when the store goes.
     maintenance_stop: Arc<maintenance::Stop>,
     /// The maintenance thread, joined when the last user handle drops.
@@ -361,6 +363,7 @@ impl Store {
             metric_samples: Mutex::new(HashMap::new()),
             queue_figures: std::sync::OnceLock::new(),
             stats_samples: Mutex::default(),
+            stats_write: Mutex::new(()),
             maintenance_stop: Arc::default(),
             maintenance_thread: Mutex::new(None),
             stats_thread: Mutex::new(None),

@@ -9,6 +9,7 @@
 //! - Advisory: written to `evlog.stats.tmp` and renamed over the last one, never fsynced. A crash
 //!   may leave an older file, none, or one cut short; a reader takes a file only whole (its
 //!   first line and its `end` line), so a torn one reads as absent, never as wrong figures.
+//! - One writer at a time (`stats_write`): the temp name is shared.
 //! - Never opens, creates or keeps a topic: it reads the topics open in this process through a
 //!   maintenance hold (a delete waits for it), and the queues open in this process.
 
@@ -299,6 +300,9 @@ impl Store {
 
     /// Writes the stats file now (what the stats thread does every `stats_interval`).
     pub fn write_stats_file(&self) -> Result<()> {
+        // The stats thread and explicit calls share one temp name: one writer at a time, or one
+        // would rename the other's temp file away under it.
+        let _one_writer = crate::sync::lock(&self.inner().stats_write);
         let text = text::render(&self.stats_figures()?);
         let storage = self.inner().storage();
         let (tmp, path) = (self.inner().root.join("evlog.stats.tmp"), self.inner().root.join(STATS_FILE));
